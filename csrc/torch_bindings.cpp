@@ -1,0 +1,23 @@
+// Every vlmops schema, defined once. Kernels register next to their implementations with
+// TORCH_LIBRARY_IMPL, so a device that was not compiled simply has no kernel.
+#include <torch/library.h>
+
+TORCH_LIBRARY(vlmops, m) {
+  // x [B, H, W, C] (any strides) -> [B, H/s, W/s, s*s*C]: token merging of InternVL / Idefics3.
+  m.def("pixel_shuffle(Tensor x, int scale) -> Tensor");
+  // grad_out [B, H/s, W/s, s*s*C] -> grad_x [B, H, W, C]: the inverse permutation.
+  m.def("pixel_shuffle_backward(Tensor grad_out, int scale) -> Tensor");
+  // Fused pixel_shuffle + LayerNorm(s*s*C) -> (out, mean [B, H/s, W/s], rstd [B, H/s, W/s]).
+  m.def("pixel_shuffle_layer_norm(Tensor x, int scale, Tensor? weight, Tensor? bias, float eps) -> (Tensor, Tensor, Tensor)");
+  // -> (grad_x [B, H, W, C], grad_weight [s*s*C], grad_bias [s*s*C]).
+  m.def("pixel_shuffle_layer_norm_backward(Tensor grad_out, Tensor x, Tensor mean, Tensor rstd, Tensor? weight, int scale) -> (Tensor, Tensor, Tensor)");
+}
+
+// Triton variants of the CUDA kernels, for benchmarks and VLMOPS_CUDA_BACKEND=triton; their CUDA
+// kernels register from Python (vlmops/triton/), the schema lives here like every other.
+TORCH_LIBRARY_FRAGMENT(vlmops, m) {
+  m.def("_pixel_shuffle_triton(Tensor x, int scale) -> Tensor");
+  m.def("_pixel_shuffle_backward_triton(Tensor grad_out, int scale) -> Tensor");
+  m.def("_pixel_shuffle_layer_norm_triton(Tensor x, int scale, Tensor? weight, Tensor? bias, float eps) -> (Tensor, Tensor, Tensor)");
+  m.def("_pixel_shuffle_layer_norm_backward_triton(Tensor grad_out, Tensor x, Tensor mean, Tensor rstd, Tensor? weight, int scale) -> (Tensor, Tensor, Tensor)");
+}

@@ -1,0 +1,36 @@
+"""Python faces of the vlmops ops: validation, fake (meta) implementations, autograd, backend choice.
+
+Owners of torch.ops.vlmops.<op> per device. Exactly one kernel registers for each (op, device);
+the other CUDA variant, where one exists, is the private op `vlmops::_<op>_triton`, picked by
+VLMOPS_CUDA_BACKEND=triton (default: cuda) for benchmarks and tests.
+
+| op                                 | CPU                       | CUDA (public op)              | Triton variant                               |
+|------------------------------------|---------------------------|-------------------------------|----------------------------------------------|
+| pixel_shuffle                      | csrc/cpu/pixel_shuffle.cpp | csrc/cuda/pixel_shuffle.cu    | _pixel_shuffle_triton                        |
+| pixel_shuffle_backward             | csrc/cpu/pixel_shuffle.cpp | csrc/cuda/pixel_shuffle.cu    | _pixel_shuffle_backward_triton               |
+| pixel_shuffle_layer_norm           | csrc/cpu/pixel_shuffle.cpp | csrc/cuda/pixel_shuffle.cu    | _pixel_shuffle_layer_norm_triton             |
+| pixel_shuffle_layer_norm_backward  | csrc/cpu/pixel_shuffle.cpp | csrc/cuda/pixel_shuffle.cu    | _pixel_shuffle_layer_norm_backward_triton    |
+"""
+
+import os
+
+KERNEL_OWNERS = {
+    "pixel_shuffle": {"cpu": "C++", "cuda": "CUDA C++", "triton": "_pixel_shuffle_triton"},
+    "pixel_shuffle_backward": {"cpu": "C++", "cuda": "CUDA C++", "triton": "_pixel_shuffle_backward_triton"},
+    "pixel_shuffle_layer_norm": {"cpu": "C++", "cuda": "CUDA C++", "triton": "_pixel_shuffle_layer_norm_triton"},
+    "pixel_shuffle_layer_norm_backward": {
+        "cpu": "C++",
+        "cuda": "CUDA C++",
+        "triton": "_pixel_shuffle_layer_norm_backward_triton",
+    },
+}
+
+_BACKENDS = ("cuda", "triton")
+
+
+def cuda_backend() -> str:
+    """The CUDA kernel family the wrappers call: VLMOPS_CUDA_BACKEND=cuda (default) or triton."""
+    value = os.environ.get("VLMOPS_CUDA_BACKEND", "cuda").strip().lower()
+    if value not in _BACKENDS:
+        raise ValueError(f"VLMOPS_CUDA_BACKEND must be one of {_BACKENDS}, got {value!r}")
+    return value
