@@ -1,7 +1,8 @@
-"""Test configuration: Triton runs under its CPU interpreter on machines without a GPU.
+"""Test configuration.
 
-TRITON_INTERPRET must be set before triton is imported, so it is set here, before any test module
-imports vlmops.triton.
+- Triton runs under its CPU interpreter on machines without a GPU: TRITON_INTERPRET must be set
+  before triton is imported, so it is set here, before any test module imports vlmops.triton.
+- `@pytest.mark.requires_cuda` tests are skipped where no CUDA device exists.
 """
 
 import os
@@ -13,9 +14,11 @@ HAS_CUDA = torch.cuda.is_available()
 if not HAS_CUDA:
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-requires_cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.requires_cuda)]
 
 
-def devices():
-    """Devices the tests run on: CPU always, CUDA when present."""
-    return ["cpu", "cuda"] if HAS_CUDA else ["cpu"]
+def pytest_collection_modifyitems(config, items):
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if not HAS_CUDA and "requires_cuda" in item.keywords:
+            item.add_marker(skip)
