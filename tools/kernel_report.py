@@ -105,24 +105,30 @@ def native_rows() -> list:
                             capture_output=True, text=True)
     if result.returncode != 0:  # cuobjdump fails on a library without any device code (a CPU-only build)
         return []
-    rows, arch = [], None
-    for line in result.stdout.splitlines():
+    return [{**row, "kernel": _demangle(row["kernel"])} for row in _parse_resource_usage(result.stdout)]
+
+
+def _parse_resource_usage(text: str) -> list:
+    """Rows of `cuobjdump --dump-resource-usage` output for the sm_80 and sm_90a cubins of a fat binary."""
+    rows, arch, name = [], None, None
+    for line in text.splitlines():
         header = re.search(r"arch = (sm_\w+)", line)
         if header:
             arch = header.group(1)
         function = re.search(r"Function (\S+):", line)
         if function:
             name = function.group(1)
-        usage = re.search(r"REG:(\d+) STACK:(\d+) SHARED:(\d+)", line)
-        if usage and arch in ("sm_80", "sm_90a", "sm_90"):
+        usage = re.search(r"REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)", line)
+        if usage and name and arch in ("sm_80", "sm_90a"):
+            # cuobjdump gives no spill counts; a nonzero stack frame or local memory is where spills go.
+            local = int(usage.group(2)) + int(usage.group(4))
             rows.append({
-                "kernel": _demangle(name),
+                "kernel": name,
                 "config": "native",
                 "arch": arch,
                 "registers": int(usage.group(1)),
-                # cuobjdump reports the stack frame, which holds any spills (0 means none).
-                "spill_stores": int(usage.group(2)),
-                "spill_loads": int(usage.group(2)),
+                "spill_stores": local,
+                "spill_loads": local,
                 "shared_bytes": int(usage.group(3)),
                 "wgmma": False,
             })
