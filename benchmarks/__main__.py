@@ -111,6 +111,7 @@ def main(argv=None) -> int:
         progress = os.fdopen(os.dup(2), "w")
         collector = report.Collector(progress)
         started = datetime.datetime.now(datetime.timezone.utc)
+        load_average = os.getloadavg()[0]
         with open(log_path, "w") as log, redirect_stdout(log):
             exit_code = int(pytest.main(pytest_args, plugins=[collector]))
         progress.close()
@@ -138,6 +139,8 @@ def main(argv=None) -> int:
             "tier": tier,
             "command": "python -m benchmarks" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:])),
             "cpu_count": len(os.sched_getaffinity(0)),
+            # 1-minute load average at the start and at the end: other processes share these CPUs.
+            "load_average": [round(load_average, 2), round(os.getloadavg()[0], 2)],
             "torch": torch.__version__,
             "transformers": _version("transformers"),
             "triton": _version("triton"),

@@ -98,7 +98,7 @@ def _ln_callable(impl, x, weight, bias, scale, device, monkeypatch):
             from liger_kernel.transformers import LigerLayerNorm
         except ImportError:
             pytest.skip("liger-kernel not installed (pip install vlmops[bench])")
-        layer_norm = LigerLayerNorm(features).to(device=device, dtype=x.dtype)
+        layer_norm = LigerLayerNorm(features, eps=1e-5).to(device=device, dtype=x.dtype)
     else:
         layer_norm = torch.nn.LayerNorm(features, device=device, dtype=x.dtype)
     with torch.no_grad():

@@ -94,6 +94,9 @@ class CudaEventClock:
         now.synchronize()
         return self._origin.elapsed_time(now) / 1e3
 
+    def __repr__(self) -> str:
+        return "CudaEventClock"
+
 
 def _first_floating_dtype(value):
     if isinstance(value, torch.Tensor):
