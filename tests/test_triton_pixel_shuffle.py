@@ -216,6 +216,20 @@ def test_layer_norm_layouts_weight_only(device, layout):
 
 
 @pytest.mark.parametrize("device", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("layout, channels, scale", [("cls_dropped", 3, 3), ("contiguous", 8, 2)])
+def test_layer_norm_rows_wider_than_a_chunk(device, dtype, layout, channels, scale, monkeypatch):
+    """Rows wider than MAX_ROW_CHUNK_BYTES take the chunked path (several passes over the row); shrunk
+    here to 16-element chunks so that tiny rows do (27 features: a full and a partial chunk; 32
+    features with vectorized addressing: two chunks)."""
+    monkeypatch.setattr(triton_ps, "MAX_ROW_CHUNK_BYTES", 32)
+    x = make_x(layout, 2, 2 * scale, scale, channels, dtype, device)
+    n = channels * scale * scale
+    assert triton_ps._row_chunk(triton_ps._row_block(n), x) < n
+    check_layer_norm(device, x, scale, affine(n, dtype, device, True, 1), affine(n, dtype, device, True, 2))
+
+
+@pytest.mark.parametrize("device", BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float16], ids=str)
 def test_layer_norm_other_dtypes(device, dtype):
     x = make_x("contiguous", 1, 4, 2, 4, dtype, device)
