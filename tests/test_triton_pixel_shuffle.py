@@ -136,6 +136,12 @@ def test_empty_inputs(device):
     assert grad_x.shape == x.shape
     torch.testing.assert_close(grad_w, torch.zeros(12, device=device), rtol=0, atol=0)
     torch.testing.assert_close(grad_b, torch.zeros(12, device=device), rtol=0, atol=0)
+    # No channels: every output is empty, nothing is launched.
+    no_channels = torch.empty(1, 2, 2, 0, device=device)
+    out, mean, rstd = k["layer_norm"](no_channels, 2, None, None, 1e-5)
+    assert out.shape == (1, 1, 1, 0)
+    grad_x, grad_w, grad_b = k["layer_norm_backward"](out, no_channels, mean, rstd, None, 2)
+    assert grad_x.shape == no_channels.shape and grad_w.shape == grad_b.shape == (0,)
 
 
 # --- fused pixel shuffle + LayerNorm ---------------------------------------------------------------

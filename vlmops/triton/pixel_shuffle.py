@@ -8,6 +8,17 @@ the element x[b, s*i + dy, s*j + dx, c], addressed through x's strides (x is nev
 Importing this module registers the launchers as the CUDA kernels of the four ops; their fake
 implementations and autograd live in vlmops/ops/pixel_shuffle.py. The launchers are plain functions
 of tensors, so the tests also call them on CPU tensors under the Triton interpreter.
+
+Design, from the static report (tools/kernel_report.py; registers per thread on sm_80 and sm_90a):
+- Offsets: an int64 base per token plus int32 offsets within its s x s patch (the launchers refuse
+  patches spanning 2**31 elements). All-int64 per-element offsets cost 167-198 registers in the
+  4096-wide backward; with int32 ones and 16-byte vector hints (VEC) it takes 74-80.
+- LayerNorm rows of up to 32 KiB of x live in registers (BLOCK = next_power_of_2(s*s*C)); wider rows
+  (fp32 SmolVLM, 12288 features) are processed in chunks, re-read from cache, instead of spilling.
+- The backward is two kernels: grad_x one row per program, and dW/db as column-blocked sums over
+  row blocks into a [P, s*s*C] partial buffer, then one torch sum over P (no atomics).
+  Fusing dW/db into the row kernel spilled thousands of bytes for 12288-wide rows. The price is one
+  more read of x and grad_out, as in PyTorch's own LayerNorm backward.
 """
 
 import contextlib
@@ -402,7 +413,7 @@ DWDB_BLOCK_N = 128
 def _dwdb_grid(rows: int, n: int, device: torch.device):
     """(BLOCK_ROWS, grid) of the dW/db reduction: about four programs per SM on a GPU. Under the CPU
     interpreter, 2-row blocks and at most 2 row programs, so the tests run programs that loop."""
-    column_blocks = triton.cdiv(n, DWDB_BLOCK_N)
+    column_blocks = max(1, triton.cdiv(n, DWDB_BLOCK_N))
     if device.type == "cuda":
         block_rows, target = 16, 4 * torch.cuda.get_device_properties(device).multi_processor_count
     else:
