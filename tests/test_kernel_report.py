@@ -98,3 +98,11 @@ def test_cuobjdump_resource_usage_parsing(kernel_report):
     rows = kernel_report._parse_resource_usage(dump)
     assert [(r["arch"], r["registers"], r["spill_stores"], r["shared_bytes"]) for r in rows] == [
         ("sm_80", 30, 0, 0), ("sm_90a", 40, 16, 2048)]
+
+
+def test_sass_wgmma_detection(kernel_report):
+    sass = (
+        "\t\tFunction : _Z4gemmv\n        /*0100*/  HGMMA.64x128x16.F32.BF16 gdesc[UR4], RZ, !UPT ;\n"
+        "\t\tFunction : _Z4copyv\n        /*0100*/  LDG.E.128 R4, desc[UR4][R2.64] ;\n"
+    )
+    assert kernel_report._functions_using_wgmma(sass) == {"_Z4gemmv"}

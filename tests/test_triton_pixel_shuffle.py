@@ -136,6 +136,12 @@ def test_empty_inputs(device):
     assert grad_x.shape == x.shape
     torch.testing.assert_close(grad_w, torch.zeros(12, device=device), rtol=0, atol=0)
     torch.testing.assert_close(grad_b, torch.zeros(12, device=device), rtol=0, atol=0)
+    # No channels: every output is empty, nothing is launched.
+    no_channels = torch.empty(1, 2, 2, 0, device=device)
+    out, mean, rstd = k["layer_norm"](no_channels, 2, None, None, 1e-5)
+    assert out.shape == (1, 1, 1, 0)
+    grad_x, grad_w, grad_b = k["layer_norm_backward"](out, no_channels, mean, rstd, None, 2)
+    assert grad_x.shape == no_channels.shape and grad_w.shape == grad_b.shape == (0,)
 
 
 # --- fused pixel shuffle + LayerNorm ---------------------------------------------------------------
@@ -213,6 +219,20 @@ def test_layer_norm_layouts_weight_only(device, layout):
     # C = 8 contiguous takes the vectorized path; weight without bias (and the reverse below).
     x = make_x(layout, 2, 4, 4, 8, torch.float32, device)
     check_layer_norm(device, x, 2, affine(32, torch.float32, device, True, 3), None)
+
+
+@pytest.mark.parametrize("device", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("layout, channels, scale", [("cls_dropped", 3, 3), ("contiguous", 8, 2)])
+def test_layer_norm_rows_wider_than_a_chunk(device, dtype, layout, channels, scale, monkeypatch):
+    """Rows wider than MAX_ROW_CHUNK_BYTES take the chunked path (several passes over the row); shrunk
+    here to 16-element chunks so that tiny rows do (27 features: a full and a partial chunk; 32
+    features with vectorized addressing: two chunks)."""
+    monkeypatch.setattr(triton_ps, "MAX_ROW_CHUNK_BYTES", 32)
+    x = make_x(layout, 2, 2 * scale, scale, channels, dtype, device)
+    n = channels * scale * scale
+    assert triton_ps._row_chunk(triton_ps._row_block(n), x) < n
+    check_layer_norm(device, x, scale, affine(n, dtype, device, True, 1), affine(n, dtype, device, True, 2))
 
 
 @pytest.mark.parametrize("device", BACKENDS)

@@ -4,7 +4,8 @@ Each Triton kernel spec of ``vlmops.triton.kernel_specs()`` is compiled ahead of
 sm_90a; the triton wheel's ``ptxas -v`` on the PTX gives registers and spill stores/loads (the
 cubin Triton builds is assembled from the same PTX), the compiled metadata gives shared memory, and
 the sm_90a PTX is searched for ``wgmma`` (Hopper tensor-core MMA). When the built native library
-``vlmops/_C*.so`` holds CUDA cubins, ``cuobjdump --dump-resource-usage`` lists its kernels as well.
+``vlmops/_C*.so`` holds CUDA cubins, ``cuobjdump --dump-resource-usage`` lists its kernels as well
+(config "native"; spills read as the stack frame plus local memory, wgmma as HGMMA in the SASS).
 
     python tools/kernel_report.py [--json PATH]
 
@@ -105,7 +106,25 @@ def native_rows() -> list:
                             capture_output=True, text=True)
     if result.returncode != 0:  # cuobjdump fails on a library without any device code (a CPU-only build)
         return []
-    return [{**row, "kernel": _demangle(row["kernel"])} for row in _parse_resource_usage(result.stdout)]
+    sass = subprocess.run([_nvidia_bin("cuobjdump"), "-sass", "-arch", "sm_90a", str(libraries[0])],
+                          capture_output=True, text=True)
+    hopper_mma = _functions_using_wgmma(sass.stdout) if sass.returncode == 0 else set()
+    return [
+        {**row, "kernel": _demangle(row["kernel"]), "wgmma": row["arch"] == "sm_90a" and row["kernel"] in hopper_mma}
+        for row in _parse_resource_usage(result.stdout)
+    ]
+
+
+def _functions_using_wgmma(sass: str) -> set:
+    """Mangled names of the functions whose sm_90a SASS holds HGMMA (what PTX wgmma assembles to)."""
+    found, name = set(), None
+    for line in sass.splitlines():
+        function = re.search(r"Function : (\S+)", line)
+        if function:
+            name = function.group(1)
+        elif name and "HGMMA" in line:
+            found.add(name)
+    return found
 
 
 def _parse_resource_usage(text: str) -> list:
@@ -130,16 +149,20 @@ def _parse_resource_usage(text: str) -> list:
                 "spill_stores": local,
                 "spill_loads": local,
                 "shared_bytes": int(usage.group(3)),
-                "wgmma": False,
+                "wgmma": False,  # set from the SASS by native_rows
             })
     return rows
 
 
 def _demangle(name: str) -> str:
+    """`shuffle_copy_kernel<unsigned long, false>` from its mangled name (namespaces, return type and
+    parameter list dropped: the template arguments are what tells instantiations apart)."""
     try:
-        return subprocess.run(["c++filt", name], capture_output=True, text=True, check=True).stdout.strip()
+        full = subprocess.run(["c++filt", name], capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return name
+    full = full.replace("(anonymous namespace)::", "").removeprefix("void ").split("(", 1)[0]
+    return full.removeprefix("vlmops::")
 
 
 def collect() -> list:

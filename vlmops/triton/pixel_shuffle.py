@@ -8,6 +8,17 @@ the element x[b, s*i + dy, s*j + dx, c], addressed through x's strides (x is nev
 Importing this module registers the launchers as the CUDA kernels of the four ops; their fake
 implementations and autograd live in vlmops/ops/pixel_shuffle.py. The launchers are plain functions
 of tensors, so the tests also call them on CPU tensors under the Triton interpreter.
+
+Design, from the static report (tools/kernel_report.py; registers per thread on sm_80 and sm_90a):
+- Offsets: an int64 base per token plus int32 offsets within its s x s patch (the launchers refuse
+  patches spanning 2**31 elements). All-int64 per-element offsets cost 167-198 registers in the
+  4096-wide backward; with int32 ones and 16-byte vector hints (VEC) it takes 74-80.
+- LayerNorm rows of up to 32 KiB of x live in registers (BLOCK = next_power_of_2(s*s*C)); wider rows
+  (fp32 SmolVLM, 12288 features) are processed in chunks, re-read from cache, instead of spilling.
+- The backward is two kernels: grad_x one row per program, and dW/db as column-blocked sums over
+  row blocks into a [P, s*s*C] partial buffer, then one torch sum over P (no atomics).
+  Fusing dW/db into the row kernel spilled thousands of bytes for 12288-wide rows. The price is one
+  more read of x and grad_out, as in PyTorch's own LayerNorm backward.
 """
 
 import contextlib
@@ -79,32 +90,84 @@ def _pixel_shuffle_copy_kernel(
 
 
 @triton.jit
-def _pixel_shuffle_layer_norm_fwd_kernel(
-    X, Out, Weight, Bias, Mean, Rstd, Ho, Wo, C, scale, N, eps,
-    stride_xb, stride_xh, stride_xw, stride_xc, stride_weight, stride_bias,
-    HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, VEC: tl.constexpr, BLOCK: tl.constexpr,
-):
-    """One output token per program: gather its s*s*C inputs, normalize, store (Out, Mean, Rstd contiguous)."""
-    row = tl.program_id(0).to(tl.int64)
-    acc_dtype = Mean.dtype.element_ty  # float32, or float64 for float64 inputs
-    k = tl.arange(0, BLOCK)
-    mask = k < N
-    b, i, j = _token_coords(row, Ho, Wo)
-    x_offsets = _token_base(b, i, j, scale, stride_xb, stride_xh, stride_xw) + _patch_offsets(
-        k, scale, C, stride_xh, stride_xw, stride_xc, VEC)
-    x = tl.load(X + x_offsets, mask=mask, other=0.0).to(acc_dtype)
-    mean = tl.sum(x, axis=0) / N
-    centered = tl.where(mask, x - mean, 0.0)
-    # Two passes over registers (mean, then centered squares), as the C++ kernel does.
-    rstd = 1.0 / tl.sqrt(tl.sum(centered * centered, axis=0) / N + eps)
-    y = centered * rstd
+def _load_row_chunk(X, base, k, mask, scale, C, stride_xh, stride_xw, stride_xc, VEC: tl.constexpr, acc_dtype):
+    """Inputs feeding channels k of the token whose patch starts at `base`, in accumulation precision."""
+    x_offsets = base + _patch_offsets(k, scale, C, stride_xh, stride_xw, stride_xc, VEC)
+    return tl.load(X + x_offsets, mask=mask, other=0.0).to(acc_dtype)
+
+
+@triton.jit
+def _affine_chunk(y, Weight, Bias, k, mask, stride_weight, stride_bias,
+                  HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, acc_dtype):
     if HAS_WEIGHT:
         y = y * tl.load(Weight + k * stride_weight, mask=mask, other=0.0).to(acc_dtype)
     if HAS_BIAS:
         y = y + tl.load(Bias + k * stride_bias, mask=mask, other=0.0).to(acc_dtype)
-    tl.store(Out + row * N + k, y.to(Out.dtype.element_ty), mask=mask)
+    return y
+
+
+@triton.jit
+def _pixel_shuffle_layer_norm_fwd_kernel(
+    X, Out, Weight, Bias, Mean, Rstd, Ho, Wo, C, scale, N, eps,
+    stride_xb, stride_xh, stride_xw, stride_xc, stride_weight, stride_bias,
+    HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, VEC: tl.constexpr, BLOCK: tl.constexpr, CHUNK: tl.constexpr,
+):
+    """One output token per program: gather its s*s*C inputs, normalize, store (Out, Mean, Rstd contiguous).
+
+    Rows up to CHUNK (>= BLOCK) stay in registers; wider rows are read in CHUNK-sized pieces three
+    times (sum, centered squares, output), the re-reads hitting cache, so registers stay bounded.
+    """
+    row = tl.program_id(0).to(tl.int64)
+    acc_dtype = Mean.dtype.element_ty  # float32, or float64 for float64 inputs
+    b, i, j = _token_coords(row, Ho, Wo)
+    base = _token_base(b, i, j, scale, stride_xb, stride_xh, stride_xw)
+    out_row = Out + row * N
+    if CHUNK >= BLOCK:
+        k = tl.arange(0, BLOCK)
+        mask = k < N
+        x = _load_row_chunk(X, base, k, mask, scale, C, stride_xh, stride_xw, stride_xc, VEC, acc_dtype)
+        mean = tl.sum(x, axis=0) / N
+        centered = tl.where(mask, x - mean, 0.0)
+        # Two passes over registers (mean, then centered squares), as the C++ kernel does.
+        rstd = 1.0 / tl.sqrt(tl.sum(centered * centered, axis=0) / N + eps)
+        y = _affine_chunk(centered * rstd, Weight, Bias, k, mask, stride_weight, stride_bias, HAS_WEIGHT, HAS_BIAS,
+                          acc_dtype)
+        tl.store(out_row + k, y.to(Out.dtype.element_ty), mask=mask)
+    else:
+        sums = tl.zeros([CHUNK], dtype=acc_dtype)
+        for start in tl.range(0, N, CHUNK):
+            k = start + tl.arange(0, CHUNK)
+            sums += _load_row_chunk(X, base, k, k < N, scale, C, stride_xh, stride_xw, stride_xc, VEC, acc_dtype)
+        mean = tl.sum(sums, axis=0) / N
+        sums = tl.zeros([CHUNK], dtype=acc_dtype)
+        for start in tl.range(0, N, CHUNK):
+            k = start + tl.arange(0, CHUNK)
+            mask = k < N
+            x = _load_row_chunk(X, base, k, mask, scale, C, stride_xh, stride_xw, stride_xc, VEC, acc_dtype)
+            centered = tl.where(mask, x - mean, 0.0)
+            sums += centered * centered
+        rstd = 1.0 / tl.sqrt(tl.sum(sums, axis=0) / N + eps)
+        for start in tl.range(0, N, CHUNK):
+            k = start + tl.arange(0, CHUNK)
+            mask = k < N
+            x = _load_row_chunk(X, base, k, mask, scale, C, stride_xh, stride_xw, stride_xc, VEC, acc_dtype)
+            y = _affine_chunk((x - mean) * rstd, Weight, Bias, k, mask, stride_weight, stride_bias, HAS_WEIGHT,
+                              HAS_BIAS, acc_dtype)
+            tl.store(out_row + k, y.to(Out.dtype.element_ty), mask=mask)
     tl.store(Mean + row, mean)
     tl.store(Rstd + row, rstd)
+
+
+@triton.jit
+def _xhat_and_weighted_grad(X, GradOut, Weight, x_base, grad_out_base, k, mask, mean, rstd, scale, C,
+                            stride_xh, stride_xw, stride_xc, stride_gc, stride_weight,
+                            HAS_WEIGHT: tl.constexpr, VEC: tl.constexpr, acc_dtype):
+    """xhat and g = grad_out * weight of channels k of one token (zeros where masked)."""
+    x = _load_row_chunk(X, x_base, k, mask, scale, C, stride_xh, stride_xw, stride_xc, VEC, acc_dtype)
+    g = tl.load(GradOut + grad_out_base + k.to(tl.int64) * stride_gc, mask=mask, other=0.0).to(acc_dtype)
+    if HAS_WEIGHT:
+        g = g * tl.load(Weight + k * stride_weight, mask=mask, other=0.0).to(acc_dtype)
+    return tl.where(mask, (x - mean) * rstd, 0.0), g
 
 
 @triton.jit
@@ -114,30 +177,53 @@ def _pixel_shuffle_layer_norm_bwd_dx_kernel(
     stride_xb, stride_xh, stride_xw, stride_xc,
     stride_mb, stride_mh, stride_mw, stride_rb, stride_rh, stride_rw, stride_weight,
     stride_dxb, stride_dxh, stride_dxw,
-    HAS_WEIGHT: tl.constexpr, VEC: tl.constexpr, BLOCK: tl.constexpr,
+    HAS_WEIGHT: tl.constexpr, VEC: tl.constexpr, BLOCK: tl.constexpr, CHUNK: tl.constexpr,
 ):
-    """One output token per program: grad_x of its s*s*C inputs, scattered back to contiguous [B, H, W, C]."""
+    """One output token per program: grad_x of its s*s*C inputs, scattered back to contiguous [B, H, W, C].
+
+    grad_x = rstd * (g - mean(g) - xhat * mean(g * xhat)) with g = grad_out * weight. Rows wider than
+    CHUNK are read twice in CHUNK-sized pieces (the two means, then grad_x), as in the forward.
+    """
     row = tl.program_id(0).to(tl.int64)
     acc_dtype = Mean.dtype.element_ty
-    k = tl.arange(0, BLOCK)
-    mask = k < N
     b, i, j = _token_coords(row, Ho, Wo)
     mean = tl.load(Mean + b * stride_mb + i * stride_mh + j * stride_mw)
     rstd = tl.load(Rstd + b * stride_rb + i * stride_rh + j * stride_rw)
-    x_offsets = _token_base(b, i, j, scale, stride_xb, stride_xh, stride_xw) + _patch_offsets(
-        k, scale, C, stride_xh, stride_xw, stride_xc, VEC)
-    x = tl.load(X + x_offsets, mask=mask, other=0.0).to(acc_dtype)
-    grad_out_offsets = b * stride_gb + i * stride_gh + j * stride_gw + k.to(tl.int64) * stride_gc
-    g = tl.load(GradOut + grad_out_offsets, mask=mask, other=0.0).to(acc_dtype)
-    if HAS_WEIGHT:
-        g = g * tl.load(Weight + k * stride_weight, mask=mask, other=0.0).to(acc_dtype)
-    xhat = tl.where(mask, (x - mean) * rstd, 0.0)
-    mean_g = tl.sum(g, axis=0) / N
-    mean_g_xhat = tl.sum(g * xhat, axis=0) / N
-    grad_x = rstd * (g - mean_g - xhat * mean_g_xhat)
-    grad_x_offsets = _token_base(b, i, j, scale, stride_dxb, stride_dxh, stride_dxw) + _patch_offsets(
-        k, scale, C, stride_dxh, stride_dxw, 1, VEC)
-    tl.store(GradX + grad_x_offsets, grad_x.to(GradX.dtype.element_ty), mask=mask)
+    x_base = _token_base(b, i, j, scale, stride_xb, stride_xh, stride_xw)
+    grad_out_base = b * stride_gb + i * stride_gh + j * stride_gw
+    grad_x_base = _token_base(b, i, j, scale, stride_dxb, stride_dxh, stride_dxw)
+    if CHUNK >= BLOCK:
+        k = tl.arange(0, BLOCK)
+        mask = k < N
+        xhat, g = _xhat_and_weighted_grad(X, GradOut, Weight, x_base, grad_out_base, k, mask, mean, rstd, scale, C,
+                                          stride_xh, stride_xw, stride_xc, stride_gc, stride_weight, HAS_WEIGHT,
+                                          VEC, acc_dtype)
+        mean_g = tl.sum(g, axis=0) / N
+        mean_g_xhat = tl.sum(g * xhat, axis=0) / N
+        grad_x = rstd * (g - mean_g - xhat * mean_g_xhat)
+        grad_x_offsets = grad_x_base + _patch_offsets(k, scale, C, stride_dxh, stride_dxw, 1, VEC)
+        tl.store(GradX + grad_x_offsets, grad_x.to(GradX.dtype.element_ty), mask=mask)
+    else:
+        sum_g = tl.zeros([CHUNK], dtype=acc_dtype)
+        sum_g_xhat = tl.zeros([CHUNK], dtype=acc_dtype)
+        for start in tl.range(0, N, CHUNK):
+            k = start + tl.arange(0, CHUNK)
+            xhat, g = _xhat_and_weighted_grad(X, GradOut, Weight, x_base, grad_out_base, k, k < N, mean, rstd, scale,
+                                              C, stride_xh, stride_xw, stride_xc, stride_gc, stride_weight,
+                                              HAS_WEIGHT, VEC, acc_dtype)
+            sum_g += g
+            sum_g_xhat += g * xhat
+        mean_g = tl.sum(sum_g, axis=0) / N
+        mean_g_xhat = tl.sum(sum_g_xhat, axis=0) / N
+        for start in tl.range(0, N, CHUNK):
+            k = start + tl.arange(0, CHUNK)
+            mask = k < N
+            xhat, g = _xhat_and_weighted_grad(X, GradOut, Weight, x_base, grad_out_base, k, mask, mean, rstd, scale,
+                                              C, stride_xh, stride_xw, stride_xc, stride_gc, stride_weight,
+                                              HAS_WEIGHT, VEC, acc_dtype)
+            grad_x = rstd * (g - mean_g - xhat * mean_g_xhat)
+            grad_x_offsets = grad_x_base + _patch_offsets(k, scale, C, stride_dxh, stride_dxw, 1, VEC)
+            tl.store(GradX + grad_x_offsets, grad_x.to(GradX.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -176,13 +262,23 @@ def _pixel_shuffle_layer_norm_bwd_dwdb_kernel(
     tl.store(PartialGradBias + pid_r * N + k, tl.sum(grad_bias, axis=0), mask=mask_k)
 
 
+# Widest piece of a row the LayerNorm kernels hold in registers, in bytes of x: 16384 bf16/fp16,
+# 8192 fp32, 4096 fp64 elements. Wider rows are processed in pieces (tools/kernel_report.py: a
+# whole 16384-wide fp32 row spills).
+MAX_ROW_CHUNK_BYTES = 32768
+
+
 def _row_block(n: int) -> int:
     return triton.next_power_of_2(max(n, 1))
 
 
-def _row_num_warps(block: int) -> int:
+def _row_chunk(block: int, x: torch.Tensor) -> int:
+    return min(block, max(16, MAX_ROW_CHUNK_BYTES // x.element_size()))
+
+
+def _row_num_warps(chunk: int) -> int:
     """Warps of a one-row program: about 16 elements per thread per row-sized array, 4 to 16 warps."""
-    return min(16, max(4, block // 512))
+    return min(16, max(4, chunk // 512))
 
 
 def _device_guard(t: torch.Tensor):
@@ -298,13 +394,14 @@ def pixel_shuffle_layer_norm(x: torch.Tensor, scale: int, weight, bias, eps: flo
     rstd = torch.empty_like(mean)
     if out.numel() > 0:
         block = _row_block(n)
+        chunk = _row_chunk(block, x)
         with _device_guard(x):
             _pixel_shuffle_layer_norm_fwd_kernel[(mean.numel(),)](
                 x, out, weight if weight is not None else x, bias if bias is not None else x, mean, rstd,
                 H // s, W // s, C, s, n, eps, *x.stride(),
                 weight.stride(0) if weight is not None else 0, bias.stride(0) if bias is not None else 0,
                 HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, VEC=_vector_width(x), BLOCK=block,
-                num_warps=_row_num_warps(block),
+                CHUNK=chunk, num_warps=_row_num_warps(chunk),
             )
     return out, mean, rstd
 
@@ -316,7 +413,7 @@ DWDB_BLOCK_N = 128
 def _dwdb_grid(rows: int, n: int, device: torch.device):
     """(BLOCK_ROWS, grid) of the dW/db reduction: about four programs per SM on a GPU. Under the CPU
     interpreter, 2-row blocks and at most 2 row programs, so the tests run programs that loop."""
-    column_blocks = triton.cdiv(n, DWDB_BLOCK_N)
+    column_blocks = max(1, triton.cdiv(n, DWDB_BLOCK_N))
     if device.type == "cuda":
         block_rows, target = 16, 4 * torch.cuda.get_device_properties(device).multi_processor_count
     else:
@@ -360,13 +457,14 @@ def pixel_shuffle_layer_norm_backward(grad_out, x, mean, rstd, weight, scale: in
     partial_grad_bias = torch.zeros(dwdb_grid[1], n, dtype=stats_dtype, device=x.device)
     if rows > 0 and n > 0:
         block = _row_block(n)
+        chunk = _row_chunk(block, x)
         strided = (*grad_out.stride(), *x.stride(), *mean.stride(), *rstd.stride())
         with _device_guard(x):
             _pixel_shuffle_layer_norm_bwd_dx_kernel[(rows,)](
                 grad_out, x, mean, rstd, weight if weight is not None else x, grad_x,
                 H // s, W // s, C, s, n, *strided, weight.stride(0) if weight is not None else 0,
-                *grad_x.stride()[:3], HAS_WEIGHT=weight is not None, VEC=vec, BLOCK=block,
-                num_warps=_row_num_warps(block),
+                *grad_x.stride()[:3], HAS_WEIGHT=weight is not None, VEC=vec, BLOCK=block, CHUNK=chunk,
+                num_warps=_row_num_warps(chunk),
             )
             _pixel_shuffle_layer_norm_bwd_dwdb_kernel[dwdb_grid](
                 grad_out, x, mean, rstd, partial_grad_weight, partial_grad_bias, rows, H // s, W // s, C, s, n,
@@ -386,43 +484,47 @@ if _native.available():
 
 
 def _specs():
-    """Representative compilations: InternVL (InternViT-300M, C=1024, s=2 -> 4096 features) and
-    SmolVLM (SigLIP C=768, s=4 -> 12288 features, BLOCK 16384, the widest row), bf16, contiguous x (so 8-element vectors)."""
+    """Representative compilations, contiguous x: InternVL (InternViT-300M, C=1024, s=2 -> 4096
+    features) in bf16; SmolVLM (SigLIP C=768, s=4 -> 12288 features, BLOCK 16384, the widest row) in
+    bf16 (one register-resident row) and fp32 (two row chunks)."""
     specs = []
-    for model, C, s in (("internvl3-1b", 1024, 2), ("smolvlm", 768, 4)):
+    for model, C, s, dtype in (("internvl3-1b", 1024, 2, torch.bfloat16), ("smolvlm", 768, 4, torch.bfloat16),
+                               ("smolvlm", 768, 4, torch.float32)):
         H = W = 32  # the patch grid of one tile: 448px / 14 (InternViT), 512px / 16 (SigLIP)
         n, block = C * s * s, _row_block(C * s * s)
+        example = torch.empty(0, dtype=dtype)
+        chunk, vec = _row_chunk(block, example), 16 // example.element_size()
         Ho, Wo = H // s, W // s
-        x_strides = dict(stride_xb=H * W * C, stride_xh=W * C, stride_xw=C, stride_xc=1)
         geometry = dict(Ho=Ho, Wo=Wo, C=C, scale=s, N=n)
-        config = f"{model}:bf16:C={C},s={s}"
-        for to_shuffled in (True, False):
-            specs.append(make_spec(
-                _pixel_shuffle_copy_kernel, f"{config}:{'fwd' if to_shuffled else 'bwd'}", 4,
-                dict(TO_SHUFFLED=to_shuffled, VEC=8, BLOCK=COPY_BLOCK), X=torch.bfloat16, Y=torch.bfloat16,
-                **geometry, **x_strides, stride_yb=Ho * Wo * n, stride_yh=Wo * n, stride_yw=n, stride_yc=1,
-            ))
-        specs.append(make_spec(
-            _pixel_shuffle_layer_norm_fwd_kernel, f"{config}:affine", _row_num_warps(block),
-            dict(HAS_WEIGHT=True, HAS_BIAS=True, VEC=8, BLOCK=block),
-            X=torch.bfloat16, Out=torch.bfloat16, Weight=torch.bfloat16, Bias=torch.bfloat16,
-            Mean=torch.float32, Rstd=torch.float32, **geometry, eps=1e-5, **x_strides,
-            stride_weight=1, stride_bias=1,
-        ))
-        stats_strides = dict(stride_mb=Ho * Wo, stride_mh=Wo, stride_mw=1, stride_rb=Ho * Wo, stride_rh=Wo, stride_rw=1)
+        x_strides = dict(stride_xb=H * W * C, stride_xh=W * C, stride_xw=C, stride_xc=1)
         grad_out_strides = dict(stride_gb=Ho * Wo * n, stride_gh=Wo * n, stride_gw=n, stride_gc=1)
+        stats_strides = dict(stride_mb=Ho * Wo, stride_mh=Wo, stride_mw=1, stride_rb=Ho * Wo, stride_rh=Wo, stride_rw=1)
+        config = f"{model}:{str(dtype).replace('torch.', '')}:C={C},s={s}"
+        if dtype == torch.bfloat16:  # the copy kernels only move bytes: one dtype is representative
+            for to_shuffled in (True, False):
+                specs.append(make_spec(
+                    _pixel_shuffle_copy_kernel, f"{config}:{'fwd' if to_shuffled else 'bwd'}", 4,
+                    dict(TO_SHUFFLED=to_shuffled, VEC=vec, BLOCK=COPY_BLOCK), X=dtype, Y=dtype, **geometry,
+                    **x_strides, stride_yb=Ho * Wo * n, stride_yh=Wo * n, stride_yw=n, stride_yc=1,
+                ))
         specs.append(make_spec(
-            _pixel_shuffle_layer_norm_bwd_dx_kernel, f"{config}:affine", _row_num_warps(block),
-            dict(HAS_WEIGHT=True, VEC=8, BLOCK=block),
-            GradOut=torch.bfloat16, X=torch.bfloat16, Mean=torch.float32, Rstd=torch.float32,
-            Weight=torch.bfloat16, GradX=torch.bfloat16, **geometry, **grad_out_strides, **x_strides,
-            **stats_strides, stride_weight=1, stride_dxb=H * W * C, stride_dxh=W * C, stride_dxw=C,
+            _pixel_shuffle_layer_norm_fwd_kernel, f"{config}:affine", _row_num_warps(chunk),
+            dict(HAS_WEIGHT=True, HAS_BIAS=True, VEC=vec, BLOCK=block, CHUNK=chunk),
+            X=dtype, Out=dtype, Weight=dtype, Bias=dtype, Mean=torch.float32, Rstd=torch.float32, **geometry,
+            eps=1e-5, **x_strides, stride_weight=1, stride_bias=1,
         ))
         specs.append(make_spec(
-            _pixel_shuffle_layer_norm_bwd_dwdb_kernel, config, 4, dict(VEC=8, BLOCK_ROWS=16, BLOCK_N=DWDB_BLOCK_N),
-            GradOut=torch.bfloat16, X=torch.bfloat16, Mean=torch.float32, Rstd=torch.float32,
-            PartialGradWeight=torch.float32, PartialGradBias=torch.float32, rows=8 * Ho * Wo, **geometry,
-            **grad_out_strides, **x_strides, **stats_strides,
+            _pixel_shuffle_layer_norm_bwd_dx_kernel, f"{config}:affine", _row_num_warps(chunk),
+            dict(HAS_WEIGHT=True, VEC=vec, BLOCK=block, CHUNK=chunk),
+            GradOut=dtype, X=dtype, Mean=torch.float32, Rstd=torch.float32, Weight=dtype, GradX=dtype, **geometry,
+            **grad_out_strides, **x_strides, **stats_strides, stride_weight=1,
+            stride_dxb=H * W * C, stride_dxh=W * C, stride_dxw=C,
+        ))
+        specs.append(make_spec(
+            _pixel_shuffle_layer_norm_bwd_dwdb_kernel, config, 4, dict(VEC=vec, BLOCK_ROWS=16, BLOCK_N=DWDB_BLOCK_N),
+            GradOut=dtype, X=dtype, Mean=torch.float32, Rstd=torch.float32, PartialGradWeight=torch.float32,
+            PartialGradBias=torch.float32, rows=8 * Ho * Wo, **geometry, **grad_out_strides, **x_strides,
+            **stats_strides,
         ))
     return specs
 
