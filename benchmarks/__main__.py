@@ -127,7 +127,7 @@ def main(argv=None) -> int:
         return exit_code
 
     datasheet = harness.Roofline(device, harness.settings_for(tier, device)).datasheet()
-    rows = report.build_rows(bench_json, collector.unfinished_rows, datasheet)
+    rows = report.build_rows(bench_json, collector.unfinished_rows, collector.collected, datasheet)
     ratios = report.build_ratios(rows)
     result = {
         "meta": {

@@ -63,7 +63,7 @@ class Collector:
     def pytest_runtest_makereport(self, item, call):
         outcome = yield
         report = outcome.get_result()
-        if report.passed or (report.when != "call" and not report.failed and not report.skipped):
+        if report.passed:
             return
         fixture = getattr(item, "funcargs", {}).get("benchmark")
         group = getattr(fixture, "group", None) or item.nodeid
@@ -88,7 +88,8 @@ def _pct(numerator, denominator):
     return 100.0 * numerator / denominator
 
 
-def build_rows(pytest_benchmark_json: dict, unfinished_rows: list, datasheet: dict | None) -> list[dict]:
+def build_rows(pytest_benchmark_json: dict, unfinished_rows: list, collected: list, datasheet: dict | None) -> list[dict]:
+    """One row per collected entry (and per failure), with every column of ROW_COLUMNS."""
     rows = []
     for entry in pytest_benchmark_json.get("benchmarks", []):
         extra = entry.get("extra_info", {})
@@ -123,6 +124,10 @@ def build_rows(pytest_benchmark_json: dict, unfinished_rows: list, datasheet: di
         }
         rows.append(row)
     rows.extend(unfinished_rows)
+    reported = {row["test"] for row in rows}
+    rows.extend({"group": nodeid, "impl": nodeid.split("::")[-1], "role": "", "status": "error",
+                 "reason": "passed without timing anything (no benchmark(...) call)", "test": nodeid}
+                for nodeid in collected if nodeid not in reported)
     complete = []
     for row in rows:
         op, shape, mode = _split_group(row["group"])
