@@ -192,11 +192,13 @@ def fmt_bytes(n) -> str:
     return f"{n} B"
 
 
-def fmt_rate(value, pct, unit) -> str:
+def fmt_rate(value, pct, unit, pct_datasheet=None) -> str:
+    """"0.42 GB/s (11%)": the achieved rate and its share of the measured roofline (and of the datasheet)."""
     if value is None:
         return "-"
     text = f"{value / 1e9:.3g} G{unit}"
-    return text + (f" ({pct:.0f}%)" if pct is not None else "")
+    shares = [f"{p:.0f}%{label}" for p, label in ((pct, ""), (pct_datasheet, " of datasheet")) if p is not None]
+    return text + (f" ({', '.join(shares)})" if shares else "")
 
 
 def _speedup_text(row, ratios) -> str:
@@ -221,8 +223,8 @@ def terminal_table(result: dict) -> str:
     for row in rows:
         if row["status"] == "ok":
             lines.append((row["group"], row["impl"], row["role"], fmt_time(row["median_s"]), fmt_time(row["iqr_s"]),
-                          fmt_rate(row["bytes_per_s"], row["pct_copy_bandwidth"], "B/s"),
-                          fmt_rate(row["flops_per_s"], row["pct_matmul"], "FLOP/s"),
+                          fmt_rate(row["bytes_per_s"], row["pct_copy_bandwidth"], "B/s", row["pct_datasheet_bandwidth"]),
+                          fmt_rate(row["flops_per_s"], row["pct_matmul"], "FLOP/s", row["pct_datasheet_flops"]),
                           fmt_bytes(row["peak_bytes"]), _speedup_text(row, ratios)))
         else:
             lines.append((row["group"], row["impl"], row["role"], row["status"], "", "", "", "", row["reason"]))
@@ -333,19 +335,22 @@ def markdown_summary(result: dict) -> str:
         "",
         roofline_text(result) + ".",
         "",
-        "| group | impl | median | bandwidth (% of copy) | peak memory | speedup of vlmops vs this |",
-        "|---|---|---|---|---|---|",
+        "| group | impl | median | bandwidth (% of copy) | compute (% of matmul) | peak memory | speedup of vlmops vs this |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in result["rows"]:
         if row["status"] == "ok":
             lines.append(f"| {row['group']} | {row['impl']} | {fmt_time(row['median_s'])} | "
                          f"{fmt_rate(row['bytes_per_s'], row['pct_copy_bandwidth'], 'B/s')} | "
+                         f"{fmt_rate(row['flops_per_s'], row['pct_matmul'], 'FLOP/s')} | "
                          f"{fmt_bytes(row['peak_bytes'])} | {_speedup_text(row, result['ratios'])} |")
         else:
-            lines.append(f"| {row['group']} | {row['impl']} | {row['status']}: {row['reason']} | | | |")
+            lines.append(f"| {row['group']} | {row['impl']} | {row['status']}: {row['reason']} | | | | |")
     if result["targets"]:
         lines += ["", "Targets from the op issues:", ""]
         lines += [f"- {target_text(t)}" for t in result["targets"]]
+    lines += ["", f"All columns: `benchmarks/results/{meta['device']}-{meta['date']}.json`; speedup plot: the `.png` "
+              "beside it (not committed)."]
     lines += ["", "Not covered yet: the end-to-end entry (patched vs unpatched transformers vision tower) waits for "
               "the drop-in-modules issue.", "", kernel_report_text(result["kernel_report"]).split("\n")[0]]
     return "\n".join(lines)

@@ -146,7 +146,7 @@ def test_ratios_and_targets():
 
 def test_readme_summary_replaces_only_its_section(tmp_path):
     result = {
-        "meta": {"command": "python -m benchmarks", "date": "2026-01-01", "device_name": "cpu", "cpu_count": 2,
+        "meta": {"command": "python -m benchmarks", "date": "2026-01-01", "device": "cpu", "device_name": "cpu", "cpu_count": 2,
                  "torch": "x", "transformers": "y", "tier": "default", "load_average": [1.0, 1.0]},
         "roofline": {"copy_bytes_per_s": 1e10, "matmul_flops_per_s": {"float32": 5e10}, "datasheet": None},
         "rows": [], "ratios": [], "targets": [],
