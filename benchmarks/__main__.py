@@ -145,6 +145,7 @@ def main(argv=None) -> int:
             "transformers": _version("transformers"),
             "triton": _version("triton"),
             "pytest_benchmark": _version("pytest_benchmark"),
+            "peers": harness.peer_versions(),
             "vlmops_build": _vlmops_build_info(),
         },
         "columns": list(report.ROW_COLUMNS),

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 import vlmops
-from benchmarks.harness import pick
+from benchmarks.harness import pick, require_peer
 
 # Issue 2 (pixel shuffle): on this CPU the fused forward must be >= 2x the transformers path and
 # faster than torch.compile of it. The runner checks these against the measured ratios.
@@ -92,12 +92,9 @@ def _ln_callable(impl, x, weight, bias, scale, device, monkeypatch):
     if impl == "eager":
         return (lambda x: vlmops.reference.pixel_shuffle_layer_norm(x, scale, weight, bias).flatten(1, 2)), (weight, bias)
     if impl == "liger-kernel":
-        if device != "cuda":
-            pytest.skip("Liger-Kernel's Triton LayerNorm needs a CUDA device")
-        try:
-            from liger_kernel.transformers import LigerLayerNorm
-        except ImportError:
-            pytest.skip("liger-kernel not installed (pip install vlmops[bench])")
+        require_peer("liger_kernel", device=device)
+        from liger_kernel.transformers import LigerLayerNorm
+
         layer_norm = LigerLayerNorm(features, eps=1e-5).to(device=device, dtype=x.dtype)
     else:
         layer_norm = torch.nn.LayerNorm(features, device=device, dtype=x.dtype)

@@ -12,8 +12,11 @@
 """
 
 import dataclasses
+import importlib
+import importlib.metadata
 import math
 
+import pytest
 import torch
 from pytest_benchmark.fixture import BenchmarkFixture
 
@@ -74,6 +77,34 @@ def tier(config) -> str:
     if config.getoption("--tiny"):
         return "tiny"
     return "full" if config.getoption("--full") else "default"
+
+
+# The optional peers of `vlmops[bench]`: import name -> pip name.
+PEERS = {"flash_attn": "flash-attn", "liger_kernel": "liger-kernel", "xformers": "xformers"}
+
+
+def peer_versions() -> dict:
+    """The installed distribution version of each optional peer (None where absent), without importing it."""
+    versions = {}
+    for module, distribution in PEERS.items():
+        try:
+            versions[module] = importlib.metadata.version(distribution)
+        except importlib.metadata.PackageNotFoundError:
+            versions[module] = None
+    return versions
+
+
+def require_peer(module: str, *, device: str, needs_cuda: bool = True):
+    """The peer's module, or pytest.skip with the reason (no CUDA device, not installed, broken install)."""
+    name = PEERS.get(module, module)
+    if needs_cuda and device != "cuda":
+        pytest.skip(f"{name} needs a CUDA device")
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        pytest.skip(f"{name} not installed (pip install 'vlmops[bench]'): {error}")
+    except (OSError, RuntimeError) as error:  # e.g. a wheel built for another CUDA or torch
+        pytest.skip(f"{name} is installed but does not import: {error}")
 
 
 def resolve_device(option: str) -> str:

@@ -186,3 +186,12 @@ def test_rows_from_pytest_benchmark_json():
     assert ran["pct_datasheet_bandwidth"] == pytest.approx(20.0) and ran["pct_datasheet_flops"] == pytest.approx(2.0)
     assert rows["b.py::test[peer]"]["status"] == "skipped" and rows["b.py::test[peer]"]["median_s"] is None
     assert rows["b.py::test[silent]"]["status"] == "error" and "without timing" in rows["b.py::test[silent]"]["reason"]
+
+
+def test_missing_peer_is_a_skip_with_its_reason():
+    from benchmarks.harness import require_peer
+
+    with pytest.raises(pytest.skip.Exception, match="needs a CUDA device"):
+        require_peer("liger_kernel", device="cpu")
+    with pytest.raises(pytest.skip.Exception, match="not installed"):
+        require_peer("vlmops_no_such_peer", device="cuda")
