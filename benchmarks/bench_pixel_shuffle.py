@@ -14,7 +14,6 @@ SmolVLM-256M (SigLIP-B 32 x 32 tokens, C=768, scale 4). Sizes are kept on CPU: 3
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import vlmops
 from benchmarks.harness import pick, require_peer
@@ -59,7 +58,7 @@ def _role(impl: str) -> str:
     return "vlmops" if impl.startswith("vlmops") else "baseline"
 
 
-def _use_triton(impl: str, device: str, monkeypatch) -> None:
+def _use_triton(device: str, monkeypatch) -> None:
     """vlmops-triton is the public wrapper with VLMOPS_CUDA_BACKEND=triton (CUDA only)."""
     if device != "cuda":
         pytest.skip("the Triton kernels need a CUDA device")
@@ -87,7 +86,7 @@ def _ln_callable(impl, x, weight, bias, scale, device, monkeypatch):
     features = weight.shape[0]
     if impl in ("vlmops", "vlmops-triton"):
         if impl == "vlmops-triton":
-            _use_triton(impl, device, monkeypatch)
+            _use_triton(device, monkeypatch)
         return (lambda x: vlmops.pixel_shuffle_layer_norm(x, scale, weight, bias).flatten(1, 2)), (weight, bias)
     if impl == "eager":
         return (lambda x: vlmops.reference.pixel_shuffle_layer_norm(x, scale, weight, bias).flatten(1, 2)), (weight, bias)
@@ -160,7 +159,7 @@ def test_pixel_shuffle(benchmark, request, device, monkeypatch, shape_name, impl
         impl=impl, role=_role(impl), bytes=2 * numel * DTYPE.itemsize, flops=0, dtype=str(DTYPE).replace("torch.", "")
     )
     if impl == "vlmops-triton":
-        _use_triton(impl, device, monkeypatch)
+        _use_triton(device, monkeypatch)
 
     x = torch.randn(batch, side * side, channels, generator=torch.Generator().manual_seed(0), dtype=DTYPE).to(device)
     grid = x.unflatten(1, (side, side))  # a view: every implementation reads the same memory
