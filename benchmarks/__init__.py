@@ -13,6 +13,8 @@ Run `python -m benchmarks` (`make bench`; `--full` for the models' real sizes, `
 - shapes are named after real models; ``benchmarks.harness.pick(request, {"default": ..., "full": ...,
   "tiny": ...})`` returns the one of this run (reduced CPU size, --full, --tiny for the harness
   self-test), and ``@pytest.mark.full_only`` marks extra shapes that only --full runs;
+- optional peers (flash-attn, liger-kernel, xformers: `vlmops[bench]`) come through
+  ``benchmarks.harness.require_peer(module, device=device)``, which skips with the reason;
 - a module may declare ``CPU_TARGETS`` (group glob, baseline, min_speedup, source): the report
   says whether the measured CPU ratios meet them.
 """

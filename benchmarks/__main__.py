@@ -76,6 +76,18 @@ def run_kernel_report(path: Path) -> dict:
     return {"status": "ok", "reason": "", "kernels": json.loads(lines[-1])}
 
 
+def git_commit() -> str | None:
+    """The checked-out commit (with "+dirty" when the tree has changes), None outside a git checkout."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return commit + ("+dirty" if dirty else "")
+
+
 def roofline_summary(bench_json: dict, datasheet) -> dict:
     """The roofline the entries were divided by (every entry carries the values it was compared with)."""
     copy, matmul = None, {}
@@ -127,7 +139,7 @@ def main(argv=None) -> int:
         return exit_code
 
     datasheet = harness.Roofline(device, harness.settings_for(tier, device)).datasheet()
-    rows = report.build_rows(bench_json, collector.unfinished_rows, datasheet)
+    rows = report.build_rows(bench_json, collector.unfinished_rows, collector.collected, datasheet)
     ratios = report.build_ratios(rows)
     result = {
         "meta": {
@@ -137,6 +149,7 @@ def main(argv=None) -> int:
             "started_utc": started.isoformat(timespec="seconds"),
             "duration_s": round(duration, 1),
             "tier": tier,
+            "commit": git_commit(),
             "command": "python -m benchmarks" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:])),
             "cpu_count": len(os.sched_getaffinity(0)),
             # 1-minute load average at the start and at the end: other processes share these CPUs.
@@ -145,6 +158,7 @@ def main(argv=None) -> int:
             "transformers": _version("transformers"),
             "triton": _version("triton"),
             "pytest_benchmark": _version("pytest_benchmark"),
+            "peers": harness.peer_versions(),
             "vlmops_build": _vlmops_build_info(),
         },
         "columns": list(report.ROW_COLUMNS),

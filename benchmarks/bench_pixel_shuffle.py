@@ -14,10 +14,9 @@ SmolVLM-256M (SigLIP-B 32 x 32 tokens, C=768, scale 4). Sizes are kept on CPU: 3
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import vlmops
-from benchmarks.harness import pick
+from benchmarks.harness import pick, require_peer
 
 # Issue 2 (pixel shuffle): on this CPU the fused forward must be >= 2x the transformers path and
 # faster than torch.compile of it. The runner checks these against the measured ratios.
@@ -59,7 +58,7 @@ def _role(impl: str) -> str:
     return "vlmops" if impl.startswith("vlmops") else "baseline"
 
 
-def _use_triton(impl: str, device: str, monkeypatch) -> None:
+def _use_triton(device: str, monkeypatch) -> None:
     """vlmops-triton is the public wrapper with VLMOPS_CUDA_BACKEND=triton (CUDA only)."""
     if device != "cuda":
         pytest.skip("the Triton kernels need a CUDA device")
@@ -87,17 +86,14 @@ def _ln_callable(impl, x, weight, bias, scale, device, monkeypatch):
     features = weight.shape[0]
     if impl in ("vlmops", "vlmops-triton"):
         if impl == "vlmops-triton":
-            _use_triton(impl, device, monkeypatch)
+            _use_triton(device, monkeypatch)
         return (lambda x: vlmops.pixel_shuffle_layer_norm(x, scale, weight, bias).flatten(1, 2)), (weight, bias)
     if impl == "eager":
         return (lambda x: vlmops.reference.pixel_shuffle_layer_norm(x, scale, weight, bias).flatten(1, 2)), (weight, bias)
     if impl == "liger-kernel":
-        if device != "cuda":
-            pytest.skip("Liger-Kernel's Triton LayerNorm needs a CUDA device")
-        try:
-            from liger_kernel.transformers import LigerLayerNorm
-        except ImportError:
-            pytest.skip("liger-kernel not installed (pip install vlmops[bench])")
+        require_peer("liger_kernel", device=device)
+        from liger_kernel.transformers import LigerLayerNorm
+
         layer_norm = LigerLayerNorm(features, eps=1e-5).to(device=device, dtype=x.dtype)
     else:
         layer_norm = torch.nn.LayerNorm(features, device=device, dtype=x.dtype)
@@ -163,7 +159,7 @@ def test_pixel_shuffle(benchmark, request, device, monkeypatch, shape_name, impl
         impl=impl, role=_role(impl), bytes=2 * numel * DTYPE.itemsize, flops=0, dtype=str(DTYPE).replace("torch.", "")
     )
     if impl == "vlmops-triton":
-        _use_triton(impl, device, monkeypatch)
+        _use_triton(device, monkeypatch)
 
     x = torch.randn(batch, side * side, channels, generator=torch.Generator().manual_seed(0), dtype=DTYPE).to(device)
     grid = x.unflatten(1, (side, side))  # a view: every implementation reads the same memory

@@ -12,8 +12,11 @@
 """
 
 import dataclasses
+import importlib
+import importlib.metadata
 import math
 
+import pytest
 import torch
 from pytest_benchmark.fixture import BenchmarkFixture
 
@@ -43,17 +46,19 @@ class Settings:
 
 def settings_for(tier: str, device: str) -> Settings:
     if tier == "tiny":
-        return Settings(tier, 1, 3, 5, 0.02, 1e-4, 1 << 22, 256)
-    big_device = device == "cuda"
+        return Settings(tier, warmup_rounds=1, min_rounds=3, max_rounds=5, max_time=0.02, min_round_time=1e-4,
+                        copy_bytes=1 << 22, matmul_size=256)
+    on_cuda = device == "cuda"
     return Settings(
         tier,
-        warmup_rounds=3 if big_device else 2,
+        warmup_rounds=3 if on_cuda else 2,
         min_rounds=10,
-        max_rounds=1000 if big_device else 200,
-        max_time=(3.0 if tier == "full" else 1.5),
+        max_rounds=1000 if on_cuda else 200,
+        max_time=3.0 if tier == "full" else 1.5,
         min_round_time=1e-3,
-        copy_bytes=(1 << 30) if big_device else (1 << 27),
-        matmul_size=8192 if big_device else 2048,
+        # Buffers far above the last-level cache (H100 L2: 50 MiB; this CPU's L3: 32 MiB or less).
+        copy_bytes=(1 << 30) if on_cuda else (1 << 27),
+        matmul_size=8192 if on_cuda else 2048,
     )
 
 
@@ -72,6 +77,34 @@ def tier(config) -> str:
     if config.getoption("--tiny"):
         return "tiny"
     return "full" if config.getoption("--full") else "default"
+
+
+# The optional peers of `vlmops[bench]`: import name -> pip name.
+PEERS = {"flash_attn": "flash-attn", "liger_kernel": "liger-kernel", "xformers": "xformers"}
+
+
+def peer_versions() -> dict:
+    """The installed distribution version of each optional peer (None where absent), without importing it."""
+    versions = {}
+    for module, distribution in PEERS.items():
+        try:
+            versions[module] = importlib.metadata.version(distribution)
+        except importlib.metadata.PackageNotFoundError:
+            versions[module] = None
+    return versions
+
+
+def require_peer(module: str, *, device: str, needs_cuda: bool = True):
+    """The peer's module, or pytest.skip with the reason (no CUDA device, not installed, broken install)."""
+    name = PEERS.get(module, module)
+    if needs_cuda and device != "cuda":
+        pytest.skip(f"{name} needs a CUDA device")
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        pytest.skip(f"{name} not installed (pip install 'vlmops[bench]'): {error}")
+    except (OSError, RuntimeError) as error:  # e.g. a wheel built for another CUDA or torch
+        pytest.skip(f"{name} is installed but does not import: {error}")
 
 
 def resolve_device(option: str) -> str:

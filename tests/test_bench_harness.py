@@ -146,7 +146,7 @@ def test_ratios_and_targets():
 
 def test_readme_summary_replaces_only_its_section(tmp_path):
     result = {
-        "meta": {"command": "python -m benchmarks", "date": "2026-01-01", "device_name": "cpu", "cpu_count": 2,
+        "meta": {"command": "python -m benchmarks", "date": "2026-01-01", "device": "cpu", "device_name": "cpu", "cpu_count": 2,
                  "torch": "x", "transformers": "y", "tier": "default", "load_average": [1.0, 1.0]},
         "roofline": {"copy_bytes_per_s": 1e10, "matmul_flops_per_s": {"float32": 5e10}, "datasheet": None},
         "rows": [], "ratios": [], "targets": [],
@@ -164,3 +164,34 @@ def test_readme_summary_replaces_only_its_section(tmp_path):
     second = readme.read_text()
     assert "2026-02-02" in second and "2026-01-01" not in second
     assert second.endswith("\nmore text by the lead\n") and second.count("## Benchmarks") == 1
+
+
+def test_rows_from_pytest_benchmark_json():
+    stats = {"median": 0.5, "iqr": 0.1, "mean": 0.55, "min": 0.4, "rounds": 10, "iterations": 1}
+    bench_json = {"benchmarks": [{
+        "group": "op:s:fwd", "name": "test[vlmops]", "fullname": "b.py::test[vlmops]", "stats": stats,
+        "extra_info": {"impl": "vlmops", "role": "vlmops", "bytes": 4e9, "flops": 1e10, "dtype": "bfloat16",
+                       "copy_bytes_per_s": 1e10, "matmul_flops_per_s": 1e11, "peak_bytes": 123},
+    }]}
+    skipped = {"group": "op:s:fwd", "impl": "peer", "role": "baseline", "status": "skipped", "reason": "not installed",
+               "test": "b.py::test[peer]"}
+    datasheet = {"name": "H100", "bytes_per_s": 4e10, "flops_per_s": {"bfloat16": 1e12}}
+    collected = ["b.py::test[vlmops]", "b.py::test[peer]", "b.py::test[silent]"]
+    rows = {row["test"]: row for row in report.build_rows(bench_json, [skipped], collected, datasheet)}
+    assert all(set(row) == set(report.ROW_COLUMNS) for row in rows.values())
+    ran = rows["b.py::test[vlmops]"]
+    assert (ran["op"], ran["shape"], ran["mode"]) == ("op", "s", "fwd")
+    assert ran["bytes_per_s"] == 8e9 and ran["pct_copy_bandwidth"] == pytest.approx(80.0)
+    assert ran["flops_per_s"] == 2e10 and ran["pct_matmul"] == pytest.approx(20.0)
+    assert ran["pct_datasheet_bandwidth"] == pytest.approx(20.0) and ran["pct_datasheet_flops"] == pytest.approx(2.0)
+    assert rows["b.py::test[peer]"]["status"] == "skipped" and rows["b.py::test[peer]"]["median_s"] is None
+    assert rows["b.py::test[silent]"]["status"] == "error" and "without timing" in rows["b.py::test[silent]"]["reason"]
+
+
+def test_missing_peer_is_a_skip_with_its_reason():
+    from benchmarks.harness import require_peer
+
+    with pytest.raises(pytest.skip.Exception, match="needs a CUDA device"):
+        require_peer("liger_kernel", device="cpu")
+    with pytest.raises(pytest.skip.Exception, match="not installed"):
+        require_peer("vlmops_no_such_peer", device="cuda")
