@@ -102,37 +102,85 @@ std::vector<acc_t> affine_or(const c10::optional<at::Tensor>& t, int64_t n, acc_
   return out;
 }
 
+template <class acc_t>
+acc_t run_sum(const acc_t* v, int64_t n) {
+  constexpr int64_t kW = Vec<acc_t>::size();
+  Vec<acc_t> acc(0);
+  int64_t k = 0;
+  for (; k + kW <= n; k += kW) acc += Vec<acc_t>::loadu(v + k);
+  acc_t total = reduce_sum(acc);
+  for (; k < n; ++k) total += v[k];
+  return total;
+}
+
+// Normalizes one run of n values into dst (converted to scalar_t; a vector store when it is acc_t).
+template <class scalar_t, class acc_t>
+void apply_run(scalar_t* dst, const acc_t* src, const acc_t* w, const acc_t* b, acc_t mu, acc_t rs, int64_t n) {
+  constexpr int64_t kW = Vec<acc_t>::size();
+  const Vec<acc_t> vmu(mu), vrs(rs);
+  int64_t k = 0;
+  for (; k + kW <= n; k += kW) {
+    const Vec<acc_t> y = layer_norm_apply(Vec<acc_t>::loadu(src + k), vmu, vrs, Vec<acc_t>::loadu(w + k), Vec<acc_t>::loadu(b + k));
+    if constexpr (std::is_same_v<scalar_t, acc_t>) {
+      y.store(dst + k);
+    } else {
+      acc_t tmp[kW];
+      y.store(tmp);
+      for (int64_t t = 0; t < kW; ++t) dst[k + t] = static_cast<scalar_t>(tmp[t]);
+    }
+  }
+  for (; k < n; ++k) dst[k] = static_cast<scalar_t>(layer_norm_apply(src[k], mu, rs, w[k], b[k]));
+}
+
 template <class scalar_t>
 void forward_impl(const at::Tensor& x, int64_t s, const c10::optional<at::Tensor>& weight,
                   const c10::optional<at::Tensor>& bias, double eps, at::Tensor& out, at::Tensor& mean,
                   at::Tensor& rstd) {
   using acc_t = at::opmath_type<scalar_t>;
-  constexpr int64_t kW = Vec<acc_t>::size();
   const PixelShuffleGeometry g = geometry_of(x, s);
-  const int64_t Ho = out.size(1), Wo = out.size(2), n = out.size(3);
+  const int64_t Ho = out.size(1), Wo = out.size(2), n = out.size(3), C = g.channels;
   const std::vector<acc_t> w = affine_or<scalar_t, acc_t>(weight, n, acc_t(1));
   const std::vector<acc_t> bb = affine_or<scalar_t, acc_t>(bias, n, acc_t(0));
   const scalar_t* xp = x.const_data_ptr<scalar_t>();
   scalar_t* op = out.mutable_data_ptr<scalar_t>();
   acc_t* mp = mean.mutable_data_ptr<acc_t>();
   acc_t* rp = rstd.mutable_data_ptr<acc_t>();
+  // In the common case (x already in accumulation precision, unit channel stride) the s*s runs of C
+  // channels are read in place from x: three passes over an L1/L2-resident row, one write of out.
+  // Otherwise the row is staged once, converted, in a buffer that then is the only run.
+  constexpr bool kSameType = std::is_same_v<scalar_t, acc_t>;
+  const bool in_place = kSameType && g.stride_c == 1;
+  const int64_t runs = in_place ? s * s : 1, run_len = in_place ? C : n;
   at::parallel_for(0, out.size(0) * Ho * Wo, vlmops::cpu::row_grain(n), [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> row(n);
+    std::vector<acc_t> staged(in_place ? 0 : n);
+    std::vector<const acc_t*> run(runs);
     for (int64_t r = begin; r < end; ++r) {
-      const acc_t mu = gather_row(g, xp, r / (Ho * Wo), (r / Wo) % Ho, r % Wo, row.data()) / n;
-      const acc_t rs = acc_t(1) / std::sqrt(centered_sum_squares(row.data(), mu, n) / n + acc_t(eps));
+      const int64_t b = r / (Ho * Wo), i = (r / Wo) % Ho, j = r % Wo;
+      acc_t total = 0;
+      if constexpr (kSameType) {
+        if (in_place) {
+          for (int64_t dy = 0; dy < s; ++dy) {
+            for (int64_t dx = 0; dx < s; ++dx) {
+              run[dy * s + dx] = xp + g.chunk_offset(b, i, j, dy) + dx * g.stride_w;
+              total += run_sum(run[dy * s + dx], C);
+            }
+          }
+        }
+      }
+      if (!in_place) {
+        total = gather_row(g, xp, b, i, j, staged.data());
+        run[0] = staged.data();
+      }
+      const acc_t mu = total / n;
+      acc_t squares = 0;
+      for (int64_t q = 0; q < runs; ++q) squares += centered_sum_squares(run[q], mu, run_len);
+      const acc_t rs = acc_t(1) / std::sqrt(squares / n + acc_t(eps));
       mp[r] = mu;
       rp[r] = rs;
-      const Vec<acc_t> vmu(mu), vrs(rs);
-      acc_t* y = row.data();
-      int64_t k = 0;
-      for (; k + kW <= n; k += kW) {
-        layer_norm_apply(Vec<acc_t>::loadu(y + k), vmu, vrs, Vec<acc_t>::loadu(w.data() + k),
-                         Vec<acc_t>::loadu(bb.data() + k))
-            .store(y + k);
+      for (int64_t q = 0; q < runs; ++q) {
+        const int64_t k0 = q * run_len;
+        apply_run(op + r * n + k0, run[q], w.data() + k0, bb.data() + k0, mu, rs, run_len);
       }
-      for (; k < n; ++k) y[k] = layer_norm_apply(y[k], mu, rs, w[k], bb[k]);
-      store_run(op + r * n, y, n);
     }
   });
 }
