@@ -12,6 +12,7 @@
 
 #include "kernels/pixel_shuffle_kernel.h"
 #include "vlmops/cpu_dispatch.h"
+#include "vlmops/cpu_memory.h"
 #include "vlmops/pixel_shuffle_checks.h"
 #include "vlmops/pixel_shuffle_math.h"
 
@@ -81,6 +82,7 @@ at::Tensor pixel_shuffle_cpu(const at::Tensor& x, int64_t scale) {
   check_shuffle_input(x, scale);
   const int64_t s = scale;
   at::Tensor out = at::empty({x.size(0), x.size(1) / s, x.size(2) / s, x.size(3) * s * s}, x.options());
+  vlmops::cpu::advise_huge_pages(out);
   if (out.numel() > 0) shuffle_copy_any<true>(geometry_of(x, s), x, out);
   return out;
 }
@@ -89,6 +91,7 @@ at::Tensor pixel_shuffle_backward_cpu(const at::Tensor& grad_out, int64_t scale)
   check_shuffled(grad_out, scale, "grad_out");
   const int64_t s = scale, C = grad_out.size(3) / (s * s), H = grad_out.size(1) * s, W = grad_out.size(2) * s;
   at::Tensor grad_x = at::empty({grad_out.size(0), H, W, C}, grad_out.options());
+  vlmops::cpu::advise_huge_pages(grad_x);
   if (grad_x.numel() > 0) shuffle_copy_any<false>(contiguous_geometry(H, W, C, s), grad_x, grad_out);
   return grad_x;
 }
@@ -103,6 +106,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pixel_shuffle_layer_norm_cpu(cons
   check_affine(bias, x, n, "bias");
   TORCH_CHECK(eps >= 0, "vlmops.pixel_shuffle_layer_norm: eps must be >= 0, got ", eps);
   at::Tensor out = at::empty({x.size(0), x.size(1) / s, x.size(2) / s, n}, x.options());
+  vlmops::cpu::advise_huge_pages(out);
   auto stats_options = x.options().dtype(stats_dtype(x.scalar_type()));
   at::Tensor mean = at::empty({out.size(0), out.size(1), out.size(2)}, stats_options);
   at::Tensor rstd = at::empty_like(mean);
@@ -122,6 +126,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pixel_shuffle_layer_norm_backward
   TORCH_CHECK(mean.scalar_type() == acc_dtype && rstd.scalar_type() == acc_dtype,
               "vlmops.pixel_shuffle_layer_norm_backward: mean and rstd must be ", acc_dtype);
   at::Tensor grad_x = at::empty({x.size(0), x.size(1), x.size(2), x.size(3)}, x.options());
+  vlmops::cpu::advise_huge_pages(grad_x);
   const int64_t threads = at::get_num_threads();
   at::Tensor gw_part = at::zeros({threads, n}, x.options().dtype(acc_dtype));
   at::Tensor gb_part = at::zeros({threads, n}, x.options().dtype(acc_dtype));
