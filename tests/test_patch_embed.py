@@ -246,6 +246,24 @@ def test_matches_siglip_vision_embeddings_from_uint8():
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
 
 
+def test_matches_internvl_vision_embeddings():
+    from transformers import InternVLVisionConfig
+    from transformers.models.internvl.modeling_internvl import InternVLVisionEmbeddings
+
+    torch.manual_seed(0)
+    config = InternVLVisionConfig(hidden_size=48, image_size=28, patch_size=7, use_absolute_position_embeddings=True)
+    module = InternVLVisionEmbeddings(config).double().eval()
+    with torch.no_grad():  # zero-initialized in transformers: random values make the comparison meaningful
+        module.cls_token.normal_()
+        module.position_embeddings.normal_()
+        expected = module(torch.randn(2, 3, 28, 28, dtype=torch.float64, generator=torch.Generator().manual_seed(1)))
+    pixel_values = torch.randn(2, 3, 28, 28, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    projection = module.patch_embeddings.projection
+    out = vlmops.patch_embed(pixel_values, projection.weight, projection.bias,
+                             pos_embed=module.position_embeddings[0], cls_token=module.cls_token.view(48))
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+
+
 # --- gradients -------------------------------------------------------------------------------------
 
 

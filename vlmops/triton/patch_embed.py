@@ -16,6 +16,7 @@ import triton
 import triton.language as tl
 
 from vlmops.reference.patch_embed import normalize_pixels
+from vlmops.triton import KERNEL_SPECS, make_spec
 
 
 @triton.jit
@@ -25,6 +26,7 @@ def _patch_embed_fwd_kernel(
     C, T, PH, PW, PATCHES_H, PATCHES_W,
     stride_xb, stride_xc, stride_xf, stride_xh, stride_xw,
     HAS_BIAS: tl.constexpr, NORMALIZE: tl.constexpr, HAS_POS: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+    INDEX_64: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
     # Grouped program order: GROUP_M row tiles share each weight column tile while it is in L2.
@@ -37,7 +39,9 @@ def _patch_embed_fwd_kernel(
     pid_m = first_m + (pid % (GROUP_M * tiles_n)) % group_size
     pid_n = (pid % (GROUP_M * tiles_n)) // group_size
 
-    offs_m = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    if INDEX_64:  # 32-bit offsets (fewer registers) whenever x and out hold < 2**31 elements
+        offs_m = offs_m.to(tl.int64)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     mask_m = offs_m < M
     mask_n = offs_n < D
@@ -94,6 +98,11 @@ def _geometry(x: torch.Tensor, weight: torch.Tensor):
     return x.shape[0], (F // T) * (H // Ph) * (W // Pw), C, T, Ph, Pw, H // Ph, W // Pw, strides
 
 
+def _max_offset(t: torch.Tensor) -> int:
+    """The largest element offset the kernel may address in t (strides honored, no copy)."""
+    return sum((size - 1) * abs(stride) for size, stride in zip(t.shape, t.stride()) if size > 0)
+
+
 def _normalization(mean, std, rescale, C, device, dtype=torch.float32):
     """Per-channel (scale, shift) in dtype with x * scale + shift == (x * rescale - mean) / std; None when unused."""
     if mean is None and std is None and rescale is None:
@@ -107,8 +116,9 @@ def _normalization(mean, std, rescale, C, device, dtype=torch.float32):
 def _block_config(x: torch.Tensor, weight: torch.Tensor):
     if not x.is_cuda:  # the CPU interpreter (tests): small tiles keep it fast
         return dict(BLOCK_M=16, BLOCK_N=16, BLOCK_K=16, GROUP_M=2), {}
-    block_k = 32 if weight.dtype == torch.float32 else 64
-    return dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=block_k, GROUP_M=8), dict(num_warps=8, num_stages=3)
+    # BLOCK_K = 32: the gathered A tile's per-element addresses cost registers that a wider K step
+    # would spill (measured with tools/kernel_report.py).
+    return dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=32, GROUP_M=8), dict(num_warps=8, num_stages=3)
 
 
 def patch_embed_triton(x, weight, bias, mean, std, rescale, pos_embed, cls_token):
@@ -139,7 +149,8 @@ def patch_embed_triton(x, weight, bias, mean, std, rescale, pos_embed, cls_token
         dummy if pos_embed is None else pos_embed.contiguous(), out,
         M, D, K, L, ncls, C, T, Ph, Pw, patches_h, patches_w, *strides,
         HAS_BIAS=bias is not None, NORMALIZE=norm is not None, HAS_POS=pos_embed is not None,
-        INPUT_PRECISION=precision, **blocks, **launch,
+        INPUT_PRECISION=precision, INDEX_64=max(_max_offset(x), out.numel()) >= 2**31,
+        **blocks, **launch,
     )
     return out
 
@@ -181,5 +192,36 @@ def patch_embed_backward_cuda(grad_patches, x, weight, mean, std, rescale, compu
     return grad_x.reshape(x.shape).to(x.dtype).contiguous(), grad_weight, grad_bias
 
 
+def _specs():
+    """Ahead-of-time compile specs of the forward kernel at the GPU launch configuration of each model."""
+    specs = []
+    # (config, pixels dtype, C, T, P, patches_h, patches_w, L, ncls, normalize, pos, x strides b/c/f/h/w)
+    qwen_row = 3 * 2 * 14 * 14
+    siglip, internvit = 384 // 14, 448 // 14
+    configs = [
+        ("qwen2.5-vl:rows", torch.float32, 3, 2, 14, 1, 1, 1, 0, False, False, (qwen_row, 2 * 196, 196, 14, 1)),
+        ("siglip-so400m:uint8", torch.uint8, 3, 1, 14, siglip, siglip, siglip**2, 0, True, True,
+         (3 * 384 * 384, 384 * 384, 0, 384, 1)),
+        ("internvit-300m:cls", torch.bfloat16, 3, 1, 14, internvit, internvit, internvit**2, 1, False, True,
+         (3 * 448 * 448, 448 * 448, 0, 448, 1)),
+    ]
+    D = {"qwen2.5-vl:rows": 1280, "siglip-so400m:uint8": 1152, "internvit-300m:cls": 1024}
+    for config, pixels, C, T, P, ph, pw, L, ncls, normalize, pos, strides in configs:
+        blocks = dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=32, GROUP_M=8)
+        samples = 16384 if L == 1 else 8
+        specs.append(make_spec(
+            _patch_embed_fwd_kernel, config, 8,
+            dict(HAS_BIAS=config != "qwen2.5-vl:rows", NORMALIZE=normalize, HAS_POS=pos, INPUT_PRECISION="tf32",
+                 INDEX_64=False, **blocks),
+            x_ptr=pixels, w_ptr=torch.bfloat16, bias_ptr=torch.bfloat16, scale_ptr=torch.float32,
+            shift_ptr=torch.float32, pos_ptr=torch.bfloat16, out_ptr=torch.bfloat16,
+            M=samples * L, D=D[config], K=C * T * P * P, L=L, NCLS=ncls, C=C, T=T, PH=P, PW=P,
+            PATCHES_H=ph, PATCHES_W=pw, stride_xb=strides[0], stride_xc=strides[1], stride_xf=strides[2],
+            stride_xh=strides[3], stride_xw=strides[4],
+        ))
+    return specs
+
+
+KERNEL_SPECS.extend(_specs())
 torch.library.register_kernel("vlmops::patch_embed", "cuda", patch_embed_triton)
 torch.library.register_kernel("vlmops::patch_embed_backward", "cuda", patch_embed_backward_cuda)
