@@ -1,6 +1,6 @@
 // CPU kernels of patch embedding as a GEMM: Conv2d/Conv3d with kernel == stride.
 //
-// The output rows are cut into blocks of kBlockRows patches that never straddle two samples, so
+// The output rows are cut into blocks of patches (block_rows) that never straddle two samples, so
 // each block's output (and its position embeddings) is one 2-D slice. Each thread gathers a block
 // of patches into its own small tile (converting and normalizing the pixels on the way) and runs
 // a single-threaded GEMM on it: the [patches, C*T*Ph*Pw] operand is never written whole. Rows
@@ -49,9 +49,19 @@ class SequentialBlasGuard {
 #endif
 };
 
-// Patches per GEMM block: big enough for the GEMM to run near peak on one core, small enough that
-// a thread's tile (256 x 1176 fp32 = 1.2 MB for Qwen2.5-VL) stays in cache between gather and GEMM.
-constexpr int64_t kBlockRows = 256;
+// Rows per GEMM block. Each GEMM call packs the whole weight again (6 MB for Qwen2.5-VL's
+// 1280 x 1176 fp32), so short blocks pay for it: on one core 256-row blocks measured ~16% slower
+// than one GEMM over all rows, 1024-row blocks ~10%. Blocks grow with the work up to a cap, while
+// leaving about four blocks per thread to balance threads slowed down by other processes. The cap
+// of gathered blocks bounds each thread's tile (1024 x 1176 fp32 = 4.8 MB).
+constexpr int64_t kMinBlockRows = 256;
+constexpr int64_t kMaxGatheredBlockRows = 1024;
+constexpr int64_t kMaxDirectBlockRows = 4096;
+
+int64_t block_rows(int64_t total_rows, bool gathered) {
+  const int64_t balanced = (total_rows + 4 * at::get_num_threads() - 1) / (4 * at::get_num_threads());
+  return std::clamp(balanced, kMinBlockRows, gathered ? kMaxGatheredBlockRows : kMaxDirectBlockRows);
+}
 
 // The per-channel scale and shift of the processor's rescale + normalize, in accumulation precision.
 template <class acc_t>
@@ -125,16 +135,19 @@ void scatter_patch(const PatchGeometry& g, dst_t* grad_x, int64_t m, const Pixel
   }
 }
 
-// The blocks of the output: `samples` runs of `length` patch rows, cut every kBlockRows rows.
+// The blocks of the output: `samples` runs of `length` patch rows, cut every `block` rows.
 struct BlockGrid {
-  int64_t samples, length, blocks_per_sample;
+  int64_t samples, length, block, blocks_per_sample;
 
-  BlockGrid(int64_t samples_, int64_t length_)
-      : samples(samples_), length(length_), blocks_per_sample((length_ + kBlockRows - 1) / kBlockRows) {}
+  BlockGrid(int64_t samples_, int64_t length_, bool gathered)
+      : samples(samples_),
+        length(length_),
+        block(std::max<int64_t>(1, std::min(length_, block_rows(samples_ * length_, gathered)))),
+        blocks_per_sample((length_ + block - 1) / block) {}
   int64_t items() const { return samples * blocks_per_sample; }
   int64_t sample(int64_t item) const { return item / blocks_per_sample; }
-  int64_t first_row(int64_t item) const { return (item % blocks_per_sample) * kBlockRows; }
-  int64_t rows(int64_t item) const { return std::min(kBlockRows, length - first_row(item)); }
+  int64_t first_row(int64_t item) const { return (item % blocks_per_sample) * block; }
+  int64_t rows(int64_t item) const { return std::min(block, length - first_row(item)); }
   int64_t workers() const { return std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), items())); }
 };
 
@@ -211,16 +224,16 @@ at::Tensor patch_embed_cpu(const at::Tensor& x_in, const at::Tensor& weight_in, 
   }
   if (s.length == 0) return out;
 
-  const BlockGrid grid(s.samples, s.length);
-  const int64_t workers = grid.workers();
   const bool per_row_addend = patch_embed_given(pos_embed);
   const bool direct = s.rows && !(patch_embed_given(mean) || patch_embed_given(std) || rescale.has_value()) &&
                       x.scalar_type() == weight.scalar_type() && x.stride(1) == 1;
+  const BlockGrid grid(s.samples, s.length, !direct);
+  const int64_t workers = grid.workers();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, weight.scalar_type(), "patch_embed_cpu", [&] {
     using tile_t = scalar_t;
     using acc_t = at::opmath_type<tile_t>;
     const PixelNormalization<acc_t> norm = pixel_normalization<acc_t>(mean, std, rescale, g.channels);
-    const at::Tensor tiles = direct ? at::Tensor() : at::empty({workers, kBlockRows, s.columns}, weight.options());
+    const at::Tensor tiles = direct ? at::Tensor() : at::empty({workers, grid.block, s.columns}, weight.options());
     AT_DISPATCH_FLOATING_TYPES_AND3(at::kHalf, at::kBFloat16, at::kByte, x.scalar_type(), "patch_embed_cpu_gather", [&] {
       using src_t = scalar_t;
       const src_t* xp = x.const_data_ptr<src_t>();
@@ -277,13 +290,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> patch_embed_backward_cpu(
   if (s.samples * s.length == 0 || s.columns == 0) {
     return {grad_x.zero_(), at::zeros(weight_in.sizes(), weight_in.options()), grad_bias};
   }
-  const BlockGrid grid(s.samples, s.length);
+  const BlockGrid grid(s.samples, s.length, true);
   const int64_t workers = grid.workers();
   // One partial dW per thread, summed at the end: no atomics, no shared accumulator.
   const at::Tensor grad_w_parts = at::zeros({workers, s.dim, s.columns}, w2d.options());
-  const at::Tensor tiles = at::empty({workers, kBlockRows, s.columns}, w2d.options());
+  const at::Tensor tiles = at::empty({workers, grid.block, s.columns}, w2d.options());
   const at::Tensor grad_tiles =
-      compute_grad_x ? at::empty({workers, kBlockRows, s.columns}, w2d.options()) : at::Tensor();
+      compute_grad_x ? at::empty({workers, grid.block, s.columns}, w2d.options()) : at::Tensor();
   const PatchGeometry grad_g = compute_grad_x ? patch_geometry(grad_x, weight_in) : g;
 
   AT_DISPATCH_FLOATING_TYPES(acc_dtype, "patch_embed_backward_cpu", [&] {

@@ -8,7 +8,8 @@ and accumulates in float32 with tl.dot. Bias and position embeddings are added i
 each row is stored at its token position (after the CLS row when there is one).
 
 Backward on CUDA is composed of torch ops (one im2col copy of the operand, two matmuls): not fused.
-float64 weights run the same composition (tl.dot has no float64 tensor-core path worth using).
+The forward with float64 weights runs vlmops.reference (cuDNN's conv), not this kernel: tl.dot has
+no float64 tensor-core path worth writing for.
 """
 
 import torch
@@ -143,10 +144,11 @@ def patch_embed_triton(x, weight, bias, mean, std, rescale, pos_embed, cls_token
     blocks, launch = _block_config(x, weight)
     precision = "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee"
     grid = (triton.cdiv(M, blocks["BLOCK_M"]) * triton.cdiv(D, blocks["BLOCK_N"]),)
-    dummy = w2d  # stands for absent optional pointers; never read (their constexpr flag is False)
+    absent = w2d  # stands for optional pointers that are never read (their constexpr flag is False)
+    scale, shift = (absent, absent) if norm is None else norm
     _patch_embed_fwd_kernel[grid](
-        x, w2d, dummy if bias is None else bias, dummy if norm is None else norm[0], dummy if norm is None else norm[1],
-        dummy if pos_embed is None else pos_embed.contiguous(), out,
+        x, w2d, absent if bias is None else bias.contiguous(), scale, shift,
+        absent if pos_embed is None else pos_embed.contiguous(), out,
         M, D, K, L, ncls, C, T, Ph, Pw, patches_h, patches_w, *strides,
         HAS_BIAS=bias is not None, NORMALIZE=norm is not None, HAS_POS=pos_embed is not None,
         INPUT_PRECISION=precision, INDEX_64=max(_max_offset(x), out.numel()) >= 2**31,
