@@ -44,7 +44,7 @@ SHAPES = {
     # rows N
     "qwen2.5-vl": {"default": 4096, "full": 16384, "tiny": 8},
     # (batch, side)
-    "siglip-so400m": {"default": (2, 384), "full": (8, 384), "tiny": (1, 28)},
+    "siglip-so400m": {"default": (2, 384), "full": (8, 384), "tiny": (1, 30)},  # 384 % 14 != 0, as in the model
     "internvit-300m": {"default": (2, 448), "full": (12, 448), "tiny": (1, 28)},
     # (frames, side)
     "qwen2.5-vl-video": {"default": (4, 448), "full": (32, 448), "tiny": (2, 28)},
@@ -71,6 +71,11 @@ def _record(benchmark, group, impl, dtype, *, pixels, weight, out_elems, rows):
     benchmark.extra_info.update(
         impl=impl, role=_role(impl), bytes=moved, flops=2 * rows * K * D, dtype=str(dtype).replace("torch.", "")
     )
+
+
+def _whole_patches(x):
+    """The view of x that Conv2d reads: it drops pixels past the last whole patch (SigLIP: 384 -> 378)."""
+    return x[..., : x.shape[-2] // PATCH * PATCH, : x.shape[-1] // PATCH * PATCH]
 
 
 def _patchify(x, kernel):
@@ -167,12 +172,13 @@ def test_image_embeddings(benchmark, request, device, name, impl):
         expected = module(images)
     args = (images,)
     if impl == "vlmops":
+        args = (_whole_patches(images),)
         function = lambda x: vlmops.patch_embed(x, **params)  # noqa: E731
     elif impl == "F.linear":
         if "cls_token" in params:
             pytest.skip("F.linear baseline: patch rows only (the CLS concat is a separate copy)")
         weight2d, bias, pos = params["weight"].view(D, -1), params["bias"], params["pos_embed"]
-        args = (_patchify(images, (PATCH, PATCH)).view(B, L, -1),)
+        args = (_patchify(_whole_patches(images), (PATCH, PATCH)).view(B, L, -1),)
         function = lambda rows: F.linear(rows, weight2d, bias) + pos  # noqa: E731
     elif impl == "torch.compile":
         function = torch.compile(module, dynamic=False)
@@ -201,10 +207,11 @@ def test_siglip_uint8_normalization(benchmark, request, device, impl):
     with torch.no_grad():
         expected = normalize_then_module(pixels)
     if impl == "vlmops-fused":
+        args = (_whole_patches(pixels),)
         function = lambda p: vlmops.patch_embed(p, mean=mean, std=std, rescale=1 / 255, **params)  # noqa: E731
     else:
-        function = normalize_then_module
-    _time(benchmark, function, (pixels,), expected)
+        args, function = (pixels,), normalize_then_module
+    _time(benchmark, function, args, expected)
 
 
 @pytest.mark.parametrize("impl", ["vlmops", "transformers-conv3d", "F.linear"])

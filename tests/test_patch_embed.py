@@ -264,6 +264,27 @@ def test_matches_internvl_vision_embeddings():
     torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
 
 
+def test_siglip_floor_cropping_through_a_view():
+    # nn.Conv2d drops the pixels past the last whole patch (SigLIP-so400m: 384 px, P=14 -> 27 x 27
+    # patches); vlmops refuses such sizes and reads the crop view instead, without a copy.
+    from transformers import SiglipVisionConfig
+    from transformers.models.siglip.modeling_siglip import SiglipVisionEmbeddings
+
+    torch.manual_seed(0)
+    config = SiglipVisionConfig(hidden_size=48, intermediate_size=96, num_hidden_layers=1, num_attention_heads=4,
+                                image_size=31, patch_size=7, num_channels=3)
+    module = SiglipVisionEmbeddings(config).double()
+    pixel_values = torch.randn(2, 3, 31, 31, dtype=torch.float64)
+    with torch.no_grad():
+        expected = module(pixel_values)
+    conv = module.patch_embedding
+    with pytest.raises(ValueError, match=r"pass the crop x\[:, :, :28\]"):
+        vlmops.patch_embed(pixel_values, conv.weight, conv.bias, pos_embed=module.position_embedding.weight)
+    out = vlmops.patch_embed(pixel_values[:, :, :28, :28], conv.weight, conv.bias,
+                             pos_embed=module.position_embedding.weight)
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+
+
 # --- gradients -------------------------------------------------------------------------------------
 
 

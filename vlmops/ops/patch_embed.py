@@ -42,9 +42,14 @@ def _check_geometry(x, weight) -> None:
     if x.shape[1] != C:
         raise ValueError(f"vlmops.{_FN}: x has {x.shape[1]} channels (dim 1) but weight expects {C}")
     names = ("frames F", "height H", "width W")[-len(kernel):]
-    for name, size, k in zip(names, x.shape[2:], kernel):
+    for dim, (name, size, k) in enumerate(zip(names, x.shape[2:], kernel), start=2):
         if size % k:
-            raise ValueError(f"vlmops.{_FN}: {name} = {size} of x {tuple(x.shape)} is not divisible by the patch size {k}")
+            # nn.Conv2d/Conv3d silently drop the remainder (SigLIP-so400m: 384 px, P=14 -> 378 px).
+            index = ", ".join([":"] * dim + [f":{size - size % k}"])
+            raise ValueError(
+                f"vlmops.{_FN}: {name} = {size} of x {tuple(x.shape)} is not divisible by the patch size {k}; "
+                f"nn.Conv would drop the last {size % k}: pass the crop x[{index}] (a view, read in place) to do the same"
+            )
 
 
 def _check_vector(name, t, shape, dtype, dtypes=FLOAT_DTYPES) -> None:
