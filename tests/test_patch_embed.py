@@ -473,15 +473,20 @@ def test_triton_uint8_normalization_and_strides_under_interpreter(form):
 
 @pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("compute_grad_x", [True, False])
-def test_cuda_backward_composition_matches_cpu_kernel(form, compute_grad_x):
-    # The CUDA backward is torch ops only: run it on CPU tensors against the C++ kernel.
+@pytest.mark.parametrize("normalized", [True, False])
+def test_cuda_backward_composition_matches_cpu_kernel(form, compute_grad_x, normalized):
+    # The CUDA backward is torch ops only: run it on CPU tensors against the C++ kernel (whose rows
+    # without normalization take the no-gather path).
     from vlmops.triton.patch_embed import patch_embed_backward_cuda
 
     x, weight, _ = make_case(form, C=3, T=2, P=3, D=5)
     mean, std = torch.tensor([0.1, 0.2, 0.3], dtype=torch.float64), torch.tensor([0.5, 2.0, 0.7], dtype=torch.float64)
+    rescale = 0.5
+    if not normalized:
+        mean = std = rescale = None
     grad = torch.randn(vlmops.patch_embed(x, weight).shape, dtype=x.dtype)
-    ours = patch_embed_backward_cuda(grad, x, weight, mean, std, 0.5, compute_grad_x)
-    expected = torch.ops.vlmops.patch_embed_backward(grad, x, weight, mean, std, 0.5, compute_grad_x)
+    ours = patch_embed_backward_cuda(grad, x, weight, mean, std, rescale, compute_grad_x)
+    expected = torch.ops.vlmops.patch_embed_backward(grad, x, weight, mean, std, rescale, compute_grad_x)
     for a, b in zip(ours, expected):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 

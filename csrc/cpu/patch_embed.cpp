@@ -13,6 +13,7 @@
 #include <ATen/ops/add.h>
 #include <ATen/ops/addmm_cpu_dispatch.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/mm.h>
 #include <ATen/ops/mm_cpu_dispatch.h>
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
@@ -297,6 +298,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> patch_embed_backward_cpu(
   const at::Tensor grad_bias = grad3.sum({0, 1}).to(weight_in.scalar_type());
   if (s.samples * s.length == 0 || s.columns == 0) {
     return {grad_x.zero_(), at::zeros(weight_in.sizes(), weight_in.options()), grad_bias};
+  }
+  // Rows already patchified in the accumulation dtype need no gather: two plain GEMMs, as F.linear's backward.
+  if (s.rows && !(patch_embed_given(mean) || patch_embed_given(std) || rescale.has_value()) &&
+      x.scalar_type() == acc_dtype) {
+    const at::Tensor grad2d = grad3.select(0, 0);
+    if (compute_grad_x) grad_x.copy_(at::mm(grad2d, w2d));
+    return {grad_x, at::mm(grad2d.t(), x).view(weight_in.sizes()).to(weight_in.scalar_type()), grad_bias};
   }
   const BlockGrid grid(s.samples, s.length, true);
   const int64_t workers = grid.workers();
