@@ -21,3 +21,11 @@ TORCH_LIBRARY_FRAGMENT(vlmops, m) {
   m.def("_pixel_shuffle_layer_norm_triton(Tensor x, int scale, Tensor? weight, Tensor? bias, float eps) -> (Tensor, Tensor, Tensor)");
   m.def("_pixel_shuffle_layer_norm_backward_triton(Tensor grad_out, Tensor x, Tensor mean, Tensor rstd, Tensor? weight, int scale) -> (Tensor, Tensor, Tensor)");
 }
+
+// Patch embedding (Conv2d/Conv3d with kernel == stride) as one GEMM; see vlmops/ops/patch_embed.py.
+TORCH_LIBRARY_FRAGMENT(vlmops, m) {
+  // x [N, C*T*Ph*Pw] rows | [B, C, H, W] | [B, C, F, H, W] (uint8 or float), weight [D, C, (T,) Ph, Pw] -> [N, D] | [B, ncls + L, D].
+  m.def("patch_embed(Tensor x, Tensor weight, Tensor? bias, Tensor? mean, Tensor? std, float? rescale, Tensor? pos_embed, Tensor? cls_token) -> Tensor");
+  // grad_patches [N, D] | [B, L, D] (no CLS row) -> (grad_x (x's shape, or [0] unless compute_grad_x), grad_weight, grad_bias [D]).
+  m.def("patch_embed_backward(Tensor grad_patches, Tensor x, Tensor weight, Tensor? mean, Tensor? std, float? rescale, bool compute_grad_x) -> (Tensor, Tensor, Tensor)");
+}

@@ -7,9 +7,10 @@ that validates its arguments. `vlmops.reference` holds the pure-PyTorch oracles.
 
 from vlmops import reference
 from vlmops._native import build_info
+from vlmops.ops.patch_embed import patch_embed
 from vlmops.ops.pixel_shuffle import pixel_shuffle, pixel_shuffle_layer_norm
 from vlmops.transformers import PatchReport, patch_model
 
 __version__ = "0.1.0"
 
-__all__ = ["PatchReport", "build_info", "patch_model", "pixel_shuffle", "pixel_shuffle_layer_norm", "reference"]
+__all__ = ["PatchReport", "build_info", "patch_embed", "patch_model", "pixel_shuffle", "pixel_shuffle_layer_norm", "reference"]

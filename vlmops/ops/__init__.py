@@ -10,6 +10,8 @@ VLMOPS_CUDA_BACKEND=triton (default: cuda) for benchmarks and tests.
 | pixel_shuffle_backward             | csrc/cpu/pixel_shuffle.cpp | csrc/cuda/pixel_shuffle.cu    | _pixel_shuffle_backward_triton               |
 | pixel_shuffle_layer_norm           | csrc/cpu/pixel_shuffle.cpp | csrc/cuda/pixel_shuffle.cu    | _pixel_shuffle_layer_norm_triton             |
 | pixel_shuffle_layer_norm_backward  | csrc/cpu/pixel_shuffle.cpp | csrc/cuda/pixel_shuffle.cu    | _pixel_shuffle_layer_norm_backward_triton    |
+| patch_embed                        | csrc/cpu/patch_embed.cpp  | vlmops/triton/patch_embed.py  | (Triton owns the public op)                  |
+| patch_embed_backward               | csrc/cpu/patch_embed.cpp  | vlmops/triton/patch_embed.py  | (Triton owns the public op)                  |
 """
 
 import os
@@ -23,6 +25,8 @@ KERNEL_OWNERS = {
         "cuda": "CUDA C++",
         "triton": "_pixel_shuffle_layer_norm_backward_triton",
     },
+    "patch_embed": {"cpu": "C++", "cuda": "Triton", "triton": "patch_embed"},
+    "patch_embed_backward": {"cpu": "C++", "cuda": "Triton", "triton": "patch_embed_backward"},
 }
 
 _BACKENDS = ("cuda", "triton")

@@ -1,5 +1,6 @@
 """Pure-PyTorch references: the oracles of the tests, written from the models' published semantics."""
 
+from vlmops.reference.patch_embed import patch_embed
 from vlmops.reference.pixel_shuffle import pixel_shuffle, pixel_shuffle_layer_norm
 
-__all__ = ["pixel_shuffle", "pixel_shuffle_layer_norm"]
+__all__ = ["patch_embed", "pixel_shuffle", "pixel_shuffle_layer_norm"]
