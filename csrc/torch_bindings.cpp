@@ -21,3 +21,13 @@ TORCH_LIBRARY_FRAGMENT(vlmops, m) {
   m.def("_pixel_shuffle_layer_norm_triton(Tensor x, int scale, Tensor? weight, Tensor? bias, float eps) -> (Tensor, Tensor, Tensor)");
   m.def("_pixel_shuffle_layer_norm_backward_triton(Tensor grad_out, Tensor x, Tensor mean, Tensor rstd, Tensor? weight, int scale) -> (Tensor, Tensor, Tensor)");
 }
+
+// Multi-axis rotary embedding (2D vision RoPE, 3D M-RoPE, 1D): pair i of rotary_dim/2 turns by
+// positions[b, s, axis[i]] * inv_freq[i]; q [B, S, H, D] and k [B, S, H_kv, D] (any strides) in one pass.
+TORCH_LIBRARY_FRAGMENT(vlmops, m) {
+  // -> (q_out, k_out) in q's/k's layout; fp32_math: float32 math (Qwen vision) vs activation-dtype cos/sin
+  // and products (Pixtral, text M-RoPE); inverse: rotate by -angle (the backward).
+  m.def("rope(Tensor q, Tensor k, Tensor positions, Tensor axis, Tensor inv_freq, bool fp32_math, bool inverse=False) -> (Tensor, Tensor)");
+  // The same rotation written into q and k.
+  m.def("rope_(Tensor(a!) q, Tensor(b!) k, Tensor positions, Tensor axis, Tensor inv_freq, bool fp32_math, bool inverse=False) -> ()");
+}

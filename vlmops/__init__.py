@@ -8,7 +8,34 @@ that validates its arguments. `vlmops.reference` holds the pure-PyTorch oracles.
 from vlmops import reference
 from vlmops._native import build_info
 from vlmops.ops.pixel_shuffle import pixel_shuffle, pixel_shuffle_layer_norm
+from vlmops.ops.rope import (
+    RopeTables,
+    apply_rope,
+    interleaved_mrope_tables,
+    mrope_tables,
+    pixtral_rope_positions,
+    pixtral_rope_tables,
+    qwen_vision_rope_tables,
+    rope_1d_tables,
+    rope_inv_freq,
+    vision_rope_positions,
+)
 
 __version__ = "0.1.0"
 
-__all__ = ["build_info", "pixel_shuffle", "pixel_shuffle_layer_norm", "reference"]
+__all__ = [
+    "build_info",
+    "pixel_shuffle",
+    "pixel_shuffle_layer_norm",
+    "reference",
+    "RopeTables",
+    "apply_rope",
+    "interleaved_mrope_tables",
+    "mrope_tables",
+    "pixtral_rope_positions",
+    "pixtral_rope_tables",
+    "qwen_vision_rope_tables",
+    "rope_1d_tables",
+    "rope_inv_freq",
+    "vision_rope_positions",
+]
