@@ -5,7 +5,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from transformers import Phi3Config, PixtralVisionConfig
+from transformers import Phi3Config, PixtralVisionConfig, Qwen2_5_VLConfig, Qwen2VLConfig, Qwen3VLConfig
 from transformers.models.llama import modeling_llama
 from transformers.models.phi3 import modeling_phi3
 from transformers.models.pixtral import modeling_pixtral
@@ -104,6 +104,94 @@ def test_position_builders_are_pure_tensor_code():
     assert vlmops.vision_rope_positions(grid_thw, 2, num_tokens=64).shape == (64, 2)
     grid_hw = torch.tensor([[3, 5], [4, 2]], device="meta")
     assert vlmops.pixtral_rope_positions(grid_hw, num_tokens=23).shape == (23, 2)
+
+
+def _tiny_qwen_model(model):
+    """A tiny language+vision model: only its get_rope_index (and config) is used."""
+    text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                vocab_size=100, bos_token_id=0, eos_token_id=1,
+                rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]})
+    vision = dict(depth=1, hidden_size=32, num_heads=2, spatial_merge_size=2)
+    if model == "qwen2_vl":
+        return modeling_qwen2_vl.Qwen2VLModel(Qwen2VLConfig(text_config=text, vision_config=dict(vision, embed_dim=32)))
+    vision.update(intermediate_size=64, out_hidden_size=32)
+    if model == "qwen2_5_vl":
+        return modeling_qwen2_5_vl.Qwen2_5_VLModel(
+            Qwen2_5_VLConfig(text_config=text, vision_config=dict(vision, tokens_per_second=2)))
+    return modeling_qwen3_vl.Qwen3VLModel(
+        Qwen3VLConfig(text_config=dict(text, head_dim=16), vision_config=dict(vision, deepstack_visual_indexes=[])))
+
+
+def _mm_sequence(rows, image_grids, video_grids, split_frames, merge=2):
+    """mm_token_type_ids and attention_mask [B, S] from per-row segment lists ("pad", n), ("text", n),
+    ("image", i), ("video", i); Qwen3-VL (split_frames) puts timestamp text between video frames."""
+    built = []
+    for row in rows:
+        types, mask = [], []
+        for kind, value in row:
+            if kind in ("pad", "text"):
+                types += [0] * value
+                mask += [int(kind == "text")] * value
+            elif kind == "image":
+                t, h, w = image_grids[value]
+                types += [1] * (t * h * w // merge**2)
+                mask += [1] * (t * h * w // merge**2)
+            else:
+                t, h, w = video_grids[value]
+                frames = [(1, h, w)] * t if split_frames else [(t, h, w)]
+                for i, (ft, fh, fw) in enumerate(frames):
+                    if split_frames and i:
+                        types += [0] * 2
+                        mask += [1] * 2
+                    types += [2] * (ft * fh * fw // merge**2)
+                    mask += [1] * (ft * fh * fw // merge**2)
+        built.append((types, mask))
+    S = max(len(t) for t, _ in built)
+    types = torch.tensor([[0] * (S - len(t)) + t for t, _ in built])  # left padding
+    mask = torch.tensor([[0] * (S - len(m)) + m for _, m in built])
+    return types, mask
+
+
+@pytest.mark.parametrize("model", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])
+@pytest.mark.parametrize("padded", [False, True])
+def test_mrope_position_ids_match_get_rope_index(model, padded):
+    tiny = _tiny_qwen_model(model)
+    image_grids = [[1, 4, 6], [1, 8, 4], [1, 2, 2]]
+    video_grids = [[3, 4, 4], [2, 6, 2]]
+    split = model == "qwen3_vl"
+    rows = [
+        [("text", 3), ("image", 0), ("text", 2), ("video", 0), ("text", 4), ("image", 1)],
+        [("pad", 5 if padded else 0), ("text", 2), ("image", 2), ("video", 1), ("text", 1)],
+    ]
+    types, mask = _mm_sequence(rows, image_grids, video_grids, split)
+    if not padded:
+        types, mask = types[:, (mask == 0).sum(1).min():], None
+    input_ids = torch.randint(0, 100, types.shape)
+    image_grid_thw, video_grid_thw = torch.tensor(image_grids), torch.tensor(video_grids)
+    kwargs = dict(mm_token_type_ids=types, image_grid_thw=image_grid_thw, video_grid_thw=video_grid_thw, attention_mask=mask)
+    interval = None
+    if model == "qwen2_5_vl":
+        # Fractional seconds per temporal patch: temporal ids long(t * tokens_per_second * seconds).
+        second_per_grid_ts = torch.tensor([0.75, 1.3])
+        kwargs["second_per_grid_ts"] = second_per_grid_ts
+        interval = tiny.config.vision_config.tokens_per_second * second_per_grid_ts
+    expected, expected_deltas = tiny.get_rope_index(input_ids, **kwargs)
+    got, deltas = vlmops.mrope_position_ids(
+        types, image_grid_thw, video_grid_thw, spatial_merge_size=2, attention_mask=mask,
+        video_time_interval=interval, split_video_frames=split,
+    )
+    assert torch.equal(got, expected)
+    assert torch.equal(deltas, expected_deltas.to(deltas.dtype))
+
+
+def test_mrope_position_ids_are_pure_tensor_code():
+    types = torch.zeros(2, 40, dtype=torch.long, device="meta")
+    grid = torch.ones(2, 3, dtype=torch.long, device="meta")
+    position_ids, deltas = vlmops.mrope_position_ids(
+        types, grid, grid, spatial_merge_size=2, attention_mask=torch.ones(2, 40, device="meta"),
+        video_time_interval=torch.ones(2, device="meta"), split_video_frames=True,
+    )
+    assert position_ids.shape == (3, 2, 40) and deltas.shape == (2, 1)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])

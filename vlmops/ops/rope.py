@@ -27,6 +27,7 @@ __all__ = [
     "interleaved_mrope_tables",
     "vision_rope_positions",
     "pixtral_rope_positions",
+    "mrope_position_ids",
 ]
 
 _LAYOUTS = ("nhd", "bshd", "bhsd")
@@ -178,6 +179,124 @@ def pixtral_rope_positions(grid_hw: torch.Tensor, num_tokens=None) -> torch.Tens
     image, local = _image_of_token(grid.prod(-1), num_tokens)
     w = grid[:, 1][image]
     return torch.stack((local // w, local % w), dim=-1)
+
+
+def _run_broadcast(run_start: torch.Tensor) -> torch.Tensor:
+    """Index (along the last dim) of the first token of the run each token belongs to."""
+    index = torch.arange(run_start.shape[-1], device=run_start.device).expand_as(run_start)
+    return torch.where(run_start, index, 0).cummax(-1).values
+
+
+def mrope_position_ids(
+    mm_token_type_ids: torch.Tensor,
+    image_grid_thw=None,
+    video_grid_thw=None,
+    *,
+    spatial_merge_size: int,
+    attention_mask=None,
+    video_time_interval=None,
+    split_video_frames: bool = False,
+):
+    """Text M-RoPE position ids (t, h, w) of Qwen2-VL / Qwen2.5-VL / Qwen3-VL language models, with the
+    semantics of transformers 5.x ``get_rope_index``, as device tensor code (no host sync, no loop
+    over images, frames or batch rows).
+
+    Each maximal run of equal ``mm_token_type_ids`` (0 text, 1 image, 2 video) among the attended tokens
+    is a segment: text runs count up by 1 per token; the k-th image (video) run overall takes the k-th
+    row of image_grid_thw (video_grid_thw), gets t/h/w grid positions over (t, h/m, w/m) offset by the
+    running position, and advances it by max(h, w) / m.
+
+    Args:
+        mm_token_type_ids: ``[B, S]`` int.
+        image_grid_thw, video_grid_thw: ``[n, 3]`` int (t, h, w) in patches, or None.
+        spatial_merge_size: m (vision_config.spatial_merge_size).
+        attention_mask: ``[B, S]``; padding gets position 0 and is skipped.
+        video_time_interval: ``[n_videos]`` float, temporal spacing per video: Qwen2.5-VL's
+            ``tokens_per_second * second_per_grid_ts`` (temporal ids are ``long(t_index * interval)``).
+            None: 1 (Qwen2-VL, Qwen3-VL).
+        split_video_frames: Qwen3-VL: every frame of a video is its own run (timestamps separate them).
+
+    Returns:
+        ``(position_ids [3, B, S] int64, mrope_position_deltas [B, 1] int64)``.
+    """
+    fn = "mrope_position_ids"
+    check_tensor(fn, "mm_token_type_ids", mm_token_type_ids, dtypes=None, ndim=2)
+    m = check_int(fn, "spatial_merge_size", spatial_merge_size, minimum=1)
+    device = mm_token_type_ids.device
+    B, S = mm_token_type_ids.shape
+    grids = {}
+    for name, grid, modality in (("image_grid_thw", image_grid_thw, 1), ("video_grid_thw", video_grid_thw, 2)):
+        if grid is None:
+            grid = torch.zeros(1, 3, dtype=torch.long, device=device)
+        else:
+            _check_grid(fn, name, grid, 3)
+        grids[modality] = grid.long()
+    num_videos = grids[2].shape[0]
+    if video_time_interval is None:
+        interval = torch.ones(num_videos, device=device)
+    else:
+        check_tensor(fn, "video_time_interval", video_time_interval, dtypes=None, ndim=1)
+        if video_grid_thw is not None and video_time_interval.shape[0] != num_videos:
+            raise ValueError(f"vlmops.{fn}: video_time_interval must be [{num_videos}], got {tuple(video_time_interval.shape)}")
+        interval = video_time_interval.to(device=device, dtype=torch.float32)
+    if attention_mask is None:
+        valid = torch.ones(B, S, dtype=torch.bool, device=device)
+    else:
+        check_tensor(fn, "attention_mask", attention_mask, dtypes=None, ndim=2)
+        if attention_mask.shape != (B, S):
+            raise ValueError(f"vlmops.{fn}: attention_mask must be [{B}, {S}], got {tuple(attention_mask.shape)}")
+        valid = attention_mask.bool()
+
+    # Left-pack the attended tokens of each row (padding removed, as transformers does) ...
+    packed_index = valid.long().cumsum(-1) - 1
+    types = torch.full((B, S + 1), -1, dtype=torch.long, device=device)
+    types.scatter_(1, torch.where(valid, packed_index, S), mm_token_type_ids.long())
+    types = types[:, :S]
+    live = types >= 0
+    previous = torch.cat((torch.full((B, 1), -2, device=device, dtype=torch.long), types[:, :-1]), 1)
+    following = torch.cat((types[:, 1:], torch.full((B, 1), -2, device=device, dtype=torch.long)), 1)
+    run_start = live & (types != previous)
+    run_end = live & (types != following)
+    offset = torch.arange(S, device=device) - _run_broadcast(run_start)
+
+    # ... the k-th image/video run of the whole batch (row-major) takes the k-th grid.
+    t, h, w = (torch.zeros(B, S, dtype=torch.long, device=device) for _ in range(3))
+    t_interval = torch.ones(B, S, device=device)
+    for modality in (1, 2):
+        is_mod = types == modality
+        ordinal = (run_start & is_mod).flatten().cumsum(0).view(B, S) - 1
+        grid = grids[modality]
+        if modality == 2 and split_video_frames:
+            frame_ends = grid[:, 0].cumsum(0)
+            video = torch.searchsorted(frame_ends, ordinal.clamp(min=0), right=True).clamp(max=num_videos - 1)
+            frames = torch.ones_like(video)
+        else:
+            video = ordinal.clamp(0, grid.shape[0] - 1)
+            frames = grid[video, 0]
+        t = torch.where(is_mod, frames, t)
+        h = torch.where(is_mod, grid[video, 1] // m, h)
+        w = torch.where(is_mod, grid[video, 2] // m, w)
+        if modality == 2:
+            t_interval = torch.where(is_mod, interval[video], t_interval)
+    is_text = types == 0
+    is_vision = live & ~is_text
+    # Running position: text advances 1 per token; a vision run advances max(h, w)/m after its last token.
+    advance = torch.where(is_text, 1, torch.where(is_vision & run_end, torch.maximum(h, w), 0))
+    start = advance.cumsum(-1) - advance  # exclusive: constant over a vision run, +1 per text token
+    hw = (h * w).clamp(min=1)
+    t_index = offset // hw
+    temporal = (t_index.float() * t_interval).long()
+    packed = torch.stack(
+        (
+            torch.where(is_vision, temporal + start, start),
+            torch.where(is_vision, (offset // w.clamp(min=1)) % h.clamp(min=1) + start, start),
+            torch.where(is_vision, offset % w.clamp(min=1) + start, start),
+        )
+    )
+    packed = torch.where(live, packed, 0)
+    position_ids = torch.where(valid, packed.gather(2, packed_index.clamp(min=0).expand(3, B, S)), 0)
+    deltas = packed.amax(dim=(0, 2)) + 1 - valid.sum(-1)
+    return position_ids, deltas.unsqueeze(1)
 
 
 def _as_bshd(fn: str, name: str, x, layout: str):
