@@ -30,4 +30,7 @@ TORCH_LIBRARY_FRAGMENT(vlmops, m) {
   m.def("rope(Tensor q, Tensor k, Tensor positions, Tensor axis, Tensor inv_freq, bool fp32_math, bool inverse=False) -> (Tensor, Tensor)");
   // The same rotation written into q and k.
   m.def("rope_(Tensor(a!) q, Tensor(b!) k, Tensor positions, Tensor axis, Tensor inv_freq, bool fp32_math, bool inverse=False) -> ()");
+  // Triton variants of rope / rope_ (vlmops/triton/rope.py), for benchmarks and VLMOPS_CUDA_BACKEND=triton.
+  m.def("_rope_triton(Tensor q, Tensor k, Tensor positions, Tensor axis, Tensor inv_freq, bool fp32_math, bool inverse=False) -> (Tensor, Tensor)");
+  m.def("_rope_triton_(Tensor(a!) q, Tensor(b!) k, Tensor positions, Tensor axis, Tensor inv_freq, bool fp32_math, bool inverse=False) -> ()");
 }

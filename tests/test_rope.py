@@ -488,3 +488,47 @@ def test_table_builders_check_arguments():
         vlmops.vision_rope_positions(torch.ones(2, 2, dtype=torch.long), 2)
     with pytest.raises(ValueError, match="spatial_merge_size must be >= 1"):
         vlmops.vision_rope_positions(torch.ones(2, 3, dtype=torch.long), 0)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("fp32_math", [True, False])
+@pytest.mark.parametrize("layout", ["bshd", "bhsd"])
+def test_triton_kernel_matches_reference(device, dtype, fp32_math, layout):
+    """The Triton kernel (under the interpreter on CPU): GQA, partial rotary, strided layouts, in place."""
+    from vlmops.triton.rope import rope_triton, rope_triton_
+
+    q, k, positions, axis, inv_freq = _random_problem(2, 6, 3, 2, 22, 7, 3, dtype, device)
+    if layout == "bhsd":  # [B, H, S, D] memory seen as a strided [B, S, H, D]
+        q, k = q.transpose(1, 2).contiguous().transpose(1, 2), k.transpose(1, 2).contiguous().transpose(1, 2)
+    for inverse in (False, True):
+        q_ref, k_ref = reference.rope(q, k, positions, axis, inv_freq, fp32_math, inverse)
+        q_out, k_out = rope_triton(q, k, positions, axis, inv_freq, fp32_math, inverse)
+        if dtype == torch.bfloat16:
+            # Triton's cos/sin may differ from PyTorch's by an ulp, which can flip a bf16 rounding.
+            q64, k64 = reference.rope(q.double(), k.double(), positions, axis, inv_freq, True, inverse)
+            assert max_err(q_out, q64) <= 3 * max_err(q_ref, q64)
+            assert max_err(k_out, k64) <= 3 * max_err(k_ref, k64)
+        else:
+            tol = 1e-12 if dtype == torch.float64 else 2e-6
+            torch.testing.assert_close(q_out, q_ref, rtol=tol, atol=tol)
+            torch.testing.assert_close(k_out, k_ref, rtol=tol, atol=tol)
+        assert q_out.stride() == q.stride()
+        q_in, k_in = q.clone(), k.clone()
+        rope_triton_(q_in, k_in, positions, axis, inv_freq, fp32_math, inverse)
+        assert torch.equal(q_in, q_out) and torch.equal(k_in, k_out)
+
+
+@pytest.mark.requires_cuda
+def test_cuda_backends_agree_and_backward():
+    q, k, positions, axis, inv_freq = _random_problem(2, 33, 4, 2, 64, 32, 3, torch.float32, "cuda")
+    q_cuda, k_cuda = torch.ops.vlmops.rope(q, k, positions, axis, inv_freq, True)
+    import vlmops.triton.rope  # noqa: F401
+
+    q_tr, k_tr = torch.ops.vlmops._rope_triton(q, k, positions, axis, inv_freq, True)
+    torch.testing.assert_close(q_tr, q_cuda, rtol=2e-6, atol=2e-6)
+    torch.testing.assert_close(k_tr, k_cuda, rtol=2e-6, atol=2e-6)
+    q64, k64 = (t.double().requires_grad_(True) for t in (q[:, :4], k[:, :4]))
+    assert torch.autograd.gradcheck(
+        lambda a, b: vlmops.apply_rope(a, b, positions[:, :4], axis, inv_freq, True, layout="bshd"), (q64, k64)
+    )

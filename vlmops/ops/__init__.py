@@ -10,6 +10,8 @@ VLMOPS_CUDA_BACKEND=triton (default: cuda) for benchmarks and tests.
 | pixel_shuffle_backward             | csrc/cpu/pixel_shuffle.cpp | csrc/cuda/pixel_shuffle.cu    | _pixel_shuffle_backward_triton               |
 | pixel_shuffle_layer_norm           | csrc/cpu/pixel_shuffle.cpp | csrc/cuda/pixel_shuffle.cu    | _pixel_shuffle_layer_norm_triton             |
 | pixel_shuffle_layer_norm_backward  | csrc/cpu/pixel_shuffle.cpp | csrc/cuda/pixel_shuffle.cu    | _pixel_shuffle_layer_norm_backward_triton    |
+| rope (its backward: inverse=True)  | csrc/cpu/rope.cpp         | csrc/cuda/rope.cu             | _rope_triton                                 |
+| rope_ (in place)                   | csrc/cpu/rope.cpp         | csrc/cuda/rope.cu             | _rope_triton_                                |
 """
 
 import os
@@ -23,6 +25,8 @@ KERNEL_OWNERS = {
         "cuda": "CUDA C++",
         "triton": "_pixel_shuffle_layer_norm_backward_triton",
     },
+    "rope": {"cpu": "C++", "cuda": "CUDA C++", "triton": "_rope_triton"},
+    "rope_": {"cpu": "C++", "cuda": "CUDA C++", "triton": "_rope_triton_"},
 }
 
 _BACKENDS = ("cuda", "triton")

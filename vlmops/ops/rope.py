@@ -14,6 +14,7 @@ from typing import NamedTuple
 import torch
 
 from vlmops import _native, reference
+from vlmops.ops import KERNEL_OWNERS, cuda_backend
 from vlmops.ops._checks import check_int, check_same_device, check_tensor
 
 __all__ = [
@@ -307,6 +308,15 @@ def _as_bshd(fn: str, name: str, x, layout: str):
     return x if layout == "bshd" else x.transpose(1, 2)
 
 
+def _op(name: str, x: torch.Tensor):
+    """The op that runs on x's device: the public op, or its Triton variant on CUDA when chosen."""
+    if x.device.type == "cuda" and cuda_backend() == "triton":
+        import vlmops.triton.rope  # noqa: F401  (registers the Triton kernels)
+
+        return getattr(torch.ops.vlmops, KERNEL_OWNERS[name]["triton"])
+    return getattr(torch.ops.vlmops, name)
+
+
 def apply_rope(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -372,10 +382,10 @@ def apply_rope(
             k4.copy_(k_out)
             return q, k
     elif inplace:
-        torch.ops.vlmops.rope_(q4, k4, pos3, axis, inv_freq, fp32_math)
+        _op("rope_", q)(q4, k4, pos3, axis, inv_freq, fp32_math)
         return q, k
     else:
-        q_out, k_out = torch.ops.vlmops.rope(q4, k4, pos3, axis, inv_freq, fp32_math)
+        q_out, k_out = _op("rope", q)(q4, k4, pos3, axis, inv_freq, fp32_math)
     if layout == "nhd":
         return q_out.squeeze(0), k_out.squeeze(0)
     if layout == "bhsd":
@@ -383,14 +393,15 @@ def apply_rope(
     return q_out, k_out
 
 
-def _register() -> None:
-    """Fake implementations and autograd of the rope ops."""
+def _register(rope: str, rope_inplace: str) -> None:
+    """Fake implementations and autograd of one kernel family (the public ops or their Triton twins)."""
+    op = getattr(torch.ops.vlmops, rope)
 
-    @torch.library.register_fake("vlmops::rope")
+    @torch.library.register_fake(f"vlmops::{rope}")
     def _(q, k, positions, axis, inv_freq, fp32_math, inverse=False):
         return torch.empty_like(q), torch.empty_like(k)
 
-    @torch.library.register_fake("vlmops::rope_")
+    @torch.library.register_fake(f"vlmops::{rope_inplace}")
     def _(q, k, positions, axis, inv_freq, fp32_math, inverse=False):
         return None
 
@@ -403,13 +414,12 @@ def _register() -> None:
     # A rotation's adjoint is the rotation by the negated angle: the backward is the same op.
     def backward(ctx, grad_q, grad_k):
         positions, axis, inv_freq = ctx.saved_tensors
-        grad_q, grad_k = torch.ops.vlmops.rope(
-            grad_q, grad_k, positions, axis, inv_freq, ctx.fp32_math, not ctx.inverse
-        )
+        grad_q, grad_k = op(grad_q, grad_k, positions, axis, inv_freq, ctx.fp32_math, not ctx.inverse)
         return grad_q, grad_k, None, None, None, None, None
 
-    torch.library.register_autograd("vlmops::rope", backward, setup_context=setup_context)
+    torch.library.register_autograd(f"vlmops::{rope}", backward, setup_context=setup_context)
 
 
 if _native.available():
-    _register()
+    _register("rope", "rope_")
+    _register(KERNEL_OWNERS["rope"]["triton"], KERNEL_OWNERS["rope_"]["triton"])
