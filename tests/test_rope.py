@@ -490,15 +490,23 @@ def test_table_builders_check_arguments():
         vlmops.vision_rope_positions(torch.ones(2, 3, dtype=torch.long), 0)
 
 
+# Each conventions x layout pair once (not the full product): the interpreter is slow on 2 cores.
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
-@pytest.mark.parametrize("fp32_math", [True, False])
-@pytest.mark.parametrize("layout", ["bshd", "bhsd"])
+@pytest.mark.parametrize(
+    "dtype, fp32_math, layout",
+    [
+        (torch.float32, True, "bshd"),
+        (torch.float32, False, "bhsd"),
+        (torch.bfloat16, False, "bshd"),
+        (torch.bfloat16, True, "bhsd"),
+        (torch.float64, False, "bshd"),
+    ],
+)
 def test_triton_kernel_matches_reference(device, dtype, fp32_math, layout):
     """The Triton kernel (under the interpreter on CPU): GQA, partial rotary, strided layouts, in place."""
     from vlmops.triton.rope import rope_triton, rope_triton_
 
-    q, k, positions, axis, inv_freq = _random_problem(2, 6, 3, 2, 22, 7, 3, dtype, device)
+    q, k, positions, axis, inv_freq = _random_problem(2, 3, 3, 2, 22, 7, 3, dtype, device)
     if layout == "bhsd":  # [B, H, S, D] memory seen as a strided [B, S, H, D]
         q, k = q.transpose(1, 2).contiguous().transpose(1, 2), k.transpose(1, 2).contiguous().transpose(1, 2)
     for inverse in (False, True):
