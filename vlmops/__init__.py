@@ -21,11 +21,14 @@ from vlmops.ops.rope import (
     rope_inv_freq,
     vision_rope_positions,
 )
+from vlmops.transformers import PatchReport, patch_model
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "PatchReport",
     "build_info",
+    "patch_model",
     "pixel_shuffle",
     "pixel_shuffle_layer_norm",
     "reference",
