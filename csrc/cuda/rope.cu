@@ -35,10 +35,14 @@ HeadsArgs heads_args(const at::Tensor& in, const at::Tensor& out) {
                    {out.stride(0), out.stride(1), out.stride(2), out.stride(3)}};
 }
 
-__device__ inline float device_cos(float a) { return cosf(a); }
-__device__ inline float device_sin(float a) { return sinf(a); }
-__device__ inline double device_cos(double a) { return cos(a); }
-__device__ inline double device_sin(double a) { return sin(a); }
+// cos/sin through cospi/sinpi of angle/pi in double: their argument reduction is exact, so unlike
+// cosf/sinf there is no Payne-Hanek slow path with its local-memory array (angles reach ~1e4 rad), and
+// the float result is the correctly rounded cos/sin (CUDA's cosf is within 2 ulp of it).
+constexpr double kInvPi = 0.318309886183790671537767526745028724;
+__device__ inline float device_cos(float a) { return static_cast<float>(cospi(static_cast<double>(a) * kInvPi)); }
+__device__ inline float device_sin(float a) { return static_cast<float>(sinpi(static_cast<double>(a) * kInvPi)); }
+__device__ inline double device_cos(double a) { return cospi(a * kInvPi); }
+__device__ inline double device_sin(double a) { return sinpi(a * kInvPi); }
 
 template <class scalar_t, bool kRound, class acc_t>
 __device__ void rotate_heads(const HeadsArgs& h, int64_t b, int64_t t, const acc_t* c, const acc_t* s, int P, int D,

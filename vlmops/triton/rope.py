@@ -10,6 +10,8 @@ import torch
 import triton
 import triton.language as tl
 
+from vlmops.triton import KERNEL_SPECS, make_spec
+
 
 @triton.jit
 def _rotate_heads(x_ptr, y_ptr, b, t, head0, H, P, D, sx_b, sx_s, sx_h, sx_d, sy_b, sy_s, sy_h, sy_d, c, s,
@@ -81,6 +83,10 @@ def _rope_kernel(q_ptr, k_ptr, q_out_ptr, k_out_ptr, pos_ptr, axis_ptr, freq_ptr
                       sko_b, sko_s, sko_h, sko_d, c, s, i, pair_mask, ROUND, COPY_TAIL, BLOCK_H, BLOCK_T)
 
 
+def _block_h(HQ: int, HK: int) -> int:
+    return min(triton.next_power_of_2(max(HQ, HK)), 16)
+
+
 def rope_triton_into(q, k, q_out, k_out, positions, axis, inv_freq, fp32_math: bool, inverse: bool) -> None:
     """Launches the kernel: q [B, S, HQ, D], k [B, S, HK, D] -> q_out, k_out (may be q and k themselves).
     Arguments are assumed checked (by the wrapper); works on CPU tensors under TRITON_INTERPRET=1."""
@@ -89,7 +95,7 @@ def rope_triton_into(q, k, q_out, k_out, positions, axis, inv_freq, fp32_math: b
     P = axis.shape[0]
     if B * S == 0:
         return
-    block_h = min(triton.next_power_of_2(max(HQ, HK)), 16)
+    block_h = _block_h(HQ, HK)
     grid = (B * S, triton.cdiv(HQ, block_h) + triton.cdiv(HK, block_h))
     is_fp64 = q.dtype == torch.float64
     _rope_kernel[grid](
@@ -119,3 +125,33 @@ def rope_triton_(q, k, positions, axis, inv_freq, fp32_math: bool, inverse: bool
 
 torch.library.register_kernel("vlmops::_rope_triton", "cuda", rope_triton)
 torch.library.register_kernel("vlmops::_rope_triton_", "cuda", rope_triton_)
+
+
+def _specs():
+    """Representative compilations, bf16, contiguous [N, H, D] / [B, S, H, D]: the Qwen2.5-VL vision
+    tower (16 heads of 80, 2D positions, float32 math) and the Qwen2.5-VL-7B language model (28/4 heads
+    of 128, 3D M-RoPE, activation-dtype math), forward and backward (in place or not: same code)."""
+    specs = []
+    for model, S, HQ, HK, D, A, fp32_math in (
+        ("qwen2.5-vl-vision", 16384, 16, 16, 80, 2, True),
+        ("qwen2.5-vl-7b-text", 8192, 28, 4, 128, 3, False),
+    ):
+        P = D // 2
+        for inverse in (False, True):
+            q_strides = dict(sq_b=S * HQ * D, sq_s=HQ * D, sq_h=D, sq_d=1)
+            k_strides = dict(sk_b=S * HK * D, sk_s=HK * D, sk_h=D, sk_d=1)
+            specs.append(make_spec(
+                _rope_kernel, f"{model}:bf16:{'bwd' if inverse else 'fwd'}", 4,
+                dict(MATH_FP64=False, ROUND=not fp32_math, INVERSE=inverse, COPY_TAIL=False,
+                     BLOCK_H=_block_h(HQ, HK), BLOCK_P=triton.next_power_of_2(P), BLOCK_T=1),
+                q_ptr=torch.bfloat16, k_ptr=torch.bfloat16, q_out_ptr=torch.bfloat16, k_out_ptr=torch.bfloat16,
+                pos_ptr=torch.int64, axis_ptr=torch.int64, freq_ptr=torch.float32, S=S, HQ=HQ, HK=HK, P=P, D=D, A=A,
+                **q_strides, **k_strides,
+                **{name.replace("sq_", "sqo_"): v for name, v in q_strides.items()},
+                **{name.replace("sk_", "sko_"): v for name, v in k_strides.items()},
+                sp_b=S * A, sp_s=A, sp_a=1,
+            ))
+    return specs
+
+
+KERNEL_SPECS.extend(_specs())
