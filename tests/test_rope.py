@@ -540,3 +540,29 @@ def test_cuda_backends_agree_and_backward():
     assert torch.autograd.gradcheck(
         lambda a, b: vlmops.apply_rope(a, b, positions[:, :4], axis, inv_freq, True, layout="bshd"), (q64, k64)
     )
+
+
+@pytest.mark.requires_cuda
+def test_position_builders_capture_in_cuda_graph():
+    grid_thw = torch.tensor([[1, 8, 4], [2, 4, 4]], device="cuda")
+    types = torch.tensor([[0, 0] + [1] * 8 + [0] * 3 + [2] * 8 + [0]], device="cuda")
+    expected_vision = vlmops.vision_rope_positions(grid_thw, 2)
+    expected_text = vlmops.mrope_position_ids(types, grid_thw[:1], grid_thw[1:], spatial_merge_size=2)
+
+    def build():
+        vision = vlmops.vision_rope_positions(grid_thw, 2, num_tokens=expected_vision.shape[0])
+        text = vlmops.mrope_position_ids(types, grid_thw[:1], grid_thw[1:], spatial_merge_size=2)
+        return vision, text
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up outside capture, as CUDA graphs require
+        build()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        vision, (text, deltas) = build()
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(vision, expected_vision)
+    assert torch.equal(text, expected_text[0]) and torch.equal(deltas, expected_text[1])

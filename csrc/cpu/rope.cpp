@@ -125,7 +125,7 @@ void cos_sin(const double* angle, double* c, double* s, int64_t n) {
 // One head: rotate pairs [0, P) and (out of place) copy the untouched tail [2P, D).
 // kUnitStride lets the compiler vectorize the common contiguous-head_dim case.
 template <class scalar_t, bool kRound, bool kUnitStride, class acc_t>
-inline void rotate_head(const scalar_t* __restrict x, scalar_t* y, int64_t sx, int64_t sy, const acc_t* c,
+inline void rotate_head(const scalar_t* x, scalar_t* y, int64_t sx, int64_t sy, const acc_t* c,
                         const acc_t* s, int64_t P, int64_t D, bool copy_tail) {
   if constexpr (kUnitStride) sx = sy = 1;
   for (int64_t i = 0; i < P; ++i) {
