@@ -9,6 +9,7 @@
 #include <torch/library.h>
 
 #include <cmath>
+#include <cstdint>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -17,6 +18,10 @@
 #include "vlmops/rope_math.h"
 
 #include <ATen/Config.h>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #if AT_MKL_ENABLED()
 // torch.cos/torch.sin of float tensors run MKL's VML in high-accuracy mode (ATen/cpu/vml.h) when
@@ -243,12 +248,28 @@ void rope_dispatch(const at::Tensor& q, const at::Tensor& k, const at::Tensor& q
   });
 }
 
+// Out of place, the fresh outputs' first touch dominates: page-faulting 4 KiB pages of a large new
+// allocation costs several times the rotation itself. Advising huge pages before the kernel writes
+// them (a hint; ignored where transparent huge pages are off or the memory is not anonymous) makes
+// that first touch about 10x cheaper on Linux with THP in "madvise" mode.
+void advise_huge_pages(const at::Tensor& t) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t kHugePage = uintptr_t(2) << 20;
+  const uintptr_t first = reinterpret_cast<uintptr_t>(t.data_ptr());
+  const uintptr_t begin = (first + kHugePage - 1) & ~(kHugePage - 1);
+  const uintptr_t end = (first + t.nbytes()) & ~(kHugePage - 1);
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
+#endif
+}
+
 std::tuple<at::Tensor, at::Tensor> rope_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tensor& positions,
                                             const at::Tensor& axis, const at::Tensor& inv_freq, bool fp32_math,
                                             bool inverse) {
   check_rope_args(q, k, positions, axis, inv_freq);
   // Same memory layout as the inputs when they are dense (a [B, H, S, D] view stays [B, H, S, D]).
   at::Tensor q_out = at::empty_like(q), k_out = at::empty_like(k);
+  advise_huge_pages(q_out);
+  advise_huge_pages(k_out);
   rope_dispatch(q, k, q_out, k_out, positions, axis, inv_freq, fp32_math, inverse);
   return {q_out, k_out};
 }
