@@ -159,19 +159,29 @@ HeadsView heads_view(const at::Tensor& in, const at::Tensor& out) {
                    {out.stride(0), out.stride(1), out.stride(2), out.stride(3)}};
 }
 
+// Walks a block of tokens in memory order: tokens outer and heads inner when tokens are the outer
+// dimension in memory ([B, S, H, D]), heads outer when heads are ([B, H, S, D]), so each pass streams
+// through contiguous rows instead of jumping between heads S*D elements apart.
 template <class scalar_t, bool kRound, class acc_t>
-void rotate_token_heads(const HeadsView& v, int64_t b, int64_t t, const acc_t* c, const acc_t* s, int64_t P,
-                        int64_t D, bool copy_tail) {
-  const scalar_t* x = static_cast<const scalar_t*>(v.in) + b * v.in_strides[0] + t * v.in_strides[1];
-  scalar_t* y = static_cast<scalar_t*>(v.out) + b * v.out_strides[0] + t * v.out_strides[1];
+void rotate_block_heads(const HeadsView& v, int64_t S, int64_t first, int64_t count, const acc_t* c, const acc_t* s,
+                        int64_t P, int64_t D, bool copy_tail) {
   const bool unit = v.in_strides[3] == 1 && v.out_strides[3] == 1;
-  for (int64_t h = 0; h < v.heads; ++h) {
-    const scalar_t* xh = x + h * v.in_strides[2];
-    scalar_t* yh = y + h * v.out_strides[2];
-    if (unit) {
-      rotate_head<scalar_t, kRound, true>(xh, yh, 1, 1, c, s, P, D, copy_tail);
-    } else {
-      rotate_head<scalar_t, kRound, false>(xh, yh, v.in_strides[3], v.out_strides[3], c, s, P, D, copy_tail);
+  const bool heads_outer = v.in_strides[2] > v.in_strides[1];
+  const int64_t outer = heads_outer ? v.heads : count, inner = heads_outer ? count : v.heads;
+  for (int64_t o = 0; o < outer; ++o) {
+    for (int64_t n = 0; n < inner; ++n) {
+      const int64_t h = heads_outer ? o : n, j = heads_outer ? n : o;
+      const int64_t b = (first + j) / S, t = (first + j) % S;
+      const scalar_t* xh = static_cast<const scalar_t*>(v.in) + b * v.in_strides[0] + t * v.in_strides[1] +
+                           h * v.in_strides[2];
+      scalar_t* yh = static_cast<scalar_t*>(v.out) + b * v.out_strides[0] + t * v.out_strides[1] + h * v.out_strides[2];
+      const acc_t* cj = c + j * P;
+      const acc_t* sj = s + j * P;
+      if (unit) {
+        rotate_head<scalar_t, kRound, true>(xh, yh, 1, 1, cj, sj, P, D, copy_tail);
+      } else {
+        rotate_head<scalar_t, kRound, false>(xh, yh, v.in_strides[3], v.out_strides[3], cj, sj, P, D, copy_tail);
+      }
     }
   }
 }
@@ -219,17 +229,12 @@ void rope_kernel(const at::Tensor& q, const at::Tensor& k, const at::Tensor& q_o
         }
         if (inverse) s[i] = -s[i];
       }
-      for (int64_t j = 0; j < count; ++j) {
-        const int64_t b = (first + j) / S, t = (first + j) % S;
-        const acc_t* cj = c.data() + j * P;
-        const acc_t* sj = s.data() + j * P;
-        if (round_products) {
-          rotate_token_heads<scalar_t, true>(qv, b, t, cj, sj, P, D, copy_tail);
-          rotate_token_heads<scalar_t, true>(kv, b, t, cj, sj, P, D, copy_tail);
-        } else {
-          rotate_token_heads<scalar_t, false>(qv, b, t, cj, sj, P, D, copy_tail);
-          rotate_token_heads<scalar_t, false>(kv, b, t, cj, sj, P, D, copy_tail);
-        }
+      if (round_products) {
+        rotate_block_heads<scalar_t, true>(qv, S, first, count, c.data(), s.data(), P, D, copy_tail);
+        rotate_block_heads<scalar_t, true>(kv, S, first, count, c.data(), s.data(), P, D, copy_tail);
+      } else {
+        rotate_block_heads<scalar_t, false>(qv, S, first, count, c.data(), s.data(), P, D, copy_tail);
+        rotate_block_heads<scalar_t, false>(kv, S, first, count, c.data(), s.data(), P, D, copy_tail);
       }
     }
   });
