@@ -29,3 +29,16 @@ TORCH_LIBRARY_FRAGMENT(vlmops, m) {
   // grad_patches [N, D] | [B, L, D] (no CLS row) -> (grad_x (x's shape, or [0] unless compute_grad_x), grad_weight, grad_bias [D]).
   m.def("patch_embed_backward(Tensor grad_patches, Tensor x, Tensor weight, Tensor? mean, Tensor? std, float? rescale, bool compute_grad_x) -> (Tensor, Tensor, Tensor)");
 }
+
+// Multi-axis rotary embedding (2D vision RoPE, 3D M-RoPE, 1D): pair i of rotary_dim/2 turns by
+// positions[b, s, axis[i]] * inv_freq[i]; q [B, S, H, D] and k [B, S, H_kv, D] (any strides) in one pass.
+TORCH_LIBRARY_FRAGMENT(vlmops, m) {
+  // -> (q_out, k_out) in q's/k's layout; fp32_math: float32 math (Qwen vision) vs activation-dtype cos/sin
+  // and products (Pixtral, text M-RoPE); inverse: rotate by -angle (the backward).
+  m.def("rope(Tensor q, Tensor k, Tensor positions, Tensor axis, Tensor inv_freq, bool fp32_math, bool inverse=False) -> (Tensor, Tensor)");
+  // The same rotation written into q and k.
+  m.def("rope_(Tensor(a!) q, Tensor(b!) k, Tensor positions, Tensor axis, Tensor inv_freq, bool fp32_math, bool inverse=False) -> ()");
+  // Triton variants of rope / rope_ (vlmops/triton/rope.py), for benchmarks and VLMOPS_CUDA_BACKEND=triton.
+  m.def("_rope_triton(Tensor q, Tensor k, Tensor positions, Tensor axis, Tensor inv_freq, bool fp32_math, bool inverse=False) -> (Tensor, Tensor)");
+  m.def("_rope_triton_(Tensor(a!) q, Tensor(b!) k, Tensor positions, Tensor axis, Tensor inv_freq, bool fp32_math, bool inverse=False) -> ()");
+}

@@ -63,7 +63,8 @@ def test_every_row_has_every_column(tiny_run):
         if row["status"] == "ok":
             for column in ("median_s", "iqr_s", "rounds", "bytes", "bytes_per_s", "pct_copy_bandwidth", "peak_bytes", "dtype"):
                 assert row[column] is not None, (column, row)
-            assert row["median_s"] > 0 and row["peak_bytes"] > 0
+            # peak_bytes may be 0: an in-place entry (rope's vlmops-inplace) allocates nothing.
+            assert row["median_s"] > 0 and row["peak_bytes"] >= 0
 
 
 def test_every_entry_ran_or_was_skipped_with_a_reason(tiny_run):

@@ -9,8 +9,40 @@ from vlmops import reference
 from vlmops._native import build_info
 from vlmops.ops.patch_embed import patch_embed
 from vlmops.ops.pixel_shuffle import pixel_shuffle, pixel_shuffle_layer_norm
+from vlmops.ops.rope import (
+    RopeTables,
+    apply_rope,
+    interleaved_mrope_tables,
+    mrope_position_ids,
+    mrope_tables,
+    pixtral_rope_positions,
+    pixtral_rope_tables,
+    qwen_vision_rope_tables,
+    rope_1d_tables,
+    rope_inv_freq,
+    vision_rope_positions,
+)
 from vlmops.transformers import PatchReport, patch_model
 
 __version__ = "0.1.0"
 
-__all__ = ["PatchReport", "build_info", "patch_embed", "patch_model", "pixel_shuffle", "pixel_shuffle_layer_norm", "reference"]
+__all__ = [
+    "PatchReport",
+    "build_info",
+    "patch_embed",
+    "patch_model",
+    "pixel_shuffle",
+    "pixel_shuffle_layer_norm",
+    "reference",
+    "RopeTables",
+    "apply_rope",
+    "interleaved_mrope_tables",
+    "mrope_position_ids",
+    "mrope_tables",
+    "pixtral_rope_positions",
+    "pixtral_rope_tables",
+    "qwen_vision_rope_tables",
+    "rope_1d_tables",
+    "rope_inv_freq",
+    "vision_rope_positions",
+]

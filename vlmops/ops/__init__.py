@@ -12,6 +12,8 @@ VLMOPS_CUDA_BACKEND=triton (default: cuda) for benchmarks and tests.
 | pixel_shuffle_layer_norm_backward  | csrc/cpu/pixel_shuffle.cpp | csrc/cuda/pixel_shuffle.cu    | _pixel_shuffle_layer_norm_backward_triton    |
 | patch_embed                        | csrc/cpu/patch_embed.cpp  | vlmops/triton/patch_embed.py  | (Triton owns the public op)                  |
 | patch_embed_backward               | csrc/cpu/patch_embed.cpp  | vlmops/triton/patch_embed.py  | (Triton owns the public op)                  |
+| rope (its backward: inverse=True)  | csrc/cpu/rope.cpp         | csrc/cuda/rope.cu             | _rope_triton                                 |
+| rope_ (in place)                   | csrc/cpu/rope.cpp         | csrc/cuda/rope.cu             | _rope_triton_                                |
 """
 
 import os
@@ -27,6 +29,8 @@ KERNEL_OWNERS = {
     },
     "patch_embed": {"cpu": "C++", "cuda": "Triton", "triton": "patch_embed"},
     "patch_embed_backward": {"cpu": "C++", "cuda": "Triton", "triton": "patch_embed_backward"},
+    "rope": {"cpu": "C++", "cuda": "CUDA C++", "triton": "_rope_triton"},
+    "rope_": {"cpu": "C++", "cuda": "CUDA C++", "triton": "_rope_triton_"},
 }
 
 _BACKENDS = ("cuda", "triton")

@@ -2,5 +2,6 @@
 
 from vlmops.reference.patch_embed import patch_embed
 from vlmops.reference.pixel_shuffle import pixel_shuffle, pixel_shuffle_layer_norm
+from vlmops.reference.rope import rope
 
-__all__ = ["patch_embed", "pixel_shuffle", "pixel_shuffle_layer_norm"]
+__all__ = ["patch_embed", "pixel_shuffle", "pixel_shuffle_layer_norm", "rope"]

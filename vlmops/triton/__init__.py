@@ -10,7 +10,7 @@ and reads registers, spills and shared memory. A new family adds its module name
 import importlib
 from dataclasses import dataclass, field
 
-FAMILIES = ("vlmops.triton.pixel_shuffle", "vlmops.triton.patch_embed")
+FAMILIES = ("vlmops.triton.pixel_shuffle", "vlmops.triton.patch_embed", "vlmops.triton.rope")
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ KERNEL_SPECS: list = []
 
 
 def _pointer_type(dtype) -> str:
-    names = {"float32": "fp32", "float64": "fp64", "float16": "fp16", "bfloat16": "bf16", "uint8": "u8"}
+    names = {"float32": "fp32", "float64": "fp64", "float16": "fp16", "bfloat16": "bf16", "uint8": "u8", "int64": "i64", "int32": "i32"}
     return "*" + names[str(dtype).replace("torch.", "")]
 
 

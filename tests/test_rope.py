@@ -1,0 +1,568 @@
+"""Multi-axis RoPE: vlmops.apply_rope and torch.ops.vlmops.rope / rope_ against transformers' own
+rotary functions (every variant), the reference, autograd, opcheck, bad inputs and hypothesis shapes."""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from transformers import Phi3Config, PixtralVisionConfig, Qwen2_5_VLConfig, Qwen2VLConfig, Qwen3VLConfig
+from transformers.models.llama import modeling_llama
+from transformers.models.phi3 import modeling_phi3
+from transformers.models.pixtral import modeling_pixtral
+from transformers.models.qwen2_5_vl import modeling_qwen2_5_vl
+from transformers.models.qwen2_5_vl.configuration_qwen2_5_vl import Qwen2_5_VLTextConfig, Qwen2_5_VLVisionConfig
+from transformers.models.qwen2_vl import modeling_qwen2_vl
+from transformers.models.qwen2_vl.configuration_qwen2_vl import Qwen2VLTextConfig, Qwen2VLVisionConfig
+from transformers.models.qwen3_vl import modeling_qwen3_vl
+from transformers.models.qwen3_vl.configuration_qwen3_vl import Qwen3VLTextConfig, Qwen3VLVisionConfig
+from transformers.vision_utils import get_vision_position_ids
+
+import vlmops
+from vlmops import reference
+
+from conftest import DEVICES
+
+# Grids exercising non-square images, videos (t > 1) and several images in one packed sequence.
+VISION_GRIDS = [
+    [[1, 4, 6]],
+    [[1, 8, 4], [2, 4, 4], [1, 6, 10]],
+    [[3, 2, 8]],
+]
+
+QWEN_VISION = {
+    "qwen2_vl": (modeling_qwen2_vl.Qwen2VLVisionRotaryEmbedding, modeling_qwen2_vl.apply_rotary_pos_emb_vision,
+                 lambda d, h: Qwen2VLVisionConfig(embed_dim=d * h, num_heads=h)),
+    "qwen2_5_vl": (modeling_qwen2_5_vl.Qwen2_5_VLVisionRotaryEmbedding, modeling_qwen2_5_vl.apply_rotary_pos_emb_vision,
+                   lambda d, h: Qwen2_5_VLVisionConfig(hidden_size=d * h, num_heads=h)),
+    "qwen3_vl": (modeling_qwen3_vl.Qwen3VLVisionRotaryEmbedding, modeling_qwen3_vl.apply_rotary_pos_emb_vision,
+                 lambda d, h: Qwen3VLVisionConfig(hidden_size=d * h, num_heads=h)),
+}
+
+
+def max_err(a, b):
+    return (a.double() - b.double()).abs().max().item()
+
+
+@pytest.mark.parametrize("model", list(QWEN_VISION))
+@pytest.mark.parametrize("grid", VISION_GRIDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("inplace", [False, True])
+def test_qwen_vision_matches_transformers_bitwise(model, grid, dtype, inplace):
+    rotary_cls, apply_vision, make_config = QWEN_VISION[model]
+    head_dim, heads = 80, 2
+    emb = rotary_cls(make_config(head_dim, heads))
+    grid_thw = torch.tensor(grid)
+    positions = get_vision_position_ids(grid_thw, 2)
+    q = torch.randn(positions.shape[0], heads, head_dim).to(dtype)
+    k = torch.randn(positions.shape[0], heads, head_dim).to(dtype)
+    cos, sin = emb(q, positions)
+    q_hf, k_hf = apply_vision(q, k, cos, sin)
+    tables = vlmops.qwen_vision_rope_tables(emb.inv_freq)
+    q_in, k_in = q.clone(), k.clone()
+    q_out, k_out = vlmops.apply_rope(q_in, k_in, positions, *tables, inplace=inplace)
+    # float32 math, rounded once: identical to transformers in every dtype.
+    assert torch.equal(q_out, q_hf) and torch.equal(k_out, k_hf)
+    if inplace:
+        assert q_out is q_in and k_out is k_in
+
+
+@pytest.mark.parametrize("grid", VISION_GRIDS)
+@pytest.mark.parametrize("merge", [1, 2])
+def test_vision_positions_match_transformers(grid, merge):
+    grid_thw = torch.tensor(grid)
+    expected = get_vision_position_ids(grid_thw, merge)
+    assert torch.equal(vlmops.vision_rope_positions(grid_thw, merge), expected)
+    assert torch.equal(vlmops.vision_rope_positions(grid_thw.int(), merge, num_tokens=expected.shape[0]), expected)
+
+
+def _pixtral_model_positions(grid_hw, patch_size=4):
+    """Positions the Pixtral vision model itself feeds its rotary embedding (captured by a hook)."""
+    cfg = PixtralVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                              head_dim=16, image_size=64, patch_size=patch_size, num_channels=3)
+    model = modeling_pixtral.PixtralVisionModel(cfg).eval()
+    captured = {}
+    model.patch_positional_embedding.register_forward_hook(lambda mod, args, out: captured.update(positions=args[1]))
+    sizes = [(h * patch_size, w * patch_size) for h, w in grid_hw]
+    pixels = torch.randn(len(sizes), 3, max(s[0] for s in sizes), max(s[1] for s in sizes))
+    with torch.no_grad():
+        model(pixels, image_sizes=torch.tensor(sizes))
+    return captured["positions"]
+
+
+def test_pixtral_positions_match_transformers():
+    grid_hw = [[3, 5], [4, 2], [1, 1]]
+    expected = _pixtral_model_positions(grid_hw)
+    got = vlmops.pixtral_rope_positions(torch.tensor(grid_hw), num_tokens=expected.shape[0])
+    assert torch.equal(got, expected)
+    assert torch.equal(vlmops.pixtral_rope_positions(torch.tensor(grid_hw)), expected)
+
+
+def test_position_builders_are_pure_tensor_code():
+    """On meta tensors nothing can be read back: any .item()/.tolist() or data-dependent Python branch
+    raises. So the builders are host-sync free (usable under CUDA graph capture) when num_tokens is given."""
+    grid_thw = torch.tensor([[1, 8, 4], [2, 4, 4]], device="meta")
+    assert vlmops.vision_rope_positions(grid_thw, 2, num_tokens=64).shape == (64, 2)
+    grid_hw = torch.tensor([[3, 5], [4, 2]], device="meta")
+    assert vlmops.pixtral_rope_positions(grid_hw, num_tokens=23).shape == (23, 2)
+
+
+def _tiny_qwen_model(model):
+    """A tiny language+vision model: only its get_rope_index (and config) is used."""
+    text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                vocab_size=100, bos_token_id=0, eos_token_id=1,
+                rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]})
+    vision = dict(depth=1, hidden_size=32, num_heads=2, spatial_merge_size=2)
+    if model == "qwen2_vl":
+        return modeling_qwen2_vl.Qwen2VLModel(Qwen2VLConfig(text_config=text, vision_config=dict(vision, embed_dim=32)))
+    vision.update(intermediate_size=64, out_hidden_size=32)
+    if model == "qwen2_5_vl":
+        return modeling_qwen2_5_vl.Qwen2_5_VLModel(
+            Qwen2_5_VLConfig(text_config=text, vision_config=dict(vision, tokens_per_second=2)))
+    return modeling_qwen3_vl.Qwen3VLModel(
+        Qwen3VLConfig(text_config=dict(text, head_dim=16), vision_config=dict(vision, deepstack_visual_indexes=[])))
+
+
+def _mm_sequence(rows, image_grids, video_grids, split_frames, merge=2):
+    """mm_token_type_ids and attention_mask [B, S] from per-row segment lists ("pad", n), ("text", n),
+    ("image", i), ("video", i); Qwen3-VL (split_frames) puts timestamp text between video frames."""
+    built = []
+    for row in rows:
+        types, mask = [], []
+        for kind, value in row:
+            if kind in ("pad", "text"):
+                types += [0] * value
+                mask += [int(kind == "text")] * value
+            elif kind == "image":
+                t, h, w = image_grids[value]
+                types += [1] * (t * h * w // merge**2)
+                mask += [1] * (t * h * w // merge**2)
+            else:
+                t, h, w = video_grids[value]
+                frames = [(1, h, w)] * t if split_frames else [(t, h, w)]
+                for i, (ft, fh, fw) in enumerate(frames):
+                    if split_frames and i:
+                        types += [0] * 2
+                        mask += [1] * 2
+                    types += [2] * (ft * fh * fw // merge**2)
+                    mask += [1] * (ft * fh * fw // merge**2)
+        built.append((types, mask))
+    S = max(len(t) for t, _ in built)
+    types = torch.tensor([[0] * (S - len(t)) + t for t, _ in built])  # left padding
+    mask = torch.tensor([[0] * (S - len(m)) + m for _, m in built])
+    return types, mask
+
+
+@pytest.mark.parametrize("model", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])
+@pytest.mark.parametrize("padded", [False, True])
+def test_mrope_position_ids_match_get_rope_index(model, padded):
+    tiny = _tiny_qwen_model(model)
+    image_grids = [[1, 4, 6], [1, 8, 4], [1, 2, 2]]
+    video_grids = [[3, 4, 4], [2, 6, 2]]
+    split = model == "qwen3_vl"
+    rows = [
+        [("text", 3), ("image", 0), ("text", 2), ("video", 0), ("text", 4), ("image", 1)],
+        [("pad", 5 if padded else 0), ("text", 2), ("image", 2), ("video", 1), ("text", 1)],
+    ]
+    types, mask = _mm_sequence(rows, image_grids, video_grids, split)
+    if not padded:
+        types, mask = types[:, (mask == 0).sum(1).min():], None
+    input_ids = torch.randint(0, 100, types.shape)
+    image_grid_thw, video_grid_thw = torch.tensor(image_grids), torch.tensor(video_grids)
+    kwargs = dict(mm_token_type_ids=types, image_grid_thw=image_grid_thw, video_grid_thw=video_grid_thw, attention_mask=mask)
+    interval = None
+    if model == "qwen2_5_vl":
+        # Fractional seconds per temporal patch: temporal ids long(t * tokens_per_second * seconds).
+        second_per_grid_ts = torch.tensor([0.75, 1.3])
+        kwargs["second_per_grid_ts"] = second_per_grid_ts
+        interval = tiny.config.vision_config.tokens_per_second * second_per_grid_ts
+    expected, expected_deltas = tiny.get_rope_index(input_ids, **kwargs)
+    got, deltas = vlmops.mrope_position_ids(
+        types, image_grid_thw, video_grid_thw, spatial_merge_size=2, attention_mask=mask,
+        video_time_interval=interval, split_video_frames=split,
+    )
+    assert torch.equal(got, expected)
+    assert torch.equal(deltas, expected_deltas.to(deltas.dtype))
+
+
+def test_mrope_position_ids_are_pure_tensor_code():
+    types = torch.zeros(2, 40, dtype=torch.long, device="meta")
+    grid = torch.ones(2, 3, dtype=torch.long, device="meta")
+    position_ids, deltas = vlmops.mrope_position_ids(
+        types, grid, grid, spatial_merge_size=2, attention_mask=torch.ones(2, 40, device="meta"),
+        video_time_interval=torch.ones(2, device="meta"), split_video_frames=True,
+    )
+    assert position_ids.shape == (3, 2, 40) and deltas.shape == (2, 1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_pixtral_matches_transformers(dtype):
+    cfg = PixtralVisionConfig(hidden_size=64, num_attention_heads=2, head_dim=32)
+    emb = modeling_pixtral.PixtralVisionRotaryEmbedding(cfg)
+    positions = vlmops.pixtral_rope_positions(torch.tensor([[3, 5], [4, 6]]))
+    N = positions.shape[0]
+    # Pixtral's attention rotates [B, H, S, D] views with cos/sin in the activation dtype.
+    q = torch.randn(1, N, 2, 32).to(dtype).transpose(1, 2)
+    k = torch.randn(1, N, 2, 32).to(dtype).transpose(1, 2)
+    cos, sin = emb(q, positions)
+    q_hf, k_hf = modeling_pixtral.apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=0)
+    tables = vlmops.pixtral_rope_tables(emb.inv_freq)
+    q_out, k_out = vlmops.apply_rope(q, k, positions[None], *tables, layout="bhsd")
+    # Activation-dtype cos/sin and rounded products reproduce eager bf16/fp16 exactly.
+    assert torch.equal(q_out, q_hf) and torch.equal(k_out, k_hf)
+
+
+def _text_case(model):
+    theta = {"qwen2_vl": 1e6, "qwen2_5_vl": 1e6, "qwen3_vl": 5e6}[model]
+    if model == "qwen3_vl":
+        cfg = Qwen3VLTextConfig(hidden_size=128, num_attention_heads=4, num_key_value_heads=2, head_dim=32,
+                                rope_parameters={"rope_type": "default", "rope_theta": theta, "mrope_section": [6, 5, 5]})
+        emb = modeling_qwen3_vl.Qwen3VLTextRotaryEmbedding(cfg)
+        return emb, modeling_qwen3_vl.apply_rotary_pos_emb, vlmops.interleaved_mrope_tables(emb.inv_freq, emb.mrope_section)
+    config_cls, module = {"qwen2_vl": (Qwen2VLTextConfig, modeling_qwen2_vl),
+                          "qwen2_5_vl": (Qwen2_5_VLTextConfig, modeling_qwen2_5_vl)}[model]
+    cfg = config_cls(hidden_size=128, num_attention_heads=4, num_key_value_heads=2,
+                     rope_parameters={"rope_type": "default", "rope_theta": theta, "mrope_section": [4, 6, 6]})
+    rotary_cls = modeling_qwen2_vl.Qwen2VLRotaryEmbedding if model == "qwen2_vl" else modeling_qwen2_5_vl.Qwen2_5_VLRotaryEmbedding
+    emb = rotary_cls(cfg)
+    return emb, module.apply_rotary_pos_emb, vlmops.mrope_tables(emb.inv_freq, emb.mrope_section)
+
+
+@pytest.mark.parametrize("model", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_text_mrope_matches_transformers(model, dtype):
+    emb, apply_rope_hf, tables = _text_case(model)
+    B, S, head_dim = 2, 37, 32
+    # Distinct t/h/w ids (as in an image span) so a wrong axis or section shows.
+    position_ids = torch.randint(0, 500, (3, B, S))
+    q = torch.randn(B, 4, S, head_dim).to(dtype)  # the text attention's [B, H, S, D]; GQA k with 2 heads
+    k = torch.randn(B, 2, S, head_dim).to(dtype)
+    cos, sin = emb(q, position_ids)
+    q_hf, k_hf = apply_rope_hf(q, k, cos, sin)
+    q_out, k_out = vlmops.apply_rope(q, k, position_ids.permute(1, 2, 0), *tables, layout="bhsd")
+    assert torch.equal(q_out, q_hf) and torch.equal(k_out, k_hf)
+
+
+@pytest.mark.parametrize("layout", ["bshd", "bhsd"])
+def test_1d_rope_matches_llama(layout):
+    from transformers import LlamaConfig
+
+    cfg = LlamaConfig(hidden_size=64, num_attention_heads=4, num_key_value_heads=1)
+    emb = modeling_llama.LlamaRotaryEmbedding(cfg)
+    B, S = 2, 19
+    position_ids = torch.arange(S).expand(B, S) + torch.tensor([[0], [7]])
+    q = torch.randn(B, S, 4, 16)
+    k = torch.randn(B, S, 1, 16)
+    cos, sin = emb(q, position_ids)
+    q_hf, k_hf = modeling_llama.apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=2)
+    if layout == "bhsd":
+        q, k, q_hf, k_hf = (t.transpose(1, 2) for t in (q, k, q_hf, k_hf))
+    q_out, k_out = vlmops.apply_rope(q, k, position_ids[..., None], *vlmops.rope_1d_tables(emb.inv_freq), layout=layout)
+    assert torch.equal(q_out, q_hf) and torch.equal(k_out, k_hf)
+
+
+def test_partial_rotary_matches_phi3():
+    cfg = Phi3Config(hidden_size=64, num_attention_heads=2, num_key_value_heads=2, partial_rotary_factor=0.5)
+    emb = modeling_phi3.Phi3RotaryEmbedding(cfg)
+    B, S = 1, 23
+    position_ids = torch.arange(S)[None]
+    q = torch.randn(B, 2, S, 32)
+    k = torch.randn(B, 2, S, 32)
+    cos, sin = emb(q, position_ids)
+    q_hf, k_hf = modeling_phi3.apply_rotary_pos_emb(q, k, cos, sin)
+    tables = vlmops.rope_1d_tables(emb.inv_freq)
+    assert 2 * tables.axis.shape[0] < 32
+    q_out, k_out = vlmops.apply_rope(q, k, position_ids[..., None], *tables, layout="bhsd")
+    assert torch.equal(q_out, q_hf) and torch.equal(k_out, k_hf)
+
+
+def test_rope_inv_freq_matches_transformers():
+    emb = modeling_qwen2_vl.Qwen2VLVisionRotaryEmbedding(Qwen2VLVisionConfig(embed_dim=1280, num_heads=16))
+    assert torch.equal(vlmops.rope_inv_freq(40, 10000.0), emb.inv_freq)
+
+
+def _random_problem(B, S, H, Hk, D, P, A, dtype, device="cpu", pos_dtype=torch.long):
+    g = torch.Generator().manual_seed(B * 1000 + S * 100 + H * 10 + D + P)
+    q = torch.randn(B, S, H, D, generator=g).to(dtype).to(device)
+    k = torch.randn(B, S, Hk, D, generator=g).to(dtype).to(device)
+    positions = torch.randint(-50, 4000, (B, S, A), generator=g).to(pos_dtype).to(device)
+    axis = torch.randint(0, A, (P,), generator=g).to(device)
+    inv_freq = vlmops.rope_inv_freq(2 * P, 10000.0).to(device)
+    return q, k, positions, axis, inv_freq
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("fp32_math", [True, False])
+@pytest.mark.parametrize("inverse", [False, True])
+def test_op_matches_reference(device, dtype, fp32_math, inverse):
+    q, k, positions, axis, inv_freq = _random_problem(2, 13, 3, 1, 24, 10, 3, dtype, device, torch.int32)
+    q_out, k_out = torch.ops.vlmops.rope(q, k, positions, axis, inv_freq, fp32_math, inverse)
+    q_ref, k_ref = reference.rope(q, k, positions.long(), axis, inv_freq, fp32_math, inverse)
+    if dtype == torch.float64:
+        # libm vs PyTorch cos/sin in float64 differ in the last ulp.
+        torch.testing.assert_close(q_out, q_ref, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(k_out, k_ref, rtol=1e-12, atol=1e-12)
+    else:
+        assert torch.equal(q_out, q_ref) and torch.equal(k_out, k_ref)
+    q_in, k_in = q.clone(), k.clone()
+    torch.ops.vlmops.rope_(q_in, k_in, positions, axis, inv_freq, fp32_math, inverse)
+    assert torch.equal(q_in, q_out) and torch.equal(k_in, k_out)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("fp32_math", [True, False])
+def test_low_precision_error_within_pytorch_rounding(dtype, fp32_math):
+    """flash-attention's rule: error vs a float64 reference at most 2x eager PyTorch's own error."""
+    q, k, positions, axis, inv_freq = _random_problem(1, 64, 4, 2, 64, 32, 2, dtype)
+    q64, k64 = reference.rope(q.double(), k.double(), positions, axis, inv_freq, True)
+    q_out, k_out = torch.ops.vlmops.rope(q, k, positions, axis, inv_freq, fp32_math)
+    q_pt, k_pt = reference.rope(q, k, positions, axis, inv_freq, fp32_math)
+    assert max_err(q_out, q64) <= 2 * max_err(q_pt, q64) + 1e-12
+    assert max_err(k_out, k64) <= 2 * max_err(k_pt, k64) + 1e-12
+
+
+def test_strided_inputs_are_read_in_place():
+    """q and k sliced out of a packed qkv projection [N, 3, H, D] (non-contiguous) and a strided head_dim."""
+    N, H, D, P = 29, 3, 16, 8
+    qkv = torch.randn(N, 3, H, D)
+    q, k = qkv[:, 0], qkv[:, 1]
+    positions = torch.randint(0, 64, (N, 6))[:, ::2]  # strided positions [N, 3]
+    axis = torch.tensor([0, 2, 1, 1, 0, 2, 2, 0])
+    inv_freq = vlmops.rope_inv_freq(2 * P, 100.0)
+    q_out, k_out = vlmops.apply_rope(q, k, positions, axis, inv_freq, True)
+    q_ref, k_ref = reference.rope(q[None], k[None], positions[None], axis, inv_freq, True)
+    assert torch.equal(q_out, q_ref[0]) and torch.equal(k_out, k_ref[0])
+    # A non-unit stride on head_dim takes the generic path.
+    wide = torch.randn(N, H, 2 * D)
+    q_s, k_s = wide[..., ::2], wide[..., 1::2]
+    q_out, k_out = vlmops.apply_rope(q_s, k_s, positions, axis, inv_freq, True)
+    q_ref, k_ref = reference.rope(q_s[None], k_s[None], positions[None], axis, inv_freq, True)
+    assert torch.equal(q_out, q_ref[0]) and torch.equal(k_out, k_ref[0])
+    # In place on the slices: q and k rotated inside qkv, v untouched.
+    q_ref, k_ref = reference.rope(q[None], k[None], positions[None], axis, inv_freq, True)
+    v_before = qkv[:, 2].clone()
+    vlmops.apply_rope(q, k, positions, axis, inv_freq, True, inplace=True)
+    assert torch.equal(qkv[:, 0], q_ref[0]) and torch.equal(qkv[:, 1], k_ref[0])
+    assert torch.equal(qkv[:, 2], v_before)
+
+
+def test_backward_matches_autograd_through_reference():
+    q, k, positions, axis, inv_freq = _random_problem(2, 11, 4, 2, 20, 8, 3, torch.float32)
+    q.requires_grad_(True)
+    k.requires_grad_(True)
+    q_out, k_out = vlmops.apply_rope(q, k, positions, axis, inv_freq, True, layout="bshd")
+    gq, gk = torch.randn_like(q_out), torch.randn_like(k_out)
+    grads = torch.autograd.grad((q_out, k_out), (q, k), (gq, gk))
+    q_ref, k_ref = reference.rope(q, k, positions, axis, inv_freq, True)
+    grads_ref = torch.autograd.grad((q_ref, k_ref), (q, k), (gq, gk))
+    torch.testing.assert_close(grads[0], grads_ref[0], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(grads[1], grads_ref[1], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("layout", ["nhd", "bhsd"])
+def test_gradcheck_float64(layout):
+    q, k, positions, axis, inv_freq = _random_problem(1, 5, 2, 1, 10, 4, 2, torch.float64)
+    if layout == "nhd":
+        q, k, positions = q[0], k[0], positions[0]
+    else:
+        q, k = q.transpose(1, 2), k.transpose(1, 2)
+    q.requires_grad_(True)
+    k.requires_grad_(True)
+
+    def f(q, k):
+        return vlmops.apply_rope(q, k, positions, axis, inv_freq, False, layout=layout)
+
+    assert torch.autograd.gradcheck(f, (q, k))
+    assert torch.autograd.gradgradcheck(f, (q, k))
+
+
+def test_opcheck():
+    q, k, positions, axis, inv_freq = _random_problem(2, 7, 3, 1, 12, 5, 3, torch.float32)
+    q.requires_grad_(True)
+    k.requires_grad_(True)
+    for fp32_math, inverse in [(True, False), (False, True)]:
+        torch.library.opcheck(torch.ops.vlmops.rope.default, (q, k, positions, axis, inv_freq, fp32_math, inverse))
+    q_t, k_t = q.detach().transpose(1, 2).contiguous().transpose(1, 2), k.detach().clone()
+    torch.library.opcheck(torch.ops.vlmops.rope_.default, (q_t, k_t, positions, axis, inv_freq, True, False))
+
+
+def test_compiles_fullgraph():
+    q, k, positions, axis, inv_freq = _random_problem(1, 9, 2, 2, 16, 8, 2, torch.float32)
+
+    @torch.compile(fullgraph=True, backend="aot_eager")
+    def f(q, k):
+        return vlmops.apply_rope(q, k, positions, axis, inv_freq, True, layout="bshd")
+
+    q_out, k_out = f(q, k)
+    q_ref, k_ref = reference.rope(q, k, positions, axis, inv_freq, True)
+    assert torch.equal(q_out, q_ref) and torch.equal(k_out, k_ref)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    B=st.integers(1, 2), S=st.integers(0, 9), H=st.integers(1, 3), Hk=st.integers(1, 3),
+    P=st.integers(1, 8), extra=st.integers(0, 5), A=st.integers(1, 3),
+    layout=st.sampled_from(["nhd", "bshd", "bhsd"]), fp32_math=st.booleans(),
+    dtype=st.sampled_from([torch.float32, torch.bfloat16]), inplace=st.booleans(),
+)
+def test_hypothesis_shapes(B, S, H, Hk, P, extra, A, layout, fp32_math, dtype, inplace):
+    D = 2 * P + extra
+    if layout == "nhd":
+        B = 1
+    q, k, positions, axis, inv_freq = _random_problem(B, S, H, Hk, D, P, A, dtype)
+    q_ref, k_ref = reference.rope(q, k, positions, axis, inv_freq, fp32_math)
+    if layout == "nhd":
+        q, k, positions, q_ref, k_ref = q[0], k[0], positions[0], q_ref[0], k_ref[0]
+    elif layout == "bhsd":
+        q, k, q_ref, k_ref = (t.transpose(1, 2) for t in (q, k, q_ref, k_ref))
+    q_out, k_out = vlmops.apply_rope(q, k, positions, axis, inv_freq, fp32_math, layout=layout, inplace=inplace)
+    assert torch.equal(q_out, q_ref) and torch.equal(k_out, k_ref)
+
+
+def _good():
+    q, k, positions, axis, inv_freq = _random_problem(1, 6, 2, 1, 8, 4, 2, torch.float32)
+    return dict(q=q[0], k=k[0], positions=positions[0], axis=axis, inv_freq=inv_freq, fp32_math=True)
+
+
+@pytest.mark.parametrize(
+    "change, error, match",
+    [
+        (dict(positions=torch.zeros(6, 2)), ValueError, "positions must be one of int64, int32, got float32"),
+        (dict(positions=torch.zeros(5, 2, dtype=torch.long)), ValueError, r"positions must be \[6, A\]"),
+        (dict(positions=torch.zeros(6, dtype=torch.long)), ValueError, "positions must have 2 dims"),
+        (dict(axis=torch.zeros(3, dtype=torch.long)), ValueError, "axis and inv_freq must both be"),
+        (dict(axis=torch.zeros(4, dtype=torch.int32)), ValueError, "axis must be one of int64, got int32"),
+        (dict(inv_freq=torch.ones(4, dtype=torch.float64)), ValueError, "inv_freq must be one of float32"),
+        (dict(axis=torch.zeros(5, dtype=torch.long), inv_freq=torch.ones(5)), ValueError, "rotary_dim = 2\\*len\\(axis\\) = 10 exceeds head_dim 8"),
+        (dict(k=torch.randn(6, 1, 6)), ValueError, "must match q"),
+        (dict(k=torch.randn(6, 1, 8, dtype=torch.float64)), ValueError, "k dtype torch.float64 must match q dtype"),
+        (dict(q=torch.randn(6, 8)), ValueError, "q must have 3 dims"),
+        (dict(q=torch.zeros(6, 2, 8, dtype=torch.long)), ValueError, "q must be one of float32"),
+        (dict(q=[1.0]), TypeError, "q must be a torch.Tensor"),
+        (dict(fp32_math=1), TypeError, "fp32_math must be a bool"),
+    ],
+)
+def test_bad_inputs_raise(change, error, match):
+    args = {**_good(), **change}
+    with pytest.raises(error, match=match):
+        vlmops.apply_rope(**args)
+
+
+def test_bad_layout_axis_and_inplace_grad():
+    args = _good()
+    with pytest.raises(ValueError, match="layout must be one of"):
+        vlmops.apply_rope(**args, layout="sbhd")
+    with pytest.raises(ValueError, match="inplace=True is for inference"):
+        vlmops.apply_rope(**{**args, "q": args["q"].requires_grad_(True)}, inplace=True)
+    # An axis beyond the positions' columns is caught by the kernel's own check.
+    bad_axis = torch.tensor([0, 1, 2, 0])
+    with pytest.raises(RuntimeError, match=r"axis\[2\] = 2 is not a valid axis of positions with A = 2"):
+        vlmops.apply_rope(**{**args, "q": args["q"].detach(), "axis": bad_axis})
+
+
+def test_direct_op_checks():
+    a = _good()
+    q, k = a["q"][None], a["k"][None]
+    with pytest.raises(RuntimeError, match="q must be \\[B, S, H, D\\]"):
+        torch.ops.vlmops.rope(a["q"], k, a["positions"][None], a["axis"], a["inv_freq"], True)
+    with pytest.raises(RuntimeError, match="positions must be int64 or int32"):
+        torch.ops.vlmops.rope(q, k, a["positions"][None].float(), a["axis"], a["inv_freq"], True)
+    with pytest.raises(RuntimeError, match="inv_freq must be \\[4\\] like axis"):
+        torch.ops.vlmops.rope(q, k, a["positions"][None], a["axis"], a["inv_freq"][:3], True)
+    with pytest.raises(RuntimeError, match="q has overlapping memory"):
+        torch.ops.vlmops.rope_(q[:, :1].expand(-1, 6, -1, -1), k, a["positions"][None], a["axis"], a["inv_freq"], True)
+    with pytest.raises(RuntimeError, match="q and k share memory"):
+        torch.ops.vlmops.rope_(q, q, a["positions"][None], a["axis"], a["inv_freq"], True)
+
+
+def test_table_builders_check_arguments():
+    with pytest.raises(ValueError, match="even length"):
+        vlmops.pixtral_rope_tables(torch.ones(5))
+    with pytest.raises(ValueError, match=r"sum\(mrope_section\) = 15 must equal len\(inv_freq\) = 16"):
+        vlmops.mrope_tables(torch.ones(16), [4, 6, 5])
+    with pytest.raises(ValueError, match="mrope_section must be 3 non-negative ints"):
+        vlmops.interleaved_mrope_tables(torch.ones(16), [8, 8])
+    with pytest.raises(ValueError, match="inv_freq must be one of float32"):
+        vlmops.qwen_vision_rope_tables(torch.ones(4, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"grid_thw must be \[n, 3\]"):
+        vlmops.vision_rope_positions(torch.ones(2, 2, dtype=torch.long), 2)
+    with pytest.raises(ValueError, match="spatial_merge_size must be >= 1"):
+        vlmops.vision_rope_positions(torch.ones(2, 3, dtype=torch.long), 0)
+
+
+# Each conventions x layout pair once (not the full product): the interpreter is slow on 2 cores.
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize(
+    "dtype, fp32_math, layout",
+    [
+        (torch.float32, True, "bshd"),
+        (torch.float32, False, "bhsd"),
+        (torch.bfloat16, False, "bshd"),
+        (torch.bfloat16, True, "bhsd"),
+        (torch.float64, False, "bshd"),
+    ],
+)
+def test_triton_kernel_matches_reference(device, dtype, fp32_math, layout):
+    """The Triton kernel (under the interpreter on CPU): GQA, partial rotary, strided layouts, in place."""
+    from vlmops.triton.rope import rope_triton, rope_triton_
+
+    q, k, positions, axis, inv_freq = _random_problem(2, 3, 3, 2, 22, 7, 3, dtype, device)
+    if layout == "bhsd":  # [B, H, S, D] memory seen as a strided [B, S, H, D]
+        q, k = q.transpose(1, 2).contiguous().transpose(1, 2), k.transpose(1, 2).contiguous().transpose(1, 2)
+    for inverse in (False, True):
+        q_ref, k_ref = reference.rope(q, k, positions, axis, inv_freq, fp32_math, inverse)
+        q_out, k_out = rope_triton(q, k, positions, axis, inv_freq, fp32_math, inverse)
+        if dtype == torch.bfloat16:
+            # Triton's cos/sin may differ from PyTorch's by an ulp, which can flip a bf16 rounding.
+            q64, k64 = reference.rope(q.double(), k.double(), positions, axis, inv_freq, True, inverse)
+            assert max_err(q_out, q64) <= 3 * max_err(q_ref, q64)
+            assert max_err(k_out, k64) <= 3 * max_err(k_ref, k64)
+        else:
+            tol = 1e-12 if dtype == torch.float64 else 2e-6
+            torch.testing.assert_close(q_out, q_ref, rtol=tol, atol=tol)
+            torch.testing.assert_close(k_out, k_ref, rtol=tol, atol=tol)
+        assert q_out.stride() == q.stride()
+        q_in, k_in = q.clone(), k.clone()
+        rope_triton_(q_in, k_in, positions, axis, inv_freq, fp32_math, inverse)
+        assert torch.equal(q_in, q_out) and torch.equal(k_in, k_out)
+
+
+@pytest.mark.requires_cuda
+def test_cuda_backends_agree_and_backward():
+    q, k, positions, axis, inv_freq = _random_problem(2, 33, 4, 2, 64, 32, 3, torch.float32, "cuda")
+    q_cuda, k_cuda = torch.ops.vlmops.rope(q, k, positions, axis, inv_freq, True)
+    import vlmops.triton.rope  # noqa: F401
+
+    q_tr, k_tr = torch.ops.vlmops._rope_triton(q, k, positions, axis, inv_freq, True)
+    torch.testing.assert_close(q_tr, q_cuda, rtol=2e-6, atol=2e-6)
+    torch.testing.assert_close(k_tr, k_cuda, rtol=2e-6, atol=2e-6)
+    q64, k64 = (t.double().requires_grad_(True) for t in (q[:, :4], k[:, :4]))
+    assert torch.autograd.gradcheck(
+        lambda a, b: vlmops.apply_rope(a, b, positions[:, :4], axis, inv_freq, True, layout="bshd"), (q64, k64)
+    )
+
+
+@pytest.mark.requires_cuda
+def test_position_builders_capture_in_cuda_graph():
+    grid_thw = torch.tensor([[1, 8, 4], [2, 4, 4]], device="cuda")
+    types = torch.tensor([[0, 0] + [1] * 8 + [0] * 3 + [2] * 8 + [0]], device="cuda")
+    expected_vision = vlmops.vision_rope_positions(grid_thw, 2)
+    expected_text = vlmops.mrope_position_ids(types, grid_thw[:1], grid_thw[1:], spatial_merge_size=2)
+
+    def build():
+        vision = vlmops.vision_rope_positions(grid_thw, 2, num_tokens=expected_vision.shape[0])
+        text = vlmops.mrope_position_ids(types, grid_thw[:1], grid_thw[1:], spatial_merge_size=2)
+        return vision, text
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up outside capture, as CUDA graphs require
+        build()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        vision, (text, deltas) = build()
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(vision, expected_vision)
+    assert torch.equal(text, expected_text[0]) and torch.equal(deltas, expected_text[1])
