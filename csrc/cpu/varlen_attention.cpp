@@ -27,12 +27,11 @@
 
 #include "vlmops/varlen_attention_checks.h"
 
-// The elementwise softmax loops are compiled twice, for AVX2+FMA (chosen at load time where the CPU
-// has it) and for the baseline ISA; GEMMs come from libtorch's BLAS, which dispatches on its own.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define VLMOPS_CPU_CLONES __attribute__((target_clones("arch=haswell", "default")))
-#else
-#define VLMOPS_CPU_CLONES
+// The elementwise softmax loops have an AVX2+FMA version (intrinsics, chosen at run time where the
+// CPU has them) and a portable one; GEMMs come from libtorch's BLAS, which dispatches on its own.
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define VLMOPS_X86_AVX2 1
 #endif
 
 // The BLAS that libtorch links (MKL or OpenBLAS) exports the Fortran GEMMs; ATen's own C++ wrappers
@@ -45,6 +44,10 @@ __attribute__((weak)) void sgemm_(const char* transa, const char* transb, const 
 __attribute__((weak)) void dgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k,
                                   const double* alpha, const double* a, const int* lda, const double* b,
                                   const int* ldb, const double* beta, double* c, const int* ldc);
+// MKL's per-thread thread count (the C entry point; mkl_service.h maps mkl_set_num_threads_local to it):
+// each worker below runs its GEMMs on its own core; left alone, MKL
+// would start a thread team per call from every worker (measured 10x slower on 2 cores).
+__attribute__((weak)) int MKL_Set_Num_Threads_Local(int threads);
 }
 
 namespace vlmops {
@@ -73,12 +76,13 @@ void check_blas_available() {
               "torch build does not export");
 }
 
-// Tile sizes: a [64, 512] fp32 score tile (128 KiB) plus its q rows and a key block stay in L2.
-constexpr int64_t kBlockQ = 64;
+// Tile sizes: a [256, 512] fp32 score tile (512 KiB) and a key block fit L2; 256 query rows amortize
+// the packing of each key block inside the GEMM (the split PyTorch's CPU flash attention uses).
+constexpr int64_t kBlockQ = 256;
 constexpr int64_t kBlockK = 512;
 
-// exp(x) for x <= 0 in a form compilers vectorize: Cody-Waite range reduction, Cephes' degree-5
-// polynomial (about 1 ulp), the power of two built from the exponent bits; exp(x < -87) is 0.
+// exp(x) for x <= 0: Cody-Waite range reduction, Cephes' degree-5 polynomial (about 1 ulp), the
+// power of two built from the exponent bits; exp(x < -87) is 0 and NaN stays NaN.
 inline float exp_nonpositive(float x) {
   const float clamped = std::max(x, -87.0f);
   const float shifted = clamped * 1.44269504088896341f + 12582912.0f;  // round(x / ln 2) in the low bits
@@ -95,56 +99,116 @@ inline float exp_nonpositive(float x) {
   return x < -87.0f ? 0.0f : y;
 }
 
-constexpr int kLanes = 16;  // independent partial results, so max/sum reductions vectorize
+#ifdef VLMOPS_X86_AVX2
+#define VLMOPS_AVX2 __attribute__((target("avx2,fma")))
+
+// exp_nonpositive on 8 lanes.
+VLMOPS_AVX2 inline __m256 exp8_nonpositive(__m256 x) {
+  const __m256 lowest = _mm256_set1_ps(-87.0f);
+  const __m256 clamped = _mm256_max_ps(lowest, x);  // max_ps returns its 2nd operand for NaN
+  const __m256 shifted = _mm256_fmadd_ps(clamped, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(12582912.0f));
+  const __m256 n = _mm256_sub_ps(shifted, _mm256_set1_ps(12582912.0f));
+  const __m256i exponent = _mm256_sub_epi32(_mm256_castps_si256(shifted), _mm256_set1_epi32(0x4B400000));
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), clamped);
+  r = _mm256_fmadd_ps(n, _mm256_set1_ps(2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  const __m256 poly = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  const __m256 power = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(exponent, _mm256_set1_epi32(127)), 23));
+  const __m256 underflow = _mm256_cmp_ps(x, lowest, _CMP_LT_OQ);
+  return _mm256_andnot_ps(underflow, _mm256_mul_ps(poly, power));
+}
+
+VLMOPS_AVX2 inline float reduce_max8(__m256 v) {
+  __m128 x = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  x = _mm_max_ps(x, _mm_movehl_ps(x, x));
+  x = _mm_max_ss(x, _mm_shuffle_ps(x, x, 1));
+  return _mm_cvtss_f32(x);
+}
+
+VLMOPS_AVX2 inline float reduce_sum8(__m256 v) {
+  __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+  x = _mm_add_ss(x, _mm_shuffle_ps(x, x, 1));
+  return _mm_cvtss_f32(x);
+}
+
+VLMOPS_AVX2 float row_max_avx2(const float* x, int64_t n) {
+  __m256 acc = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+  int64_t c = 0;
+  for (; c + 8 <= n; c += 8) acc = _mm256_max_ps(acc, _mm256_loadu_ps(x + c));
+  float result = reduce_max8(acc);
+  for (; c < n; ++c) result = std::max(result, x[c]);
+  return result;
+}
+
+// x[c] = exp(x[c] - shift) in place; returns the sum.
+VLMOPS_AVX2 float exp_shift_sum_avx2(float* x, int64_t n, float shift) {
+  const __m256 vshift = _mm256_set1_ps(shift);
+  __m256 acc = _mm256_setzero_ps();
+  int64_t c = 0;
+  for (; c + 8 <= n; c += 8) {
+    const __m256 e = exp8_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(x + c), vshift));
+    _mm256_storeu_ps(x + c, e);
+    acc = _mm256_add_ps(acc, e);
+  }
+  float result = reduce_sum8(acc);
+  for (; c < n; ++c) {
+    x[c] = exp_nonpositive(x[c] - shift);
+    result += x[c];
+  }
+  return result;
+}
+
+const bool kHasAvx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
+
+float row_max(const float* x, int64_t n) {
+#ifdef VLMOPS_X86_AVX2
+  if (kHasAvx2) return row_max_avx2(x, n);
+#endif
+  float result = -std::numeric_limits<float>::infinity();
+  for (int64_t c = 0; c < n; ++c) result = std::max(result, x[c]);
+  return result;
+}
+
+float exp_shift_sum(float* x, int64_t n, float shift) {
+#ifdef VLMOPS_X86_AVX2
+  if (kHasAvx2) return exp_shift_sum_avx2(x, n, shift);
+#endif
+  float result = 0.0f;
+  for (int64_t c = 0; c < n; ++c) {
+    x[c] = exp_nonpositive(x[c] - shift);
+    result += x[c];
+  }
+  return result;
+}
 
 // Online-softmax step on one score tile s [m, n] (row stride n): exponentiates each row in place
 // against the running row max, updates max and sum, and returns in rescale the factor that scales
 // the row's earlier output accumulation.
-VLMOPS_CPU_CLONES void online_softmax_tile(float* s, int64_t m, int64_t n, float* row_max, float* row_sum,
-                                           float* rescale) {
+void online_softmax_tile(float* s, int64_t m, int64_t n, float* row_max_io, float* row_sum, float* rescale) {
   for (int64_t r = 0; r < m; ++r) {
     float* x = s + r * n;
-    float lane_max[kLanes];
-    for (int j = 0; j < kLanes; ++j) lane_max[j] = -std::numeric_limits<float>::infinity();
-    int64_t c = 0;
-    for (; c + kLanes <= n; c += kLanes) {
-      for (int j = 0; j < kLanes; ++j) lane_max[j] = std::max(lane_max[j], x[c + j]);
-    }
-    float tile_max = -std::numeric_limits<float>::infinity();
-    for (int j = 0; j < kLanes; ++j) tile_max = std::max(tile_max, lane_max[j]);
-    for (; c < n; ++c) tile_max = std::max(tile_max, x[c]);
-    const float new_max = std::max(row_max[r], tile_max);
-    float lane_sum[kLanes] = {};
-    for (c = 0; c + kLanes <= n; c += kLanes) {
-      for (int j = 0; j < kLanes; ++j) {
-        const float e = exp_nonpositive(x[c + j] - new_max);
-        x[c + j] = e;
-        lane_sum[j] += e;
-      }
-    }
-    float tile_sum = 0.0f;
-    for (int j = 0; j < kLanes; ++j) tile_sum += lane_sum[j];
-    for (; c < n; ++c) {
-      x[c] = exp_nonpositive(x[c] - new_max);
-      tile_sum += x[c];
-    }
-    rescale[r] = std::exp(row_max[r] - new_max);  // 0 on the first tile (row_max = -inf)
+    const float new_max = std::max(row_max_io[r], row_max(x, n));
+    const float tile_sum = exp_shift_sum(x, n, new_max);
+    rescale[r] = std::exp(row_max_io[r] - new_max);  // 0 on the first tile (row max -inf)
     row_sum[r] = row_sum[r] * rescale[r] + tile_sum;
-    row_max[r] = new_max;
+    row_max_io[r] = new_max;
   }
 }
 
 // P = exp(S - lse) on one score tile, in place (backward).
-VLMOPS_CPU_CLONES void probabilities_tile(float* s, int64_t m, int64_t n, const float* lse) {
-  for (int64_t r = 0; r < m; ++r) {
-    float* x = s + r * n;
-    const float l = lse[r];
-    for (int64_t c = 0; c < n; ++c) x[c] = exp_nonpositive(x[c] - l);
-  }
+void probabilities_tile(float* s, int64_t m, int64_t n, const float* lse) {
+  for (int64_t r = 0; r < m; ++r) exp_shift_sum(s + r * n, n, lse[r]);
 }
 
-// dS = P * (dP - delta), in place in dp (backward).
-VLMOPS_CPU_CLONES void score_grad_tile(const float* p, float* dp, int64_t m, int64_t n, const float* delta) {
+// dS = P * (dP - delta), in place in dp (backward); a loop the compiler vectorizes.
+void score_grad_tile(const float* p, float* dp, int64_t m, int64_t n, const float* delta) {
   for (int64_t r = 0; r < m; ++r) {
     const float* pr = p + r * n;
     float* dr = dp + r * n;
@@ -208,6 +272,13 @@ Rows<acc_t> rows_of(const at::Tensor& t) {
   return Rows<acc_t>{static_cast<acc_t*>(t.data_ptr()), t.stride(0), t.stride(1)};
 }
 
+struct SingleThreadedBlas {
+  int previous = MKL_Set_Num_Threads_Local != nullptr ? MKL_Set_Num_Threads_Local(1) : 0;
+  ~SingleThreadedBlas() {
+    if (MKL_Set_Num_Threads_Local != nullptr) MKL_Set_Num_Threads_Local(previous);
+  }
+};
+
 // Runs body(task, scratch) for every task, each worker pulling task indices from a shared counter:
 // tasks have very different costs (segment lengths vary), and at::parallel_for alone would split
 // them into equal-count chunks. make_scratch() gives each worker its own buffers.
@@ -217,6 +288,7 @@ void run_tasks(int64_t tasks, const MakeScratch& make_scratch, const Body& body)
   std::atomic<int64_t> next{0};
   const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), tasks));
   at::parallel_for(0, workers, 1, [&](int64_t, int64_t) {
+    const SingleThreadedBlas blas_guard;
     auto scratch = make_scratch();
     for (int64_t t = next.fetch_add(1); t < tasks; t = next.fetch_add(1)) body(t, scratch);
   });
