@@ -65,6 +65,9 @@ class CMakeBuild(build_ext):
             f"-DPython_EXECUTABLE={sys.executable}",
             f"-DVLMOPS_CUDA={_cuda_mode()}",
             f"-DVLMOPS_TORCH_CUDA_VERSION={cuda_version}",
+            f"-DVLMOPS_TORCH_DIR={Path(torch.__file__).parent}",
+            f"-DVLMOPS_TORCH_VERSION={torch.__version__}",
+            f"-DVLMOPS_TORCH_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}",
             f"-DVLMOPS_NVIDIA_WHEEL_DIR={_nvidia_wheel_dir(cuda_version)}",
         ]
         subprocess.run(configure, check=True)

@@ -46,28 +46,4 @@ VLMOPS_HD T layer_norm_grad_input(T g, T xhat, T rstd, T mean_g, T mean_g_xhat) 
   return rstd * (g - mean_g - xhat * mean_g_xhat);
 }
 
-// Welford's online mean/variance, merged across threads; numerically stable for long rows.
-struct WelfordState {
-  float mean = 0.f;
-  float m2 = 0.f;
-  float count = 0.f;
-
-  VLMOPS_HD void add(float x) {
-    count += 1.f;
-    const float delta = x - mean;
-    mean += delta / count;
-    m2 += delta * (x - mean);
-  }
-
-  VLMOPS_HD void merge(const WelfordState& other) {
-    if (other.count == 0.f) return;
-    const float total = count + other.count;
-    const float delta = other.mean - mean;
-    const float w = other.count / total;
-    mean += delta * w;
-    m2 += other.m2 + delta * delta * count * w;
-    count = total;
-  }
-};
-
 }  // namespace vlmops

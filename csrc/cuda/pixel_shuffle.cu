@@ -1,0 +1,288 @@
+// CUDA kernels of pixel shuffle and fused pixel shuffle + LayerNorm. The index math and the
+// LayerNorm element math come from pixel_shuffle_math.h, the code the CPU tests exercise.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <tuple>
+
+#include "vlmops/pixel_shuffle_checks.h"
+#include "vlmops/pixel_shuffle_math.h"
+
+namespace vlmops {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / 32;
+
+struct ShuffledLayout {  // shape and strides of a [B, H/s, W/s, s*s*C] tensor
+  int64_t Ho, Wo, n;
+  int64_t stride[4];
+};
+
+ShuffledLayout layout_of(const at::Tensor& y) {
+  return ShuffledLayout{y.size(1), y.size(2), y.size(3), {y.stride(0), y.stride(1), y.stride(2), y.stride(3)}};
+}
+
+// One thread per element of the shuffled tensor; kToShuffled picks the copy direction. The map is
+// a bijection, so every destination element is written exactly once.
+template <class E, bool kToShuffled>
+__global__ void shuffle_copy_kernel(E* __restrict__ x, E* __restrict__ y, PixelShuffleGeometry g, ShuffledLayout ly,
+                                    int64_t total) {
+  for (int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; idx < total;
+       idx += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t k = idx % ly.n, row = idx / ly.n;
+    const int64_t j = row % ly.Wo, i = (row / ly.Wo) % ly.Ho, b = row / (ly.Wo * ly.Ho);
+    const int64_t xo = g.src_offset(b, i, j, k);
+    const int64_t yo = b * ly.stride[0] + i * ly.stride[1] + j * ly.stride[2] + k * ly.stride[3];
+    if (kToShuffled) {
+      y[yo] = x[xo];
+    } else {
+      x[xo] = y[yo];
+    }
+  }
+}
+
+int grid_for(int64_t total) {
+  return static_cast<int>(std::min<int64_t>((total + kThreads - 1) / kThreads, int64_t(1) << 20));
+}
+
+template <bool kToShuffled>
+void launch_shuffle_copy(const PixelShuffleGeometry& g, const at::Tensor& x, const at::Tensor& y) {
+  const ShuffledLayout ly = layout_of(y);
+  const int64_t total = y.numel();
+  auto stream = c10::cuda::getCurrentCUDAStream();
+  switch (x.element_size()) {
+#define VLMOPS_SHUFFLE_CASE(BYTES, E)                                                            \
+  case BYTES:                                                                                    \
+    shuffle_copy_kernel<E, kToShuffled><<<grid_for(total), kThreads, 0, stream>>>(               \
+        static_cast<E*>(x.data_ptr()), static_cast<E*>(y.data_ptr()), g, ly, total);             \
+    break;
+    VLMOPS_SHUFFLE_CASE(2, uint16_t)
+    VLMOPS_SHUFFLE_CASE(4, uint32_t)
+    VLMOPS_SHUFFLE_CASE(8, uint64_t)
+#undef VLMOPS_SHUFFLE_CASE
+    default:
+      TORCH_CHECK(false, "vlmops.pixel_shuffle: unsupported element size ", x.element_size());
+  }
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+at::Tensor pixel_shuffle_cuda(const at::Tensor& x, int64_t scale) {
+  check_shuffle_input(x, scale);
+  c10::cuda::CUDAGuard guard(x.device());
+  const int64_t s = scale;
+  at::Tensor out = at::empty({x.size(0), x.size(1) / s, x.size(2) / s, x.size(3) * s * s}, x.options());
+  if (out.numel() > 0) launch_shuffle_copy<true>(geometry_of(x, s), x, out);
+  return out;
+}
+
+at::Tensor pixel_shuffle_backward_cuda(const at::Tensor& grad_out, int64_t scale) {
+  check_shuffled(grad_out, scale, "grad_out");
+  c10::cuda::CUDAGuard guard(grad_out.device());
+  const int64_t s = scale, C = grad_out.size(3) / (s * s), H = grad_out.size(1) * s, W = grad_out.size(2) * s;
+  at::Tensor grad_x = at::empty({grad_out.size(0), H, W, C}, grad_out.options());
+  if (grad_x.numel() > 0) launch_shuffle_copy<false>(contiguous_geometry(H, W, C, s), grad_x, grad_out);
+  return grad_x;
+}
+
+// Block-wide sum of `count` accumulators (warp shuffles, then one warp over the warp partials).
+template <class acc_t, int count>
+__device__ void block_sum(acc_t (&v)[count]) {
+  __shared__ acc_t partial[count][kWarps];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+#pragma unroll
+  for (int c = 0; c < count; ++c) {
+    for (int offset = 16; offset > 0; offset /= 2) v[c] += __shfl_xor_sync(0xffffffffu, v[c], offset);
+    if (lane == 0) partial[c][warp] = v[c];
+  }
+  __syncthreads();
+#pragma unroll
+  for (int c = 0; c < count; ++c) {
+    acc_t t = lane < kWarps ? partial[c][lane] : acc_t(0);
+    for (int offset = 16; offset > 0; offset /= 2) t += __shfl_xor_sync(0xffffffffu, t, offset);
+    v[c] = t;
+  }
+}
+
+// One block per output token: pass 1 accumulates Welford statistics (x is gathered through the
+// shared index map), pass 2 re-reads the row (now in L1/L2) and writes the normalized output.
+template <class scalar_t, class acc_t>
+__global__ void layer_norm_forward_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ weight,
+                                          const scalar_t* __restrict__ bias, scalar_t* __restrict__ out,
+                                          acc_t* __restrict__ mean, acc_t* __restrict__ rstd, PixelShuffleGeometry g,
+                                          int64_t Ho, int64_t Wo, int64_t n, acc_t eps) {
+  const int64_t row = blockIdx.x;
+  const int64_t b = row / (Ho * Wo), i = (row / Wo) % Ho, j = row % Wo;
+  acc_t sums[2] = {0, 0};  // shifted sums around the row's first element: stable and one pass
+  const acc_t shift = static_cast<acc_t>(x[g.src_offset(b, i, j, 0)]);
+  for (int64_t k = threadIdx.x; k < n; k += blockDim.x) {
+    const acc_t d = static_cast<acc_t>(x[g.src_offset(b, i, j, k)]) - shift;
+    sums[0] += d;
+    sums[1] += d * d;
+  }
+  block_sum<acc_t, 2>(sums);
+  const acc_t mean_shifted = sums[0] / n;
+  const acc_t var = max(sums[1] / n - mean_shifted * mean_shifted, acc_t(0));
+  const acc_t mu = shift + mean_shifted;
+  const acc_t rs = acc_t(1) / sqrt(var + eps);
+  if (threadIdx.x == 0) {
+    mean[row] = mu;
+    rstd[row] = rs;
+  }
+  for (int64_t k = threadIdx.x; k < n; k += blockDim.x) {
+    const acc_t w = weight ? static_cast<acc_t>(weight[k]) : acc_t(1);
+    const acc_t bb = bias ? static_cast<acc_t>(bias[k]) : acc_t(0);
+    out[row * n + k] = static_cast<scalar_t>(layer_norm_apply(static_cast<acc_t>(x[g.src_offset(b, i, j, k)]), mu, rs, w, bb));
+  }
+}
+
+// grad_x: one block per output token.
+template <class scalar_t, class acc_t>
+__global__ void layer_norm_backward_input_kernel(const scalar_t* __restrict__ grad_out, const scalar_t* __restrict__ x,
+                                                 const acc_t* __restrict__ mean, const acc_t* __restrict__ rstd,
+                                                 const scalar_t* __restrict__ weight, scalar_t* __restrict__ grad_x,
+                                                 PixelShuffleGeometry g, PixelShuffleGeometry gx, ShuffledLayout ly) {
+  const int64_t row = blockIdx.x, n = ly.n;
+  const int64_t b = row / (ly.Ho * ly.Wo), i = (row / ly.Wo) % ly.Ho, j = row % ly.Wo;
+  const scalar_t* dy_row = grad_out + b * ly.stride[0] + i * ly.stride[1] + j * ly.stride[2];
+  const acc_t mu = mean[row], rs = rstd[row];
+  acc_t sums[2] = {0, 0};  // sum(g), sum(g * xhat)
+  for (int64_t k = threadIdx.x; k < n; k += blockDim.x) {
+    const acc_t xhat = (static_cast<acc_t>(x[g.src_offset(b, i, j, k)]) - mu) * rs;
+    const acc_t gk = static_cast<acc_t>(dy_row[k * ly.stride[3]]) * (weight ? static_cast<acc_t>(weight[k]) : acc_t(1));
+    sums[0] += gk;
+    sums[1] += gk * xhat;
+  }
+  block_sum<acc_t, 2>(sums);
+  const acc_t mean_g = sums[0] / n, mean_g_xhat = sums[1] / n;
+  for (int64_t k = threadIdx.x; k < n; k += blockDim.x) {
+    const acc_t xhat = (static_cast<acc_t>(x[g.src_offset(b, i, j, k)]) - mu) * rs;
+    const acc_t gk = static_cast<acc_t>(dy_row[k * ly.stride[3]]) * (weight ? static_cast<acc_t>(weight[k]) : acc_t(1));
+    grad_x[gx.src_offset(b, i, j, k)] = static_cast<scalar_t>(layer_norm_grad_input(gk, xhat, rs, mean_g, mean_g_xhat));
+  }
+}
+
+constexpr int64_t kRowsPerTile = 64;
+
+// grad_weight / grad_bias partial sums: thread = channel, block.y = a tile of kRowsPerTile rows.
+template <class scalar_t, class acc_t>
+__global__ void layer_norm_backward_affine_kernel(const scalar_t* __restrict__ grad_out, const scalar_t* __restrict__ x,
+                                                  const acc_t* __restrict__ mean, const acc_t* __restrict__ rstd,
+                                                  acc_t* __restrict__ gw_partial, acc_t* __restrict__ gb_partial,
+                                                  PixelShuffleGeometry g, ShuffledLayout ly, int64_t rows) {
+  const int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (k >= ly.n) return;
+  acc_t gw = 0, gb = 0;
+  const int64_t row_end = min(rows, (blockIdx.y + 1) * kRowsPerTile);
+  for (int64_t row = blockIdx.y * kRowsPerTile; row < row_end; ++row) {
+    const int64_t b = row / (ly.Ho * ly.Wo), i = (row / ly.Wo) % ly.Ho, j = row % ly.Wo;
+    const acc_t dy =
+        static_cast<acc_t>(grad_out[b * ly.stride[0] + i * ly.stride[1] + j * ly.stride[2] + k * ly.stride[3]]);
+    const acc_t xhat = (static_cast<acc_t>(x[g.src_offset(b, i, j, k)]) - mean[row]) * rstd[row];
+    gw += dy * xhat;
+    gb += dy;
+  }
+  gw_partial[blockIdx.y * ly.n + k] = gw;
+  gb_partial[blockIdx.y * ly.n + k] = gb;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> pixel_shuffle_layer_norm_cuda(const at::Tensor& x, int64_t scale,
+                                                                             const c10::optional<at::Tensor>& weight,
+                                                                             const c10::optional<at::Tensor>& bias,
+                                                                             double eps) {
+  check_shuffle_input(x, scale);
+  const int64_t s = scale, n = x.size(3) * s * s;
+  check_affine(weight, x, n, "weight");
+  check_affine(bias, x, n, "bias");
+  TORCH_CHECK(eps >= 0, "vlmops.pixel_shuffle_layer_norm: eps must be >= 0, got ", eps);
+  c10::cuda::CUDAGuard guard(x.device());
+  auto stream = c10::cuda::getCurrentCUDAStream();
+  at::Tensor out = at::empty({x.size(0), x.size(1) / s, x.size(2) / s, n}, x.options());
+  at::Tensor mean = at::empty({out.size(0), out.size(1), out.size(2)}, x.options().dtype(stats_dtype(x.scalar_type())));
+  at::Tensor rstd = at::empty_like(mean);
+  const at::Tensor w = weight.has_value() && weight->defined() ? weight->contiguous() : at::Tensor();
+  const at::Tensor bb = bias.has_value() && bias->defined() ? bias->contiguous() : at::Tensor();
+  const int64_t rows = mean.numel();
+  if (out.numel() == 0) return {out, mean, rstd};
+  TORCH_CHECK(rows < (int64_t(1) << 31), "vlmops.pixel_shuffle_layer_norm: too many output tokens (", rows, ")");
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "pixel_shuffle_layer_norm_cuda", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    layer_norm_forward_kernel<scalar_t, acc_t><<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(
+        x.const_data_ptr<scalar_t>(), w.defined() ? w.const_data_ptr<scalar_t>() : nullptr,
+        bb.defined() ? bb.const_data_ptr<scalar_t>() : nullptr, out.mutable_data_ptr<scalar_t>(),
+        mean.mutable_data_ptr<acc_t>(), rstd.mutable_data_ptr<acc_t>(), geometry_of(x, s), out.size(1), out.size(2), n,
+        static_cast<acc_t>(eps));
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return {out, mean, rstd};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> pixel_shuffle_layer_norm_backward_cuda(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& mean, const at::Tensor& rstd,
+    const c10::optional<at::Tensor>& weight, int64_t scale) {
+  check_backward_pair(grad_out, x, scale);
+  const int64_t s = scale, n = grad_out.size(3);
+  check_affine(weight, x, n, "weight");
+  check_stats(mean, grad_out, "mean");
+  check_stats(rstd, grad_out, "rstd");
+  const auto acc_dtype = stats_dtype(x.scalar_type());
+  TORCH_CHECK(mean.scalar_type() == acc_dtype && rstd.scalar_type() == acc_dtype,
+              "vlmops.pixel_shuffle_layer_norm_backward: mean and rstd must be ", acc_dtype);
+  c10::cuda::CUDAGuard guard(x.device());
+  auto stream = c10::cuda::getCurrentCUDAStream();
+  const int64_t rows = mean.numel();
+  const int64_t tiles = std::max<int64_t>(1, (rows + kRowsPerTile - 1) / kRowsPerTile);
+  at::Tensor grad_x = at::empty({x.size(0), x.size(1), x.size(2), x.size(3)}, x.options());
+  at::Tensor gw_partial = at::empty({tiles, n}, x.options().dtype(acc_dtype));
+  at::Tensor gb_partial = at::empty({tiles, n}, x.options().dtype(acc_dtype));
+  const at::Tensor mean_c = mean.contiguous(), rstd_c = rstd.contiguous();
+  const at::Tensor w = weight.has_value() && weight->defined() ? weight->contiguous() : at::Tensor();
+  if (rows == 0 || n == 0) {
+    gw_partial.zero_();
+    gb_partial.zero_();
+  } else {
+    TORCH_CHECK(rows < (int64_t(1) << 31) && tiles < 65536,
+                "vlmops.pixel_shuffle_layer_norm_backward: too many output tokens (", rows, ")");
+    const ShuffledLayout ly = layout_of(grad_out);
+    const PixelShuffleGeometry g = geometry_of(x, s);
+    const PixelShuffleGeometry gx = contiguous_geometry(x.size(1), x.size(2), x.size(3), s);
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "pixel_shuffle_layer_norm_backward_cuda",
+                                    [&] {
+                                      using acc_t = at::opmath_type<scalar_t>;
+                                      layer_norm_backward_input_kernel<scalar_t, acc_t>
+                                          <<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(
+                                              grad_out.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
+                                              mean_c.const_data_ptr<acc_t>(), rstd_c.const_data_ptr<acc_t>(),
+                                              w.defined() ? w.const_data_ptr<scalar_t>() : nullptr,
+                                              grad_x.mutable_data_ptr<scalar_t>(), g, gx, ly);
+                                      C10_CUDA_KERNEL_LAUNCH_CHECK();
+                                      const dim3 grid(static_cast<unsigned>((n + kThreads - 1) / kThreads),
+                                                      static_cast<unsigned>(tiles));
+                                      layer_norm_backward_affine_kernel<scalar_t, acc_t><<<grid, kThreads, 0, stream>>>(
+                                          grad_out.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
+                                          mean_c.const_data_ptr<acc_t>(), rstd_c.const_data_ptr<acc_t>(),
+                                          gw_partial.mutable_data_ptr<acc_t>(), gb_partial.mutable_data_ptr<acc_t>(), g,
+                                          ly, rows);
+                                      C10_CUDA_KERNEL_LAUNCH_CHECK();
+                                    });
+  }
+  return {grad_x, gw_partial.sum(0).to(x.scalar_type()), gb_partial.sum(0).to(x.scalar_type())};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(vlmops, CUDA, m) {
+  m.impl("pixel_shuffle", &pixel_shuffle_cuda);
+  m.impl("pixel_shuffle_backward", &pixel_shuffle_backward_cuda);
+  m.impl("pixel_shuffle_layer_norm", &pixel_shuffle_layer_norm_cuda);
+  m.impl("pixel_shuffle_layer_norm_backward", &pixel_shuffle_layer_norm_backward_cuda);
+}
+
+}  // namespace vlmops

@@ -1,0 +1,201 @@
+"""Static GPU kernel report: registers, spills and shared memory of every vlmops kernel, without a GPU.
+
+Each Triton kernel spec of ``vlmops.triton.kernel_specs()`` is compiled ahead of time for sm_80 and
+sm_90a; the triton wheel's ``ptxas -v`` on the PTX gives registers and spill stores/loads (the
+cubin Triton builds is assembled from the same PTX), the compiled metadata gives shared memory, and
+the sm_90a PTX is searched for ``wgmma`` (Hopper tensor-core MMA). When the built native library
+``vlmops/_C*.so`` holds CUDA cubins, ``cuobjdump --dump-resource-usage`` lists its kernels as well
+(config "native"; spills read as the stack frame plus local memory, wgmma as HGMMA in the SASS).
+
+    python tools/kernel_report.py [--json PATH]
+
+Must run without TRITON_INTERPRET (the interpreter replaces compilation); it refuses otherwise.
+``collect()`` returns the rows as dicts for the benchmark harness.
+"""
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+# (arch label, compute capability, ptxas --gpu-name)
+ARCHS = (("sm_80", 80, "sm_80"), ("sm_90a", 90, "sm_90a"))
+COLUMNS = ("kernel", "config", "arch", "registers", "spill_stores", "spill_loads", "shared_bytes", "wgmma")
+
+
+def _nvidia_bin(tool: str) -> str:
+    import triton
+
+    return str(Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / tool)
+
+
+def _ptxas_usage(ptx: str, gpu_name: str, kernel_name: str) -> dict:
+    """Registers and spill bytes ptxas reports for `kernel_name` in `ptx`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "kernel.ptx"
+        path.write_text(ptx)
+        result = subprocess.run(
+            # The flags Triton's own ptxas call uses (triton/backends/nvidia/compiler.py: make_cubin),
+            # so the numbers are those of the cubin Triton loads.
+            [_nvidia_bin("ptxas"), "-lineinfo", "-v", "--regAllocOptLevel=2", f"--gpu-name={gpu_name}", str(path),
+             "-o", os.devnull],
+            capture_output=True, text=True, check=True,
+        )
+    return _parse_ptxas(result.stderr + result.stdout, kernel_name)
+
+
+def _parse_ptxas(text: str, kernel_name: str) -> dict:
+    """The 'Used N registers' and 'N bytes spill stores, M bytes spill loads' lines of one function."""
+    usage, current = {}, None
+    for line in text.splitlines():
+        name = re.search(r"Compiling entry function '([^']+)'", line) or re.search(r"Function properties for (\S+)", line)
+        if name:
+            current = name.group(1)
+        if current != kernel_name:
+            continue
+        spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", line)
+        if spills:
+            usage["spill_stores"], usage["spill_loads"] = int(spills.group(1)), int(spills.group(2))
+        registers = re.search(r"Used (\d+) registers", line)
+        if registers:
+            usage["registers"] = int(registers.group(1))
+    if set(usage) != {"registers", "spill_stores", "spill_loads"}:
+        raise RuntimeError(f"ptxas -v output has no complete usage for {kernel_name}:\n{text}")
+    return usage
+
+
+def triton_rows() -> list:
+    import triton
+    from triton.backends.compiler import GPUTarget
+
+    from vlmops.triton import kernel_specs
+
+    rows = []
+    for spec in kernel_specs():
+        for arch, capability, gpu_name in ARCHS:
+            source = triton.compiler.ASTSource(fn=spec.kernel, signature=spec.signature,
+                                               constexprs=spec.constexprs, attrs=spec.attrs)
+            compiled = triton.compile(source, target=GPUTarget("cuda", capability, 32),
+                                      options={"num_warps": spec.num_warps})
+            ptx = compiled.asm["ptx"]
+            rows.append({
+                "kernel": spec.name,
+                "config": spec.config,
+                "arch": arch,
+                **_ptxas_usage(ptx, gpu_name, compiled.metadata.name),
+                "shared_bytes": int(compiled.metadata.shared),
+                "wgmma": capability >= 90 and "wgmma" in ptx,
+            })
+    return rows
+
+
+def native_rows() -> list:
+    """CUDA C++ kernels of the built vlmops/_C*.so, per cubin arch; empty when it has none."""
+    libraries = sorted((ROOT / "vlmops").glob("_C*.so"))
+    if not libraries:
+        return []
+    result = subprocess.run([_nvidia_bin("cuobjdump"), "--dump-resource-usage", str(libraries[0])],
+                            capture_output=True, text=True)
+    if result.returncode != 0:  # cuobjdump fails on a library without any device code (a CPU-only build)
+        return []
+    sass = subprocess.run([_nvidia_bin("cuobjdump"), "-sass", "-arch", "sm_90a", str(libraries[0])],
+                          capture_output=True, text=True)
+    hopper_mma = _functions_using_wgmma(sass.stdout) if sass.returncode == 0 else set()
+    return [
+        {**row, "kernel": _demangle(row["kernel"]), "wgmma": row["arch"] == "sm_90a" and row["kernel"] in hopper_mma}
+        for row in _parse_resource_usage(result.stdout)
+    ]
+
+
+def _functions_using_wgmma(sass: str) -> set:
+    """Mangled names of the functions whose sm_90a SASS holds HGMMA (what PTX wgmma assembles to)."""
+    found, name = set(), None
+    for line in sass.splitlines():
+        function = re.search(r"Function : (\S+)", line)
+        if function:
+            name = function.group(1)
+        elif name and "HGMMA" in line:
+            found.add(name)
+    return found
+
+
+def _parse_resource_usage(text: str) -> list:
+    """Rows of `cuobjdump --dump-resource-usage` output for the sm_80 and sm_90a cubins of a fat binary."""
+    rows, arch, name = [], None, None
+    for line in text.splitlines():
+        header = re.search(r"arch = (sm_\w+)", line)
+        if header:
+            arch = header.group(1)
+        function = re.search(r"Function (\S+):", line)
+        if function:
+            name = function.group(1)
+        usage = re.search(r"REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)", line)
+        if usage and name and arch in ("sm_80", "sm_90a"):
+            # cuobjdump gives no spill counts; a nonzero stack frame or local memory is where spills go.
+            local = int(usage.group(2)) + int(usage.group(4))
+            rows.append({
+                "kernel": name,
+                "config": "native",
+                "arch": arch,
+                "registers": int(usage.group(1)),
+                "spill_stores": local,
+                "spill_loads": local,
+                "shared_bytes": int(usage.group(3)),
+                "wgmma": False,  # set from the SASS by native_rows
+            })
+    return rows
+
+
+def _demangle(name: str) -> str:
+    """`shuffle_copy_kernel<unsigned long, false>` from its mangled name (namespaces, return type and
+    parameter list dropped: the template arguments are what tells instantiations apart)."""
+    try:
+        full = subprocess.run(["c++filt", name], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return name
+    full = full.replace("(anonymous namespace)::", "").removeprefix("void ").split("(", 1)[0]
+    return full.removeprefix("vlmops::")
+
+
+def collect() -> list:
+    """One dict per (kernel, config, arch) with the keys of COLUMNS: Triton kernels, then CUDA C++ ones."""
+    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        raise RuntimeError("kernel_report: TRITON_INTERPRET is set; Triton cannot compile in interpreter mode. "
+                           "Run it in a process without that variable.")
+    return triton_rows() + native_rows()
+
+
+def format_table(rows: list) -> str:
+    cells = [COLUMNS] + [tuple(str(row[c]) for c in COLUMNS) for row in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(COLUMNS))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in cells]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", metavar="PATH", help="also write the rows as a JSON list to PATH")
+    args = parser.parse_args(argv)
+    rows = collect()
+    print(format_table(rows))
+    if not any(row["config"] == "native" for row in rows):
+        print("\n(no CUDA C++ kernels: vlmops/_C*.so is missing or was built without CUDA cubins)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+    spilled = [row for row in rows if row["spill_stores"] or row["spill_loads"]]
+    for row in spilled:
+        print(f"SPILL: {row['kernel']} [{row['config']}] on {row['arch']}", file=sys.stderr)
+    return 1 if spilled else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""One-call patching of Hugging Face transformers VLMs: ``vlmops.patch_model(model)``."""
+
+from torch import nn
+
+from vlmops.transformers.patch import (
+    KINDS,
+    PatchReport,
+    UnsupportedModelError,
+    UnsupportedTransformersError,
+    _resolve,
+    check_guarded,
+)
+from vlmops.transformers.pixel_shuffle_rules import RULES as _PIXEL_SHUFFLE_RULES
+
+RULES = [*_PIXEL_SHUFFLE_RULES]
+
+SUPPORTED_FAMILIES = {rule.family: rule.kind for rule in RULES}
+
+__all__ = ["KINDS", "PatchReport", "SUPPORTED_FAMILIES", "UnsupportedModelError", "UnsupportedTransformersError", "patch_model"]
+
+
+def patch_model(model: nn.Module, *, ops=None) -> PatchReport:
+    """Replace, in place, the pieces of a transformers model that vlmops makes faster.
+
+    Works on a whole model or any submodule of one. Parameters, buffers and ``state_dict()`` keys
+    are unchanged (the new modules hold the original submodules), so ``save_pretrained`` /
+    ``from_pretrained`` keep working. Patching twice is a no-op.
+
+    Args:
+        model: a transformers model, or a submodule of one.
+        ops: optional iterable of kinds to replace, among ``vlmops.transformers.KINDS``
+            (default: every kind).
+
+    Returns:
+        A :class:`PatchReport` listing each replacement (module path, old, new).
+
+    Raises:
+        UnsupportedModelError: nothing in ``model`` belongs to a supported family
+            (``vlmops.transformers.SUPPORTED_FAMILIES``).
+        UnsupportedTransformersError: the installed transformers changed code a patch relies on.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"vlmops.patch_model: model must be a torch.nn.Module, got {type(model).__name__}")
+    kinds = set(KINDS if ops is None else ops)
+    unknown = kinds - set(KINDS)
+    if unknown:
+        raise ValueError(f"vlmops.patch_model: unknown ops {sorted(unknown)}; choose from {list(KINDS)}")
+    report = PatchReport()
+    for rule in RULES:
+        cls = _resolve(rule.target)
+        for path, module in list(model.named_modules()):
+            if rule.patched(module):
+                report.add_family(rule.family)
+                continue
+            if not isinstance(module, cls):
+                continue
+            report.add_family(rule.family)
+            if rule.kind not in kinds:
+                continue
+            check_guarded(rule)
+            if rule.replaces_matched and module is model:
+                raise ValueError(
+                    f"vlmops.patch_model: {type(model).__name__} is replaced as a whole; patch a module that contains it"
+                )
+            report.replacements.extend(rule.apply(model, module, path))
+    if not report.families:
+        raise UnsupportedModelError(
+            f"vlmops.patch_model: {type(model).__name__} contains no module of a supported family; "
+            f"supported: {', '.join(sorted(SUPPORTED_FAMILIES))}"
+        )
+    return report
+

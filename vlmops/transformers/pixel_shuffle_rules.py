@@ -1,0 +1,78 @@
+"""Patch rules of the pixel-shuffle projectors: InternVL, Idefics3, SmolVLM."""
+
+import types
+
+from vlmops.nn.pixel_shuffle import PixelShuffleConnector, PixelShuffleProjector
+from vlmops.transformers.patch import Replacement, Rule, set_submodule
+
+INTERNVL = "transformers.models.internvl.modeling_internvl"
+
+
+def _shuffle_moved_to_projector(self, vision_features, scale_factor=0.5):
+    """InternVLModel.pixel_shuffle after patching: the projector (PixelShuffleProjector) shuffles,
+    fused with its LayerNorm, so here the [B, H, W, C] grid passes through unchanged."""
+    if scale_factor != self.config.downsample_ratio:
+        raise ValueError(
+            f"vlmops: this InternVL model was patched for downsample_ratio {self.config.downsample_ratio}, "
+            f"got scale_factor {scale_factor}"
+        )
+    return vision_features
+
+
+def _patch_internvl(root, model, path):
+    prefix = f"{path}." if path else ""
+    projector = model.multi_modal_projector
+    set_submodule(root, f"{prefix}multi_modal_projector",
+                  PixelShuffleProjector.from_internvl(projector, model.config.downsample_ratio))
+    model.pixel_shuffle = types.MethodType(_shuffle_moved_to_projector, model)
+    return [
+        Replacement(f"{prefix}multi_modal_projector", type(projector).__name__, "vlmops.nn.PixelShuffleProjector"),
+        Replacement(path, "InternVLModel.pixel_shuffle", "pass-through (shuffle fused into the projector's LayerNorm)"),
+    ]
+
+
+def _patch_connector(root, connector, path):
+    set_submodule(root, path, PixelShuffleConnector.from_connector(connector))
+    return [Replacement(path, type(connector).__name__, "vlmops.nn.PixelShuffleConnector")]
+
+
+RULES = [
+    Rule(
+        family="InternVL",
+        kind="pixel_shuffle",
+        target=f"{INTERNVL}:InternVLModel",
+        # sha256 of the source in transformers 5.24.0 (see vlmops.transformers.patch.check_guarded).
+        guarded={
+            f"{INTERNVL}:InternVLModel.get_image_features": "7a124db3f9c669f6028c7337e1be16e02329475cba3144416e8c92b15ed0128d",
+            f"{INTERNVL}:InternVLModel.pixel_shuffle": "93d9721ad0c4df9b5ac9525c254f6fbc5ae9e0d2e65a4eac427f79f7009194a9",
+            f"{INTERNVL}:InternVLMultiModalProjector.forward": "ca57ed976a326d5ca7927f4bad8bac7b17465ad1be7c2f176caad5a93a74f6be",
+        },
+        apply=_patch_internvl,
+        patched=lambda module: isinstance(getattr(module, "multi_modal_projector", None), PixelShuffleProjector),
+        replaces_matched=False,
+    ),
+    Rule(
+        family="Idefics3",
+        kind="pixel_shuffle",
+        target="transformers.models.idefics3.modeling_idefics3:Idefics3Connector",
+        guarded={
+            "transformers.models.idefics3.modeling_idefics3:Idefics3Connector.forward": "67d6770854cb3449479f3e6e18f093cbb6da6e7f735457f558211878f0f2dc72",
+            "transformers.models.idefics3.modeling_idefics3:Idefics3Connector.pixel_shuffle": "59fd364af5e65d6c062e339968dee46e9c9c1812817003b80b475f5cdfdcede8",
+        },
+        apply=_patch_connector,
+        patched=lambda module: isinstance(module, PixelShuffleConnector) and module.replaces == "Idefics3Connector",
+        replaces_matched=True,
+    ),
+    Rule(
+        family="SmolVLM",
+        kind="pixel_shuffle",
+        target="transformers.models.smolvlm.modeling_smolvlm:SmolVLMConnector",
+        guarded={
+            "transformers.models.smolvlm.modeling_smolvlm:SmolVLMConnector.forward": "67d6770854cb3449479f3e6e18f093cbb6da6e7f735457f558211878f0f2dc72",
+            "transformers.models.smolvlm.modeling_smolvlm:SmolVLMConnector.pixel_shuffle": "59fd364af5e65d6c062e339968dee46e9c9c1812817003b80b475f5cdfdcede8",
+        },
+        apply=_patch_connector,
+        patched=lambda module: isinstance(module, PixelShuffleConnector) and module.replaces == "SmolVLMConnector",
+        replaces_matched=True,
+    ),
+]

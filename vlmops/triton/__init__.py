@@ -1,0 +1,81 @@
+"""Triton kernels of vlmops, one module per op family, and their ahead-of-time compile specs.
+
+Importing a family module (e.g. ``vlmops.triton.pixel_shuffle``) registers its launchers as the CUDA
+kernels of the private ``vlmops::_<op>_triton`` ops. Each family module also appends to
+``KERNEL_SPECS`` one :class:`KernelSpec` per (kernel, representative configuration): the static
+kernel report (``tools/kernel_report.py``) compiles every spec for sm_80 and sm_90a without a GPU
+and reads registers, spills and shared memory. A new family adds its module name to ``FAMILIES``.
+"""
+
+import importlib
+from dataclasses import dataclass, field
+
+FAMILIES = ("vlmops.triton.pixel_shuffle",)
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """One ahead-of-time compilation of a Triton kernel, as the JIT would specialize a real launch.
+
+    ``signature`` and ``constexprs`` are what ``triton.compiler.ASTSource`` takes; ``attrs`` holds the
+    16-divisibility hints (keyed by ``(argument index,)``) the JIT derives from aligned pointers and
+    from integers that are multiples of 16.
+    """
+
+    kernel: object  # a triton.JITFunction
+    config: str  # representative shape, named after the model it comes from
+    signature: dict
+    constexprs: dict
+    num_warps: int
+    attrs: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.kernel.fn.__name__
+
+
+KERNEL_SPECS: list = []
+
+
+def _pointer_type(dtype) -> str:
+    names = {"float32": "fp32", "float64": "fp64", "float16": "fp16", "bfloat16": "bf16"}
+    return "*" + names[str(dtype).replace("torch.", "")]
+
+
+def make_spec(kernel, config: str, num_warps: int, constexprs: dict, **args) -> KernelSpec:
+    """A spec from one representative launch.
+
+    ``args`` gives every runtime argument of ``kernel``: a torch dtype for a tensor pointer (assumed
+    16-byte aligned, as torch allocations are), a Python int for an integer (specialized like the
+    JIT does: 1 becomes a constexpr, multiples of 16 carry the divisibility hint, values beyond
+    int32 are i64), a float for a float scalar. ``constexprs`` gives the ``tl.constexpr`` parameters.
+    """
+    divisible = [["tt.divisibility", 16]]
+    signature, consts, attrs = {}, {}, {}
+    for index, name in enumerate(kernel.arg_names):
+        if name in constexprs:
+            signature[name], consts[name] = "constexpr", constexprs[name]
+            continue
+        value = args.pop(name)
+        if isinstance(value, bool) or isinstance(value, float):
+            signature[name] = "i1" if isinstance(value, bool) else "fp32"
+        elif isinstance(value, int):
+            if value == 1:
+                signature[name], consts[name] = "constexpr", 1
+                continue
+            signature[name] = "i32" if -(2**31) <= value < 2**31 else "i64"
+            if value % 16 == 0:
+                attrs[(index,)] = divisible
+        else:
+            signature[name] = _pointer_type(value)
+            attrs[(index,)] = divisible
+    if args:
+        raise TypeError(f"make_spec: {kernel.fn.__name__} has no arguments {sorted(args)}")
+    return KernelSpec(kernel, config, signature, consts, num_warps, attrs)
+
+
+def kernel_specs() -> list:
+    """Every family's specs (importing the family modules appends them to KERNEL_SPECS)."""
+    for module in FAMILIES:
+        importlib.import_module(module)
+    return list(KERNEL_SPECS)
