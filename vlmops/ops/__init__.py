@@ -10,6 +10,8 @@ VLMOPS_CUDA_BACKEND=triton (default: cuda) for benchmarks and tests.
 | pixel_shuffle_backward             | csrc/cpu/pixel_shuffle.cpp | csrc/cuda/pixel_shuffle.cu    | _pixel_shuffle_backward_triton               |
 | pixel_shuffle_layer_norm           | csrc/cpu/pixel_shuffle.cpp | csrc/cuda/pixel_shuffle.cu    | _pixel_shuffle_layer_norm_triton             |
 | pixel_shuffle_layer_norm_backward  | csrc/cpu/pixel_shuffle.cpp | csrc/cuda/pixel_shuffle.cu    | _pixel_shuffle_layer_norm_backward_triton    |
+| varlen_attention                   | csrc/cpu/varlen_attention.cpp | vlmops/triton/varlen_attention.py (Triton) | none                    |
+| varlen_attention_backward          | csrc/cpu/varlen_attention.cpp | vlmops/triton/varlen_attention.py (Triton) | none                    |
 """
 
 import os
@@ -23,6 +25,9 @@ KERNEL_OWNERS = {
         "cuda": "CUDA C++",
         "triton": "_pixel_shuffle_layer_norm_backward_triton",
     },
+    # Attention's CUDA owner is Triton (registered on the public op); there is no CUDA C++ variant.
+    "varlen_attention": {"cpu": "C++", "cuda": "Triton", "triton": None},
+    "varlen_attention_backward": {"cpu": "C++", "cuda": "Triton", "triton": None},
 }
 
 _BACKENDS = ("cuda", "triton")

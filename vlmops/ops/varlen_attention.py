@@ -47,6 +47,37 @@ def _check_max_seqlen(name: str, value) -> None:
         raise ValueError(f"vlmops.{_FN}: {name} must be >= 0, got {value}")
 
 
+def check_inputs(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k) -> None:
+    """Every argument check of the op (shared with the Triton launchers); cu_seqlens values on CPU only."""
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        check_tensor(_FN, name, t, ndim=3)
+    if k.dtype != q.dtype or v.dtype != q.dtype:
+        raise ValueError(f"vlmops.{_FN}: q, k and v must share one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    if v.shape != k.shape:
+        raise ValueError(f"vlmops.{_FN}: v must have k's shape {tuple(k.shape)}, got {tuple(v.shape)}")
+    Nq, H, D = q.shape
+    Nk, Hk, Dk = k.shape
+    if Dk != D:
+        raise ValueError(f"vlmops.{_FN}: k has head dim {Dk} but q has {D}")
+    if not (32 <= D <= 256 and D % 8 == 0):
+        raise ValueError(f"vlmops.{_FN}: head dim must be a multiple of 8 in [32, 256], got {D}")
+    if Hk == 0 or H % Hk:
+        raise ValueError(f"vlmops.{_FN}: q heads ({H}) must be a multiple of k/v heads ({Hk})")
+    for name, cu in (("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k)):
+        check_tensor(_FN, name, cu, dtypes=(torch.int32,), ndim=1)
+        if cu.numel() == 0:
+            raise ValueError(f"vlmops.{_FN}: {name} must have B + 1 >= 1 entries, got none")
+    if cu_seqlens_k.numel() != cu_seqlens_q.numel():
+        raise ValueError(
+            f"vlmops.{_FN}: cu_seqlens_q has {cu_seqlens_q.numel()} entries but cu_seqlens_k has {cu_seqlens_k.numel()}"
+        )
+    check_same_device(_FN, "q", q, k=k, v=v, cu_seqlens_q=cu_seqlens_q, cu_seqlens_k=cu_seqlens_k)
+    _check_max_seqlen("max_seqlen_q", max_seqlen_q)
+    _check_max_seqlen("max_seqlen_k", max_seqlen_k)
+    _check_cu_seqlens("cu_seqlens_q", cu_seqlens_q, Nq, max_seqlen_q)
+    _check_cu_seqlens("cu_seqlens_k", cu_seqlens_k, Nk, max_seqlen_k)
+
+
 def varlen_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -88,41 +119,21 @@ def varlen_attention(
     cu_seqlens values are checked eagerly too; on CUDA they are not read on the host (that would
     synchronize) and must be valid.
     """
-    for name, t in (("q", q), ("k", k), ("v", v)):
+    for name, t in (("q", q), ("k", k)):
         check_tensor(_FN, name, t, ndim=3)
-    if k.dtype != q.dtype or v.dtype != q.dtype:
-        raise ValueError(f"vlmops.{_FN}: q, k and v must share one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
-    if v.shape != k.shape:
-        raise ValueError(f"vlmops.{_FN}: v must have k's shape {tuple(k.shape)}, got {tuple(v.shape)}")
-    Nq, H, D = q.shape
-    Nk, Hk, Dk = k.shape
-    if Dk != D:
-        raise ValueError(f"vlmops.{_FN}: k has head dim {Dk} but q has {D}")
-    if not (32 <= D <= 256 and D % 8 == 0):
-        raise ValueError(f"vlmops.{_FN}: head dim must be a multiple of 8 in [32, 256], got {D}")
-    if Hk == 0 or H % Hk:
-        raise ValueError(f"vlmops.{_FN}: q heads ({H}) must be a multiple of k/v heads ({Hk})")
     if cu_seqlens_k is None:
-        if Nk != Nq:
-            raise ValueError(f"vlmops.{_FN}: cu_seqlens_k is required when k has {Nk} tokens and q has {Nq}")
+        if k.shape[0] != q.shape[0]:
+            raise ValueError(
+                f"vlmops.{_FN}: cu_seqlens_k is required when k has {k.shape[0]} tokens and q has {q.shape[0]}"
+            )
         cu_seqlens_k = cu_seqlens_q
-    for name, cu in (("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k)):
-        check_tensor(_FN, name, cu, dtypes=(torch.int32,), ndim=1)
-        if cu.numel() == 0:
-            raise ValueError(f"vlmops.{_FN}: {name} must have B + 1 >= 1 entries, got none")
-    if cu_seqlens_k.numel() != cu_seqlens_q.numel():
-        raise ValueError(
-            f"vlmops.{_FN}: cu_seqlens_q has {cu_seqlens_q.numel()} entries but cu_seqlens_k has {cu_seqlens_k.numel()}"
-        )
-    check_same_device(_FN, "q", q, k=k, v=v, cu_seqlens_q=cu_seqlens_q, cu_seqlens_k=cu_seqlens_k)
-    _check_max_seqlen("max_seqlen_q", max_seqlen_q)
-    _check_max_seqlen("max_seqlen_k", max_seqlen_k)
-    _check_cu_seqlens("cu_seqlens_q", cu_seqlens_q, Nq, max_seqlen_q)
-    _check_cu_seqlens("cu_seqlens_k", cu_seqlens_k, Nk, max_seqlen_k)
+    check_inputs(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
     if softmax_scale is not None:
         if isinstance(softmax_scale, bool) or not isinstance(softmax_scale, (int, float)):
             raise TypeError(f"vlmops.{_FN}: softmax_scale must be a float or None, got {type(softmax_scale).__name__}")
         softmax_scale = float(softmax_scale)
+    if q.device.type == "cuda":
+        import vlmops.triton.varlen_attention  # noqa: F401  (registers the CUDA kernels)
     if _native.available():
         out, lse = torch.ops.vlmops.varlen_attention(
             q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale

@@ -10,7 +10,7 @@ and reads registers, spills and shared memory. A new family adds its module name
 import importlib
 from dataclasses import dataclass, field
 
-FAMILIES = ("vlmops.triton.pixel_shuffle",)
+FAMILIES = ("vlmops.triton.pixel_shuffle", "vlmops.triton.varlen_attention")
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ KERNEL_SPECS: list = []
 
 
 def _pointer_type(dtype) -> str:
-    names = {"float32": "fp32", "float64": "fp64", "float16": "fp16", "bfloat16": "bf16"}
+    names = {"float32": "fp32", "float64": "fp64", "float16": "fp16", "bfloat16": "bf16", "int32": "i32", "int64": "i64"}
     return "*" + names[str(dtype).replace("torch.", "")]
 
 
