@@ -42,3 +42,11 @@ TORCH_LIBRARY_FRAGMENT(vlmops, m) {
   m.def("_rope_triton(Tensor q, Tensor k, Tensor positions, Tensor axis, Tensor inv_freq, bool fp32_math, bool inverse=False) -> (Tensor, Tensor)");
   m.def("_rope_triton_(Tensor(a!) q, Tensor(b!) k, Tensor positions, Tensor axis, Tensor inv_freq, bool fp32_math, bool inverse=False) -> ()");
 }
+
+// Block-diagonal packed (varlen) attention, non-causal; q [Nq, H, D], k/v [Nk, Hk, D], cu_seqlens int32 [B + 1].
+TORCH_LIBRARY_FRAGMENT(vlmops, m) {
+  // -> (out [Nq, H, D] in q's dtype, lse [H, Nq] float32 (float64 for float64 inputs)); scale defaults to D^-0.5.
+  m.def("varlen_attention(Tensor q, Tensor k, Tensor v, Tensor cu_seqlens_q, Tensor cu_seqlens_k, int? max_seqlen_q=None, int? max_seqlen_k=None, float? softmax_scale=None) -> (Tensor, Tensor)");
+  // -> (grad_q, grad_k, grad_v): flash-attention 2 backward, probabilities recomputed from lse.
+  m.def("varlen_attention_backward(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, Tensor cu_seqlens_q, Tensor cu_seqlens_k, int? max_seqlen_q=None, int? max_seqlen_k=None, float? softmax_scale=None) -> (Tensor, Tensor, Tensor)");
+}

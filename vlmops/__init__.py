@@ -22,6 +22,7 @@ from vlmops.ops.rope import (
     rope_inv_freq,
     vision_rope_positions,
 )
+from vlmops.ops.varlen_attention import qwen2_5_vl_window_index, varlen_attention
 from vlmops.transformers import PatchReport, patch_model
 
 __version__ = "0.1.0"
@@ -33,6 +34,7 @@ __all__ = [
     "patch_model",
     "pixel_shuffle",
     "pixel_shuffle_layer_norm",
+    "qwen2_5_vl_window_index",
     "reference",
     "RopeTables",
     "apply_rope",
@@ -45,4 +47,5 @@ __all__ = [
     "rope_1d_tables",
     "rope_inv_freq",
     "vision_rope_positions",
+    "varlen_attention",
 ]

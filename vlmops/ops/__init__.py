@@ -14,6 +14,8 @@ VLMOPS_CUDA_BACKEND=triton (default: cuda) for benchmarks and tests.
 | patch_embed_backward               | csrc/cpu/patch_embed.cpp  | vlmops/triton/patch_embed.py  | (Triton owns the public op)                  |
 | rope (its backward: inverse=True)  | csrc/cpu/rope.cpp         | csrc/cuda/rope.cu             | _rope_triton                                 |
 | rope_ (in place)                   | csrc/cpu/rope.cpp         | csrc/cuda/rope.cu             | _rope_triton_                                |
+| varlen_attention                   | csrc/cpu/varlen_attention.cpp | vlmops/triton/varlen_attention.py (Triton) | none                    |
+| varlen_attention_backward          | csrc/cpu/varlen_attention.cpp | vlmops/triton/varlen_attention.py (Triton) | none                    |
 """
 
 import os
@@ -27,10 +29,13 @@ KERNEL_OWNERS = {
         "cuda": "CUDA C++",
         "triton": "_pixel_shuffle_layer_norm_backward_triton",
     },
-    "patch_embed": {"cpu": "C++", "cuda": "Triton", "triton": "patch_embed"},
-    "patch_embed_backward": {"cpu": "C++", "cuda": "Triton", "triton": "patch_embed_backward"},
+    "patch_embed": {"cpu": "C++", "cuda": "Triton", "triton": None},
+    "patch_embed_backward": {"cpu": "C++", "cuda": "Triton", "triton": None},
     "rope": {"cpu": "C++", "cuda": "CUDA C++", "triton": "_rope_triton"},
     "rope_": {"cpu": "C++", "cuda": "CUDA C++", "triton": "_rope_triton_"},
+    # Attention's CUDA owner is Triton (registered on the public op); there is no CUDA C++ variant.
+    "varlen_attention": {"cpu": "C++", "cuda": "Triton", "triton": None},
+    "varlen_attention_backward": {"cpu": "C++", "cuda": "Triton", "triton": None},
 }
 
 _BACKENDS = ("cuda", "triton")

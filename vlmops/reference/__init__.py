@@ -3,5 +3,6 @@
 from vlmops.reference.patch_embed import patch_embed
 from vlmops.reference.pixel_shuffle import pixel_shuffle, pixel_shuffle_layer_norm
 from vlmops.reference.rope import rope
+from vlmops.reference.varlen_attention import varlen_attention
 
-__all__ = ["patch_embed", "pixel_shuffle", "pixel_shuffle_layer_norm", "rope"]
+__all__ = ["patch_embed", "pixel_shuffle", "pixel_shuffle_layer_norm", "rope", "varlen_attention"]

@@ -10,7 +10,12 @@ and reads registers, spills and shared memory. A new family adds its module name
 import importlib
 from dataclasses import dataclass, field
 
-FAMILIES = ("vlmops.triton.pixel_shuffle", "vlmops.triton.patch_embed", "vlmops.triton.rope")
+FAMILIES = (
+    "vlmops.triton.pixel_shuffle",
+    "vlmops.triton.patch_embed",
+    "vlmops.triton.rope",
+    "vlmops.triton.varlen_attention",
+)
 
 
 @dataclass(frozen=True)
