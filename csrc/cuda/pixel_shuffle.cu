@@ -197,11 +197,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pixel_shuffle_layer_norm_cuda(con
                                                                              const c10::optional<at::Tensor>& weight,
                                                                              const c10::optional<at::Tensor>& bias,
                                                                              double eps) {
-  check_shuffle_input(x, scale);
+  check_layer_norm_forward(x, scale, weight, bias, eps);
   const int64_t s = scale, n = x.size(3) * s * s;
-  check_affine(weight, x, n, "weight");
-  check_affine(bias, x, n, "bias");
-  TORCH_CHECK(eps >= 0, "vlmops.pixel_shuffle_layer_norm: eps must be >= 0, got ", eps);
   c10::cuda::CUDAGuard guard(x.device());
   auto stream = c10::cuda::getCurrentCUDAStream();
   at::Tensor out = at::empty({x.size(0), x.size(1) / s, x.size(2) / s, n}, x.options());
@@ -227,14 +224,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pixel_shuffle_layer_norm_cuda(con
 std::tuple<at::Tensor, at::Tensor, at::Tensor> pixel_shuffle_layer_norm_backward_cuda(
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& mean, const at::Tensor& rstd,
     const c10::optional<at::Tensor>& weight, int64_t scale) {
-  check_backward_pair(grad_out, x, scale);
+  check_layer_norm_backward(grad_out, x, mean, rstd, weight, scale);
   const int64_t s = scale, n = grad_out.size(3);
-  check_affine(weight, x, n, "weight");
-  check_stats(mean, grad_out, "mean");
-  check_stats(rstd, grad_out, "rstd");
   const auto acc_dtype = stats_dtype(x.scalar_type());
-  TORCH_CHECK(mean.scalar_type() == acc_dtype && rstd.scalar_type() == acc_dtype,
-              "vlmops.pixel_shuffle_layer_norm_backward: mean and rstd must be ", acc_dtype);
   c10::cuda::CUDAGuard guard(x.device());
   auto stream = c10::cuda::getCurrentCUDAStream();
   const int64_t rows = mean.numel();

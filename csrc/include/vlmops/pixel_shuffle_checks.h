@@ -76,4 +76,26 @@ inline void check_backward_pair(const at::Tensor& grad_out, const at::Tensor& x,
               grad_out.device(), " but x is on ", x.device());
 }
 
+// Every check of the fused forward, shared by the CPU and CUDA entry points.
+inline void check_layer_norm_forward(const at::Tensor& x, int64_t scale, const c10::optional<at::Tensor>& weight,
+                                     const c10::optional<at::Tensor>& bias, double eps) {
+  check_shuffle_input(x, scale);
+  const int64_t n = x.size(3) * scale * scale;
+  check_affine(weight, x, n, "weight");
+  check_affine(bias, x, n, "bias");
+  TORCH_CHECK(eps >= 0, "vlmops.pixel_shuffle_layer_norm: eps must be >= 0, got ", eps);
+}
+
+// Every check of the fused backward, shared by the CPU and CUDA entry points.
+inline void check_layer_norm_backward(const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& mean,
+                                      const at::Tensor& rstd, const c10::optional<at::Tensor>& weight, int64_t scale) {
+  check_backward_pair(grad_out, x, scale);
+  check_affine(weight, x, grad_out.size(3), "weight");
+  check_stats(mean, grad_out, "mean");
+  check_stats(rstd, grad_out, "rstd");
+  const auto acc_dtype = stats_dtype(x.scalar_type());
+  TORCH_CHECK(mean.scalar_type() == acc_dtype && rstd.scalar_type() == acc_dtype,
+              "vlmops.pixel_shuffle_layer_norm_backward: mean and rstd must be ", acc_dtype);
+}
+
 }  // namespace vlmops
