@@ -36,6 +36,26 @@ def _patch_connector(root, connector, path):
     return [Replacement(path, type(connector).__name__, "vlmops.nn.PixelShuffleConnector")]
 
 
+# Idefics3Connector and SmolVLMConnector are the same code (same fingerprints in 5.24.0).
+_CONNECTOR_FORWARD_SHA = "67d6770854cb3449479f3e6e18f093cbb6da6e7f735457f558211878f0f2dc72"
+_CONNECTOR_SHUFFLE_SHA = "59fd364af5e65d6c062e339968dee46e9c9c1812817003b80b475f5cdfdcede8"
+
+
+def _connector_rule(family: str, module: str, class_name: str) -> Rule:
+    return Rule(
+        family=family,
+        kind="pixel_shuffle",
+        target=f"{module}:{class_name}",
+        guarded={
+            f"{module}:{class_name}.forward": _CONNECTOR_FORWARD_SHA,
+            f"{module}:{class_name}.pixel_shuffle": _CONNECTOR_SHUFFLE_SHA,
+        },
+        apply=_patch_connector,
+        patched=lambda m: isinstance(m, PixelShuffleConnector) and m.replaces == class_name,
+        replaces_matched=True,
+    )
+
+
 RULES = [
     Rule(
         family="InternVL",
@@ -51,28 +71,6 @@ RULES = [
         patched=lambda module: isinstance(getattr(module, "multi_modal_projector", None), PixelShuffleProjector),
         replaces_matched=False,
     ),
-    Rule(
-        family="Idefics3",
-        kind="pixel_shuffle",
-        target="transformers.models.idefics3.modeling_idefics3:Idefics3Connector",
-        guarded={
-            "transformers.models.idefics3.modeling_idefics3:Idefics3Connector.forward": "67d6770854cb3449479f3e6e18f093cbb6da6e7f735457f558211878f0f2dc72",
-            "transformers.models.idefics3.modeling_idefics3:Idefics3Connector.pixel_shuffle": "59fd364af5e65d6c062e339968dee46e9c9c1812817003b80b475f5cdfdcede8",
-        },
-        apply=_patch_connector,
-        patched=lambda module: isinstance(module, PixelShuffleConnector) and module.replaces == "Idefics3Connector",
-        replaces_matched=True,
-    ),
-    Rule(
-        family="SmolVLM",
-        kind="pixel_shuffle",
-        target="transformers.models.smolvlm.modeling_smolvlm:SmolVLMConnector",
-        guarded={
-            "transformers.models.smolvlm.modeling_smolvlm:SmolVLMConnector.forward": "67d6770854cb3449479f3e6e18f093cbb6da6e7f735457f558211878f0f2dc72",
-            "transformers.models.smolvlm.modeling_smolvlm:SmolVLMConnector.pixel_shuffle": "59fd364af5e65d6c062e339968dee46e9c9c1812817003b80b475f5cdfdcede8",
-        },
-        apply=_patch_connector,
-        patched=lambda module: isinstance(module, PixelShuffleConnector) and module.replaces == "SmolVLMConnector",
-        replaces_matched=True,
-    ),
+    _connector_rule("Idefics3", "transformers.models.idefics3.modeling_idefics3", "Idefics3Connector"),
+    _connector_rule("SmolVLM", "transformers.models.smolvlm.modeling_smolvlm", "SmolVLMConnector"),
 ]
