@@ -23,7 +23,7 @@ from vlmops.ops.rope import (
     vision_rope_positions,
 )
 from vlmops.ops.varlen_attention import qwen2_5_vl_window_index, varlen_attention
-from vlmops.transformers import PatchReport, patch_model
+from vlmops.transformers import PatchReport, patch_model, register_attention
 
 __version__ = "0.1.0"
 
@@ -36,6 +36,7 @@ __all__ = [
     "pixel_shuffle_layer_norm",
     "qwen2_5_vl_window_index",
     "reference",
+    "register_attention",
     "RopeTables",
     "apply_rope",
     "interleaved_mrope_tables",

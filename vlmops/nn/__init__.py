@@ -1,5 +1,6 @@
 """Drop-in modules: same parameters and state_dict keys as the transformers modules they replace."""
 
 from vlmops.nn.pixel_shuffle import PixelShuffleConnector, PixelShuffleProjector
+from vlmops.nn.vision_embeddings import CLIPVisionEmbeddings, SiglipVisionEmbeddings
 
-__all__ = ["PixelShuffleConnector", "PixelShuffleProjector"]
+__all__ = ["CLIPVisionEmbeddings", "PixelShuffleConnector", "PixelShuffleProjector", "SiglipVisionEmbeddings"]

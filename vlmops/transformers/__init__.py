@@ -10,13 +10,23 @@ from vlmops.transformers.patch import (
     _resolve,
     check_guarded,
 )
+from vlmops.transformers.attention_interface import register_attention
+from vlmops.transformers.clip_rules import RULES as _CLIP_RULES
 from vlmops.transformers.pixel_shuffle_rules import RULES as _PIXEL_SHUFFLE_RULES
 
-RULES = [*_PIXEL_SHUFFLE_RULES]
+RULES = [*_PIXEL_SHUFFLE_RULES, *_CLIP_RULES]
 
 SUPPORTED_FAMILIES = {rule.family: rule.kind for rule in RULES}
 
-__all__ = ["KINDS", "PatchReport", "SUPPORTED_FAMILIES", "UnsupportedModelError", "UnsupportedTransformersError", "patch_model"]
+__all__ = [
+    "KINDS",
+    "PatchReport",
+    "SUPPORTED_FAMILIES",
+    "UnsupportedModelError",
+    "UnsupportedTransformersError",
+    "patch_model",
+    "register_attention",
+]
 
 
 def patch_model(model: nn.Module, *, ops=None) -> PatchReport:
@@ -52,7 +62,7 @@ def patch_model(model: nn.Module, *, ops=None) -> PatchReport:
             if rule.patched(module):
                 report.add_family(rule.family)
                 continue
-            if not isinstance(module, cls):
+            if not isinstance(module, cls) or (rule.matches is not None and not rule.matches(module)):
                 continue
             report.add_family(rule.family)
             if rule.kind not in kinds:

@@ -56,6 +56,9 @@ class Rule:
     apply: Callable[[nn.Module, nn.Module, str], list]  # (root, matched module, its path) -> [Replacement]
     patched: Callable[[nn.Module], bool]  # is this module already the product of this rule?
     replaces_matched: bool  # the matched module itself is swapped (so it cannot be the root)
+    # Optional further test of a module of the target class (e.g. a vision tower not claimed by the
+    # rules of the VLM that contains it).
+    matches: Callable[[nn.Module], bool] | None = None
 
 
 def _resolve(spec: str):

@@ -1,0 +1,211 @@
+"""Patch rules of the CLIP / SigLIP vision towers, alone or inside LLaVA and LLaVA-OneVision.
+
+Two kinds per tower:
+
+- ``patch_embed``: ``CLIPVisionEmbeddings`` / ``SiglipVisionEmbeddings`` -> the ``vlmops.nn`` module
+  of the same name (Conv2d + CLS + position add as one ``vlmops.patch_embed``), sharing the
+  original's parameters.
+- ``attention``: the tower's attention implementation becomes ``"vlmops"`` (varlen attention over
+  the equal-length batch, ``vlmops.transformers.attention_interface``) through transformers' own
+  ``set_attn_implementation``: ``CLIPAttention`` / ``SiglipAttention`` read
+  ``config._attn_implementation`` at every forward, so no module is swapped.
+
+A tower inside a LLaVA / LLaVA-OneVision model is patched by that family's rules (the report names
+the outer family); the tower rules then leave it alone. Towers and embeddings carry the family that
+claimed them in ``vlmops_family``.
+"""
+
+from torch import nn
+
+from vlmops.nn.vision_embeddings import CLIPVisionEmbeddings, SiglipVisionEmbeddings
+from vlmops.transformers.attention_interface import NAME as ATTENTION_NAME
+from vlmops.transformers.attention_interface import register_attention
+from vlmops.transformers.patch import Replacement, Rule, UnsupportedTransformersError, _resolve, set_submodule
+
+CLIP = "transformers.models.clip.modeling_clip"
+SIGLIP = "transformers.models.siglip.modeling_siglip"
+LLAVA = "transformers.models.llava.modeling_llava"
+ONEVISION = "transformers.models.llava_onevision.modeling_llava_onevision"
+
+# sha256 of the source in transformers 5.24.0 (see vlmops.transformers.patch.check_guarded).
+_EMBEDDINGS_SHA = {
+    f"{CLIP}:CLIPVisionEmbeddings.__init__": "dc7e49cf9c8b06869539cb970190b3208b4eeff4b75ebbcb963abaa685682256",
+    f"{CLIP}:CLIPVisionEmbeddings.forward": "82de901f98bfe2d2bdb82440a3d4f98185cd8c9e49afd24027eeff2c23958a8e",
+    f"{CLIP}:CLIPVisionEmbeddings.interpolate_pos_encoding": "ab8b567e85f8f7b8d988fc9dc333fb4de120496b861555eb0d57863a5d3d3739",
+    f"{SIGLIP}:SiglipVisionEmbeddings.__init__": "3ac486320dc5e13a6ac6442b478ac4677eb8661da8eba6d73c9a4ed792c87a19",
+    f"{SIGLIP}:SiglipVisionEmbeddings.forward": "3a7f9d9a1759cd4d2b807af971c9ad368ee66b55431ab0be932ac1dc339626a7",
+    f"{SIGLIP}:SiglipVisionEmbeddings.interpolate_pos_encoding": "0ea8970982738b7361d0c23dca19b23ba6b08430f9d6b90f2075ad39d91a21dc",
+}
+# The attention path: the tower passes no mask, the layers pass it through, the attention modules
+# look the implementation up in config._attn_implementation with [B, H, L, D] views.
+_ATTENTION_SHA = {
+    f"{CLIP}:CLIPAttention.forward": "45fb45ce967c253b82b398090cb5f2799d3798f620067f2f3b84de00464561a9",
+    f"{CLIP}:CLIPEncoderLayer.forward": "75b63a9d281a8af0fcc3efb6b80f0bb0d9be9d3de4b30877f00e2d04c92abb5b",
+    f"{CLIP}:CLIPEncoder.forward": "1004cb628fc6685f8316486c8fe5e84692ecf7add0fbbc6f91cb397ab768ca50",
+    f"{CLIP}:CLIPVisionModel.forward": "6b056d1060d3ae4c17af01b7fdb078077658b65dc9b3cba75184a81e0bbd2aaf",
+    f"{SIGLIP}:SiglipAttention.forward": "66b32085cb786718602bd8b3b7c2ab194c40db4d1e8a1e86346d9242f4e5f30b",
+    f"{SIGLIP}:SiglipEncoderLayer.forward": "e2aec042a10f7e92e7189b11608ee6b2b6186e75b083b31b28bdf0fe7e4fdbbb",
+    f"{SIGLIP}:SiglipEncoder.forward": "d91ba546ba6bcc0710927bffa70189e0c09563e897a682a969b8f8b8456f6963",
+    f"{SIGLIP}:SiglipVisionModel.forward": "d423b654a7ec899459eb230086f0d8fc04da6a758bff43db9088838019749fc1",
+}
+# How the VLMs build and call their tower.
+_OUTER_SHA = {
+    "LLaVA": {
+        f"{LLAVA}:LlavaModel.__init__": "cc9af222e9282a4af2b876f0aa655fc7a6addd51d3c483be9127d8099edfb08a",
+        f"{LLAVA}:LlavaModel.get_image_features": "4f9de0c01a9b60039e655fae33df7ff530301fc8b411b76bdc6892c784d00a25",
+    },
+    "LLaVA-OneVision": {
+        f"{ONEVISION}:LlavaOnevisionModel.__init__": "4402fe653377309a489a0a3871ee13eab8bad537be08696f1a9986098afee03f",
+        f"{ONEVISION}:LlavaOnevisionModel.get_image_features": "e8244aeb1687ecf0f28fd107aaa2898c1238e03ec825a5cb49117c40c770f5cc",
+    },
+}
+
+# transformers class -> the vlmops module that replaces it, per tower kind.
+_TOWERS = {"CLIP": f"{CLIP}:CLIPVisionModel", "SigLIP": f"{SIGLIP}:SiglipVisionModel"}
+_EMBEDDINGS = {
+    "CLIP": (f"{CLIP}:CLIPVisionEmbeddings", CLIPVisionEmbeddings),
+    "SigLIP": (f"{SIGLIP}:SiglipVisionEmbeddings", SiglipVisionEmbeddings),
+}
+_ATTENTION = {"CLIP": f"{CLIP}:CLIPAttention", "SigLIP": f"{SIGLIP}:SiglipAttention"}
+
+
+def _owner(module: nn.Module):
+    return getattr(module, "vlmops_family", None)
+
+
+def _unclaimed_or(family: str):
+    return lambda module: _owner(module) in (None, family)
+
+
+def _tower_kind(tower: nn.Module):
+    """"CLIP" or "SigLIP" for a tower vlmops knows, else None."""
+    for kind, spec in _TOWERS.items():
+        if isinstance(tower, _resolve(spec)):
+            return kind
+    return None
+
+
+def _claim(tower: nn.Module, family: str) -> None:
+    tower.vlmops_family = family
+    tower.embeddings.vlmops_family = family
+
+
+def _attention_modules(tower: nn.Module, kind: str):
+    cls = _resolve(_ATTENTION[kind])
+    return [m for m in tower.modules() if isinstance(m, cls)]
+
+
+def _attention_is_vlmops(tower: nn.Module, kind: str) -> bool:
+    modules = _attention_modules(tower, kind)
+    return bool(modules) and all(m.config._attn_implementation == ATTENTION_NAME for m in modules)
+
+
+def _swap_embeddings(root: nn.Module, tower: nn.Module, tower_path: str, family: str) -> list:
+    vlmops_cls = _EMBEDDINGS[_tower_kind(tower)][1]
+    replaced = _replace_embeddings(root, tower.embeddings, f"{tower_path}.embeddings", vlmops_cls, family)
+    tower.vlmops_family = family
+    return replaced
+
+
+def _switch_attention(tower: nn.Module, tower_path: str, family: str) -> list:
+    kind = _tower_kind(tower)
+    old = tower.config._attn_implementation
+    register_attention()
+    tower.set_attn_implementation(ATTENTION_NAME)
+    if not _attention_is_vlmops(tower, kind):
+        raise UnsupportedTransformersError(
+            f"vlmops.patch_model: set_attn_implementation('{ATTENTION_NAME}') on {type(tower).__name__} did not reach "
+            f"its {_ATTENTION[kind].split(':')[1]} modules; refusing to patch ({family}, attention)"
+        )
+    _claim(tower, family)
+    layers = len(_attention_modules(tower, kind))
+    return [Replacement(tower_path, f'attn_implementation="{old}" ({layers} layers)',
+                        f'attn_implementation="{ATTENTION_NAME}" (vlmops.varlen_attention)')]
+
+
+def _tower_rules(family: str) -> list:
+    """Rules for a bare CLIP / SigLIP tower (not claimed by a VLM's rules)."""
+    embeddings_target, vlmops_cls = _EMBEDDINGS[family]
+    return [
+        Rule(
+            family=family,
+            kind="patch_embed",
+            target=embeddings_target,
+            guarded={k: v for k, v in _EMBEDDINGS_SHA.items() if k.startswith(embeddings_target)},
+            apply=lambda root, old, path: _replace_embeddings(root, old, path, vlmops_cls, family),
+            patched=lambda m: isinstance(m, vlmops_cls) and _owner(m) == family,
+            replaces_matched=True,
+            matches=_unclaimed_or(family),
+        ),
+        Rule(
+            family=family,
+            kind="attention",
+            target=_TOWERS[family],
+            guarded={k: v for k, v in _ATTENTION_SHA.items() if k.startswith(_TOWERS[family].split(":")[0])},
+            apply=lambda root, tower, path: _switch_attention(tower, path, family),
+            patched=lambda m: (isinstance(m, _resolve(_TOWERS[family])) and _owner(m) in (None, family)
+                               and _attention_is_vlmops(m, family)),
+            replaces_matched=False,
+            matches=_unclaimed_or(family),
+        ),
+    ]
+
+
+def _replace_embeddings(root: nn.Module, old: nn.Module, path: str, vlmops_cls, family: str) -> list:
+    new = vlmops_cls.from_transformers(old)
+    new.vlmops_family = family
+    set_submodule(root, path, new)
+    return [Replacement(path, type(old).__name__, f"vlmops.nn.{vlmops_cls.__name__}")]
+
+
+def _vlm_rules(family: str, target: str) -> list:
+    """Rules for a VLM whose ``vision_tower`` is a CLIP or SigLIP vision model."""
+    def tower_of(model):
+        """The model's CLIP / SigLIP tower, or None (transformers is imported here, not at import time)."""
+        if not isinstance(model, _resolve(target)):
+            return None
+        return model.vision_tower if _tower_kind(model.vision_tower) else None
+
+    def prefix(path):
+        return f"{path}.vision_tower" if path else "vision_tower"
+
+    def embeddings_patched(model):
+        tower = tower_of(model)
+        return tower is not None and isinstance(tower.embeddings, (CLIPVisionEmbeddings, SiglipVisionEmbeddings))
+
+    def attention_patched(model):
+        tower = tower_of(model)
+        return tower is not None and _attention_is_vlmops(tower, _tower_kind(tower))
+
+    guarded = _OUTER_SHA[family]
+    return [
+        Rule(
+            family=family,
+            kind="patch_embed",
+            target=target,
+            guarded={**guarded, **_EMBEDDINGS_SHA},
+            apply=lambda root, model, path: _swap_embeddings(root, model.vision_tower, prefix(path), family),
+            patched=embeddings_patched,
+            replaces_matched=False,
+            matches=lambda model: tower_of(model) is not None,
+        ),
+        Rule(
+            family=family,
+            kind="attention",
+            target=target,
+            guarded={**guarded, **_ATTENTION_SHA},
+            apply=lambda root, model, path: _switch_attention(model.vision_tower, prefix(path), family),
+            patched=attention_patched,
+            replaces_matched=False,
+            matches=lambda model: tower_of(model) is not None,
+        ),
+    ]
+
+
+# The VLM rules come first: they claim their towers before the tower rules look at them.
+RULES = [
+    *_vlm_rules("LLaVA", f"{LLAVA}:LlavaModel"),
+    *_vlm_rules("LLaVA-OneVision", f"{ONEVISION}:LlavaOnevisionModel"),
+    *_tower_rules("CLIP"),
+    *_tower_rules("SigLIP"),
+]
