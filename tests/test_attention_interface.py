@@ -191,3 +191,23 @@ def test_backward_matches_sdpa():
     grad = torch.randn_like(out)
     for g, e in zip(torch.autograd.grad(out, (q, k, v), grad), torch.autograd.grad(expected, (q, k, v), grad)):
         torch.testing.assert_close(g, e)
+
+
+def test_qwen2_vl_vision_tower_runs_on_vlmops():
+    # Not a flash implementation by name, so Qwen2-VL's vision attention calls it once per frame.
+    from transformers.models.qwen2_vl.configuration_qwen2_vl import Qwen2VLVisionConfig
+    from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VisionTransformerPretrainedModel
+
+    config = Qwen2VLVisionConfig(depth=2, embed_dim=64, hidden_size=48, num_heads=2, mlp_ratio=2)
+    torch.manual_seed(0)
+    reference = Qwen2VisionTransformerPretrainedModel._from_config(config, attn_implementation="sdpa").eval()
+    model = Qwen2VisionTransformerPretrainedModel._from_config(config, attn_implementation="vlmops").eval()
+    model.load_state_dict(reference.state_dict())
+    grid_thw = torch.tensor([[1, 4, 6], [2, 2, 4]])
+    pixel_values = torch.randn(int(grid_thw.prod(-1).sum()), 3 * 2 * 14 * 14)
+    with torch.no_grad():
+        expected = reference(pixel_values, grid_thw=grid_thw).last_hidden_state
+        with RecordOps() as recorder:
+            got = model(pixel_values, grid_thw=grid_thw).last_hidden_state
+    assert recorder.calls.count("vlmops::varlen_attention") == config.depth * int(grid_thw[:, 0].sum())
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)

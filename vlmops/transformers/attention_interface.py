@@ -12,6 +12,10 @@ What the implementation runs:
   ``cu_seqlens = arange(B + 1) * L`` built on their device: nothing synchronizes with the host.
 - Where transformers passes flash-attn's varlen kwargs (``cu_seq_lens_q``/``cu_seq_lens_k`` and
   ``max_length_q``/``max_length_k``, with ``B == 1`` packed sequences), those boundaries are used.
+  Qwen2-VL / Qwen2.5-VL vision attention passes them only to implementations whose name contains
+  "flash" (``is_flash_attention_requested``); under ``"vlmops"`` it runs its own per-image loop
+  (transformers' code, which reads the lengths on the host) and calls this once per image. The
+  Qwen patch rules of ``vlmops.patch_model`` are the packed path for those towers.
 - Grouped-query attention (``Hk < H``) runs as is, without repeating k/v.
 
 What it refuses (``ValueError`` naming the cause), rather than compute something else: an attention

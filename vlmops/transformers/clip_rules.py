@@ -60,7 +60,7 @@ _OUTER_SHA = {
     },
 }
 
-# transformers class -> the vlmops module that replaces it, per tower kind.
+# Per tower kind: the tower class, its embeddings class and the vlmops replacement, its attention class.
 _TOWERS = {"CLIP": f"{CLIP}:CLIPVisionModel", "SigLIP": f"{SIGLIP}:SiglipVisionModel"}
 _EMBEDDINGS = {
     "CLIP": (f"{CLIP}:CLIPVisionEmbeddings", CLIPVisionEmbeddings),
@@ -98,6 +98,13 @@ def _attention_modules(tower: nn.Module, kind: str):
 def _attention_is_vlmops(tower: nn.Module, kind: str) -> bool:
     modules = _attention_modules(tower, kind)
     return bool(modules) and all(m.config._attn_implementation == ATTENTION_NAME for m in modules)
+
+
+def _replace_embeddings(root: nn.Module, old: nn.Module, path: str, vlmops_cls, family: str) -> list:
+    new = vlmops_cls.from_transformers(old)
+    new.vlmops_family = family
+    set_submodule(root, path, new)
+    return [Replacement(path, type(old).__name__, f"vlmops.nn.{vlmops_cls.__name__}")]
 
 
 def _swap_embeddings(root: nn.Module, tower: nn.Module, tower_path: str, family: str) -> list:
@@ -151,15 +158,9 @@ def _tower_rules(family: str) -> list:
     ]
 
 
-def _replace_embeddings(root: nn.Module, old: nn.Module, path: str, vlmops_cls, family: str) -> list:
-    new = vlmops_cls.from_transformers(old)
-    new.vlmops_family = family
-    set_submodule(root, path, new)
-    return [Replacement(path, type(old).__name__, f"vlmops.nn.{vlmops_cls.__name__}")]
-
-
 def _vlm_rules(family: str, target: str) -> list:
     """Rules for a VLM whose ``vision_tower`` is a CLIP or SigLIP vision model."""
+
     def tower_of(model):
         """The model's CLIP / SigLIP tower, or None (transformers is imported here, not at import time)."""
         if not isinstance(model, _resolve(target)):
