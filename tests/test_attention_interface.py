@@ -63,7 +63,8 @@ def projections(batch, length, heads, kv_heads, head_dim, dtype=torch.float32):
     return q, k, v
 
 
-@pytest.mark.parametrize("batch,length,heads,kv_heads,head_dim", [(3, 17, 4, 4, 32), (2, 9, 4, 2, 64), (1, 1, 2, 1, 40)])
+@pytest.mark.parametrize("batch,length,heads,kv_heads,head_dim",
+                         [(3, 17, 4, 4, 32), (2, 9, 4, 2, 64), (1, 1, 2, 1, 40)])
 def test_matches_transformers_sdpa(batch, length, heads, kv_heads, head_dim):
     torch.manual_seed(0)
     q, k, v = projections(batch, length, heads, kv_heads, head_dim, torch.float64)
@@ -72,6 +73,13 @@ def test_matches_transformers_sdpa(batch, length, heads, kv_heads, head_dim):
     got, weights = vlmops_attention_forward(module, q, k, v, None, scaling=0.3)
     assert weights is None and got.shape == (batch, length, heads, head_dim)
     torch.testing.assert_close(got, expected)
+
+
+def test_empty_sequences():
+    # transformers' sdpa cannot reshape an empty output; varlen attention returns one.
+    q, k, v = projections(2, 0, 2, 2, 32)
+    out, _ = vlmops_attention_forward(Attention(), q, k, v, None)
+    assert out.shape == (2, 0, 2, 32)
 
 
 def test_packed_views_are_not_copied():

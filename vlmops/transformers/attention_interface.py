@@ -47,7 +47,7 @@ def _packed(t: torch.Tensor) -> torch.Tensor:
 
 
 def _uniform_cu_seqlens(batch: int, length: int, device: torch.device) -> torch.Tensor:
-    return torch.arange(0, (batch + 1) * length, length, dtype=torch.int32, device=device)
+    return torch.arange(batch + 1, dtype=torch.int32, device=device) * length
 
 
 def vlmops_attention_forward(
