@@ -9,8 +9,9 @@ alone (Conv2d + flatten + CLS concat + position add vs one ``patch_embed``).
 - `siglip-so400m`: SigLIP so400m/14 at 384 px (LLaVA-OneVision's tower): hidden 1152, 16 heads, MLP 4304.
 
 Default sizes are reduced for the 2-core CPU (2 layers, 2 images at the real resolution); --full:
-the real depth (24 / 27) and 8 images. fp32 on CPU, bf16 on CUDA. The FLOP count is the GEMMs' (projections, MLP, patch
-embedding, attention).
+the real depth (24 / 27) and 8 images. fp32 on CPU, bf16 on CUDA. The FLOP count is the GEMMs'
+(projections, MLP, patch embedding, attention); the bytes are the pixels, the weights and the
+output, each once.
 """
 
 import copy
@@ -66,9 +67,12 @@ def test_vision_tower(benchmark, request, device, name, impl, part):
         model = copy.deepcopy(model)
         vlmops.patch_model(model)
     function = model.embeddings if part == "embeddings" else (lambda x: model(x).last_hidden_state)
+    # Ideal traffic: the pixels and the weights read once, the output written once.
+    weights = (model.embeddings if part == "embeddings" else model).parameters()
+    moved = sum(t.numel() * t.element_size() for t in (pixel_values, expected, *weights))
     benchmark.group = f"clip_tower:{name}{'-embeddings' if part == 'embeddings' else ''}:fwd"
     benchmark.extra_info.update(impl=impl, role="vlmops" if impl == "vlmops" else "baseline",
-                                dtype=str(dtype).replace("torch.", ""),
+                                dtype=str(dtype).replace("torch.", ""), bytes=moved,
                                 flops=_flops(name, 0 if part == "embeddings" else layers, images, side))
     tol = 2e-2 if dtype == torch.bfloat16 else 1e-3
     with torch.no_grad():
