@@ -183,6 +183,17 @@ def test_opcheck_forward_and_backward():
         torch.library.opcheck(torch.ops.vlmops.varlen_attention_backward.default, bwd_args)
 
 
+def test_torch_compile_fullgraph():
+    # The wrapper's CPU checks of cu_seqlens values are data-dependent: under torch.compile they are
+    # left to the kernel instead of breaking the graph.
+    lengths = [5, 0, 9, 1]
+    cu = cu_seqlens_of(lengths)
+    q, k, v = make_qkv(lengths, 4, 2, 32, torch.float32)
+    compiled = torch.compile(lambda q, k, v, cu: vlmops.varlen_attention(q, k, v, cu), fullgraph=True,
+                             backend="aot_eager")
+    torch.testing.assert_close(compiled(q, k, v, cu), vlmops.varlen_attention(q, k, v, cu))
+
+
 def test_matches_transformers_qwen2_5_vl_vision_attention():
     from transformers.models.qwen2_5_vl.configuration_qwen2_5_vl import Qwen2_5_VLVisionConfig
     from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import (

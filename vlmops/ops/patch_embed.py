@@ -22,7 +22,10 @@ PIXEL_DTYPES = (torch.uint8,) + FLOAT_DTYPES
 
 def _patches_per_sample(x: torch.Tensor, weight: torch.Tensor) -> int:
     """Patches of one image/video (L); x was validated."""
-    return math.prod(size // k for size, k in zip(x.shape[2:], weight.shape[2:]))
+    patches = 1
+    for size, k in zip(x.shape[2:], weight.shape[2:]):  # a loop, not math.prod(generator): Dynamo traces it
+        patches *= size // k
+    return patches
 
 
 def _check_geometry(x, weight) -> None:
