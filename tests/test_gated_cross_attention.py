@@ -318,3 +318,64 @@ def test_builders_validate_arguments():
         vlmops.flamingo_kv_ranges(torch.zeros(1, 3, dtype=torch.bool), 0)
     with pytest.raises(ValueError, match="masked_rows must be"):
         vlmops.mllama_kv_ranges(torch.zeros(1, 3, 1, 1), 4, masked_rows="meta")
+
+
+# ---- Triton kernels (the CUDA owner of the op) under the interpreter on CPU tensors -----------------
+# Tiny blocks so 20 rows and 50 keys cross many tiles; ranges mix runs, empty rows and single rows.
+
+
+@pytest.mark.parametrize("D,H,Hk", [(40, 4, 2), (72, 2, 2), (16, 3, 1)])
+@pytest.mark.parametrize("splits", [1, 3])
+@pytest.mark.parametrize("gated", [False, True])
+def test_triton_forward_and_backward_match_reference(D, H, Hk, splits, gated):
+    from vlmops.triton import gated_cross_attention as triton_attention
+
+    B, Lq, Lk = 2, 20, 50
+    q, k, v = make_qkv(B, Lq, Lk, H, Hk, D, torch.float32)
+    start, end = mixed_ranges(B, Lq, Lk, seed=2)
+    gate = torch.tensor([-0.6]) if gated else None
+    out, lse = triton_attention.gated_cross_attention(q, k, v, start, end, gate, block_m=16, block_n=16,
+                                                      splits=splits)
+    ref_out, ref_lse = reference_attention(q.double(), k.double(), v.double(), start, end,
+                                           None if gate is None else gate.double())
+    assert max_abs(out, ref_out) < 2e-5
+    assert torch.equal(torch.isneginf(lse), torch.isneginf(ref_lse))
+    finite = torch.isfinite(ref_lse)
+    assert max_abs(lse[finite], ref_lse[finite]) < 2e-5
+    if splits > 1:
+        return  # the backward does not split
+    grad_out = torch.randn(q.shape)
+    grads = triton_attention.gated_cross_attention_backward(grad_out, q, k, v, out, lse, start, end, gate,
+                                                            block_m=16, block_n=16)
+    tensors = [t.double() for t in (q, k, v)] + ([] if gate is None else [gate.double()])
+    ref = grads_of(lambda *t: reference_attention(*t[:3], start, end, *t[3:])[0], tensors, grad_out.double())
+    for g, r in zip(grads, ref):
+        assert max_abs(g, r) < 1e-4 * max(1.0, r.abs().max().item())
+    assert grads[3].numel() == (1 if gated else 0)
+
+
+def test_triton_decode_split_keys_and_fp16():
+    from vlmops.triton import gated_cross_attention as triton_attention
+
+    q, k, v = make_qkv(1, 1, 300, 4, 2, 32, torch.float16)
+    start, end = ranges([[(37, 290)]])
+    assert triton_attention.num_splits(1, 4, 1, 300, 16, 16) > 1  # decode splits the keys
+    out, _ = triton_attention.gated_cross_attention(q, k, v, start, end, torch.tensor(0.8), block_n=16)
+    ref, _ = reference_attention(q.double(), k.double(), v.double(), start, end, torch.tensor(0.8, dtype=torch.float64))
+    pytorch, _ = reference_attention(q, k, v, start, end, torch.tensor(0.8, dtype=torch.float16))
+    assert max_abs(out, ref) <= 3 * max(max_abs(pytorch, ref), 1e-3)
+
+
+def test_triton_clamps_bad_ranges_instead_of_reading_out_of_bounds(monkeypatch):
+    from vlmops.triton import gated_cross_attention as triton_attention
+
+    q, k, v = make_qkv(1, 3, 20, 2, 2, 16, torch.float32)
+    start, end = ranges([[(0, 20), (5, 9), (0, 0)]])
+    # The launcher checks values like the op on CPU; on a GPU it cannot (no sync) and the kernel clamps.
+    with pytest.raises(ValueError, match="kv_end <= Lk"):
+        triton_attention.gated_cross_attention(q, k, v, start, end + 5)
+    monkeypatch.setattr(triton_attention, "_check", lambda *args: None)
+    bad_start, bad_end = ranges([[(-4, 25), (5, 9), (7, 3)]])
+    out, _ = triton_attention.gated_cross_attention(q, k, v, bad_start, bad_end, block_m=16, block_n=16)
+    ref, _ = reference_attention(q.double(), k.double(), v.double(), start, end)
+    assert max_abs(out, ref) < 2e-5
