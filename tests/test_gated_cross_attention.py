@@ -379,3 +379,136 @@ def test_triton_clamps_bad_ranges_instead_of_reading_out_of_bounds(monkeypatch):
     out, _ = triton_attention.gated_cross_attention(q, k, v, bad_start, bad_end, block_m=16, block_n=16)
     ref, _ = reference_attention(q.double(), k.double(), v.double(), start, end)
     assert max_abs(out, ref) < 2e-5
+
+
+# ---- modules -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("only_immediate", [True, False])
+@pytest.mark.parametrize("use_cached_media", [False, True])
+def test_flamingo_block_matches_openflamingo(only_immediate, use_cached_media):
+    from vlmops.reference.gated_cross_attention import openflamingo_block
+
+    torch.manual_seed(0)
+    block = vlmops.nn.GatedCrossAttentionBlock(dim=48, dim_visual=40, dim_head=16, heads=3,
+                                               only_attend_immediate_media=only_immediate).double()
+    with torch.no_grad():
+        block.attn_gate.fill_(0.7)
+        block.ff_gate.fill_(-0.4)
+    state = block.state_dict()
+    assert sorted(state) == sorted([
+        "attn.norm.weight", "attn.norm.bias", "attn.to_q.weight", "attn.to_kv.weight", "attn.to_out.weight",
+        "attn_gate", "ff.0.weight", "ff.0.bias", "ff.1.weight", "ff.3.weight", "ff_gate",
+    ])
+    x = torch.randn(2, 11, 48, dtype=torch.float64)
+    media = torch.randn(2, 3, 5, 40, dtype=torch.float64)
+    locations = torch.zeros(2, 11, dtype=torch.bool)
+    # Sample 0 starts with text before its first image, sample 1 with an image.
+    locations[0, [2, 6]] = True
+    locations[1, [0, 4, 8]] = True
+    ours = block(x, media, locations, use_cached_media=use_cached_media)
+    expected = openflamingo_block(state, x, media, locations, 3, only_immediate, use_cached_media)
+    rows = torch.ones(2, 11, dtype=torch.bool)
+    if not only_immediate and not use_cached_media:
+        # OpenFlamingo's all-masked softmax averages every image for text before the first image;
+        # the block gives such rows no attention output (documented in flamingo_kv_ranges).
+        rows[0, :2] = False
+    assert max_abs(ours[rows], expected[rows]) < 1e-12
+    assert max_abs(block(x, media), openflamingo_block(state, x, media, None, 3, only_immediate)) < 1e-12
+
+
+def test_flamingo_block_gradients_reach_both_gates_at_zero():
+    torch.manual_seed(0)
+    block = vlmops.nn.GatedCrossAttentionBlock(dim=32, dim_visual=24, dim_head=8, heads=4).double()
+    x = torch.randn(1, 6, 32, dtype=torch.float64)
+    media = torch.randn(1, 2, 3, 24, dtype=torch.float64)
+    locations = torch.tensor([[False, True, False, False, True, False]])
+    block(x, media, locations).sum().backward()
+    from vlmops.reference.gated_cross_attention import openflamingo_block
+
+    state = {k: v.detach().clone().requires_grad_() for k, v in block.state_dict().items()}
+    openflamingo_block(state, x, media, locations, 4, True).sum().backward()
+    for name, p in block.named_parameters():
+        assert max_abs(p.grad, state[name].grad) < 1e-10, name
+    assert block.attn_gate.grad.abs().item() > 0  # Flamingo starts at alpha = 0
+
+
+def tiny_mllama_text_config(**overrides):
+    from transformers import MllamaTextConfig
+
+    config = dict(vocab_size=64, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, cross_attention_layers=[1], rope_parameters={"rope_type": "default",
+                                                                                      "rope_theta": 10000.0})
+    config.update(overrides)
+    return MllamaTextConfig(**config)
+
+
+def mllama_inputs(B=2, Lq=9, n_images=2, n_tiles=2, tokens=5, hidden=64, seed=0):
+    from transformers.models.mllama.modeling_mllama import _prepare_cross_attention_mask
+
+    gen = torch.Generator().manual_seed(seed)
+    mask = torch.zeros(B, Lq, n_images, n_tiles, dtype=torch.int64)
+    mask[0, 3:6, 0, :] = 1  # three text rows before image 0
+    mask[0, 6:, 1, :1] = 1  # image 1 has one real tile
+    mask[1, 0:, 0, :] = 1
+    states = torch.randn(B, n_images * n_tiles * tokens, hidden, generator=gen, dtype=torch.float64)
+    hidden_states = torch.randn(B, Lq, hidden, generator=gen, dtype=torch.float64)
+    additive, row_mask = _prepare_cross_attention_mask(mask, num_vision_tokens=tokens, dtype=torch.float64)
+    return mask, states, hidden_states, additive, row_mask
+
+
+@pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
+def test_mllama_cross_attention_matches_transformers_with_cache(attn_implementation):
+    from transformers import DynamicCache
+    from transformers.models.mllama.modeling_mllama import MllamaTextCrossAttention
+
+    config = tiny_mllama_text_config()
+    config._attn_implementation = attn_implementation
+    torch.manual_seed(0)
+    theirs = MllamaTextCrossAttention(config, layer_idx=1).double().eval()
+    ours = vlmops.nn.MllamaCrossAttention.from_mllama(theirs, tokens_per_tile=5)
+    mask, states, hidden, additive, _ = mllama_inputs()
+    cache_theirs, cache_ours = DynamicCache(config=config), DynamicCache(config=config)
+    tol = 1e-12 if attn_implementation == "sdpa" else 1e-6  # eager's softmax runs in float32
+    with torch.no_grad():
+        expected, _ = theirs(hidden, states, cache=cache_theirs, attention_mask=additive)
+        got, _ = ours(hidden, states, cache=cache_ours, attention_mask=additive)
+        assert max_abs(got, expected) < tol
+        for a, b in ((cache_ours.layers[1].keys, cache_theirs.layers[1].keys),
+                     (cache_ours.layers[1].values, cache_theirs.layers[1].values)):
+            assert torch.equal(a, b)
+        # Decode steps: no new image, K/V read from the cache; one row of the mask per step.
+        for step in range(2):
+            token = torch.randn(2, 1, 64, dtype=torch.float64)
+            row = additive[:, :, -1:]
+            expected, _ = theirs(token, None, cache=cache_theirs, attention_mask=row)
+            got, _ = ours(token, None, cache=cache_ours, attention_mask=row)
+            assert max_abs(got, expected) < tol
+
+
+def test_mllama_decoder_layer_matches_transformers_and_meta_placement():
+    from transformers.models.mllama.modeling_mllama import MllamaCrossAttentionDecoderLayer
+
+    config = tiny_mllama_text_config()
+    config._attn_implementation = "sdpa"
+    torch.manual_seed(0)
+    layer = MllamaCrossAttentionDecoderLayer(config, layer_idx=1).double().eval()
+    with torch.no_grad():
+        layer.cross_attn_attn_gate.fill_(0.6)
+        layer.cross_attn_mlp_gate.fill_(-0.3)
+    mask, states, hidden, additive, row_mask = mllama_inputs()
+    with torch.no_grad():
+        expected = layer(hidden, states, additive, None, row_mask)
+        original = layer.cross_attn
+        layer.cross_attn = vlmops.nn.MllamaCrossAttention.from_mllama(original, tokens_per_tile=5)
+        got = layer(hidden, states, additive, None, row_mask)
+        assert max_abs(got, expected) < 1e-12
+        # Meta's placement: rows that see no image get no attention output before o_proj.
+        meta = vlmops.nn.MllamaCrossAttention.from_mllama(original, tokens_per_tile=5, placement="meta")
+        out, _ = meta(hidden, states, attention_mask=additive, full_text_row_masked_out_mask=row_mask)
+        start, end = vlmops.mllama_kv_ranges(mask, 5)
+        by_ranges, _ = meta(hidden, states, kv_ranges=(start, end))
+        assert max_abs(out, by_ranges) < 1e-12
+        assert torch.all(out[0, :3] == 0) and torch.all(out[:, 3:] != 0)
+        with pytest.raises(ValueError, match="needs full_text_row_masked_out_mask"):
+            meta(hidden, states, attention_mask=additive)

@@ -1,5 +1,12 @@
 """Drop-in modules: same parameters and state_dict keys as the transformers modules they replace."""
 
+from vlmops.nn.gated_cross_attention import GatedCrossAttentionBlock, MaskedCrossAttention, MllamaCrossAttention
 from vlmops.nn.pixel_shuffle import PixelShuffleConnector, PixelShuffleProjector
 
-__all__ = ["PixelShuffleConnector", "PixelShuffleProjector"]
+__all__ = [
+    "GatedCrossAttentionBlock",
+    "MaskedCrossAttention",
+    "MllamaCrossAttention",
+    "PixelShuffleConnector",
+    "PixelShuffleProjector",
+]

@@ -241,6 +241,7 @@ def flamingo_kv_ranges(
     tokens_per_image: int,
     only_attend_immediate_media: bool = True,
     num_media: int | None = None,
+    use_cached_media: bool = False,
 ):
     """Key ranges of Flamingo / OpenFlamingo's ``MaskedCrossAttention`` from ``media_locations``.
 
@@ -258,6 +259,8 @@ def flamingo_kv_ranges(
         only_attend_immediate_media: OpenFlamingo's flag of the same name.
         num_media: ``T``, the images per sample. When given, a token whose media time exceeds it sees
             only the existing images (immediate mode: none), as OpenFlamingo's mask does.
+        use_cached_media: OpenFlamingo's decode convention: every token's media time is the number of
+            ``<image>`` tokens in its whole row (the text attends to the last cached image).
 
     Returns:
         ``(kv_start, kv_end)`` int32 ``[B, Lq]`` on media_locations' device.
@@ -267,7 +270,10 @@ def flamingo_kv_ranges(
     check_int(fn, "tokens_per_image", tokens_per_image, minimum=1)
     if num_media is not None:
         check_int(fn, "num_media", num_media, minimum=0)
-    text_time = media_locations.to(torch.int64).cumsum(-1)
+    if use_cached_media:
+        text_time = media_locations.sum(-1, keepdim=True).expand(media_locations.shape)
+    else:
+        text_time = media_locations.to(torch.int64).cumsum(-1)
     if num_media is None:
         last = text_time
         seen = text_time > 0

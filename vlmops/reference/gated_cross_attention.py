@@ -62,3 +62,45 @@ def mllama_mask(cross_attention_mask, tokens_per_tile):
     full-text-row correction of ``_prepare_cross_attention_mask``)."""
     B, Lq = cross_attention_mask.shape[:2]
     return (cross_attention_mask != 0).reshape(B, Lq, -1).repeat_interleave(tokens_per_tile, dim=-1)
+
+
+def openflamingo_block(state, x, media, media_locations, heads, only_attend_immediate_media, use_cached_media=False):
+    """OpenFlamingo's ``GatedCrossAttentionBlock`` forward from its published definition, on a state
+    dict with its parameter names; float64 dense masks.
+
+    ``MaskedCrossAttention``: LayerNorm -> q = to_q(x) * dim_head^-0.5, (k, v) = to_kv(media) chunked,
+    scores masked by the media-time rule with ``-finfo.max``, softmax, rows before any image zeroed
+    in the immediate mode, then to_out. The block adds ``tanh(attn_gate)`` times that to x, then
+    ``tanh(ff_gate) * FFW(x)`` with FFW = LayerNorm -> Linear -> GELU -> Linear.
+    """
+    import torch.nn.functional as F
+
+    B, T_txt, dim = x.shape
+    T_img, n = media.shape[1:3]
+    inner = state["attn.to_q.weight"].shape[0]
+    dim_head = inner // heads
+    h = F.layer_norm(x, (dim,), state["attn.norm.weight"], state["attn.norm.bias"])
+    q = (h @ state["attn.to_q.weight"].t()).view(B, T_txt, heads, dim_head).transpose(1, 2) * dim_head**-0.5
+    k, v = (media.reshape(B, T_img * n, -1) @ state["attn.to_kv.weight"].t()).chunk(2, dim=-1)
+    k, v = (t.reshape(B, T_img * n, heads, dim_head).transpose(1, 2) for t in (k, v))
+    sim = q @ k.transpose(-1, -2)
+    if media_locations is not None:
+        if use_cached_media:
+            text_time = media_locations.long().sum(-1, keepdim=True).expand(B, T_txt)
+        else:
+            text_time = media_locations.long().cumsum(-1)
+        media_time = torch.arange(1, T_img + 1, device=x.device).repeat_interleave(n)
+        if only_attend_immediate_media:
+            mask = text_time[..., None] == media_time
+        else:
+            mask = text_time[..., None] >= media_time
+        sim = sim.masked_fill(~mask[:, None], -torch.finfo(sim.dtype).max)
+    sim = sim - sim.amax(dim=-1, keepdim=True)
+    attn = sim.softmax(dim=-1)
+    if media_locations is not None and only_attend_immediate_media:
+        attn = attn.masked_fill((text_time == 0)[:, None, :, None], 0.0)
+    out = (attn @ v).transpose(1, 2).reshape(B, T_txt, inner) @ state["attn.to_out.weight"].t()
+    x = out * torch.tanh(state["attn_gate"]) + x
+    f = F.layer_norm(x, (dim,), state["ff.0.weight"], state["ff.0.bias"])
+    f = F.gelu(f @ state["ff.1.weight"].t()) @ state["ff.3.weight"].t()
+    return f * torch.tanh(state["ff_gate"]) + x
