@@ -10,9 +10,10 @@ from vlmops.transformers.patch import (
     _resolve,
     check_guarded,
 )
+from vlmops.transformers.mllama_rules import RULES as _MLLAMA_RULES
 from vlmops.transformers.pixel_shuffle_rules import RULES as _PIXEL_SHUFFLE_RULES
 
-RULES = [*_PIXEL_SHUFFLE_RULES]
+RULES = [*_PIXEL_SHUFFLE_RULES, *_MLLAMA_RULES]
 
 SUPPORTED_FAMILIES = {rule.family: rule.kind for rule in RULES}
 
