@@ -36,7 +36,6 @@ __attribute__((weak)) void dgemm_(const char* transa, const char* transb, const 
 __attribute__((weak)) int MKL_Set_Num_Threads_Local(int threads);
 }
 
-
 namespace vlmops {
 namespace flash_tiles {
 
@@ -46,7 +45,7 @@ enum class TransposeType { NoTranspose, Transpose };
 // is the column-major view of its transpose, which is how the kernels below call it.
 template <class T>
 inline void gemm(TransposeType transa, TransposeType transb, int64_t m, int64_t n, int64_t k, T alpha, const T* a,
-          int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
+                 int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
   const char ta = transa == TransposeType::Transpose ? 'T' : 'N', tb = transb == TransposeType::Transpose ? 'T' : 'N';
   const int im = static_cast<int>(m), in = static_cast<int>(n), ik = static_cast<int>(k);
   const int ilda = static_cast<int>(lda), ildb = static_cast<int>(ldb), ildc = static_cast<int>(ldc);
@@ -58,10 +57,10 @@ inline void gemm(TransposeType transa, TransposeType transb, int64_t m, int64_t 
 }
 
 inline void check_blas_available(const char* op) {
-  TORCH_CHECK(sgemm_ != nullptr && dgemm_ != nullptr, "vlmops.", op, ": the CPU kernel needs the BLAS GEMMs (sgemm_, dgemm_) of libtorch, which this "
-              "torch build does not export");
+  TORCH_CHECK(sgemm_ != nullptr && dgemm_ != nullptr, "vlmops.", op,
+              ": the CPU kernel needs the BLAS GEMMs (sgemm_, dgemm_) of libtorch, which this torch build does not "
+              "export");
 }
-
 
 // exp(x) for x <= 0: Cody-Waite range reduction, Cephes' degree-5 polynomial (about 1 ulp), the
 // power of two built from the exponent bits; exp(x < -87) is 0 and NaN stays NaN.
@@ -229,7 +228,6 @@ inline void score_grad_tile(const double* p, double* dp, int64_t m, int64_t n, c
   }
 }
 
-
 struct SingleThreadedBlas {
   int previous = MKL_Set_Num_Threads_Local != nullptr ? MKL_Set_Num_Threads_Local(1) : 0;
   ~SingleThreadedBlas() {
@@ -251,7 +249,6 @@ inline void run_tasks(int64_t tasks, const MakeScratch& make_scratch, const Body
     for (int64_t t = next.fetch_add(1); t < tasks; t = next.fetch_add(1)) body(t, scratch);
   });
 }
-
 
 }  // namespace flash_tiles
 }  // namespace vlmops

@@ -15,7 +15,6 @@
 // q heads, so no two tasks write one element (deterministic), and accumulates the gate's gradient
 // sum(grad_out * ungated out) = sum(P * (grad_out @ V^T)) on the probability tiles it recomputes.
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/empty.h>
 #include <ATen/ops/full.h>
 #include <ATen/ops/mul.h>
 #include <ATen/ops/sum.h>
@@ -85,7 +84,7 @@ at::Tensor as_kernel_operand(const at::Tensor& t, at::ScalarType acc) {
   return strided_ok ? out : out.contiguous();
 }
 
-// Stacked row s of a run's tile: q head group_first + s / len, query row row_begin + s % len.
+// Stacked row s of a run's tile: q head head_first + s / len, query row row_begin + s % len.
 struct Stacked {
   int64_t len, row_begin, head_first;
   int64_t row(int64_t s) const { return row_begin + s % len; }
@@ -128,11 +127,11 @@ void forward_kernel(const at::Tensor& q, const at::Tensor& k, const at::Tensor& 
         auto& [q_tile, o_tile, scores, row_max, row_sum, rescale] = scratch;
         const ForwardTask& task = tasks[t];
         const Run& run = runs[task.run];
-        const Stacked at{run.row_end - run.row_begin, run.row_begin, task.kv_head * group};
+        const Stacked stack{run.row_end - run.row_begin, run.row_begin, task.kv_head * group};
         const int64_t m = task.rows, b = run.b;
         for (int64_t i = 0; i < m; ++i) {
           const int64_t s = task.s_begin + i;
-          std::memcpy(q_tile.data() + i * D, Q.at(b, at.row(s), at.head(s)), D * sizeof(acc_t));
+          std::memcpy(q_tile.data() + i * D, Q.at(b, stack.row(s), stack.head(s)), D * sizeof(acc_t));
         }
         std::fill_n(row_max.begin(), m, -std::numeric_limits<acc_t>::infinity());
         std::fill_n(row_sum.begin(), m, acc_t(0));
@@ -154,7 +153,7 @@ void forward_kernel(const at::Tensor& q, const at::Tensor& k, const at::Tensor& 
         }
         // Epilogue: softmax normalization and the tanh gate in one scaling.
         for (int64_t i = 0; i < m; ++i) {
-          const int64_t s = task.s_begin + i, row = at.row(s), head = at.head(s);
+          const int64_t s = task.s_begin + i, row = stack.row(s), head = stack.head(s);
           const acc_t factor = gate / row_sum[i];
           acc_t* o = O.at(b, row, head);
           for (int64_t d = 0; d < D; ++d) o[d] = o_tile[i * D + d] * factor;
@@ -213,12 +212,12 @@ void backward_kernel(const at::Tensor& grad_out, const at::Tensor& q, const at::
         double gate_dot = 0;
         for (int64_t r = runs_by_b[b]; r < runs_by_b[b + 1]; ++r) {
           const Run& run = runs[r];
-          const Stacked at{run.row_end - run.row_begin, run.row_begin, kv_head * group};
-          const int64_t stacked = at.len * group;
+          const Stacked stack{run.row_end - run.row_begin, run.row_begin, kv_head * group};
+          const int64_t stacked = stack.len * group;
           for (int64_t s0 = 0; s0 < stacked; s0 += kBlockQ) {
             const int64_t m = std::min(kBlockQ, stacked - s0);
             for (int64_t i = 0; i < m; ++i) {
-              const int64_t row = at.row(s0 + i), head = at.head(s0 + i);
+              const int64_t row = stack.row(s0 + i), head = stack.head(s0 + i);
               std::memcpy(q_tile.data() + i * D, Q.at(b, row, head), D * sizeof(acc_t));
               std::memcpy(do_tile.data() + i * D, dO.at(b, row, head), D * sizeof(acc_t));
               lse_tile[i] = lse_data[(b * H + head) * Lq + row];
@@ -247,7 +246,7 @@ void backward_kernel(const at::Tensor& grad_out, const at::Tensor& q, const at::
                    dprobs.data(), n, acc_t(1), dK.at(b, kb, kv_head), dK.sl);
             }
             for (int64_t i = 0; i < m; ++i) {
-              std::memcpy(dQ.at(b, at.row(s0 + i), at.head(s0 + i)), dq_tile.data() + i * D, D * sizeof(acc_t));
+              std::memcpy(dQ.at(b, stack.row(s0 + i), stack.head(s0 + i)), dq_tile.data() + i * D, D * sizeof(acc_t));
               gate_dot += row_dot[i];
             }
           }

@@ -7,7 +7,6 @@
 // which recomputes the probabilities from the saved log-sum-exp and owns the dK/dV rows of its
 // segment and the dQ rows of its query heads, so no two tasks write the same element: the result
 // does not depend on the thread count or the schedule (deterministic).
-#include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/mul.h>
@@ -16,13 +15,10 @@
 #include <torch/library.h>
 
 #include <algorithm>
-#include <atomic>
-#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <limits>
 #include <tuple>
-#include <type_traits>
 #include <vector>
 
 #include "flash_tiles.h"

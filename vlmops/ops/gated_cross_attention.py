@@ -167,7 +167,7 @@ def _ranges_from_chunk_visibility(fn: str, visible: torch.Tensor, chunk: int, ma
         f"vlmops.{fn}: a text row sees a set of image tiles that is not one contiguous run of keys; "
         "gated_cross_attention takes one key range per row"
     )
-    if visible.device.type == "cpu":
+    if visible.device.type == "cpu" and not torch.compiler.is_compiling():
         if not bool(contiguous.all()):
             b, i = (int(x) for x in torch.nonzero(~contiguous)[0])
             seen = torch.nonzero(visible[b, i]).flatten().tolist()
@@ -204,8 +204,9 @@ def mllama_kv_ranges(cross_attention_mask: torch.Tensor, tokens_per_tile: int, m
         ``(kv_start, kv_end)`` int32 ``[B, Lq]`` on the mask's device.
 
     Errors: a row whose visible tiles are not consecutive (e.g. two images of which the first has
-    padding tiles) has no single key range and raises ``ValueError`` on CPU; on CUDA the same check
-    runs as a device-side assertion (``torch._assert_async``), which does not synchronize.
+    padding tiles) has no single key range and raises ``ValueError`` on CPU; on CUDA and under
+    torch.compile the same check runs as ``torch._assert_async`` (on CUDA a device-side assertion,
+    which does not synchronize).
     """
     fn = "mllama_kv_ranges"
     check_tensor(fn, "cross_attention_mask", cross_attention_mask, dtypes=None, ndim=4)
