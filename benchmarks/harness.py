@@ -190,7 +190,8 @@ class Roofline:
     def _median_seconds(self, stmt: str, globals_: dict) -> float:
         from torch.utils import benchmark as tbench
 
-        timer = tbench.Timer(stmt=stmt, globals=globals_)
+        # torch.utils.benchmark times on one thread unless told otherwise; the entries use them all.
+        timer = tbench.Timer(stmt=stmt, globals=globals_, num_threads=torch.get_num_threads())
         timer.timeit(2)  # warm-up: first calls page in buffers and pick kernels
         min_run_time = 0.05 if self.settings.tier == "tiny" else 1.0
         return timer.blocked_autorange(min_run_time=min_run_time).median

@@ -196,3 +196,24 @@ def test_missing_peer_is_a_skip_with_its_reason():
         require_peer("liger_kernel", device="cpu")
     with pytest.raises(pytest.skip.Exception, match="not installed"):
         require_peer("vlmops_no_such_peer", device="cuda")
+
+
+def test_roofline_times_on_every_thread(monkeypatch):
+    # torch.utils.benchmark.Timer defaults to one thread: a roofline measured that way reads about
+    # half this machine's GEMM rate, and multi-threaded entries then show more than 100% of it.
+    import torch
+    from torch.utils import benchmark as tbench
+
+    from benchmarks.harness import Roofline, settings_for
+
+    threads = []
+    real_timer = tbench.Timer
+
+    def recording_timer(*args, **kwargs):
+        threads.append(kwargs.get("num_threads", 1))
+        return real_timer(*args, **kwargs)
+
+    monkeypatch.setattr(tbench, "Timer", recording_timer)
+    roofline = Roofline("cpu", settings_for("tiny", "cpu"))
+    assert roofline.copy_bytes_per_s() > 0 and roofline.matmul_flops_per_s(torch.float32) > 0
+    assert threads == [torch.get_num_threads()] * 2

@@ -37,12 +37,14 @@ def warn_fallback(op: str) -> None:
 
 
 def build_info() -> dict:
-    """What the native library was built with: CUDA kernels or not, CUDA archs, torch version."""
+    """What the native library was built with: CUDA kernels or not, CUDA archs, OpenMP (the CPU
+    kernels' at::parallel_for runs on one thread without it), torch version."""
     if _C is None:
-        return {"native": False, "built_with_cuda": False, "cuda_archs": "", "torch_version": None}
+        return {"native": False, "built_with_cuda": False, "cuda_archs": "", "openmp": False, "torch_version": None}
     return {
         "native": True,
         "built_with_cuda": bool(_C.built_with_cuda),
         "cuda_archs": _C.cuda_archs,
+        "openmp": bool(_C.openmp),
         "torch_version": _C.torch_version,
     }

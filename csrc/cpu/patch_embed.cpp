@@ -230,9 +230,8 @@ at::Tensor patch_embed_cpu(const at::Tensor& x_in, const at::Tensor& weight_in, 
                       x.scalar_type() == weight.scalar_type() && x.stride(1) == 1;
   if (direct) {
     // Pre-patchified rows already in the weight's dtype need no gather: one GEMM over all rows,
-    // threaded by BLAS itself, beats per-thread blocks (measured on 2 idle cores, N=4096 rows of
-    // 1176 -> 1280 fp32: 100 ms vs 260 ms). pos_embed and cls_token are refused for rows, so the
-    // addend is the bias at most.
+    // threaded by BLAS itself, reads them in place (nothing to gain from per-thread blocks). pos_embed
+    // and cls_token are refused for rows, so the addend is the bias at most.
     at::cpu::mm_out(out, x, wt);
     if (addend.defined()) out.add_(addend);
     return out;
