@@ -7,6 +7,12 @@ that validates its arguments. `vlmops.reference` holds the pure-PyTorch oracles.
 
 from vlmops import reference
 from vlmops._native import build_info
+from vlmops.ops.gated_cross_attention import (
+    flamingo_kv_ranges,
+    gated_cross_attention,
+    mllama_kv_ranges,
+    mllama_kv_ranges_from_additive_mask,
+)
 from vlmops.ops.patch_embed import patch_embed
 from vlmops.ops.pixel_shuffle import pixel_shuffle, pixel_shuffle_layer_norm
 from vlmops.ops.rope import (
@@ -30,6 +36,10 @@ __version__ = "0.1.0"
 __all__ = [
     "PatchReport",
     "build_info",
+    "flamingo_kv_ranges",
+    "gated_cross_attention",
+    "mllama_kv_ranges",
+    "mllama_kv_ranges_from_additive_mask",
     "patch_embed",
     "patch_model",
     "pixel_shuffle",

@@ -7,7 +7,6 @@
 // which recomputes the probabilities from the saved log-sum-exp and owns the dK/dV rows of its
 // segment and the dQ rows of its query heads, so no two tasks write the same element: the result
 // does not depend on the thread count or the schedule (deterministic).
-#include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/mul.h>
@@ -16,236 +15,24 @@
 #include <torch/library.h>
 
 #include <algorithm>
-#include <atomic>
-#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <limits>
 #include <tuple>
-#include <type_traits>
 #include <vector>
 
+#include "flash_tiles.h"
 #include "vlmops/varlen_attention_checks.h"
-
-// The elementwise softmax loops have an AVX2+FMA version (intrinsics, chosen at run time where the
-// CPU has them) and a portable one; GEMMs come from libtorch's BLAS, which dispatches on its own.
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-#define VLMOPS_X86_AVX2 1
-#endif
-
-// The BLAS that libtorch links (MKL or OpenBLAS) exports the Fortran GEMMs; ATen's own C++ wrappers
-// (at::native::cpublas::gemm) are not exported. Weak, so a libtorch without them fails with a clear
-// error at the first call rather than at load time.
-extern "C" {
-__attribute__((weak)) void sgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k,
-                                  const float* alpha, const float* a, const int* lda, const float* b, const int* ldb,
-                                  const float* beta, float* c, const int* ldc);
-__attribute__((weak)) void dgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k,
-                                  const double* alpha, const double* a, const int* lda, const double* b,
-                                  const int* ldb, const double* beta, double* c, const int* ldc);
-// MKL's per-thread thread count (the C entry point; mkl_service.h maps mkl_set_num_threads_local to it):
-// each worker below runs its GEMMs on its own core; left alone, MKL
-// would start a thread team per call from every worker (measured 10x slower on 2 cores).
-__attribute__((weak)) int MKL_Set_Num_Threads_Local(int threads);
-}
 
 namespace vlmops {
 namespace {
 
-enum class TransposeType { NoTranspose, Transpose };
-
-// Column-major C [m, n] = alpha * op(A) @ op(B) + beta * C, as BLAS defines it; a row-major matrix
-// is the column-major view of its transpose, which is how the kernels below call it.
-template <class T>
-void gemm(TransposeType transa, TransposeType transb, int64_t m, int64_t n, int64_t k, T alpha, const T* a,
-          int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
-  const char ta = transa == TransposeType::Transpose ? 'T' : 'N', tb = transb == TransposeType::Transpose ? 'T' : 'N';
-  const int im = static_cast<int>(m), in = static_cast<int>(n), ik = static_cast<int>(k);
-  const int ilda = static_cast<int>(lda), ildb = static_cast<int>(ldb), ildc = static_cast<int>(ldc);
-  if constexpr (std::is_same_v<T, float>) {
-    sgemm_(&ta, &tb, &im, &in, &ik, &alpha, a, &ilda, b, &ildb, &beta, c, &ildc);
-  } else {
-    dgemm_(&ta, &tb, &im, &in, &ik, &alpha, a, &ilda, b, &ildb, &beta, c, &ildc);
-  }
-}
-
-void check_blas_available() {
-  TORCH_CHECK(sgemm_ != nullptr && dgemm_ != nullptr,
-              "vlmops.varlen_attention: the CPU kernel needs the BLAS GEMMs (sgemm_, dgemm_) of libtorch, which this "
-              "torch build does not export");
-}
+using namespace flash_tiles;
 
 // Tile sizes: a [256, 512] fp32 score tile (512 KiB) and a key block fit L2; 256 query rows amortize
 // the packing of each key block inside the GEMM (the split PyTorch's CPU flash attention uses).
 constexpr int64_t kBlockQ = 256;
 constexpr int64_t kBlockK = 512;
-
-// exp(x) for x <= 0: Cody-Waite range reduction, Cephes' degree-5 polynomial (about 1 ulp), the
-// power of two built from the exponent bits; exp(x < -87) is 0 and NaN stays NaN.
-inline float exp_nonpositive(float x) {
-  const float clamped = std::max(x, -87.0f);
-  const float shifted = clamped * 1.44269504088896341f + 12582912.0f;  // round(x / ln 2) in the low bits
-  const float n = shifted - 12582912.0f;
-  const int32_t exponent = std::bit_cast<int32_t>(shifted) - 0x4B400000;
-  const float r = clamped - n * 0.693359375f + n * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  const float y = (p * r * r + r + 1.0f) * std::bit_cast<float>((exponent + 127) << 23);
-  return x < -87.0f ? 0.0f : y;
-}
-
-#ifdef VLMOPS_X86_AVX2
-#define VLMOPS_AVX2 __attribute__((target("avx2,fma")))
-
-// exp_nonpositive on 8 lanes.
-VLMOPS_AVX2 inline __m256 exp8_nonpositive(__m256 x) {
-  const __m256 lowest = _mm256_set1_ps(-87.0f);
-  const __m256 clamped = _mm256_max_ps(lowest, x);  // max_ps returns its 2nd operand for NaN
-  const __m256 shifted = _mm256_fmadd_ps(clamped, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(12582912.0f));
-  const __m256 n = _mm256_sub_ps(shifted, _mm256_set1_ps(12582912.0f));
-  const __m256i exponent = _mm256_sub_epi32(_mm256_castps_si256(shifted), _mm256_set1_epi32(0x4B400000));
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), clamped);
-  r = _mm256_fmadd_ps(n, _mm256_set1_ps(2.12194440e-4f), r);
-  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-  const __m256 poly = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-  const __m256 power = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(exponent, _mm256_set1_epi32(127)), 23));
-  const __m256 underflow = _mm256_cmp_ps(x, lowest, _CMP_LT_OQ);
-  return _mm256_andnot_ps(underflow, _mm256_mul_ps(poly, power));
-}
-
-VLMOPS_AVX2 inline float reduce_max8(__m256 v) {
-  __m128 x = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  x = _mm_max_ps(x, _mm_movehl_ps(x, x));
-  x = _mm_max_ss(x, _mm_shuffle_ps(x, x, 1));
-  return _mm_cvtss_f32(x);
-}
-
-VLMOPS_AVX2 inline float reduce_sum8(__m256 v) {
-  __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  x = _mm_add_ps(x, _mm_movehl_ps(x, x));
-  x = _mm_add_ss(x, _mm_shuffle_ps(x, x, 1));
-  return _mm_cvtss_f32(x);
-}
-
-VLMOPS_AVX2 float row_max_avx2(const float* x, int64_t n) {
-  __m256 acc = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
-  int64_t c = 0;
-  for (; c + 8 <= n; c += 8) acc = _mm256_max_ps(acc, _mm256_loadu_ps(x + c));
-  float result = reduce_max8(acc);
-  for (; c < n; ++c) result = std::max(result, x[c]);
-  return result;
-}
-
-// x[c] = exp(x[c] - shift) in place; returns the sum.
-VLMOPS_AVX2 float exp_shift_sum_avx2(float* x, int64_t n, float shift) {
-  const __m256 vshift = _mm256_set1_ps(shift);
-  __m256 acc = _mm256_setzero_ps();
-  int64_t c = 0;
-  for (; c + 8 <= n; c += 8) {
-    const __m256 e = exp8_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(x + c), vshift));
-    _mm256_storeu_ps(x + c, e);
-    acc = _mm256_add_ps(acc, e);
-  }
-  float result = reduce_sum8(acc);
-  for (; c < n; ++c) {
-    x[c] = exp_nonpositive(x[c] - shift);
-    result += x[c];
-  }
-  return result;
-}
-
-const bool kHasAvx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#endif
-
-float row_max(const float* x, int64_t n) {
-#ifdef VLMOPS_X86_AVX2
-  if (kHasAvx2) return row_max_avx2(x, n);
-#endif
-  float result = -std::numeric_limits<float>::infinity();
-  for (int64_t c = 0; c < n; ++c) result = std::max(result, x[c]);
-  return result;
-}
-
-float exp_shift_sum(float* x, int64_t n, float shift) {
-#ifdef VLMOPS_X86_AVX2
-  if (kHasAvx2) return exp_shift_sum_avx2(x, n, shift);
-#endif
-  float result = 0.0f;
-  for (int64_t c = 0; c < n; ++c) {
-    x[c] = exp_nonpositive(x[c] - shift);
-    result += x[c];
-  }
-  return result;
-}
-
-// Online-softmax step on one score tile s [m, n] (row stride n): exponentiates each row in place
-// against the running row max, updates max and sum, and returns in rescale the factor that scales
-// the row's earlier output accumulation.
-void online_softmax_tile(float* s, int64_t m, int64_t n, float* row_max_io, float* row_sum, float* rescale) {
-  for (int64_t r = 0; r < m; ++r) {
-    float* x = s + r * n;
-    const float new_max = std::max(row_max_io[r], row_max(x, n));
-    const float tile_sum = exp_shift_sum(x, n, new_max);
-    rescale[r] = std::exp(row_max_io[r] - new_max);  // 0 on the first tile (row max -inf)
-    row_sum[r] = row_sum[r] * rescale[r] + tile_sum;
-    row_max_io[r] = new_max;
-  }
-}
-
-// P = exp(S - lse) on one score tile, in place (backward).
-void probabilities_tile(float* s, int64_t m, int64_t n, const float* lse) {
-  for (int64_t r = 0; r < m; ++r) exp_shift_sum(s + r * n, n, lse[r]);
-}
-
-// dS = P * (dP - delta), in place in dp (backward); a loop the compiler vectorizes.
-void score_grad_tile(const float* p, float* dp, int64_t m, int64_t n, const float* delta) {
-  for (int64_t r = 0; r < m; ++r) {
-    const float* pr = p + r * n;
-    float* dr = dp + r * n;
-    const float d = delta[r];
-    for (int64_t c = 0; c < n; ++c) dr[c] = pr[c] * (dr[c] - d);
-  }
-}
-
-// float64 (tests, gradcheck): exact exp, no vectorization needed.
-void online_softmax_tile(double* s, int64_t m, int64_t n, double* row_max, double* row_sum, double* rescale) {
-  for (int64_t r = 0; r < m; ++r) {
-    double* x = s + r * n;
-    double tile_max = -std::numeric_limits<double>::infinity();
-    for (int64_t c = 0; c < n; ++c) tile_max = std::max(tile_max, x[c]);
-    const double new_max = std::max(row_max[r], tile_max);
-    double tile_sum = 0.0;
-    for (int64_t c = 0; c < n; ++c) {
-      x[c] = std::exp(x[c] - new_max);
-      tile_sum += x[c];
-    }
-    rescale[r] = std::exp(row_max[r] - new_max);
-    row_sum[r] = row_sum[r] * rescale[r] + tile_sum;
-    row_max[r] = new_max;
-  }
-}
-
-void probabilities_tile(double* s, int64_t m, int64_t n, const double* lse) {
-  for (int64_t r = 0; r < m; ++r) {
-    for (int64_t c = 0; c < n; ++c) s[r * n + c] = std::exp(s[r * n + c] - lse[r]);
-  }
-}
-
-void score_grad_tile(const double* p, double* dp, int64_t m, int64_t n, const double* delta) {
-  for (int64_t r = 0; r < m; ++r) {
-    for (int64_t c = 0; c < n; ++c) dp[r * n + c] = p[r * n + c] * (dp[r * n + c] - delta[r]);
-  }
-}
 
 // Rows of one [N, heads, D] operand: element (row, head, d) at data[row * row_stride + head * head_stride + d].
 template <class acc_t>
@@ -270,28 +57,6 @@ at::Tensor as_kernel_operand(const at::Tensor& t, at::ScalarType acc) {
 template <class acc_t>
 Rows<acc_t> rows_of(const at::Tensor& t) {
   return Rows<acc_t>{static_cast<acc_t*>(t.data_ptr()), t.stride(0), t.stride(1)};
-}
-
-struct SingleThreadedBlas {
-  int previous = MKL_Set_Num_Threads_Local != nullptr ? MKL_Set_Num_Threads_Local(1) : 0;
-  ~SingleThreadedBlas() {
-    if (MKL_Set_Num_Threads_Local != nullptr) MKL_Set_Num_Threads_Local(previous);
-  }
-};
-
-// Runs body(task, scratch) for every task, each worker pulling task indices from a shared counter:
-// tasks have very different costs (segment lengths vary), and at::parallel_for alone would split
-// them into equal-count chunks. make_scratch() gives each worker its own buffers.
-template <class MakeScratch, class Body>
-void run_tasks(int64_t tasks, const MakeScratch& make_scratch, const Body& body) {
-  if (tasks == 0) return;
-  std::atomic<int64_t> next{0};
-  const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), tasks));
-  at::parallel_for(0, workers, 1, [&](int64_t, int64_t) {
-    const SingleThreadedBlas blas_guard;
-    auto scratch = make_scratch();
-    for (int64_t t = next.fetch_add(1); t < tasks; t = next.fetch_add(1)) body(t, scratch);
-  });
 }
 
 struct QueryTile {
@@ -459,7 +224,7 @@ std::tuple<at::Tensor, at::Tensor> varlen_attention_cpu(const at::Tensor& q, con
                                                         c10::optional<int64_t> max_seqlen_k,
                                                         c10::optional<double> softmax_scale) {
   check_varlen_inputs(q, k, v, cu_seqlens_q, cu_seqlens_k);
-  check_blas_available();
+  check_blas_available("varlen_attention");
   auto [cu_q, cu_k] = checked_cu_seqlens(q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k);
   const int64_t Nq = q.size(0), H = q.size(1), D = q.size(2), segments = cu_q.size(0) - 1;
   const at::ScalarType acc = accumulation_dtype(q.scalar_type());
@@ -496,7 +261,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> varlen_attention_backward_cpu(
               "vlmops.varlen_attention_backward: lse must be ", acc, " [H, Nq] = [", H, ", ", Nq, "] on q's device, got ",
               lse.scalar_type(), " ", lse.sizes());
   auto [cu_q, cu_k] = checked_cu_seqlens(q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k);
-  check_blas_available();
+  check_blas_available("varlen_attention");
   const double scale = resolve_scale(softmax_scale, D);
   const at::Tensor qa = as_kernel_operand(q, acc), ka = as_kernel_operand(k, acc), va = as_kernel_operand(v, acc),
                    doa = as_kernel_operand(grad_out, acc);

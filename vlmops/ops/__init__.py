@@ -16,6 +16,8 @@ VLMOPS_CUDA_BACKEND=triton (default: cuda) for benchmarks and tests.
 | rope_ (in place)                   | csrc/cpu/rope.cpp         | csrc/cuda/rope.cu             | _rope_triton_                                |
 | varlen_attention                   | csrc/cpu/varlen_attention.cpp | vlmops/triton/varlen_attention.py (Triton) | none                    |
 | varlen_attention_backward          | csrc/cpu/varlen_attention.cpp | vlmops/triton/varlen_attention.py (Triton) | none                    |
+| gated_cross_attention              | csrc/cpu/gated_cross_attention.cpp | vlmops/triton/gated_cross_attention.py (Triton) | none          |
+| gated_cross_attention_backward     | csrc/cpu/gated_cross_attention.cpp | vlmops/triton/gated_cross_attention.py (Triton) | none          |
 """
 
 import os
@@ -36,6 +38,8 @@ KERNEL_OWNERS = {
     # Attention's CUDA owner is Triton (registered on the public op); there is no CUDA C++ variant.
     "varlen_attention": {"cpu": "C++", "cuda": "Triton", "triton": None},
     "varlen_attention_backward": {"cpu": "C++", "cuda": "Triton", "triton": None},
+    "gated_cross_attention": {"cpu": "C++", "cuda": "Triton", "triton": None},
+    "gated_cross_attention_backward": {"cpu": "C++", "cuda": "Triton", "triton": None},
 }
 
 _BACKENDS = ("cuda", "triton")

@@ -12,9 +12,10 @@ from vlmops.transformers.patch import (
 )
 from vlmops.transformers.attention_interface import register_attention
 from vlmops.transformers.clip_rules import RULES as _CLIP_RULES
+from vlmops.transformers.mllama_rules import RULES as _MLLAMA_RULES
 from vlmops.transformers.pixel_shuffle_rules import RULES as _PIXEL_SHUFFLE_RULES
 
-RULES = [*_PIXEL_SHUFFLE_RULES, *_CLIP_RULES]
+RULES = [*_PIXEL_SHUFFLE_RULES, *_CLIP_RULES, *_MLLAMA_RULES]
 
 SUPPORTED_FAMILIES = {rule.family: rule.kind for rule in RULES}
 

@@ -15,6 +15,7 @@ FAMILIES = (
     "vlmops.triton.patch_embed",
     "vlmops.triton.rope",
     "vlmops.triton.varlen_attention",
+    "vlmops.triton.gated_cross_attention",
 )
 
 

@@ -1,0 +1,460 @@
+"""Triton kernels of gated cross-attention: the CUDA kernels of the public ops
+``vlmops::gated_cross_attention`` and ``vlmops::gated_cross_attention_backward`` (Triton is the CUDA
+owner; there is no CUDA C++ variant).
+
+Same semantics, shapes and outputs as the C++ kernels (csrc/cpu/gated_cross_attention.cpp), for
+float32, float16 and bfloat16 (float64 is CPU-only).
+
+Design:
+- A program owns BLOCK_M query rows of one (batch entry, q head) and reads their key ranges; it
+  iterates over the keys of the union [min kv_start, max kv_end) of its rows and masks each row to
+  its own range inside the tile. Rows of a tile nearly always share one range (all text after an
+  image), so the masking costs nothing and no [B, Lq, Lk] mask exists. The k/v head is
+  ``head // (H // Hk)``: grouped-query K/V are read in place, never expanded.
+- Decode (few query tiles, long keys: 1 row against 4 x 1601 cached image tokens per image) splits
+  the keys across SPLITS programs per tile (split-K); each writes its normalized partial output and
+  log-sum-exp, and a combine kernel merges them. SPLITS comes from shapes only (no host sync).
+- The tanh gate is read on the device and applied in the epilogue (forward and combine).
+- Invalid ranges are not detected on the GPU (that would synchronize) but cannot read out of
+  bounds: they are clamped to 0 <= kv_start <= kv_end <= Lk.
+- Backward (flash-attention 2, probabilities recomputed from the saved log-sum-exp): one kernel for
+  dQ per query tile, which also sums P * (dO @ V^T) per row for the gate's gradient, and one for
+  dK/dV per key tile, which loops over the query heads of its k/v head and skips query tiles whose
+  ranges miss it. No atomics: deterministic.
+"""
+
+import torch
+import triton
+import triton.language as tl
+
+from vlmops.ops import gated_cross_attention as _ops
+from vlmops.triton import KERNEL_SPECS, make_spec
+from vlmops.triton.varlen_attention import _dot_nt, _load_pieces, _store_pieces, _device_guard, head_dim_pieces
+
+LOG2E = 1.4426950408889634
+
+_TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+@triton.jit
+def _tanh_gate(Gate, HAS_GATE: tl.constexpr):
+    if HAS_GATE:
+        x = tl.load(Gate).to(tl.float32)
+        return 1.0 - 2.0 / (tl.exp(2.0 * x) + 1.0)  # tanh, saturating to +-1 without NaN
+    else:
+        return 1.0
+
+
+@triton.jit
+def _row_ranges(Start, End, b, rows, row_ok, Lq, Lk):
+    """The rows' ranges clamped to 0 <= start <= end <= Lk (out-of-tile rows: empty), and their union."""
+    start = tl.load(Start + b * Lq + rows, mask=row_ok, other=0)
+    end = tl.load(End + b * Lq + rows, mask=row_ok, other=0)
+    start = tl.minimum(tl.maximum(start, 0), Lk)
+    end = tl.minimum(tl.maximum(end, start), Lk)
+    nonempty = end > start
+    lo = tl.min(tl.where(nonempty, start, Lk), 0)
+    hi = tl.max(tl.where(nonempty, end, 0), 0)
+    return start, end, lo, tl.maximum(hi, lo)
+
+
+@triton.jit
+def _gated_xattn_fwd_kernel(
+    Q, K, V, Out, Lse, Start, End, Gate, PartOut, PartLse,
+    stride_qb, stride_ql, stride_qh, stride_kb, stride_kl, stride_kh, stride_vb, stride_vl, stride_vh,
+    stride_ob, stride_ol, stride_oh,
+    Lq, Lk, H, scale_log2,
+    GROUP: tl.constexpr, D: tl.constexpr, D0: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SPLITS: tl.constexpr, HAS_GATE: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    tile = tl.program_id(0)
+    bh = tl.program_id(1)
+    split = tl.program_id(2)
+    b = bh // H
+    head = bh % H
+    kv_head = head // GROUP
+    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = rows < Lq
+    start, end, lo, hi = _row_ranges(Start, End, b, rows, row_ok, Lq, Lk)
+    if SPLITS > 1:  # this program's share of the keys, whole blocks
+        chunk = tl.cdiv(tl.cdiv(hi - lo, SPLITS), BLOCK_N) * BLOCK_N
+        lo = lo + split * chunk
+        hi = tl.minimum(hi, lo + chunk)
+    q0, q1, q2 = _load_pieces(Q + b.to(tl.int64) * stride_qb + head * stride_qh, rows, row_ok, stride_ql, D, D0, D1,
+                              D2)
+    k_base = K + b.to(tl.int64) * stride_kb + kv_head * stride_kh
+    v_base = V + b.to(tl.int64) * stride_vb + kv_head * stride_vh
+    acc0 = tl.zeros([BLOCK_M, D0], tl.float32)
+    acc1 = tl.zeros([BLOCK_M, D1 if D1 > 0 else D0], tl.float32)
+    acc2 = tl.zeros([BLOCK_M, D2 if D2 > 0 else D0], tl.float32)
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    for first in range(lo, hi, BLOCK_N):
+        cols = first + tl.arange(0, BLOCK_N)
+        col_ok = cols < hi
+        k0, k1, k2 = _load_pieces(k_base, cols, col_ok, stride_kl, D, D0, D1, D2)
+        s = _dot_nt(q0, q1, q2, k0, k1, k2, D1, D2, PRECISION) * scale_log2
+        visible = (cols[None, :] >= start[:, None]) & (cols[None, :] < end[:, None])
+        s = tl.where(visible, s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows with no key yet
+        alpha = tl.exp2(m_i - m_safe)
+        p = tl.exp2(s - m_safe[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        p = p.to(V.dtype.element_ty)
+        v0, v1, v2 = _load_pieces(v_base, cols, col_ok, stride_vl, D, D0, D1, D2)
+        acc0 = acc0 * alpha[:, None] + tl.dot(p, v0, input_precision=PRECISION)
+        if D1 > 0:
+            acc1 = acc1 * alpha[:, None] + tl.dot(p, v1, input_precision=PRECISION)
+        if D2 > 0:
+            acc2 = acc2 * alpha[:, None] + tl.dot(p, v2, input_precision=PRECISION)
+        m_i = m_new
+    has_keys = l_i > 0.0
+    inv = tl.where(has_keys, 1.0 / tl.where(has_keys, l_i, 1.0), 0.0)
+    lse = tl.where(has_keys, (m_i + tl.log2(tl.where(has_keys, l_i, 1.0))) * 0.6931471805599453, float("-inf"))
+    if SPLITS > 1:
+        # Partials [SPLITS, B, H, Lq, (D)] float32, normalized: the combine kernel weighs them by lse.
+        part = (split * tl.num_programs(1) + bh).to(tl.int64) * Lq
+        tl.store(PartLse + part + rows, lse, mask=row_ok)
+        _store_pieces(PartOut + part * D, rows, row_ok, D, acc0 * inv[:, None], acc1 * inv[:, None],
+                      acc2 * inv[:, None], D, D0, D1, D2)
+    else:
+        factor = inv * _tanh_gate(Gate, HAS_GATE)
+        tl.store(Lse + bh.to(tl.int64) * Lq + rows, lse, mask=row_ok)
+        _store_pieces(Out + b.to(tl.int64) * stride_ob + head * stride_oh, rows, row_ok, stride_ol,
+                      acc0 * factor[:, None], acc1 * factor[:, None], acc2 * factor[:, None], D, D0, D1, D2)
+
+
+@triton.jit
+def _gated_xattn_combine_kernel(
+    PartOut, PartLse, Out, Lse, Gate, stride_ob, stride_ol, stride_oh, Lq, H, BH,
+    D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, SPLITS: tl.constexpr, HAS_GATE: tl.constexpr,
+):
+    tile = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    head = bh % H
+    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = rows < Lq
+    cols = tl.arange(0, BLOCK_D)
+    m = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    for s in range(SPLITS):
+        m = tl.maximum(m, tl.load(PartLse + (s * BH + bh).to(tl.int64) * Lq + rows, mask=row_ok, other=float("-inf")))
+    m_safe = tl.where(m == float("-inf"), 0.0, m)
+    total = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    for s in range(SPLITS):
+        part = (s * BH + bh).to(tl.int64) * Lq
+        w = tl.exp(tl.load(PartLse + part + rows, mask=row_ok, other=float("-inf")) - m_safe)
+        o = tl.load(PartOut + (part + rows[:, None]) * D + cols[None, :], mask=row_ok[:, None] & (cols < D)[None, :],
+                    other=0.0)
+        acc += w[:, None] * o
+        total += w
+    has_keys = total > 0.0
+    factor = tl.where(has_keys, 1.0 / tl.where(has_keys, total, 1.0), 0.0) * _tanh_gate(Gate, HAS_GATE)
+    lse = tl.where(has_keys, m_safe + tl.log(tl.where(has_keys, total, 1.0)), float("-inf"))
+    tl.store(Lse + bh.to(tl.int64) * Lq + rows, lse, mask=row_ok)
+    out = Out + b.to(tl.int64) * stride_ob + head * stride_oh + rows.to(tl.int64)[:, None] * stride_ol + cols[None, :]
+    tl.store(out, (acc * factor[:, None]).to(Out.dtype.element_ty), mask=row_ok[:, None] & (cols < D)[None, :])
+
+
+@triton.jit
+def _gated_xattn_bwd_dq_kernel(
+    Q, K, V, GradOut, Lse, Delta, GradQ, RowDot, Start, End, Gate,
+    stride_qb, stride_ql, stride_qh, stride_kb, stride_kl, stride_kh, stride_vb, stride_vl, stride_vh,
+    stride_dob, stride_dol, stride_doh, stride_dqb, stride_dql, stride_dqh,
+    Lq, Lk, H, scale, scale_log2,
+    GROUP: tl.constexpr, D: tl.constexpr, D0: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HAS_GATE: tl.constexpr, PRECISION: tl.constexpr,
+):
+    tile = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    head = bh % H
+    kv_head = head // GROUP
+    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = rows < Lq
+    start, end, lo, hi = _row_ranges(Start, End, b, rows, row_ok, Lq, Lk)
+    gate = _tanh_gate(Gate, HAS_GATE)
+    q0, q1, q2 = _load_pieces(Q + b.to(tl.int64) * stride_qb + head * stride_qh, rows, row_ok, stride_ql, D, D0, D1,
+                              D2)
+    do0, do1, do2 = _load_pieces(GradOut + b.to(tl.int64) * stride_dob + head * stride_doh, rows, row_ok, stride_dol,
+                                 D, D0, D1, D2)
+    lse2 = tl.load(Lse + bh.to(tl.int64) * Lq + rows, mask=row_ok, other=0.0) * 1.4426950408889634
+    lse2 = tl.where(lse2 == float("-inf"), 0.0, lse2)  # empty rows: every score is masked
+    delta = tl.load(Delta + bh.to(tl.int64) * Lq + rows, mask=row_ok, other=0.0)
+    k_base = K + b.to(tl.int64) * stride_kb + kv_head * stride_kh
+    v_base = V + b.to(tl.int64) * stride_vb + kv_head * stride_vh
+    dq0 = tl.zeros([BLOCK_M, D0], tl.float32)
+    dq1 = tl.zeros([BLOCK_M, D1 if D1 > 0 else D0], tl.float32)
+    dq2 = tl.zeros([BLOCK_M, D2 if D2 > 0 else D0], tl.float32)
+    row_dot = tl.zeros([BLOCK_M], tl.float32)
+    for first in range(lo, hi, BLOCK_N):
+        cols = first + tl.arange(0, BLOCK_N)
+        col_ok = cols < hi
+        k0, k1, k2 = _load_pieces(k_base, cols, col_ok, stride_kl, D, D0, D1, D2)
+        v0, v1, v2 = _load_pieces(v_base, cols, col_ok, stride_vl, D, D0, D1, D2)
+        s = _dot_nt(q0, q1, q2, k0, k1, k2, D1, D2, PRECISION) * scale_log2
+        visible = (cols[None, :] >= start[:, None]) & (cols[None, :] < end[:, None])
+        p = tl.where(visible, tl.exp2(s - lse2[:, None]), 0.0)
+        dp = _dot_nt(do0, do1, do2, v0, v1, v2, D1, D2, PRECISION)  # ungated grad_out @ V^T
+        if HAS_GATE:
+            row_dot += tl.sum(p * dp, 1)
+        ds = (p * (gate * dp - delta[:, None])).to(K.dtype.element_ty)
+        dq0 += tl.dot(ds, k0, input_precision=PRECISION)
+        if D1 > 0:
+            dq1 += tl.dot(ds, k1, input_precision=PRECISION)
+        if D2 > 0:
+            dq2 += tl.dot(ds, k2, input_precision=PRECISION)
+    if HAS_GATE:
+        tl.store(RowDot + bh.to(tl.int64) * Lq + rows, row_dot, mask=row_ok)
+    _store_pieces(GradQ + b.to(tl.int64) * stride_dqb + head * stride_dqh, rows, row_ok, stride_dql, dq0 * scale,
+                  dq1 * scale, dq2 * scale, D, D0, D1, D2)
+
+
+@triton.jit
+def _gated_xattn_bwd_dkdv_kernel(
+    Q, K, V, GradOut, Lse, Delta, GradK, GradV, Start, End, Gate,
+    stride_qb, stride_ql, stride_qh, stride_kb, stride_kl, stride_kh, stride_vb, stride_vl, stride_vh,
+    stride_dob, stride_dol, stride_doh, stride_dkb, stride_dkl, stride_dkh, stride_dvb, stride_dvl, stride_dvh,
+    Lq, Lk, H, Hk, scale, scale_log2,
+    GROUP: tl.constexpr, D: tl.constexpr, D0: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HAS_GATE: tl.constexpr, PRECISION: tl.constexpr,
+):
+    tile = tl.program_id(0)
+    bk = tl.program_id(1)
+    b = bk // Hk
+    kv_head = bk % Hk
+    cols = tile * BLOCK_N + tl.arange(0, BLOCK_N)
+    col_ok = cols < Lk
+    col_first = tile * BLOCK_N
+    col_last = tl.minimum(col_first + BLOCK_N, Lk)
+    gate = _tanh_gate(Gate, HAS_GATE)
+    k0, k1, k2 = _load_pieces(K + b.to(tl.int64) * stride_kb + kv_head * stride_kh, cols, col_ok, stride_kl, D, D0,
+                              D1, D2)
+    v0, v1, v2 = _load_pieces(V + b.to(tl.int64) * stride_vb + kv_head * stride_vh, cols, col_ok, stride_vl, D, D0,
+                              D1, D2)
+    dk0 = tl.zeros([BLOCK_N, D0], tl.float32)
+    dk1 = tl.zeros([BLOCK_N, D1 if D1 > 0 else D0], tl.float32)
+    dk2 = tl.zeros([BLOCK_N, D2 if D2 > 0 else D0], tl.float32)
+    dv0 = tl.zeros([BLOCK_N, D0], tl.float32)
+    dv1 = tl.zeros([BLOCK_N, D1 if D1 > 0 else D0], tl.float32)
+    dv2 = tl.zeros([BLOCK_N, D2 if D2 > 0 else D0], tl.float32)
+    for row_first in range(0, Lq, BLOCK_M):
+        rows = row_first + tl.arange(0, BLOCK_M)
+        row_ok = rows < Lq
+        start, end, lo, hi = _row_ranges(Start, End, b, rows, row_ok, Lq, Lk)
+        if (lo < col_last) & (hi > col_first):  # some row of the tile sees some key of this block
+            visible = (cols[:, None] >= start[None, :]) & (cols[:, None] < end[None, :])
+            for g in range(GROUP):
+                head = kv_head * GROUP + g
+                bh = b * H + head
+                q0, q1, q2 = _load_pieces(Q + b.to(tl.int64) * stride_qb + head * stride_qh, rows, row_ok, stride_ql,
+                                          D, D0, D1, D2)
+                do0, do1, do2 = _load_pieces(GradOut + b.to(tl.int64) * stride_dob + head * stride_doh, rows, row_ok,
+                                             stride_dol, D, D0, D1, D2)
+                lse2 = tl.load(Lse + bh.to(tl.int64) * Lq + rows, mask=row_ok, other=0.0) * 1.4426950408889634
+                lse2 = tl.where(lse2 == float("-inf"), 0.0, lse2)
+                delta = tl.load(Delta + bh.to(tl.int64) * Lq + rows, mask=row_ok, other=0.0)
+                # Transposed tiles [keys, queries]: the accumulated gradients are per key.
+                s_t = _dot_nt(k0, k1, k2, q0, q1, q2, D1, D2, PRECISION) * scale_log2
+                p_t = tl.where(visible, tl.exp2(s_t - lse2[None, :]), 0.0)
+                dp_t = _dot_nt(v0, v1, v2, do0, do1, do2, D1, D2, PRECISION)
+                ds_t = (p_t * (gate * dp_t - delta[None, :])).to(Q.dtype.element_ty)
+                p_t = p_t.to(GradOut.dtype.element_ty)
+                dv0 += tl.dot(p_t, do0, input_precision=PRECISION)
+                dk0 += tl.dot(ds_t, q0, input_precision=PRECISION)
+                if D1 > 0:
+                    dv1 += tl.dot(p_t, do1, input_precision=PRECISION)
+                    dk1 += tl.dot(ds_t, q1, input_precision=PRECISION)
+                if D2 > 0:
+                    dv2 += tl.dot(p_t, do2, input_precision=PRECISION)
+                    dk2 += tl.dot(ds_t, q2, input_precision=PRECISION)
+    # The gated output's grad_out is gate * grad_out: dV takes the gate once here.
+    _store_pieces(GradK + b.to(tl.int64) * stride_dkb + kv_head * stride_dkh, cols, col_ok, stride_dkl, dk0 * scale,
+                  dk1 * scale, dk2 * scale, D, D0, D1, D2)
+    _store_pieces(GradV + b.to(tl.int64) * stride_dvb + kv_head * stride_dvh, cols, col_ok, stride_dvl, dv0 * gate,
+                  dv1 * gate, dv2 * gate, D, D0, D1, D2)
+
+
+def _fwd_blocks(D: int, Lq: int) -> tuple:
+    """(BLOCK_M, BLOCK_N, num_warps) of the forward; decode rows take the smallest tl.dot tile."""
+    if Lq <= 16:
+        return 16, 64, 4
+    if D <= 128:
+        return 128, 64, 8 if D > 64 else 4
+    return 64, 32, 8
+
+
+# Backward tiles, the looping side kept small (varlen_attention's static report: 64 x 64 spilled).
+BWD_DQ_BLOCKS = (64, 32)
+BWD_DKDV_BLOCKS = (32, 64)
+
+
+def _bwd_num_warps(D: int) -> int:
+    return 4 if D <= 64 else 8
+
+
+def num_splits(B: int, H: int, Lq: int, Lk: int, block_m: int, block_n: int) -> int:
+    """Key splits per query tile: enough programs to fill a large GPU (about 256) when the query tiles
+    alone are few (decode), never splits shorter than four key blocks. From shapes only."""
+    programs = B * H * triton.cdiv(Lq, block_m)
+    if programs >= 256:
+        return 1
+    return max(1, min(16, triton.cdiv(256, programs), triton.cdiv(Lk, 4 * block_n)))
+
+
+def _check(q, k, v, kv_start, kv_end, gate):
+    _ops.check_inputs(q, k, v, kv_start, kv_end, gate)
+    if q.dtype not in _TRITON_DTYPES:
+        raise ValueError(f"vlmops.gated_cross_attention: the Triton kernels take float32, float16 or bfloat16, got {q.dtype}")
+
+
+def _strides(t):
+    return t.stride(0), t.stride(1), t.stride(2)
+
+
+def gated_cross_attention(q, k, v, kv_start, kv_end, gate=None, softmax_scale=None, *, block_m=None, block_n=None,
+                          splits=None, num_warps=None):
+    """The forward launcher: (out [B, Lq, H, D], lse [B, H, Lq] float32). Block sizes and the number of
+    key splits may be overridden (the interpreter tests use small ones)."""
+    _check(q, k, v, kv_start, kv_end, gate)
+    B, Lq, H, D = q.shape
+    Lk, Hk = k.shape[1], k.shape[2]
+    out = torch.empty_like(q, memory_format=torch.contiguous_format)
+    lse = torch.empty(B, H, Lq, device=q.device, dtype=torch.float32)
+    if out.numel() == 0:
+        return out, lse.fill_(float("-inf"))
+    scale = D**-0.5 if softmax_scale is None else softmax_scale
+    bm, bn, warps = _fwd_blocks(D, Lq)
+    bm, bn, warps = block_m or bm, block_n or bn, num_warps or warps
+    n_splits = splits or num_splits(B, H, Lq, Lk, bm, bn)
+    D0, D1, D2 = head_dim_pieces(D)
+    has_gate = gate is not None
+    gate_arg = gate if has_gate else lse  # an unused pointer
+    with _device_guard(q):
+        start, end = kv_start.contiguous(), kv_end.contiguous()
+        if n_splits > 1:
+            part_out = torch.empty(n_splits, B, H, Lq, D, device=q.device, dtype=torch.float32)
+            part_lse = torch.empty(n_splits, B, H, Lq, device=q.device, dtype=torch.float32)
+        else:
+            part_out = part_lse = lse
+        _gated_xattn_fwd_kernel[(triton.cdiv(Lq, bm), B * H, n_splits)](
+            q, k, v, out, lse, start, end, gate_arg, part_out, part_lse,
+            *_strides(q), *_strides(k), *_strides(v), *_strides(out),
+            Lq, Lk, H, scale * LOG2E,
+            GROUP=H // Hk, D=D, D0=D0, D1=D1, D2=D2, BLOCK_M=bm, BLOCK_N=bn, SPLITS=n_splits, HAS_GATE=has_gate,
+            PRECISION="ieee" if q.dtype == torch.float32 else "tf32", num_warps=warps,
+        )
+        if n_splits > 1:
+            _gated_xattn_combine_kernel[(triton.cdiv(Lq, 16), B * H)](
+                part_out, part_lse, out, lse, gate_arg, *_strides(out), Lq, H, B * H,
+                D=D, BLOCK_D=triton.next_power_of_2(D), BLOCK_M=16, SPLITS=n_splits, HAS_GATE=has_gate, num_warps=4,
+            )
+    return out, lse
+
+
+def gated_cross_attention_backward(grad_out, q, k, v, out, lse, kv_start, kv_end, gate=None, softmax_scale=None, *,
+                                   block_m=None, block_n=None, num_warps=None):
+    """The backward launcher: (grad_q, grad_k, grad_v, grad_gate), deterministic (no atomics)."""
+    _check(q, k, v, kv_start, kv_end, gate)
+    B, Lq, H, D = q.shape
+    Lk, Hk = k.shape[1], k.shape[2]
+    if grad_out.shape != q.shape or out.shape != q.shape:
+        raise ValueError(f"vlmops.gated_cross_attention_backward: grad_out and out must have q's shape {tuple(q.shape)}")
+    if lse.shape != (B, H, Lq) or lse.dtype != torch.float32:
+        raise ValueError(
+            f"vlmops.gated_cross_attention_backward: lse must be float32 [{B}, {H}, {Lq}], got {lse.dtype} {tuple(lse.shape)}"
+        )
+    grad_q = torch.zeros_like(q, memory_format=torch.contiguous_format)
+    grad_k = torch.zeros_like(k, memory_format=torch.contiguous_format)
+    grad_v = torch.zeros_like(v, memory_format=torch.contiguous_format)
+    has_gate = gate is not None
+    row_dot = torch.zeros(B, H, Lq, device=q.device, dtype=torch.float32)
+    if q.numel() and k.numel():
+        scale = D**-0.5 if softmax_scale is None else softmax_scale
+        dq_blocks = (block_m or BWD_DQ_BLOCKS[0], block_n or BWD_DQ_BLOCKS[1])
+        dkdv_blocks = (block_m or BWD_DKDV_BLOCKS[0], block_n or BWD_DKDV_BLOCKS[1])
+        D0, D1, D2 = head_dim_pieces(D)
+        gate_arg = gate if has_gate else lse
+        with _device_guard(q):
+            # delta [B, H, Lq] = rowsum(dO * O): the gated O carries the gate flash-attention 2's
+            # correction needs (rowsum(gate * dO * ungated O)).
+            delta = (grad_out.float() * out.float()).sum(-1).transpose(1, 2).contiguous()
+            lse = lse.contiguous()
+            start, end = kv_start.contiguous(), kv_end.contiguous()
+            common = dict(GROUP=H // Hk, D=D, D0=D0, D1=D1, D2=D2, HAS_GATE=has_gate,
+                          PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
+                          num_warps=num_warps or _bwd_num_warps(D))
+            _gated_xattn_bwd_dq_kernel[(triton.cdiv(Lq, dq_blocks[0]), B * H)](
+                q, k, v, grad_out, lse, delta, grad_q, row_dot, start, end, gate_arg,
+                *_strides(q), *_strides(k), *_strides(v), *_strides(grad_out), *_strides(grad_q),
+                Lq, Lk, H, scale, scale * LOG2E, BLOCK_M=dq_blocks[0], BLOCK_N=dq_blocks[1], **common,
+            )
+            _gated_xattn_bwd_dkdv_kernel[(triton.cdiv(Lk, dkdv_blocks[1]), B * Hk)](
+                q, k, v, grad_out, lse, delta, grad_k, grad_v, start, end, gate_arg,
+                *_strides(q), *_strides(k), *_strides(v), *_strides(grad_out), *_strides(grad_k), *_strides(grad_v),
+                Lq, Lk, H, Hk, scale, scale * LOG2E, BLOCK_M=dkdv_blocks[0], BLOCK_N=dkdv_blocks[1], **common,
+            )
+    if has_gate:
+        t = torch.tanh(gate.float())
+        grad_gate = ((1 - t * t) * row_dot.sum()).to(gate.dtype)
+    else:
+        grad_gate = torch.zeros(0, device=q.device, dtype=torch.float32)
+    return grad_q, grad_k, grad_v, grad_gate
+
+
+torch.library.register_kernel("vlmops::gated_cross_attention", "cuda", gated_cross_attention)
+torch.library.register_kernel("vlmops::gated_cross_attention_backward", "cuda", gated_cross_attention_backward)
+
+
+def _specs():
+    """Representative launches for the static kernel report: Llama 3.2 Vision 11B's cross-attention
+    (H=32, Hk=8, D=128; prefill and decode against 4 x 1601 keys) and OpenFlamingo-9B's
+    (MPT-7B: H=32, D=128 over 64 latents per image); bf16."""
+    specs = []
+    for config, H, Hk, D, Lq, Lk in (("mllama-11b:prefill", 32, 8, 128, 2048, 6404),
+                                     ("mllama-11b:decode", 32, 8, 128, 1, 6404),
+                                     ("openflamingo-9b:prefill", 32, 32, 128, 2048, 5 * 64)):
+        D0, D1, D2 = head_dim_pieces(D)
+        bm, bn, warps = _fwd_blocks(D, Lq)
+        splits = num_splits(1, H, Lq, Lk, bm, bn)
+        strides = dict(stride_qb=Lq * H * D, stride_ql=H * D, stride_qh=D, stride_kb=Lk * Hk * D, stride_kl=Hk * D,
+                       stride_kh=D, stride_vb=Lk * Hk * D, stride_vl=Hk * D, stride_vh=D)
+        pieces = dict(GROUP=H // Hk, D=D, D0=D0, D1=D1, D2=D2, HAS_GATE=True, PRECISION="tf32")
+        specs.append(make_spec(
+            _gated_xattn_fwd_kernel, config, warps, dict(pieces, BLOCK_M=bm, BLOCK_N=bn, SPLITS=splits),
+            Q=torch.bfloat16, K=torch.bfloat16, V=torch.bfloat16, Out=torch.bfloat16, Lse=torch.float32,
+            Start=torch.int32, End=torch.int32, Gate=torch.bfloat16, PartOut=torch.float32, PartLse=torch.float32,
+            **strides, stride_ob=Lq * H * D, stride_ol=H * D, stride_oh=D, Lq=Lq, Lk=Lk, H=H,
+            scale_log2=D**-0.5 * LOG2E,
+        ))
+        if splits > 1:
+            specs.append(make_spec(
+                _gated_xattn_combine_kernel, config, 4,
+                dict(D=D, BLOCK_D=triton.next_power_of_2(D), BLOCK_M=16, SPLITS=splits, HAS_GATE=True),
+                PartOut=torch.float32, PartLse=torch.float32, Out=torch.bfloat16, Lse=torch.float32,
+                Gate=torch.bfloat16, stride_ob=Lq * H * D, stride_ol=H * D, stride_oh=D, Lq=Lq, H=H, BH=H,
+            ))
+            continue
+        grads = dict(Q=torch.bfloat16, K=torch.bfloat16, V=torch.bfloat16, GradOut=torch.bfloat16, Lse=torch.float32,
+                     Delta=torch.float32, Start=torch.int32, End=torch.int32, Gate=torch.bfloat16)
+        specs.append(make_spec(
+            _gated_xattn_bwd_dq_kernel, config, _bwd_num_warps(D),
+            dict(pieces, BLOCK_M=BWD_DQ_BLOCKS[0], BLOCK_N=BWD_DQ_BLOCKS[1]),
+            **grads, GradQ=torch.bfloat16, RowDot=torch.float32, **strides, stride_dob=Lq * H * D, stride_dol=H * D,
+            stride_doh=D, stride_dqb=Lq * H * D, stride_dql=H * D, stride_dqh=D, Lq=Lq, Lk=Lk, H=H, scale=D**-0.5,
+            scale_log2=D**-0.5 * LOG2E,
+        ))
+        specs.append(make_spec(
+            _gated_xattn_bwd_dkdv_kernel, config, _bwd_num_warps(D),
+            dict(pieces, BLOCK_M=BWD_DKDV_BLOCKS[0], BLOCK_N=BWD_DKDV_BLOCKS[1]),
+            **grads, GradK=torch.bfloat16, GradV=torch.bfloat16, **strides, stride_dob=Lq * H * D, stride_dol=H * D,
+            stride_doh=D, stride_dkb=Lk * Hk * D, stride_dkl=Hk * D, stride_dkh=D, stride_dvb=Lk * Hk * D,
+            stride_dvl=Hk * D, stride_dvh=D, Lq=Lq, Lk=Lk, H=H, Hk=Hk, scale=D**-0.5, scale_log2=D**-0.5 * LOG2E,
+        ))
+    return specs
+
+
+KERNEL_SPECS.extend(_specs())
