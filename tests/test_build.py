@@ -24,3 +24,16 @@ def test_cpu_kernels_share_torchs_openmp_runtime():
               if "libgomp" in line}
     # One runtime: a second libgomp would run its own thread pool beside torch's (oversubscription).
     assert len({pathlib.Path(p).resolve() for p in loaded}) == 1, loaded
+
+
+def test_registering_the_triton_kernels_gives_every_cuda_owner():
+    # `import vlmops` calls this when CUDA is available; here (no GPU) the interpreter stands in.
+    from vlmops.ops import KERNEL_OWNERS
+    from vlmops.triton import register_kernels
+
+    register_kernels()
+    expected = [f"vlmops::{op}" for op, owners in KERNEL_OWNERS.items() if owners["cuda"] == "Triton"]
+    expected += [f"vlmops::{owners['triton']}" for owners in KERNEL_OWNERS.values() if owners["triton"]]
+    assert len(expected) >= 6
+    missing = [name for name in expected if not torch._C._dispatch_has_kernel_for_dispatch_key(name, "CUDA")]
+    assert not missing, missing

@@ -5,7 +5,9 @@ and/or Triton, a fake implementation for torch.compile, autograd), with a docume
 that validates its arguments. `vlmops.reference` holds the pure-PyTorch oracles.
 """
 
-from vlmops import reference
+import torch as _torch
+
+from vlmops import _native, reference
 from vlmops._native import build_info
 from vlmops.ops.gated_cross_attention import (
     flamingo_kv_ranges,
@@ -30,6 +32,13 @@ from vlmops.ops.rope import (
 )
 from vlmops.ops.varlen_attention import qwen2_5_vl_window_index, varlen_attention
 from vlmops.transformers import PatchReport, patch_model, register_attention
+
+if _native.available() and _torch.cuda.is_available():
+    # Triton owns the CUDA kernels of some ops: register them now, so torch.ops.vlmops.* work on
+    # CUDA tensors whether or not a wrapper ran first.
+    from vlmops.triton import register_kernels as _register_kernels
+
+    _register_kernels()
 
 __version__ = "0.1.0"
 

@@ -105,8 +105,6 @@ def gated_cross_attention(
         if isinstance(softmax_scale, bool) or not isinstance(softmax_scale, (int, float)):
             raise TypeError(f"vlmops.{_FN}: softmax_scale must be a float or None, got {type(softmax_scale).__name__}")
         softmax_scale = float(softmax_scale)
-    if q.device.type == "cuda":
-        import vlmops.triton.gated_cross_attention  # noqa: F401  (registers the CUDA kernels)
     if _native.available():
         out, lse = torch.ops.vlmops.gated_cross_attention(q, k, v, kv_start, kv_end, gate, softmax_scale)
     else:

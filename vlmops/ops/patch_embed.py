@@ -115,8 +115,6 @@ def patch_embed(x, weight, bias=None, *, mean=None, std=None, rescale=None, pos_
     if not _native.available():
         _native.warn_fallback(_FN)
         return reference.patch_embed(x, weight, bias, mean, std, rescale, pos_embed, cls_token)
-    if x.device.type == "cuda":
-        import vlmops.triton.patch_embed  # noqa: F401  (registers the CUDA kernels of the op)
     return torch.ops.vlmops.patch_embed(x, weight, bias, mean, std, rescale, pos_embed, cls_token)
 
 

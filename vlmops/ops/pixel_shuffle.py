@@ -48,8 +48,6 @@ def _as_grid(fn: str, x, scale, grid):
 def _op(name: str, x: torch.Tensor):
     """The op that runs on x's device: the public op, or its Triton variant on CUDA when chosen."""
     if x.device.type == "cuda" and cuda_backend() == "triton":
-        import vlmops.triton.pixel_shuffle  # noqa: F401  (registers the Triton kernels)
-
         return getattr(torch.ops.vlmops, KERNEL_OWNERS[name]["triton"])
     return getattr(torch.ops.vlmops, name)
 

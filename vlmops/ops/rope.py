@@ -311,8 +311,6 @@ def _as_bshd(fn: str, name: str, x, layout: str):
 def _op(name: str, x: torch.Tensor):
     """The op that runs on x's device: the public op, or its Triton variant on CUDA when chosen."""
     if x.device.type == "cuda" and cuda_backend() == "triton":
-        import vlmops.triton.rope  # noqa: F401  (registers the Triton kernels)
-
         return getattr(torch.ops.vlmops, KERNEL_OWNERS[name]["triton"])
     return getattr(torch.ops.vlmops, name)
 

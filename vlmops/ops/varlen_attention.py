@@ -133,8 +133,6 @@ def varlen_attention(
         if isinstance(softmax_scale, bool) or not isinstance(softmax_scale, (int, float)):
             raise TypeError(f"vlmops.{_FN}: softmax_scale must be a float or None, got {type(softmax_scale).__name__}")
         softmax_scale = float(softmax_scale)
-    if q.device.type == "cuda":
-        import vlmops.triton.varlen_attention  # noqa: F401  (registers the CUDA kernels)
     if _native.available():
         out, lse = torch.ops.vlmops.varlen_attention(
             q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale

@@ -80,8 +80,16 @@ def make_spec(kernel, config: str, num_warps: int, constexprs: dict, **args) -> 
     return KernelSpec(kernel, config, signature, consts, num_warps, attrs)
 
 
-def kernel_specs() -> list:
-    """Every family's specs (importing the family modules appends them to KERNEL_SPECS)."""
+def register_kernels() -> None:
+    """Import every family module: registers its launchers with the dispatcher (the CUDA kernels of
+    the ops Triton owns, the ``_<op>_triton`` variants) and its specs in KERNEL_SPECS. ``import
+    vlmops`` calls it when CUDA is available, so ``torch.ops.vlmops.*`` have their CUDA kernels
+    before any wrapper runs."""
     for module in FAMILIES:
         importlib.import_module(module)
+
+
+def kernel_specs() -> list:
+    """Every family's specs."""
+    register_kernels()
     return list(KERNEL_SPECS)
