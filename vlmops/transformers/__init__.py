@@ -17,7 +17,9 @@ from vlmops.transformers.pixel_shuffle_rules import RULES as _PIXEL_SHUFFLE_RULE
 
 RULES = [*_PIXEL_SHUFFLE_RULES, *_CLIP_RULES, *_MLLAMA_RULES]
 
-SUPPORTED_FAMILIES = {rule.family: rule.kind for rule in RULES}
+# family -> the kinds of replacement its rules make (a family may have several rules).
+SUPPORTED_FAMILIES = {family: tuple(sorted({r.kind for r in RULES if r.family == family}))
+                      for family in dict.fromkeys(rule.family for rule in RULES)}
 
 __all__ = [
     "KINDS",
@@ -56,6 +58,13 @@ def patch_model(model: nn.Module, *, ops=None) -> PatchReport:
     unknown = kinds - set(KINDS)
     if unknown:
         raise ValueError(f"vlmops.patch_model: unknown ops {sorted(unknown)}; choose from {list(KINDS)}")
+    # Every fingerprint is checked before anything changes: a rule refused half-way through would
+    # leave the model half-patched.
+    modules = [module for _, module in model.named_modules()]
+    for rule in RULES:
+        cls = _resolve(rule.target)
+        if rule.kind in kinds and any(isinstance(m, cls) and not rule.patched(m) for m in modules):
+            check_guarded(rule)
     report = PatchReport()
     for rule in RULES:
         cls = _resolve(rule.target)
@@ -68,7 +77,6 @@ def patch_model(model: nn.Module, *, ops=None) -> PatchReport:
             report.add_family(rule.family)
             if rule.kind not in kinds:
                 continue
-            check_guarded(rule)
             if rule.replaces_matched and module is model:
                 raise ValueError(
                     f"vlmops.patch_model: {type(model).__name__} is replaced as a whole; patch a module that contains it"
