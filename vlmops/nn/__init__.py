@@ -1,5 +1,19 @@
 """Drop-in modules: same parameters and state_dict keys as the transformers modules they replace."""
 
+from vlmops.nn.attention import PackedVisionAttention, vision_cu_seqlens
+from vlmops.nn.patch_embed import PatchEmbed
+from vlmops.nn.patch_merger import PatchMerger
 from vlmops.nn.pixel_shuffle import PixelShuffleConnector, PixelShuffleProjector
+from vlmops.nn.rope import MRotaryEmbedding, VisionRope, VisionRotaryEmbedding
 
-__all__ = ["PixelShuffleConnector", "PixelShuffleProjector"]
+__all__ = [
+    "MRotaryEmbedding",
+    "PackedVisionAttention",
+    "PatchEmbed",
+    "PatchMerger",
+    "PixelShuffleConnector",
+    "PixelShuffleProjector",
+    "VisionRope",
+    "VisionRotaryEmbedding",
+    "vision_cu_seqlens",
+]

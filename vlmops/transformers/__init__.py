@@ -11,10 +11,14 @@ from vlmops.transformers.patch import (
     check_guarded,
 )
 from vlmops.transformers.pixel_shuffle_rules import RULES as _PIXEL_SHUFFLE_RULES
+from vlmops.transformers.pixtral_rules import RULES as _PIXTRAL_RULES
+from vlmops.transformers.qwen_rules import RULES as _QWEN_RULES
 
-RULES = [*_PIXEL_SHUFFLE_RULES]
+RULES = [*_PIXEL_SHUFFLE_RULES, *_QWEN_RULES, *_PIXTRAL_RULES]
 
-SUPPORTED_FAMILIES = {rule.family: rule.kind for rule in RULES}
+# family -> the kinds of replacement it has
+SUPPORTED_FAMILIES = {family: tuple(dict.fromkeys(r.kind for r in RULES if r.family == family))
+                      for family in dict.fromkeys(rule.family for rule in RULES)}
 
 __all__ = ["KINDS", "PatchReport", "SUPPORTED_FAMILIES", "UnsupportedModelError", "UnsupportedTransformersError", "patch_model"]
 
