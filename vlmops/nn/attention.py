@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vlmops import _native
 from vlmops.nn.rope import VisionRope
 from vlmops.ops.rope import apply_rope
 from vlmops.ops.varlen_attention import varlen_attention
@@ -61,6 +62,17 @@ def _rotate_cos_sin(q, k, cos, sin, fp32_math: bool):
     q = q * cos + _rotate_half(q) * sin
     k = k * cos + _rotate_half(k) * sin
     return q.to(dtype), k.to(dtype)
+
+
+def _packed_attention(q, k, v, cu_seqlens, scale):
+    """varlen self-attention without the wrapper's eager CPU reads of cu_seqlens: the tower built
+    them on device, and reading them back every layer is a host sync (and a graph break under
+    torch.compile). The op checks them again in C++ on CPU, where that costs no sync."""
+    if not _native.available() or q.device.type not in ("cpu", "cuda"):
+        return varlen_attention(q, k, v, cu_seqlens, softmax_scale=scale)
+    if q.device.type == "cuda":
+        import vlmops.triton.varlen_attention  # noqa: F401  (registers the CUDA kernels)
+    return torch.ops.vlmops.varlen_attention(q, k, v, cu_seqlens, cu_seqlens, None, None, scale)[0]
 
 
 class PackedVisionAttention(nn.Module):
@@ -116,7 +128,7 @@ class PackedVisionAttention(nn.Module):
             q, k = apply_rope(q, k, positions, *tables, layout="nhd", inplace=inplace)
         elif position_embeddings is not None:
             q, k = _rotate_cos_sin(q, k, *position_embeddings, fp32_math=self.fused_qkv)
-        return varlen_attention(q, k, v, cu_seqlens, softmax_scale=self.scaling)
+        return _packed_attention(q, k, v, cu_seqlens, self.scaling)
 
     def forward(self, hidden_states, cu_seqlens=None, position_embeddings=None, max_seqlen=None,
                 attention_mask=None, **kwargs):
