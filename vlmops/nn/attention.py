@@ -99,8 +99,8 @@ class PackedVisionAttention(nn.Module):
         names = ("qkv", "proj") if fused_qkv else ("q_proj", "k_proj", "v_proj", "o_proj")
         if sorted(projections) != sorted(names):
             raise ValueError(f"vlmops.nn.PackedVisionAttention: expected projections {names}, got {sorted(projections)}")
-        for name in names:
-            setattr(self, name, projections[name])
+        for name, module in projections.items():  # in the replaced module's order: same state_dict order
+            setattr(self, name, module)
         self.num_heads = num_heads
         self.fused_qkv = fused_qkv
         self.scaling = scaling
@@ -116,8 +116,9 @@ class PackedVisionAttention(nn.Module):
     @classmethod
     def from_pixtral(cls, attn: nn.Module) -> "PackedVisionAttention":
         """Wraps the four projections of a ``PixtralAttention`` (shared, not copied)."""
-        module = cls(attn.num_heads, False, attn.scaling, q_proj=attn.q_proj, k_proj=attn.k_proj,
-                     v_proj=attn.v_proj, o_proj=attn.o_proj)
+        projections = {name: child for name, child in attn.named_children()
+                       if name in ("q_proj", "k_proj", "v_proj", "o_proj")}
+        module = cls(attn.num_heads, False, attn.scaling, **projections)
         module.replaces = type(attn).__name__
         return module
 
