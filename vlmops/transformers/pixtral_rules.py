@@ -7,12 +7,11 @@
   device, and runs varlen attention instead of SDPA with a dense ``[N, N]`` block-diagonal mask.
 """
 
+import functools
 import types
 
 import torch
 import torch.nn.functional as F
-from transformers.utils.generic import merge_with_config_defaults
-from transformers.utils.output_capturing import capture_outputs
 
 from vlmops.nn.attention import PackedVisionAttention
 from vlmops.nn.patch_embed import PatchEmbed
@@ -52,7 +51,14 @@ def _pixtral_forward(self, pixel_values, image_sizes=None, **kwargs):
                             cu_seqlens=cu_seqlens, **kwargs)
 
 
-_FORWARD = merge_with_config_defaults(capture_outputs(_pixtral_forward))
+@functools.cache
+def _forward():
+    """_pixtral_forward in transformers' decorators (output_hidden_states, return_dict), built on first
+    use: transformers is optional."""
+    from transformers.utils.generic import merge_with_config_defaults
+    from transformers.utils.output_capturing import capture_outputs
+
+    return merge_with_config_defaults(capture_outputs(_pixtral_forward))
 
 
 def _patch_tower(root, tower, path):
@@ -64,7 +70,7 @@ def _patch_tower(root, tower, path):
             layer.attention = PackedVisionAttention.from_pixtral(layer.attention)
             replacements.append(Replacement(f"{prefix}transformer.layers.{index}.attention", old,
                                             "vlmops.nn.PackedVisionAttention"))
-    tower.forward = types.MethodType(_FORWARD, tower)
+    tower.forward = types.MethodType(_forward(), tower)
     replacements.append(Replacement(path, "PixtralVisionModel.forward",
                                     "vlmops tower forward (metadata built once on device, varlen attention)"))
     return replacements
@@ -111,6 +117,6 @@ RULES = [
              f"{PIXTRAL}:PixtralAttention.__init__": "49bb19497cc0d00d52f23bc3eee13e6bf8da7055f593c702e0dcaaccf3f96d31",
              f"{PIXTRAL}:apply_rotary_pos_emb": "14ef8b572d9c0bd1488bf65dfd1e1d4a70008016d097cf1e6ade055e3d1100ef",
          },
-         apply=_patch_tower, patched=lambda m: getattr(m.forward, "__func__", None) is _FORWARD,
+         apply=_patch_tower, patched=lambda m: getattr(m.forward, "__func__", None) is _forward(),
          replaces_matched=False),
 ]

@@ -8,13 +8,8 @@
   passes the blocks a ``VisionRope`` (when "rope" is patched too) instead of cos/sin tables.
 """
 
+import functools
 import types
-
-import torch
-from transformers.modeling_outputs import BaseModelOutputWithPooling
-from transformers.utils.generic import merge_with_config_defaults
-from transformers.utils.output_capturing import capture_outputs
-from transformers.vision_utils import get_vision_interpolation_indices_and_weights
 
 from vlmops.nn.attention import PackedVisionAttention, vision_cu_seqlens
 from vlmops.nn.patch_embed import PatchEmbed
@@ -46,6 +41,8 @@ def _packed_metadata(tower, hidden_states, grid_thw):
 
 def _qwen2_vl_forward(self, hidden_states, grid_thw, **kwargs):
     """Qwen2VisionTransformerPretrainedModel.forward on vlmops ops (same outputs)."""
+    from transformers.modeling_outputs import BaseModelOutputWithPooling
+
     hidden_states = self.patch_embed(hidden_states)
     positions, cu_seqlens = _packed_metadata(self, hidden_states, grid_thw)
     position_embeddings = _position_embeddings(self, hidden_states, positions)
@@ -59,6 +56,8 @@ def _qwen2_5_vl_forward(self, hidden_states, grid_thw, **kwargs):
 
     The blocks run in window order as in transformers: window layers attend within
     ``cu_window_seqlens``, the ``fullatt_block_indexes`` layers within each frame."""
+    from transformers.modeling_outputs import BaseModelOutputWithPooling
+
     hidden_states = self.patch_embed(hidden_states)
     num_tokens, unit = hidden_states.shape[0], self.spatial_merge_unit
     positions, cu_seqlens = _packed_metadata(self, hidden_states, grid_thw)
@@ -78,6 +77,7 @@ def _qwen2_5_vl_forward(self, hidden_states, grid_thw, **kwargs):
 def _qwen3_vl_forward(self, hidden_states, grid_thw, **kwargs):
     """Qwen3VLVisionModel.forward on vlmops ops (same outputs, DeepStack features included)."""
     from transformers.models.qwen3_vl.modeling_qwen3_vl import BaseModelOutputWithDeepstackFeatures
+    from transformers.vision_utils import get_vision_interpolation_indices_and_weights
 
     interp_indices, interp_weights = get_vision_interpolation_indices_and_weights(
         grid_thw, num_grid_per_side=self.num_grid_per_side, mode=self.interpolation_mode,
@@ -99,16 +99,21 @@ def _qwen3_vl_forward(self, hidden_states, grid_thw, **kwargs):
     )
 
 
-# transformers' decorators: output_hidden_states / return_dict handling stays theirs (hooks on the blocks).
-_FORWARDS = {
-    name: merge_with_config_defaults(capture_outputs(fn))
-    for name, fn in (("Qwen2-VL", _qwen2_vl_forward), ("Qwen2.5-VL", _qwen2_5_vl_forward), ("Qwen3-VL", _qwen3_vl_forward))
-}
+_RAW_FORWARDS = {"Qwen2-VL": _qwen2_vl_forward, "Qwen2.5-VL": _qwen2_5_vl_forward, "Qwen3-VL": _qwen3_vl_forward}
+
+
+@functools.cache
+def _forward(family):
+    """The tower forward of a family wrapped in transformers' decorators (output_hidden_states and
+    return_dict handling stay theirs: hooks on the blocks). Built on first use: transformers is optional."""
+    from transformers.utils.generic import merge_with_config_defaults
+    from transformers.utils.output_capturing import capture_outputs
+
+    return merge_with_config_defaults(capture_outputs(_RAW_FORWARDS[family]))
 
 
 def _tower_patched(family):
-    forward = _FORWARDS[family]
-    return lambda module: getattr(module.forward, "__func__", None) is forward
+    return lambda module: getattr(module.forward, "__func__", None) is _forward(family)
 
 
 def _patch_tower(family):
@@ -120,7 +125,7 @@ def _patch_tower(family):
                 old = type(block.attn).__name__
                 block.attn = PackedVisionAttention.from_qwen(block.attn)
                 replacements.append(Replacement(f"{prefix}blocks.{index}.attn", old, "vlmops.nn.PackedVisionAttention"))
-        tower.forward = types.MethodType(_FORWARDS[family], tower)
+        tower.forward = types.MethodType(_forward(family), tower)
         replacements.append(Replacement(path, f"{type(tower).__name__}.forward",
                                         "vlmops tower forward (metadata built once on device, varlen attention)"))
         return replacements
