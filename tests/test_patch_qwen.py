@@ -27,7 +27,7 @@ from vlmops.transformers import UnsupportedTransformersError
 IMAGE, VIDEO, VISION_START = 190, 191, 192
 PATCH_ROW = 3 * 2 * 14 * 14  # C * temporal_patch * P * P
 # Two images of different sizes and a video of two temporal patches (4 frames), in patches (t, h, w).
-IMAGE_GRID = torch.tensor([[1, 8, 12], [1, 4, 4]])
+IMAGE_GRID = torch.tensor([[1, 8, 12], [1, 6, 10]])
 VIDEO_GRID = torch.tensor([[2, 4, 8]])
 
 TEXT = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, intermediate_size=128,
@@ -43,8 +43,8 @@ def config(family):
             text_config=text, vision_config=dict(vision, embed_dim=64, mlp_ratio=2), **TOKENS)
     if family == "Qwen2.5-VL":
         text = dict(TEXT, rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 6, 6]})
-        # window 112 px = 4 patches = 2 merged units per side: the 8x12 image has 2x3 windows, the
-        # 4x4 image one; blocks 1 and 3 attend over whole frames.
+        # window 56 px = 4 patches = 2 merged units per side: the 8x12 image has 2x3 windows, the
+        # 6x10 image (3x5 units) 2x3 windows cut by its edges; blocks 1 and 3 attend over whole frames.
         return Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLConfig(
             text_config=text, vision_config=dict(vision, intermediate_size=128, out_hidden_size=64, window_size=56,
                                                  fullatt_block_indexes=[1, 3]), **TOKENS)
