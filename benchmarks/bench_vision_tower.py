@@ -75,14 +75,22 @@ def build_towers(shape, device, dtype):
     return tower, patched, rows, grid_thw
 
 
-def _linear_flops(tower, rows) -> int:
-    """FLOPs of the Linear layers of one forward (2 * tokens * in * out each)."""
-    tokens, flops = rows.shape[0], 0
+def _linear_work(tower, rows) -> tuple[int, int]:
+    """(FLOPs, output bytes) of the Linear layers of one forward (2 * tokens * in * out FLOPs each)."""
+    tokens, flops, out_bytes = rows.shape[0], 0, 0
     for name, module in tower.named_modules():
         if isinstance(module, nn.Linear):
             n = tokens // MERGE**2 if name.startswith("merger") else tokens
             flops += 2 * n * module.in_features * module.out_features
-    return flops
+            out_bytes += n * module.out_features * rows.element_size()
+    return flops, out_bytes
+
+
+def _ideal_bytes(tower, rows) -> int:
+    """A whole forward reads every weight and the pixel rows once and writes the merged tokens."""
+    params = sum(p.numel() * p.element_size() for p in tower.parameters())
+    out = rows.shape[0] // MERGE**2 * tower.merger.mlp[-1].out_features * rows.element_size()
+    return params + rows.numel() * rows.element_size() + out
 
 
 def replay_linears(tower, rows, grid_thw):
@@ -138,8 +146,9 @@ def towers(request, device):
 def test_vision_tower_qwen2_5_vl(benchmark, towers, impl):
     tower, rows, grid_thw = towers[impl], towers["rows"], towers["grid_thw"]
     benchmark.group = "vision_tower:qwen2.5-vl:fwd"
-    benchmark.extra_info.update(impl=impl, role="vlmops" if impl == "vlmops" else "baseline", bytes=0,
-                                flops=_linear_flops(tower, rows), dtype=str(rows.dtype).replace("torch.", ""),
+    benchmark.extra_info.update(impl=impl, role="vlmops" if impl == "vlmops" else "baseline",
+                                bytes=_ideal_bytes(tower, rows), flops=_linear_work(tower, rows)[0],
+                                dtype=str(rows.dtype).replace("torch.", ""),
                                 **{f"profile_{k}": v for k, v in profile_split(tower, rows, grid_thw).items()})
 
     def forward():
@@ -155,8 +164,9 @@ def test_vision_tower_qwen2_5_vl_non_linear(benchmark, towers, impl):
     rows, grid_thw = towers["rows"], towers["grid_thw"]
     expected = replay_linears(tower, rows, grid_thw)
     benchmark.group = "vision_tower:qwen2.5-vl-non-linear:fwd"
-    benchmark.extra_info.update(impl=impl, role="vlmops" if impl == "vlmops" else "baseline", bytes=0, flops=0,
-                                dtype=str(rows.dtype).replace("torch.", ""))
+    # bytes: every Linear output, which the rest of the tower reads at least once.
+    benchmark.extra_info.update(impl=impl, role="vlmops" if impl == "vlmops" else "baseline",
+                                bytes=_linear_work(tower, rows)[1], flops=0, dtype=str(rows.dtype).replace("torch.", ""))
 
     def forward():
         with torch.no_grad():
