@@ -6,10 +6,10 @@ on the same packed pixel rows of several images. Before timing, the patched towe
 equal the unpatched one's (fp32 tolerance on CPU).
 
 - `vision_tower:qwen2.5-vl:fwd`: the whole tower forward.
-- `vision_tower:qwen2.5-vl-non-linear:fwd`: the same forward with every `nn.Linear` replaced by a copy
-  of the output it produced on these inputs (recorded once, untimed): what is left is everything
-  except the Linear layers (RoPE, attention, norms, activations, patch embedding, window permutes,
-  metadata) plus one copy of each Linear output, the same for both towers.
+- `vision_tower:qwen2.5-vl-non-linear:fwd`: the same forward with every `nn.Linear` replaced by the
+  output it produced on these inputs (recorded once, untimed): what is left is everything except the
+  Linear layers (RoPE, attention, norms, activations, patch embedding, window permutes, metadata);
+  for the patched tower also one copy of each qkv output, which its in-place RoPE overwrites.
 - Also recorded (untimed, in each whole-tower entry's `extra_info` and printed by
   `python -m benchmarks.bench_vision_tower`): a `torch.profiler` split of one forward into "Linear
   layers" (self time of aten::addmm / aten::mm / aten::linear) and everything else.
@@ -94,20 +94,25 @@ def _ideal_bytes(tower, rows) -> int:
 
 
 def replay_linears(tower, rows, grid_thw):
-    """Replace every nn.Linear's forward by a copy of the output it produced on (rows, grid_thw);
-    returns the tower's output of that recording forward.
+    """Replace every nn.Linear's forward by the output it produced on (rows, grid_thw); returns the
+    tower's output of that recording forward.
 
-    Each Linear runs once per forward, so one recorded output per module replays the forward exactly."""
-    outputs = {}
-    hooks = [m.register_forward_hook(lambda m, args, out: outputs.__setitem__(m, out.clone()))
+    Each Linear runs once per forward, so one recorded output per module replays the forward exactly.
+    An output the tower then modifies in place (the patched attention rotates q and k inside the qkv
+    projection's output) is replayed as a fresh copy each call, standing in for the write an
+    out-of-place RoPE would do; the others are returned as they are (no copy)."""
+    recorded = {}
+    hooks = [m.register_forward_hook(lambda m, args, out: recorded.__setitem__(m, (out, out.clone())))
              for m in tower.modules() if isinstance(m, nn.Linear)]
     with torch.no_grad():
         expected = tower(rows, grid_thw=grid_thw).pooler_output
     for hook in hooks:
         hook.remove()
-    for module, out in outputs.items():
-        # A copy: the patched attention rotates q and k in place in the qkv projection's output.
-        module.forward = lambda *args, _out=out: _out.clone()
+    for module, (live, snapshot) in recorded.items():
+        if torch.equal(live, snapshot):
+            module.forward = lambda *args, _out=snapshot: _out
+        else:
+            module.forward = lambda *args, _out=snapshot: _out.clone()
     return expected
 
 
