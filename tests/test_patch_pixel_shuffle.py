@@ -17,7 +17,7 @@ from transformers import (
 )
 
 import vlmops
-from vlmops.transformers import UnsupportedModelError, UnsupportedTransformersError
+from vlmops.transformers import SUPPORTED_FAMILIES, UnsupportedModelError, UnsupportedTransformersError
 
 IMAGE_TOKEN = 99
 VISION = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=56, patch_size=14)
@@ -122,7 +122,7 @@ def test_ops_restricts_kinds():
 
 
 def test_unsupported_model_lists_families():
-    supported = ", ".join(sorted(vlmops.transformers.SUPPORTED_FAMILIES))
+    supported = ", ".join(sorted(SUPPORTED_FAMILIES))
     assert "Idefics3, InternVL" in supported and "SmolVLM" in supported
     with pytest.raises(UnsupportedModelError, match=f"supported: {re.escape(supported)}"):
         vlmops.patch_model(torch.nn.Linear(2, 2))

@@ -14,8 +14,10 @@ from vlmops.transformers.attention_interface import register_attention
 from vlmops.transformers.clip_rules import RULES as _CLIP_RULES
 from vlmops.transformers.mllama_rules import RULES as _MLLAMA_RULES
 from vlmops.transformers.pixel_shuffle_rules import RULES as _PIXEL_SHUFFLE_RULES
+from vlmops.transformers.pixtral_rules import RULES as _PIXTRAL_RULES
+from vlmops.transformers.qwen_rules import RULES as _QWEN_RULES
 
-RULES = [*_PIXEL_SHUFFLE_RULES, *_CLIP_RULES, *_MLLAMA_RULES]
+RULES = [*_PIXEL_SHUFFLE_RULES, *_QWEN_RULES, *_PIXTRAL_RULES, *_CLIP_RULES, *_MLLAMA_RULES]
 
 # family -> the kinds of replacement its rules make (a family may have several rules).
 SUPPORTED_FAMILIES = {family: tuple(sorted({r.kind for r in RULES if r.family == family}))
