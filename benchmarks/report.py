@@ -352,8 +352,7 @@ def markdown_summary(result: dict) -> str:
         lines += [f"- {target_text(t)}" for t in result["targets"]]
     lines += ["", f"All columns: `benchmarks/results/{meta['device']}-{meta['date']}.json`; speedup plot: the `.png` "
               "beside it (not committed)."]
-    lines += ["", "Not covered yet: the end-to-end entry (patched vs unpatched transformers vision tower) waits for "
-              "the drop-in-modules issue.", "", kernel_report_text(result["kernel_report"]).split("\n")[0].rstrip(":") + "."]
+    lines += ["", kernel_report_text(result["kernel_report"]).split("\n")[0].rstrip(":") + "."]
     return "\n".join(lines)
 
 
