@@ -3,12 +3,15 @@
 - Triton runs under its CPU interpreter on machines without a GPU: TRITON_INTERPRET must be set
   before triton is imported, so it is set here, before any test module imports vlmops.triton.
 - `@pytest.mark.requires_cuda` tests are skipped where no CUDA device exists.
+- `RecordVlmopsCalls`: the vlmops ops a block of code dispatched, in order (patch tests use it to
+  prove a patched model really runs vlmops kernels).
 """
 
 import os
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 HAS_CUDA = torch.cuda.is_available()
 if not HAS_CUDA:
@@ -22,3 +25,14 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if not HAS_CUDA and "requires_cuda" in item.keywords:
             item.add_marker(skip)
+
+
+class RecordVlmopsCalls(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.namespace == "vlmops":
+            self.calls.append(func.name())
+        return func(*args, **(kwargs or {}))

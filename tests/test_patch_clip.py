@@ -5,7 +5,6 @@ import copy
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import (
     CLIPConfig,
     CLIPModel,
@@ -23,6 +22,7 @@ from transformers.models.siglip.modeling_siglip import SiglipVisionEmbeddings as
 
 import vlmops
 from vlmops.transformers import UnsupportedModelError, UnsupportedTransformersError
+from conftest import RecordVlmopsCalls
 
 IMAGE_TOKEN = 99
 # Head dim 32: the smallest varlen_attention takes.
@@ -33,16 +33,6 @@ TEXT = dict(hidden_size=64, num_hidden_layers=1, num_attention_heads=2, num_key_
 TOWERS = {"CLIP": (CLIPVisionConfig, CLIPVisionModel), "SigLIP": (SiglipVisionConfig, SiglipVisionModel)}
 VLMOPS_OPS = {"vlmops::patch_embed", "vlmops::varlen_attention"}
 
-
-class RecordVlmopsCalls(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.calls = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func.namespace == "vlmops":
-            self.calls.append(func.name())
-        return func(*args, **(kwargs or {}))
 
 
 def build_tower(family, **overrides):

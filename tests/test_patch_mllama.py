@@ -6,11 +6,11 @@ import copy
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import MllamaConfig, MllamaForConditionalGeneration
 
 import vlmops
 from vlmops.transformers import UnsupportedTransformersError
+from conftest import RecordVlmopsCalls
 
 # Tiny and CPU-friendly: 28 px tiles of 14 px patches -> 5 tokens per tile, up to 4 tiles per image.
 VISION = dict(hidden_size=16, num_hidden_layers=2, num_global_layers=1, attention_heads=2, intermediate_size=32,
@@ -44,16 +44,6 @@ def build():
                   attention_mask=torch.ones(B, Lq, dtype=torch.int64))
     return model, inputs
 
-
-class RecordVlmopsCalls(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.calls = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func.namespace == "vlmops":
-            self.calls.append(func.name())
-        return func(*args, **(kwargs or {}))
 
 
 def test_patched_mllama_matches_logits_and_generate():

@@ -6,7 +6,6 @@ import re
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import (
     Idefics3Config,
     Idefics3ForConditionalGeneration,
@@ -18,6 +17,7 @@ from transformers import (
 
 import vlmops
 from vlmops.transformers import SUPPORTED_FAMILIES, UnsupportedModelError, UnsupportedTransformersError
+from conftest import RecordVlmopsCalls
 
 IMAGE_TOKEN = 99
 VISION = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=56, patch_size=14)
@@ -55,16 +55,6 @@ def image_features(model, pixel_values):
     pooled = out.pooler_output
     return torch.cat(list(pooled)) if isinstance(pooled, (list, tuple)) else pooled
 
-
-class RecordVlmopsCalls(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.calls = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func.namespace == "vlmops":
-            self.calls.append(func.name())
-        return func(*args, **(kwargs or {}))
 
 
 FAMILIES = ["InternVL", "Idefics3", "SmolVLM"]

@@ -6,11 +6,11 @@ import copy
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import Mistral3Config, Mistral3ForConditionalGeneration, PixtralVisionConfig, PixtralVisionModel
 
 import vlmops
 from vlmops.nn import PackedVisionAttention, PatchEmbed, VisionRotaryEmbedding
+from conftest import RecordVlmopsCalls
 
 IMAGE = 10
 VISION = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2, head_dim=32,
@@ -18,16 +18,6 @@ VISION = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_at
 # Three images of different sizes padded into one [3, 3, 112, 112] batch, as the processor pads them.
 IMAGE_SIZES = torch.tensor([[112, 84], [56, 112], [28, 56]])
 
-
-class RecordVlmopsCalls(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.calls = set()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func.namespace == "vlmops":
-            self.calls.add(func.name())
-        return func(*args, **(kwargs or {}))
 
 
 def tower(attn="sdpa"):
@@ -68,7 +58,7 @@ def test_patched_tower_matches_every_layer(attn):
     for a, b in zip(got.hidden_states, expected.hidden_states):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(got.last_hidden_state, expected.last_hidden_state, rtol=1e-5, atol=1e-5)
-    assert {"vlmops::patch_embed", "vlmops::rope_", "vlmops::varlen_attention"} <= recorder.calls
+    assert {"vlmops::patch_embed", "vlmops::rope_", "vlmops::varlen_attention"} <= set(recorder.calls)
 
 
 def test_mistral3_features_and_logits_match():
