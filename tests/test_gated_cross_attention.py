@@ -354,6 +354,28 @@ def test_triton_forward_and_backward_match_reference(D, H, Hk, splits, gated):
     assert grads[3].numel() == (1 if gated else 0)
 
 
+def test_triton_copies_operands_strided_along_head_dim():
+    # The kernels step along D with stride 1: an expanded gradient (all strides 0) and k strided along
+    # D must give what their contiguous copies give.
+    from vlmops.triton import gated_cross_attention as triton_attention
+
+    q, k, v = make_qkv(2, 20, 50, 2, 1, 32, torch.float32)
+    start, end = mixed_ranges(2, 20, 50, seed=3)
+    k_strided = torch.empty(*k.shape[:-1], 2 * k.shape[-1])[..., ::2].copy_(k)
+    gate = torch.tensor([0.7])
+    out, lse = triton_attention.gated_cross_attention(q, k_strided, v, start, end, gate, block_m=16, block_n=16)
+    expected_out, expected_lse = triton_attention.gated_cross_attention(q, k, v, start, end, gate, block_m=16,
+                                                                        block_n=16)
+    assert torch.equal(out, expected_out) and torch.equal(lse, expected_lse)
+    ones = torch.ones(()).expand(q.shape)
+    grads = triton_attention.gated_cross_attention_backward(ones, q, k_strided, v, out, lse, start, end, gate,
+                                                            block_m=16, block_n=16)
+    expected = triton_attention.gated_cross_attention_backward(ones.contiguous(), q, k, v, out, lse, start, end,
+                                                               gate, block_m=16, block_n=16)
+    for g, e in zip(grads, expected):
+        assert torch.equal(g, e)
+
+
 def test_triton_decode_split_keys_and_fp16():
     from vlmops.triton import gated_cross_attention as triton_attention
 

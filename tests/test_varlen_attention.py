@@ -374,6 +374,26 @@ def test_triton_forward_and_backward_match_reference(D, H, Hk):
         assert max_abs(g, r) < 5e-5
 
 
+def test_triton_copies_operands_strided_along_head_dim():
+    # The kernels step along D with stride 1: an expanded gradient (all strides 0, as autograd passes
+    # for out.sum()) and a q strided along D must give what their contiguous copies give.
+    from vlmops.triton import varlen_attention as triton_attention
+
+    q, k, v = make_qkv(TRITON_LENGTHS, 2, 2, 32, torch.float32)
+    cu = cu_seqlens_of(TRITON_LENGTHS)
+    q_strided = torch.empty(q.shape[0], q.shape[1], 2 * q.shape[2])[..., ::2].copy_(q)
+    out, lse = triton_attention.varlen_attention(q_strided, k, v, cu, cu, block_m=16, block_n=16)
+    expected_out, expected_lse = triton_attention.varlen_attention(q, k, v, cu, cu, block_m=16, block_n=16)
+    assert torch.equal(out, expected_out) and torch.equal(lse, expected_lse)
+    ones = torch.ones(()).expand(q.shape)
+    grads = triton_attention.varlen_attention_backward(ones, q_strided, k, v, out, lse, cu, cu, block_m=16,
+                                                       block_n=16)
+    expected = triton_attention.varlen_attention_backward(ones.contiguous(), q, k, v, out, lse, cu, cu, block_m=16,
+                                                          block_n=16)
+    for g, e in zip(grads, expected):
+        assert torch.equal(g, e)
+
+
 def test_triton_cross_attention_and_rows_without_keys():
     from vlmops.triton import varlen_attention as triton_attention
 

@@ -29,7 +29,9 @@ import triton.language as tl
 
 from vlmops.ops import gated_cross_attention as _ops
 from vlmops.triton import KERNEL_SPECS, make_spec
-from vlmops.triton.varlen_attention import _dot_nt, _load_pieces, _store_pieces, _device_guard, head_dim_pieces
+from vlmops.triton.varlen_attention import (
+    _device_guard, _dot_nt, _load_pieces, _store_pieces, head_dim_pieces, unit_stride_d,
+)
 
 LOG2E = 1.4426950408889634
 
@@ -68,9 +70,10 @@ def _gated_xattn_fwd_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SPLITS: tl.constexpr, HAS_GATE: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
-    tile = tl.program_id(0)
-    bh = tl.program_id(1)
-    split = tl.program_id(2)
+    tiles = tl.cdiv(Lq, BLOCK_M)
+    tile = tl.program_id(0) % tiles
+    bh = tl.program_id(0) // tiles
+    split = tl.program_id(1)
     b = bh // H
     head = bh % H
     kv_head = head // GROUP
@@ -115,7 +118,7 @@ def _gated_xattn_fwd_kernel(
     lse = tl.where(has_keys, (m_i + tl.log2(tl.where(has_keys, l_i, 1.0))) * 0.6931471805599453, float("-inf"))
     if SPLITS > 1:
         # Partials [SPLITS, B, H, Lq, (D)] float32, normalized: the combine kernel weighs them by lse.
-        part = (split * tl.num_programs(1) + bh).to(tl.int64) * Lq
+        part = (split * (tl.num_programs(0) // tiles) + bh).to(tl.int64) * Lq
         tl.store(PartLse + part + rows, lse, mask=row_ok)
         _store_pieces(PartOut + part * D, rows, row_ok, D, acc0 * inv[:, None], acc1 * inv[:, None],
                       acc2 * inv[:, None], D, D0, D1, D2)
@@ -131,8 +134,9 @@ def _gated_xattn_combine_kernel(
     PartOut, PartLse, Out, Lse, Gate, stride_ob, stride_ol, stride_oh, Lq, H, BH,
     D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, SPLITS: tl.constexpr, HAS_GATE: tl.constexpr,
 ):
-    tile = tl.program_id(0)
-    bh = tl.program_id(1)
+    tiles = tl.cdiv(Lq, BLOCK_M)
+    tile = tl.program_id(0) % tiles
+    bh = tl.program_id(0) // tiles
     b = bh // H
     head = bh % H
     rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -168,8 +172,9 @@ def _gated_xattn_bwd_dq_kernel(
     GROUP: tl.constexpr, D: tl.constexpr, D0: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HAS_GATE: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    tile = tl.program_id(0)
-    bh = tl.program_id(1)
+    tiles = tl.cdiv(Lq, BLOCK_M)
+    tile = tl.program_id(0) % tiles
+    bh = tl.program_id(0) // tiles
     b = bh // H
     head = bh % H
     kv_head = head // GROUP
@@ -222,8 +227,9 @@ def _gated_xattn_bwd_dkdv_kernel(
     GROUP: tl.constexpr, D: tl.constexpr, D0: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HAS_GATE: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    tile = tl.program_id(0)
-    bk = tl.program_id(1)
+    tiles = tl.cdiv(Lk, BLOCK_N)
+    tile = tl.program_id(0) % tiles
+    bk = tl.program_id(0) // tiles
     b = bk // Hk
     kv_head = bk % Hk
     cols = tile * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -320,6 +326,7 @@ def gated_cross_attention(q, k, v, kv_start, kv_end, gate=None, softmax_scale=No
     """The forward launcher: (out [B, Lq, H, D], lse [B, H, Lq] float32). Block sizes and the number of
     key splits may be overridden (the interpreter tests use small ones)."""
     _check(q, k, v, kv_start, kv_end, gate)
+    q, k, v = unit_stride_d(q, k, v)
     B, Lq, H, D = q.shape
     Lk, Hk = k.shape[1], k.shape[2]
     out = torch.empty_like(q, memory_format=torch.contiguous_format)
@@ -340,7 +347,7 @@ def gated_cross_attention(q, k, v, kv_start, kv_end, gate=None, softmax_scale=No
             part_lse = torch.empty(n_splits, B, H, Lq, device=q.device, dtype=torch.float32)
         else:
             part_out = part_lse = lse
-        _gated_xattn_fwd_kernel[(triton.cdiv(Lq, bm), B * H, n_splits)](
+        _gated_xattn_fwd_kernel[(triton.cdiv(Lq, bm) * B * H, n_splits)](
             q, k, v, out, lse, start, end, gate_arg, part_out, part_lse,
             *_strides(q), *_strides(k), *_strides(v), *_strides(out),
             Lq, Lk, H, scale * LOG2E,
@@ -348,7 +355,7 @@ def gated_cross_attention(q, k, v, kv_start, kv_end, gate=None, softmax_scale=No
             PRECISION="ieee" if q.dtype == torch.float32 else "tf32", num_warps=warps,
         )
         if n_splits > 1:
-            _gated_xattn_combine_kernel[(triton.cdiv(Lq, 16), B * H)](
+            _gated_xattn_combine_kernel[(triton.cdiv(Lq, 16) * B * H,)](
                 part_out, part_lse, out, lse, gate_arg, *_strides(out), Lq, H, B * H,
                 D=D, BLOCK_D=triton.next_power_of_2(D), BLOCK_M=16, SPLITS=n_splits, HAS_GATE=has_gate, num_warps=4,
             )
@@ -359,6 +366,7 @@ def gated_cross_attention_backward(grad_out, q, k, v, out, lse, kv_start, kv_end
                                    block_m=None, block_n=None, num_warps=None):
     """The backward launcher: (grad_q, grad_k, grad_v, grad_gate), deterministic (no atomics)."""
     _check(q, k, v, kv_start, kv_end, gate)
+    grad_out, q, k, v, out = unit_stride_d(grad_out, q, k, v, out)
     B, Lq, H, D = q.shape
     Lk, Hk = k.shape[1], k.shape[2]
     if grad_out.shape != q.shape or out.shape != q.shape:
@@ -387,12 +395,12 @@ def gated_cross_attention_backward(grad_out, q, k, v, out, lse, kv_start, kv_end
             common = dict(GROUP=H // Hk, D=D, D0=D0, D1=D1, D2=D2, HAS_GATE=has_gate,
                           PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
                           num_warps=num_warps or _bwd_num_warps(D))
-            _gated_xattn_bwd_dq_kernel[(triton.cdiv(Lq, dq_blocks[0]), B * H)](
+            _gated_xattn_bwd_dq_kernel[(triton.cdiv(Lq, dq_blocks[0]) * B * H,)](
                 q, k, v, grad_out, lse, delta, grad_q, row_dot, start, end, gate_arg,
                 *_strides(q), *_strides(k), *_strides(v), *_strides(grad_out), *_strides(grad_q),
                 Lq, Lk, H, scale, scale * LOG2E, BLOCK_M=dq_blocks[0], BLOCK_N=dq_blocks[1], **common,
             )
-            _gated_xattn_bwd_dkdv_kernel[(triton.cdiv(Lk, dkdv_blocks[1]), B * Hk)](
+            _gated_xattn_bwd_dkdv_kernel[(triton.cdiv(Lk, dkdv_blocks[1]) * B * Hk,)](
                 q, k, v, grad_out, lse, delta, grad_k, grad_v, start, end, gate_arg,
                 *_strides(q), *_strides(k), *_strides(v), *_strides(grad_out), *_strides(grad_k), *_strides(grad_v),
                 Lq, Lk, H, Hk, scale, scale * LOG2E, BLOCK_M=dkdv_blocks[0], BLOCK_N=dkdv_blocks[1], **common,

@@ -153,7 +153,7 @@ def _varlen_attention_fwd_kernel(
     has_keys = l_i > 0.0
     inv = tl.where(has_keys, 1.0 / tl.where(has_keys, l_i, 1.0), 0.0)
     lse = tl.where(has_keys, (m_i + tl.log2(tl.where(has_keys, l_i, 1.0))) * 0.6931471805599453, float("-inf"))
-    tl.store(Lse + head * Nq + rows, lse, mask=row_ok)
+    tl.store(Lse + head.to(tl.int64) * Nq + rows, lse, mask=row_ok)
     _store_pieces(Out + head * stride_oh, rows, row_ok, stride_on, acc0 * inv[:, None], acc1 * inv[:, None],
                   acc2 * inv[:, None], D, D0, D1, D2)
 
@@ -174,7 +174,7 @@ def _varlen_attention_bwd_dq_kernel(
     seg_rows, k_begin, k_end = _segment_range(SegmentsQ, CuK, rows, row_ok, Nk)
     q0, q1, q2 = _load_pieces(Q + head * stride_qh, rows, row_ok, stride_qn, D, D0, D1, D2)
     do0, do1, do2 = _load_pieces(GradOut + head * stride_doh, rows, row_ok, stride_don, D, D0, D1, D2)
-    lse2 = tl.load(Lse + head * Nq + rows, mask=row_ok, other=0.0) * 1.4426950408889634
+    lse2 = tl.load(Lse + head.to(tl.int64) * Nq + rows, mask=row_ok, other=0.0) * 1.4426950408889634
     lse2 = tl.where(lse2 == float("-inf"), 0.0, lse2)  # rows without keys: every score is masked
     delta = tl.load(Delta + head * Nq + rows, mask=row_ok, other=0.0)
     dq0 = tl.zeros([BLOCK_M, D0], tl.float32)
@@ -230,7 +230,7 @@ def _varlen_attention_bwd_dkdv_kernel(
             seg_rows = tl.load(SegmentsQ + rows, mask=row_ok, other=-1)
             q0, q1, q2 = _load_pieces(Q + head * stride_qh, rows, row_ok, stride_qn, D, D0, D1, D2)
             do0, do1, do2 = _load_pieces(GradOut + head * stride_doh, rows, row_ok, stride_don, D, D0, D1, D2)
-            lse2 = tl.load(Lse + head * Nq + rows, mask=row_ok, other=0.0) * 1.4426950408889634
+            lse2 = tl.load(Lse + head.to(tl.int64) * Nq + rows, mask=row_ok, other=0.0) * 1.4426950408889634
             lse2 = tl.where(lse2 == float("-inf"), 0.0, lse2)
             delta = tl.load(Delta + head * Nq + rows, mask=row_ok, other=0.0)
             # Transposed tiles [keys, queries]: the accumulated gradients are per key.
@@ -288,6 +288,12 @@ def _device_guard(t: torch.Tensor):
     return torch.cuda.device(t.device) if t.device.type == "cuda" else contextlib.nullcontext()
 
 
+def unit_stride_d(*tensors):
+    """The kernels step along D with stride 1 and honour every other stride: a tensor strided along D
+    (e.g. an expanded gradient, all strides 0) is copied, any other is passed as is."""
+    return tuple(t if t.stride(-1) == 1 or t.shape[-1] <= 1 else t.contiguous() for t in tensors)
+
+
 def _check(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k):
     _ops.check_inputs(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
     if q.dtype not in _TRITON_DTYPES:
@@ -297,10 +303,12 @@ def _check(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k):
 
 
 def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q=None, max_seqlen_k=None, softmax_scale=None,
-                     *, block_m=None, block_n=None, num_warps=None):
-    """The forward launcher: (out [Nq, H, D], lse [H, Nq] float32). Block sizes may be overridden
-    (the interpreter tests use small ones to cross many tile and segment boundaries)."""
+                     *, block_m=None, block_n=None, num_warps=None, num_stages=None):
+    """The forward launcher: (out [Nq, H, D], lse [H, Nq] float32). Block sizes, warps and pipeline
+    stages may be overridden (the interpreter tests use small blocks to cross many tile and segment
+    boundaries; tools/tune_attention.py times the choices on a GPU)."""
     _check(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
+    q, k, v = unit_stride_d(q, k, v)
     Nq, H, D = q.shape
     Nk, Hk, _ = k.shape
     out = torch.empty_like(q, memory_format=torch.contiguous_format)
@@ -319,6 +327,7 @@ def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q=None, max
             Nq, Nk, scale * LOG2E,
             GROUP=H // Hk, D=D, D0=D0, D1=D1, D2=D2, BLOCK_M=bm, BLOCK_N=bn,
             PRECISION="ieee" if q.dtype == torch.float32 else "tf32", num_warps=warps,
+            **({} if num_stages is None else {"num_stages": num_stages}),
         )
     return out, lse
 
@@ -327,6 +336,7 @@ def varlen_attention_backward(grad_out, q, k, v, out, lse, cu_seqlens_q, cu_seql
                               max_seqlen_k=None, softmax_scale=None, *, block_m=None, block_n=None, num_warps=None):
     """The backward launcher: (grad_q, grad_k, grad_v), deterministic (no atomics)."""
     _check(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
+    grad_out, q, k, v, out = unit_stride_d(grad_out, q, k, v, out)
     Nq, H, D = q.shape
     Nk, Hk, _ = k.shape
     if grad_out.shape != q.shape or out.shape != q.shape:
