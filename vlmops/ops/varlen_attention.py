@@ -254,6 +254,6 @@ def qwen2_5_vl_window_index(
     slot = torch.where(end_by_position.bool(), rank, units + 1)
     cu_units = torch.full((units + 2,), units, dtype=torch.int64, device=device)
     cu_units.scatter_(0, slot, unit_id + 1)
-    cu_units[0] = 0
+    cu_units[:1].zero_()  # a fill kernel: a Python scalar assigned by index would be a host-to-device copy
     cu_window_seqlens = (cu_units[: units + 1] * unit).to(torch.int32)
     return window_index, position, cu_window_seqlens
