@@ -297,7 +297,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> patch_embed_backward_cpu(
   const at::Tensor grad3 = grad_patches_in.detach().to(acc_dtype).view({s.samples, s.length, s.dim});
   const at::Tensor w2d = weight_in.detach().reshape({s.dim, s.columns}).to(acc_dtype);
   at::Tensor grad_x = compute_grad_x ? at::empty(x.sizes(), x.options()) : at::empty({0}, x.options());
-  const at::Tensor grad_bias = grad3.sum({0, 1}).to(weight_in.scalar_type());
+  const at::Tensor grad_bias = grad3.sum(at::IntArrayRef{0, 1}).to(weight_in.scalar_type());
   if (s.samples * s.length == 0 || s.columns == 0) {
     return {grad_x.zero_(), at::zeros(weight_in.sizes(), weight_in.options()), grad_bias};
   }
