@@ -128,7 +128,9 @@ def main(argv=None) -> int:
             exit_code = int(pytest.main(pytest_args, plugins=[collector]))
         progress.close()
         duration = (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds()
-        bench_json = json.loads(bench_json_path.read_text()) if bench_json_path.exists() else {}
+        # pytest-benchmark leaves the file empty when no entry ran (all failed or were skipped).
+        text = bench_json_path.read_text() if bench_json_path.exists() else ""
+        bench_json = json.loads(text) if text.strip() else {}
 
     if exit_code == pytest.ExitCode.NO_TESTS_COLLECTED:
         print(f"python -m benchmarks: no benchmark selected (pytest log: {log_path})", file=sys.stderr)

@@ -89,8 +89,10 @@ def _patchify(x, kernel):
     return x.reshape(split).permute(order).reshape(-1, C * torch.Size(kernel).numel()).contiguous()
 
 
-def _time(benchmark, function, args, expected, backward_inputs=None, grad_out=None, tol=1e-3):
-    """Checks the untimed first call (which also compiles torch.compile graphs), then times."""
+def _time(benchmark, function, args, expected, backward_inputs=None, grad_out=None):
+    """Checks the untimed first call (which also compiles torch.compile graphs), then times. In bf16
+    a different summation order flips the last bit of some outputs (one ulp is 1.6e-2 at 2..4)."""
+    tol = 2e-2 if expected.dtype == torch.bfloat16 else 1e-3
     if backward_inputs is None:
         with torch.no_grad():
             torch.testing.assert_close(function(*args).float(), expected.float(), rtol=tol, atol=tol)

@@ -52,9 +52,10 @@ SHAPES = {
 PATCH, TEMPORAL, MERGE = 14, 2, 2
 LINEAR_OPS = ("aten::addmm", "aten::mm", "aten::linear")
 # One forward of the default size takes about 20 s on the 2-core CPU: fixed rounds instead of the
-# harness's >= 10 (medians of 3 rounds after one warm-up, side by side in one run), so that
-# `make bench` stays under 15 minutes.
-ROUNDS = dict(rounds=3, warmup_rounds=1, iterations=1)
+# harness's >= 10 (medians of 3 rounds, side by side in one run), so that `make bench` stays under
+# 15 minutes. The untimed forwards before them (the output check, the profile or the Linear
+# recording) are the warm-up.
+ROUNDS = dict(rounds=3, warmup_rounds=0, iterations=1)
 
 
 def build_towers(shape, device, dtype):
@@ -143,8 +144,15 @@ def towers(request, device):
     with torch.no_grad():
         expected = tower(rows, grid_thw=grid_thw).pooler_output
         got = patched(rows, grid_thw=grid_thw).pooler_output
-    tolerance = dict(rtol=2e-2, atol=2e-2) if dtype == torch.bfloat16 else dict(rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(got, expected, **tolerance)
+    if dtype == torch.bfloat16:
+        # Two bf16 towers drift apart over 32 layers: the patched one must be as close to the float32
+        # tower as the unpatched one is (within 3x).
+        with torch.no_grad():
+            exact = copy.deepcopy(tower).float()(rows.float(), grid_thw=grid_thw).pooler_output
+        error, baseline_error = ((out.float() - exact).abs().max().item() for out in (got, expected))
+        assert error <= 3 * baseline_error, f"patched bf16 tower error {error} vs unpatched {baseline_error}"
+    else:
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
     return {"transformers": tower, "vlmops": patched, "rows": rows, "grid_thw": grid_thw}
 
 

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# One lent-GPU session in one command: build for the GPU at hand, run every CUDA test, then the GPU
+# benchmarks group by group (the most wanted first), each stage capped by one deadline so that a slow
+# stage cannot starve the rest. After every stage the logs, the pytest junit XML and the benchmark
+# JSON/PNG so far are archived to $OUT/gpu-results.tgz, so a run killed from outside still returns
+# them; $OUT/stages.txt has one line per stage (exit code, seconds).
+#
+#   OUT=/tmp/gpu tools/gpu_session.sh [seconds, default 560]
+#
+# TESTS_K narrows the CUDA tests (a pytest -k expression; empty runs none, unset runs all); BENCHES
+# lists the benchmark groups to run, in order (default: all, see below), and may include "tune"
+# (tools/tune_attention.py).
+#
+# Optional peers (liger-kernel, ...) travel as wheels in .whl/ and are installed to /tmp/site.
+set -u
+BUDGET=${1:-560}
+OUT=${OUT:-gpu-out}
+WORK=${WORK:-/tmp/vlmops-gpu-session}
+mkdir -p "$OUT" "$WORK/logs" "$WORK/bench"
+PY=${PY:-python3}
+export PYTHONUNBUFFERED=1 MAX_JOBS=${MAX_JOBS:-$(nproc)}
+export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0a}
+deadline=$(( $(date +%s) + BUDGET - 10 ))
+
+archive() {
+  cp /tmp/vlmops-bench-*.log "$WORK/logs/" 2>/dev/null
+  cp "$OUT/stages.txt" "$WORK/" 2>/dev/null
+  tar czf "$OUT/gpu-results.tgz" -C "$WORK" . 2>/dev/null
+}
+
+stage() {  # stage NAME MAX_SECONDS CMD...: runs CMD for at most MAX_SECONDS, and never past the deadline
+  local name=$1 limit=$2 left start rc
+  shift 2
+  left=$(( deadline - $(date +%s) ))
+  (( left < limit )) && limit=$left
+  if (( limit < 10 )); then echo "$name skipped: deadline" | tee -a "$OUT/stages.txt"; return; fi
+  start=$(date +%s)
+  timeout -k 5 "$limit" "$@" > "$WORK/logs/$name.log" 2>&1
+  rc=$?
+  echo "$name rc=$rc $(( $(date +%s) - start ))s (limit ${limit}s)" | tee -a "$OUT/stages.txt"
+  tail -n 4 "$WORK/logs/$name.log"
+  archive
+}
+
+bench() {  # bench NAME MAX_SECONDS PYTEST_K_EXPRESSION
+  stage "bench_$1" "$2" $PY -m benchmarks --device cuda --full --only "$3" --out "$WORK/bench/$1" --no-readme \
+    --kernel-report /nonexistent
+}
+
+nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm,temperature.gpu --format=csv 2>&1 | tee "$WORK/logs/gpu.txt"
+if compgen -G ".whl/*.whl" > /dev/null; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=/tmp/site
+fi
+$PY -c "import torch, triton, transformers; print('torch', torch.__version__, 'triton', triton.__version__,
+'transformers', transformers.__version__)" 2>&1 | tee "$WORK/logs/versions.txt"
+
+stage build 240 $PY setup.py --quiet build_ext --inplace
+if [ -z "${TESTS_K+x}" ] || [ -n "$TESTS_K" ]; then
+  stage tests 170 $PY -m pytest tests -m requires_cuda ${TESTS_K:+-k "$TESTS_K"} -v -p no:cacheprovider -rfE \
+    --tb=short -n 4 --timeout 60 --junitxml="$WORK/logs/tests.xml"
+fi
+for name in ${BENCHES:-rope patch_embed varlen gated tower varlen_flex pixel_shuffle clip_tower}; do
+  case $name in
+    rope) bench rope 90 "bench_rope" ;;
+    patch_embed) bench patch_embed 80 "bench_patch_embed" ;;
+    varlen) bench varlen 90 "bench_varlen_attention and not flex" ;;
+    gated) bench gated 90 "bench_gated_cross_attention" ;;
+    tower) bench tower 80 "bench_vision_tower" ;;
+    varlen_flex) bench varlen_flex 110 "bench_varlen_attention and flex" ;;
+    pixel_shuffle) bench pixel_shuffle 80 "bench_pixel_shuffle" ;;
+    clip_tower) bench clip_tower 60 "bench_clip_tower" ;;
+    tune) stage tune 90 $PY tools/tune_attention.py ;;
+    *) echo "unknown benchmark group $name" | tee -a "$OUT/stages.txt" ;;
+  esac
+done
+cat "$OUT/stages.txt"
