@@ -141,6 +141,10 @@ def patch_embed_triton(x, weight, bias, mean, std, rescale, pos_embed, cls_token
         return out
     norm = _normalization(mean, std, rescale, C, x.device)
     w2d = weight.reshape(D, K).contiguous()
+    if x.is_cuda and x.dim() == 2 and norm is None and pos_embed is None and x.dtype == weight.dtype:
+        # Rows already patchified leave nothing to gather or fuse: the GEMM is cuBLAS's, as in
+        # F.linear (the Triton GEMM measured 0.07x of it on an H200 at the Qwen2.5-VL shape).
+        return torch.nn.functional.linear(x, w2d, bias)
     blocks, launch = _block_config(x, weight)
     precision = "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee"
     grid = (triton.cdiv(M, blocks["BLOCK_M"]) * triton.cdiv(D, blocks["BLOCK_N"]),)
