@@ -8,7 +8,7 @@ alone (Conv2d + flatten + CLS concat + position add vs one ``patch_embed``).
 - `clip-vit-l14-336`: CLIP ViT-L/14 at 336 px (LLaVA-1.5's tower): hidden 1024, 16 heads, MLP 4096.
 - `siglip-so400m`: SigLIP so400m/14 at 384 px (LLaVA-OneVision's tower): hidden 1152, 16 heads, MLP 4304.
 
-Default sizes are reduced for the 2-core CPU (2 layers, 2 images at the real resolution); --full:
+Default sizes are reduced for the 2-core CPU (2 layers, 1 image at the real resolution); --full:
 the real depth (24 / 27) and 8 images. fp32 on CPU, bf16 on CUDA. The FLOP count is the GEMMs'
 (projections, MLP, patch embedding, attention); the bytes are the pixels, the weights and the
 output, each once.
@@ -30,8 +30,8 @@ TOWERS = {
 }
 # (layers, images, image side)
 SHAPES = {
-    "clip-vit-l14-336": {"default": (2, 2, 336), "full": (24, 8, 336), "tiny": (1, 1, 56)},
-    "siglip-so400m": {"default": (2, 2, 384), "full": (27, 8, 384), "tiny": (1, 1, 56)},
+    "clip-vit-l14-336": {"default": (2, 1, 336), "full": (24, 8, 336), "tiny": (1, 1, 56)},
+    "siglip-so400m": {"default": (2, 1, 384), "full": (27, 8, 384), "tiny": (1, 1, 56)},
 }
 
 

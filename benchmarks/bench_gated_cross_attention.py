@@ -14,7 +14,7 @@ Masks and key ranges are built outside the timed call (a model builds them once 
 
 Shapes (--full sizes in brackets), float32 on CPU, bfloat16 on CUDA:
 `mllama-11b-1img` H=32, Hk=8, D=128, Lq=512 [2048] text rows, the first 37 before one image of
-4 x 1601 keys; `mllama-11b-4img` 4 such images, Lq=128 [2048], each text segment sees its image;
+4 x 1601 keys; `mllama-11b-4img` 4 such images, Lq=64 [2048], each text segment sees its image;
 `openflamingo-9b` (MPT-7B: H=Hk=32, D=128) 5 images of 64 latents, Lq=512 [2048], an ``<image>``
 every Lq/5 tokens, only_attend_immediate_media. Decode is one row per sample against the same keys
 (the last image).
@@ -44,7 +44,7 @@ SHAPES = {
     "mllama-11b-1img": {"default": (1, 512, 32, 8, 128, 1, 4 * TILE_TOKENS, 37),
                         "full": (1, 2048, 32, 8, 128, 1, 4 * TILE_TOKENS, 37),
                         "tiny": (1, 16, 4, 2, 32, 1, 40, 3)},
-    "mllama-11b-4img": {"default": (1, 128, 32, 8, 128, 4, 4 * TILE_TOKENS, 37),
+    "mllama-11b-4img": {"default": (1, 64, 32, 8, 128, 4, 4 * TILE_TOKENS, 37),
                         "full": (1, 2048, 32, 8, 128, 4, 4 * TILE_TOKENS, 37),
                         "tiny": (1, 16, 4, 2, 32, 2, 40, 3)},
     "openflamingo-9b": {"default": (1, 512, 32, 32, 128, 5, 64, 0), "full": (1, 2048, 32, 32, 128, 5, 64, 0),

@@ -10,9 +10,11 @@ equal the unpatched one's (fp32 tolerance on CPU).
   output it produced on these inputs (recorded once, untimed): what is left is everything except the
   Linear layers (RoPE, attention, norms, activations, patch embedding, window permutes, metadata);
   for the patched tower also one copy of each qkv output, which its in-place RoPE overwrites.
-- Also recorded (untimed, in each whole-tower entry's `extra_info` and printed by
-  `python -m benchmarks.bench_vision_tower`): a `torch.profiler` split of one forward into "Linear
-  layers" (self time of aten::addmm / aten::mm / aten::linear) and everything else.
+- Also recorded on CUDA (untimed, in each whole-tower entry's `extra_info`) and printed on CPU by
+  `python -m benchmarks.bench_vision_tower`: a `torch.profiler` split of one forward into "Linear
+  layers" (self time of aten::addmm / aten::mm / aten::linear) and everything else. On CPU a forward
+  takes ~20 s, so `make bench` leaves that split to the non-linear entries.
+- Peak memory is that of the fixture's untimed output-check forward of each tower.
 
 Default size: the issue's reduced config (depth 8, hidden 1280, 16 heads, intermediate 3420, 4 images
 of 448x448 = 4096 patches, fp32 on CPU; bf16 on CUDA); --full: depth 32 (Qwen2.5-VL-7B).
@@ -53,8 +55,8 @@ PATCH, TEMPORAL, MERGE = 14, 2, 2
 LINEAR_OPS = ("aten::addmm", "aten::mm", "aten::linear")
 # One forward of the default size takes about 20 s on the 2-core CPU: fixed rounds instead of the
 # harness's >= 10 (medians of 3 rounds, side by side in one run), so that `make bench` stays under
-# 15 minutes. The untimed forwards before them (the output check, the profile or the Linear
-# recording) are the warm-up.
+# 15 minutes. The untimed forwards before them (the output check or the Linear recording) are the
+# warm-up.
 ROUNDS = dict(rounds=3, warmup_rounds=0, iterations=1)
 
 
@@ -95,27 +97,30 @@ def _ideal_bytes(tower, rows) -> int:
     return params + rows.numel() * rows.element_size() + out
 
 
-def replay_linears(tower, rows, grid_thw):
-    """Replace every nn.Linear's forward by the output it produced on (rows, grid_thw); returns the
-    tower's output of that recording forward.
+def record_linears(tower, forward):
+    """Runs forward() once, recording each nn.Linear's output: {module name: (output, replay copy?)}.
 
     Each Linear runs once per forward, so one recorded output per module replays the forward exactly.
     An output the tower then modifies in place (the patched attention rotates q and k inside the qkv
-    projection's output) is replayed as a fresh copy each call, standing in for the write an
-    out-of-place RoPE would do; the others are returned as they are (no copy)."""
-    recorded = {}
-    hooks = [m.register_forward_hook(lambda m, args, out: recorded.__setitem__(m, (out, out.clone())))
-             for m in tower.modules() if isinstance(m, nn.Linear)]
-    with torch.no_grad():
-        expected = tower(rows, grid_thw=grid_thw).pooler_output
-    for hook in hooks:
-        hook.remove()
-    for module, (live, snapshot) in recorded.items():
-        if torch.equal(live, snapshot):
-            module.forward = lambda *args, _out=snapshot: _out
-        else:
-            module.forward = lambda *args, _out=snapshot: _out.clone()
-    return expected
+    projection's output) is kept as a snapshot and replayed as a fresh copy each call, standing in for
+    the write an out-of-place RoPE would do; the others are replayed as they are (no copy)."""
+    recorded, names = {}, {m: n for n, m in tower.named_modules() if isinstance(m, nn.Linear)}
+    hooks = [m.register_forward_hook(lambda m, args, out: recorded.__setitem__(names[m], (out, out.clone())))
+             for m in names]
+    try:
+        out = forward()
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return out, {name: (snapshot, not torch.equal(live, snapshot)) for name, (live, snapshot) in recorded.items()}
+
+
+def replay_linears(tower, recorded) -> None:
+    """Replaces the forward of every nn.Linear of tower by its recorded output (see record_linears)."""
+    for name, module in tower.named_modules():
+        if isinstance(module, nn.Linear):
+            out, fresh = recorded[name]
+            module.forward = (lambda *args, _out=out: _out.clone()) if fresh else (lambda *args, _out=out: _out)
 
 
 def profile_split(tower, rows, grid_thw) -> dict:
@@ -137,13 +142,19 @@ def profile_split(tower, rows, grid_thw) -> dict:
 
 @pytest.fixture(scope="module")
 def towers(request, device):
-    from benchmarks.harness import pick
+    """Both towers, their inputs, and the peak memory of one untimed forward of each (the output check)."""
+    from benchmarks.harness import peak_memory, pick
 
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     tower, patched, rows, grid_thw = build_towers(pick(request, SHAPES), device, dtype)
-    with torch.no_grad():
-        expected = tower(rows, grid_thw=grid_thw).pooler_output
-        got = patched(rows, grid_thw=grid_thw).pooler_output
+    peaks, outs = {}, {}
+    for impl, model in (("transformers", tower), ("vlmops", patched)):
+        def forward(model=model):
+            with torch.no_grad():
+                return model(rows, grid_thw=grid_thw).pooler_output
+
+        peaks[impl], outs[impl] = peak_memory(forward, device)
+    got, expected = outs["vlmops"], outs["transformers"]
     if dtype == torch.bfloat16:
         # Two bf16 towers drift apart over 32 layers: the patched one must be as close to the float32
         # tower as the unpatched one is (within 3x).
@@ -153,17 +164,24 @@ def towers(request, device):
         assert error <= 3 * baseline_error, f"patched bf16 tower error {error} vs unpatched {baseline_error}"
     else:
         torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
-    return {"transformers": tower, "vlmops": patched, "rows": rows, "grid_thw": grid_thw}
+    return {"transformers": tower, "vlmops": patched, "rows": rows, "grid_thw": grid_thw, "peaks": peaks}
+
+
+def _peak_info(peak_bytes, device) -> dict:
+    """The peak memory of the fixture's check forward (the harness does not call the entry again)."""
+    method = "cuda.max_memory_allocated" if device == "cuda" else "torch.profiler CPU allocator events"
+    return {"peak_bytes": int(peak_bytes), "peak_method": method}
 
 
 @pytest.mark.parametrize("impl", ["vlmops", "transformers"])
-def test_vision_tower_qwen2_5_vl(benchmark, towers, impl):
+def test_vision_tower_qwen2_5_vl(benchmark, device, towers, impl):
     tower, rows, grid_thw = towers[impl], towers["rows"], towers["grid_thw"]
     benchmark.group = "vision_tower:qwen2.5-vl:fwd"
     benchmark.extra_info.update(impl=impl, role="vlmops" if impl == "vlmops" else "baseline",
                                 bytes=_ideal_bytes(tower, rows), flops=_linear_work(tower, rows)[0],
-                                dtype=str(rows.dtype).replace("torch.", ""),
-                                **{f"profile_{k}": v for k, v in profile_split(tower, rows, grid_thw).items()})
+                                dtype=str(rows.dtype).replace("torch.", ""), **_peak_info(towers["peaks"][impl], device))
+    if device == "cuda":  # a forward costs milliseconds there; on CPU the non-linear entries are the split
+        benchmark.extra_info.update({f"profile_{k}": v for k, v in profile_split(tower, rows, grid_thw).items()})
 
     def forward():
         with torch.no_grad():
@@ -173,19 +191,20 @@ def test_vision_tower_qwen2_5_vl(benchmark, towers, impl):
 
 
 @pytest.mark.parametrize("impl", ["vlmops", "transformers"])
-def test_vision_tower_qwen2_5_vl_non_linear(benchmark, towers, impl):
+def test_vision_tower_qwen2_5_vl_non_linear(benchmark, device, towers, impl):
     tower = copy.deepcopy(towers[impl])
     rows, grid_thw = towers["rows"], towers["grid_thw"]
-    expected = replay_linears(tower, rows, grid_thw)
-    benchmark.group = "vision_tower:qwen2.5-vl-non-linear:fwd"
-    # bytes: every Linear output, which the rest of the tower reads at least once.
-    benchmark.extra_info.update(impl=impl, role="vlmops" if impl == "vlmops" else "baseline",
-                                bytes=_linear_work(tower, rows)[1], flops=0, dtype=str(rows.dtype).replace("torch.", ""))
 
     def forward():
         with torch.no_grad():
             return tower(rows, grid_thw=grid_thw).pooler_output
 
+    expected, recorded = record_linears(tower, forward)
+    replay_linears(tower, recorded)
+    benchmark.group = "vision_tower:qwen2.5-vl-non-linear:fwd"
+    # bytes: every Linear output, which the rest of the tower reads at least once.
+    benchmark.extra_info.update(impl=impl, role="vlmops" if impl == "vlmops" else "baseline",
+                                bytes=_linear_work(tower, rows)[1], flops=0, dtype=str(rows.dtype).replace("torch.", ""))
     torch.testing.assert_close(forward(), expected)  # the replay reproduces the forward
     benchmark.pedantic(forward, **ROUNDS)
 
