@@ -72,29 +72,54 @@ def _parse_ptxas(text: str, kernel_name: str) -> dict:
     return usage
 
 
-def triton_rows() -> list:
+def triton_rows(shard: tuple = (0, 1)) -> list:
+    """Rows of the (spec, arch) compile jobs whose index is shard[0] modulo shard[1], in job order."""
     import triton
     from triton.backends.compiler import GPUTarget
 
     from vlmops.triton import kernel_specs
 
     rows = []
-    for spec in kernel_specs():
-        for arch, capability, gpu_name in ARCHS:
-            source = triton.compiler.ASTSource(fn=spec.kernel, signature=spec.signature,
-                                               constexprs=spec.constexprs, attrs=spec.attrs)
-            compiled = triton.compile(source, target=GPUTarget("cuda", capability, 32),
-                                      options={"num_warps": spec.num_warps})
-            ptx = compiled.asm["ptx"]
-            rows.append({
-                "kernel": spec.name,
-                "config": spec.config,
-                "arch": arch,
-                **_ptxas_usage(ptx, gpu_name, compiled.metadata.name),
-                "shared_bytes": int(compiled.metadata.shared),
-                "wgmma": capability >= 90 and "wgmma" in ptx,
-            })
+    jobs = [(spec, arch) for spec in kernel_specs() for arch in ARCHS]
+    for job, (spec, (arch, capability, gpu_name)) in enumerate(jobs):
+        if job % shard[1] != shard[0]:
+            continue
+        source = triton.compiler.ASTSource(fn=spec.kernel, signature=spec.signature,
+                                           constexprs=spec.constexprs, attrs=spec.attrs)
+        compiled = triton.compile(source, target=GPUTarget("cuda", capability, 32),
+                                  options={"num_warps": spec.num_warps})
+        ptx = compiled.asm["ptx"]
+        rows.append({
+            "job": job,
+            "kernel": spec.name,
+            "config": spec.config,
+            "arch": arch,
+            **_ptxas_usage(ptx, gpu_name, compiled.metadata.name),
+            "shared_bytes": int(compiled.metadata.shared),
+            "wgmma": capability >= 90 and "wgmma" in ptx,
+        })
     return rows
+
+
+def triton_rows_parallel() -> list:
+    """triton_rows() split over one process per CPU (each compile is a single-threaded Python pass plus
+    ptxas; a cold Triton cache took 95 s serially on 2 cores), merged back into job order."""
+    workers = os.cpu_count() or 1
+    if workers == 1:
+        return [{k: v for k, v in row.items() if k != "job"} for row in triton_rows()]
+    with tempfile.TemporaryDirectory() as tmp:
+        outputs = [Path(tmp) / f"shard{index}.json" for index in range(workers)]
+        processes = [
+            subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--triton-shard", f"{index}/{workers}",
+                              "--json", str(output)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            for index, output in enumerate(outputs)
+        ]
+        for process in processes:
+            _, stderr = process.communicate()
+            if process.returncode != 0:
+                raise RuntimeError(f"kernel_report: a compile shard failed:\n{stderr}")
+        rows = [row for output in outputs for row in json.loads(output.read_text())]
+    return [{k: v for k, v in row.items() if k != "job"} for row in sorted(rows, key=lambda row: row["job"])]
 
 
 def native_rows() -> list:
@@ -170,7 +195,7 @@ def collect() -> list:
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         raise RuntimeError("kernel_report: TRITON_INTERPRET is set; Triton cannot compile in interpreter mode. "
                            "Run it in a process without that variable.")
-    return triton_rows() + native_rows()
+    return triton_rows_parallel() + native_rows()
 
 
 def format_table(rows: list) -> str:
@@ -184,7 +209,13 @@ def format_table(rows: list) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", metavar="PATH", help="also write the rows as a JSON list to PATH")
+    parser.add_argument("--triton-shard", metavar="I/N", help="only write (--json) the rows of the Triton compile "
+                        "jobs I, I+N, ... (how collect() splits the compiles over processes)")
     args = parser.parse_args(argv)
+    if args.triton_shard:
+        index, count = (int(part) for part in args.triton_shard.split("/"))
+        Path(args.json).write_text(json.dumps(triton_rows((index, count))))
+        return 0
     rows = collect()
     print(format_table(rows))
     if not any(row["config"] == "native" for row in rows):
