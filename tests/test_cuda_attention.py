@@ -16,10 +16,12 @@ Every oracle is float64 on CPU (vlmops.reference). Tolerances:
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import vlmops
 from conftest import DEVICES
+from test_gated_cross_attention import make_qkv as make_gated
+from test_gated_cross_attention import mixed_ranges
+from test_varlen_attention import cu_seqlens_of, make_qkv, sdpa_per_segment
 from vlmops.reference import gated_cross_attention as reference_gated
 from vlmops.reference import varlen_attention as reference_varlen
 from vlmops.reference.gated_cross_attention import dense_mask
@@ -56,37 +58,6 @@ def assert_finite(*tensors):
 # single tokens, and one long segment (many key blocks, several query tiles).
 VARLEN_LENGTHS = [0, 1, 63, 64, 65, 127, 129, 0, 1000]
 VARLEN_BWD_LENGTHS = [1, 63, 64, 0, 65, 127, 129, 300]
-
-
-def cu_seqlens_of(lengths, device="cpu"):
-    bounds = [0]
-    for n in lengths:
-        bounds.append(bounds[-1] + n)
-    return torch.tensor(bounds, dtype=torch.int32, device=device)
-
-
-def make_qkv(lengths, H, Hk, D, dtype, k_lengths=None, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    Nq, Nk = sum(lengths), sum(lengths if k_lengths is None else k_lengths)
-    q = torch.randn(Nq, H, D, generator=gen, dtype=torch.float64).to(dtype)
-    k = torch.randn(Nk, Hk, D, generator=gen, dtype=torch.float64).to(dtype)
-    v = torch.randn(Nk, Hk, D, generator=gen, dtype=torch.float64).to(dtype)
-    return q, k, v
-
-
-def sdpa_per_segment(q, k, v, cu_q, cu_k, scale=None):
-    """PyTorch's own attention in the inputs' dtype and device, one segment at a time."""
-    out = torch.zeros_like(q)
-    group = q.shape[1] // k.shape[1]
-    bq, bk = cu_q.tolist(), cu_k.tolist()
-    for b in range(len(bq) - 1):
-        if bq[b + 1] == bq[b] or bk[b + 1] == bk[b]:
-            continue
-        qs = q[bq[b] : bq[b + 1]].transpose(0, 1)
-        ks = k[bk[b] : bk[b + 1]].transpose(0, 1).repeat_interleave(group, 0)
-        vs = v[bk[b] : bk[b + 1]].transpose(0, 1).repeat_interleave(group, 0)
-        out[bq[b] : bq[b + 1]] = F.scaled_dot_product_attention(qs, ks, vs, scale=scale).transpose(0, 1)
-    return out
 
 
 def varlen_ref(q, k, v, cu_q, cu_k=None, scale=None):
@@ -240,18 +211,6 @@ def test_varlen_window_index_on_device_matches_cpu_and_drives_attention(device):
     assert max_abs(out, ref_out) < 2e-5
 
 
-@pytest.mark.parametrize("device", DEVICES)
-def test_varlen_opcheck(device):
-    lengths = [5, 0, 9, 1, 70]
-    cu = cu_seqlens_of(lengths, device)
-    q, k, v = (t.to(device) for t in make_qkv(lengths, 4, 2, 32, torch.float32, seed=9))
-    args = (q.requires_grad_(), k.requires_grad_(), v.requires_grad_(), cu, cu, None, None, None)
-    torch.library.opcheck(torch.ops.vlmops.varlen_attention.default, args)
-    out, lse = torch.ops.vlmops.varlen_attention(*args)
-    bwd = (torch.randn_like(out), q.detach(), k.detach(), v.detach(), out.detach(), lse, cu, cu, 70, 70, 0.25)
-    torch.library.opcheck(torch.ops.vlmops.varlen_attention_backward.default, bwd)
-
-
 def capture(fn):
     """fn() captured in a CUDA graph after a warm-up on a side stream (Triton compiles there)."""
     side = torch.cuda.Stream()
@@ -290,31 +249,6 @@ def test_varlen_forward_and_window_builder_capture_in_cuda_graph():
 
 
 # ---- gated_cross_attention ---------------------------------------------------------------------------
-
-
-def make_gated(B, Lq, Lk, H, Hk, D, dtype, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    q = torch.randn(B, Lq, H, D, generator=gen, dtype=torch.float64).to(dtype)
-    k = torch.randn(B, Lk, Hk, D, generator=gen, dtype=torch.float64).to(dtype)
-    v = torch.randn(B, Lk, Hk, D, generator=gen, dtype=torch.float64).to(dtype)
-    return q, k, v
-
-
-def mixed_ranges(B, Lq, Lk, seed=0):
-    """Per batch entry: a run of empty rows (text before any image), a run seeing every key, a run
-    seeing the second half, and a quarter of the rows scattered with random ranges (some empty)."""
-    gen = torch.Generator().manual_seed(seed)
-    start = torch.zeros(B, Lq, dtype=torch.int32)
-    end = torch.zeros(B, Lq, dtype=torch.int32)
-    for b in range(B):
-        cut = Lq // 3
-        end[b, cut:] = Lk
-        start[b, 2 * cut :] = Lk // 2
-        a = torch.randint(0, Lk + 1, (Lq // 4,), generator=gen, dtype=torch.int32)
-        c = torch.randint(0, Lk + 1, (Lq // 4,), generator=gen, dtype=torch.int32)
-        rows = torch.randperm(Lq, generator=gen)[: Lq // 4]
-        start[b, rows], end[b, rows] = torch.minimum(a, c), torch.maximum(a, c)
-    return start, end
 
 
 def gated_ref(q, k, v, start, end, gate=None, scale=None):
@@ -495,20 +429,6 @@ def test_gated_reads_strided_views_and_transformers_cache_layout(device):
                      [q, k, v, gd], grad_out.to(device))
     for name, g, r in zip("qkvg", grads, ref):
         assert max_abs(g, r) < (1e-3 if name == "g" else 1e-4) * max(1.0, r.abs().max().item()), name
-
-
-@pytest.mark.parametrize("device", DEVICES)
-def test_gated_opcheck(device):
-    start, end = (t.to(device) for t in (torch.tensor([[0, 2, 2, 0, 8], [0, 0, 3, 3, 0]], dtype=torch.int32),
-                                         torch.tensor([[9, 5, 5, 0, 9], [0, 0, 9, 9, 4]], dtype=torch.int32)))
-    q, k, v = (t.to(device) for t in make_gated(2, 5, 9, 4, 2, 16, torch.float32, seed=9))
-    for gate in (None, torch.tensor([0.3], device=device).requires_grad_()):
-        args = (q.requires_grad_(), k.requires_grad_(), v.requires_grad_(), start, end, gate, None)
-        torch.library.opcheck(torch.ops.vlmops.gated_cross_attention.default, args)
-        out, lse = torch.ops.vlmops.gated_cross_attention(*args)
-        bwd = (torch.randn_like(out), q.detach(), k.detach(), v.detach(), out.detach(), lse, start, end,
-               None if gate is None else gate.detach(), 0.25)
-        torch.library.opcheck(torch.ops.vlmops.gated_cross_attention_backward.default, bwd)
 
 
 @pytest.mark.requires_cuda

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import vlmops
+from conftest import DEVICES
 from vlmops.reference import gated_cross_attention as reference_attention
 from vlmops.reference.gated_cross_attention import masked_attention, mllama_mask, openflamingo_mask
 
@@ -156,11 +157,13 @@ def test_gradcheck_float64():
     )
 
 
-def test_opcheck_forward_and_backward():
-    start, end = ranges([[(0, 9), (2, 5), (2, 5), (0, 0), (8, 9)]])
-    for dtype in (torch.float32, torch.float64):
-        q, k, v = make_qkv(1, 5, 9, 4, 2, 16, dtype)
-        for gate in (None, torch.tensor([0.3], dtype=dtype).requires_grad_()):
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck_forward_and_backward(device):
+    start, end = (t.to(device) for t in ranges([[(0, 9), (2, 5), (2, 5), (0, 0), (8, 9)]]))
+    # float64 is CPU-only (the CUDA kernels are Triton's).
+    for dtype in (torch.float32, torch.float64) if device == "cpu" else (torch.float32,):
+        q, k, v = (t.to(device) for t in make_qkv(1, 5, 9, 4, 2, 16, dtype))
+        for gate in (None, torch.tensor([0.3], dtype=dtype, device=device).requires_grad_()):
             args = (q.requires_grad_(), k.requires_grad_(), v.requires_grad_(), start, end, gate, None)
             torch.library.opcheck(torch.ops.vlmops.gated_cross_attention.default, args)
             out, lse = torch.ops.vlmops.gated_cross_attention(*args)

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import vlmops
+from conftest import DEVICES
 from vlmops.reference import varlen_attention as reference_attention
 
 # The lengths the issue names: empty, single-token, and around a 64-token window / tile boundary.
@@ -171,15 +172,18 @@ def test_gradcheck_float64():
                                     fast_mode=True)
 
 
-def test_opcheck_forward_and_backward():
-    lengths = [5, 0, 9, 1]
-    cu = cu_seqlens_of(lengths)
-    for dtype in (torch.float32, torch.float64):
-        q, k, v = make_qkv(lengths, 4, 2, 32, dtype)
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck_forward_and_backward(device):
+    # On CUDA (the Triton kernels) also a segment longer than one tile; float64 is CPU-only there.
+    lengths = [5, 0, 9, 1] if device == "cpu" else [5, 0, 9, 1, 70]
+    cu = cu_seqlens_of(lengths, device)
+    for dtype in (torch.float32, torch.float64) if device == "cpu" else (torch.float32,):
+        q, k, v = (t.to(device) for t in make_qkv(lengths, 4, 2, 32, dtype))
         args = (q.requires_grad_(), k.requires_grad_(), v.requires_grad_(), cu, cu, None, None, None)
         torch.library.opcheck(torch.ops.vlmops.varlen_attention.default, args)
         out, lse = torch.ops.vlmops.varlen_attention(*args)
-        bwd_args = (torch.randn_like(out), q.detach(), k.detach(), v.detach(), out.detach(), lse, cu, cu, 9, 9, 0.25)
+        bwd_args = (torch.randn_like(out), q.detach(), k.detach(), v.detach(), out.detach(), lse, cu, cu, max(lengths),
+                    max(lengths), 0.25)
         torch.library.opcheck(torch.ops.vlmops.varlen_attention_backward.default, bwd_args)
 
 
