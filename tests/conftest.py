@@ -5,6 +5,7 @@
 - `@pytest.mark.requires_cuda` tests are skipped where no CUDA device exists.
 - `RecordVlmopsCalls`: the vlmops ops a block of code dispatched, in order (patch tests use it to
   prove a patched model really runs vlmops kernels).
+- `capture_cuda_graph(fn)`: fn() captured in a CUDA graph (tests that an op needs no host sync).
 """
 
 import os
@@ -36,3 +37,17 @@ class RecordVlmopsCalls(TorchDispatchMode):
         if func.namespace == "vlmops":
             self.calls.append(func.name())
         return func(*args, **(kwargs or {}))
+
+
+def capture_cuda_graph(fn):
+    """(graph, fn()'s result captured in it), after a warm-up on a side stream as CUDA graphs require
+    (Triton compiles there)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        result = fn()
+    return graph, result

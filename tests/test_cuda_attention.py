@@ -18,7 +18,7 @@ import pytest
 import torch
 
 import vlmops
-from conftest import DEVICES
+from conftest import DEVICES, capture_cuda_graph
 from test_gated_cross_attention import make_qkv as make_gated
 from test_gated_cross_attention import mixed_ranges
 from test_varlen_attention import cu_seqlens_of, make_qkv, sdpa_per_segment
@@ -211,19 +211,6 @@ def test_varlen_window_index_on_device_matches_cpu_and_drives_attention(device):
     assert max_abs(out, ref_out) < 2e-5
 
 
-def capture(fn):
-    """fn() captured in a CUDA graph after a warm-up on a side stream (Triton compiles there)."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        fn()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        result = fn()
-    return graph, result
-
-
 @pytest.mark.requires_cuda
 def test_varlen_forward_and_window_builder_capture_in_cuda_graph():
     # No host sync in the forward: capturable; replays see new inputs written into the same buffers.
@@ -235,7 +222,7 @@ def test_varlen_forward_and_window_builder_capture_in_cuda_graph():
         _, _, cu = vlmops.qwen2_5_vl_window_index(grid_thw, 112, 14, 2, num_patches=N)
         return vlmops.varlen_attention(q, k, v, cu, return_lse=True)
 
-    graph, (out, lse) = capture(forward)
+    graph, (out, lse) = capture_cuda_graph(forward)
     for seed in (11, 12):
         for dst, src in zip((q, k, v), make_qkv([N], 4, 2, 80, torch.bfloat16, seed=seed)):
             dst.copy_(src)
@@ -443,7 +430,7 @@ def test_gated_forward_captures_in_cuda_graph(Lq):
     def forward():
         return vlmops.gated_cross_attention(q, k, v, start, end, gate, return_lse=True)
 
-    graph, (out, lse) = capture(forward)
+    graph, (out, lse) = capture_cuda_graph(forward)
     for seed in (12, 13):
         for dst, src in zip((q, k, v), make_gated(B, Lq, Lk, H, Hk, D, torch.bfloat16, seed=seed)):
             dst.copy_(src)

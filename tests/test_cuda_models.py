@@ -27,7 +27,7 @@ from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VisionTra
 
 import vlmops
 from vlmops import reference
-from conftest import DEVICES, RecordVlmopsCalls
+from conftest import DEVICES, RecordVlmopsCalls, capture_cuda_graph
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -255,14 +255,7 @@ def test_patch_embed_captures_in_cuda_graph():
         return vlmops.patch_embed(pixels, weight, bias, mean=mean, std=std, rescale=1 / 255, pos_embed=pos,
                                   cls_token=cls)
 
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        fwd()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = fwd()
+    graph, out = capture_cuda_graph(fwd)
     new = torch.randint(0, 256, pixels.shape, dtype=torch.uint8, device="cuda",
                         generator=torch.Generator("cuda").manual_seed(7))
     pixels.copy_(new)
