@@ -172,8 +172,9 @@ def towers(request, device):
 
 def _peak_info(peak_bytes, device) -> dict:
     """The peak memory of the fixture's check forward (the harness does not call the entry again)."""
-    method = "cuda.max_memory_allocated" if device == "cuda" else "torch.profiler CPU allocator events"
-    return {"peak_bytes": int(peak_bytes), "peak_method": method}
+    from benchmarks.harness import peak_method
+
+    return {"peak_bytes": int(peak_bytes), "peak_method": peak_method(device)}
 
 
 @pytest.mark.parametrize("impl", ["vlmops", "transformers"])

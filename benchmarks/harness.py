@@ -146,6 +146,11 @@ def _first_floating_dtype(value):
     return None
 
 
+def peak_method(device: str) -> str:
+    """How peak_memory measures on this device (recorded next to each entry's peak)."""
+    return "cuda.max_memory_allocated" if device == "cuda" else "torch.profiler CPU allocator events"
+
+
 def peak_memory(call, device: str) -> tuple[int, object]:
     """Bytes the call allocates at its peak (outputs included, inputs excluded), and its output.
 
@@ -318,8 +323,7 @@ class TimedBenchmark(BenchmarkFixture):
         if "peak_bytes" not in extra or "dtype" not in extra:
             peak, out = peak_memory(call, device)
             extra["peak_bytes"] = int(peak)
-            extra["peak_method"] = ("cuda.max_memory_allocated" if device == "cuda"
-                                    else "torch.profiler CPU allocator events")
+            extra["peak_method"] = peak_method(device)
             if "dtype" not in extra:
                 dtype = _first_floating_dtype(out)
                 extra["dtype"] = str(dtype or torch.float32).replace("torch.", "")

@@ -28,6 +28,7 @@ from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VisionTra
 import vlmops
 from vlmops import reference
 from conftest import DEVICES, RecordVlmopsCalls, capture_cuda_graph
+from test_patch_mllama import VISION as MLLAMA_VISION
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -395,9 +396,6 @@ def test_qwen2_vl_generate_gives_identical_tokens_on_device(device):
 
 # --- Mllama -----------------------------------------------------------------------------------------
 
-MLLAMA_VISION = dict(hidden_size=16, num_hidden_layers=2, num_global_layers=1, attention_heads=2, intermediate_size=32,
-                     image_size=28, patch_size=14, max_num_tiles=4, intermediate_layers_indices=[0, 1],
-                     vision_output_dim=48)
 # Cross-attention head dim 128 (256 / 2 heads) with one KV head: Llama 3.2 Vision's head dim and GQA.
 MLLAMA_TEXT = dict(vocab_size=64, hidden_size=256, intermediate_size=96, num_hidden_layers=3, num_attention_heads=2,
                    num_key_value_heads=1, cross_attention_layers=[1], bos_token_id=1, eos_token_id=2, pad_token_id=0)

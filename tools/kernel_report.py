@@ -105,8 +105,12 @@ def triton_rows_parallel() -> list:
     """triton_rows() split over one process per CPU (each compile is a single-threaded Python pass plus
     ptxas; a cold Triton cache took 95 s serially on 2 cores), merged back into job order."""
     workers = os.cpu_count() or 1
-    if workers == 1:
-        return [{k: v for k, v in row.items() if k != "job"} for row in triton_rows()]
+    rows = triton_rows() if workers == 1 else _triton_rows_in_processes(workers)
+    return [{k: v for k, v in row.items() if k != "job"} for row in sorted(rows, key=lambda row: row["job"])]
+
+
+def _triton_rows_in_processes(workers: int) -> list:
+    """triton_rows() of each shard, each in a process running this script with --triton-shard."""
     with tempfile.TemporaryDirectory() as tmp:
         outputs = [Path(tmp) / f"shard{index}.json" for index in range(workers)]
         processes = [
@@ -118,8 +122,7 @@ def triton_rows_parallel() -> list:
             _, stderr = process.communicate()
             if process.returncode != 0:
                 raise RuntimeError(f"kernel_report: a compile shard failed:\n{stderr}")
-        rows = [row for output in outputs for row in json.loads(output.read_text())]
-    return [{k: v for k, v in row.items() if k != "job"} for row in sorted(rows, key=lambda row: row["job"])]
+        return [row for output in outputs for row in json.loads(output.read_text())]
 
 
 def native_rows() -> list:

@@ -1,5 +1,5 @@
 """Times the Triton varlen attention forward on a GPU over tile configurations, next to PyTorch's
-SDPA per image (transformers' loop), to choose `_block_sizes` in vlmops/triton/varlen_attention.py.
+SDPA per image (transformers' loop, as benchmarks/bench_varlen_attention.py runs it), to choose `_block_sizes` in vlmops/triton/varlen_attention.py.
 
     python tools/tune_attention.py
 
@@ -12,13 +12,13 @@ import sys
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from triton.testing import do_bench
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.bench_varlen_attention import _transformers_sdpa_loop  # noqa: E402
 from vlmops.triton import varlen_attention as triton_attention  # noqa: E402
 
 # (segment lengths, heads, head dim): the issue's shapes at full size.
@@ -42,13 +42,8 @@ def main() -> int:
         q, k, v = (torch.randn(N, H, D, device="cuda", dtype=torch.bfloat16, generator=gen) for _ in range(3))
         cu = torch.tensor([0] + torch.tensor(lengths).cumsum(0).tolist(), dtype=torch.int32, device="cuda")
         flops = 4 * sum(n * n for n in lengths) * H * D
-        splits = [t.transpose(0, 1)[None] for t in (q, k, v)]
-
-        def sdpa_loop():
-            for a, b in zip(cu[:-1].tolist(), cu[1:].tolist()):
-                F.scaled_dot_product_attention(*(t[:, :, a:b] for t in splits))
-
-        base = do_bench(sdpa_loop, warmup=25, rep=100, return_mode="median")
+        sdpa_loop = _transformers_sdpa_loop(lengths, D**-0.5)
+        base = do_bench(lambda: sdpa_loop(q, k, v), warmup=25, rep=100, return_mode="median")
         print(f"{name:18} sdpa-loop            {base * 1e3:8.1f} us {flops / base / 1e9:7.1f} TFLOP/s", flush=True)
         for bm, bn, warps, stages in CONFIGS:
             label = f"{bm}x{bn} w{warps} s{stages or '-'}"
