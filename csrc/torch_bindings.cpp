@@ -59,3 +59,21 @@ TORCH_LIBRARY_FRAGMENT(vlmops, m) {
   // -> (grad_q, grad_k, grad_v, grad_gate (gate's shape; [0] without a gate)): flash-attention 2 backward.
   m.def("gated_cross_attention_backward(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, Tensor kv_start, Tensor kv_end, Tensor? gate=None, float? softmax_scale=None) -> (Tensor, Tensor, Tensor, Tensor)");
 }
+
+// RMSNorm over the last dim, Qwen2/T5 convention: float32 statistics, normalized value rounded to x's
+// dtype, then times weight (out dtype = promote(x, weight)); x [..., C] (any strides), weight [C].
+TORCH_LIBRARY_FRAGMENT(vlmops, m) {
+  // -> (out [..., C], rstd [...] float32 (float64 for float64 inputs)).
+  m.def("rms_norm(Tensor x, Tensor? weight, float eps) -> (Tensor, Tensor)");
+  // -> (grad_x (x's shape and dtype), grad_weight [C] (weight's dtype; [0] without a weight)).
+  m.def("rms_norm_backward(Tensor grad_out, Tensor x, Tensor? weight, Tensor rstd) -> (Tensor, Tensor)");
+}
+
+// SwiGLU gating of gated MLPs (Qwen2.5-VL vision, Llama-style): silu(gate) * up, rounded as
+// transformers' act_fn(gate) * up rounds; gate and up [..., I] (any strides, e.g. padded GEMM rows).
+TORCH_LIBRARY_FRAGMENT(vlmops, m) {
+  // -> out [..., I], contiguous, in gate's dtype.
+  m.def("silu_mul(Tensor gate, Tensor up) -> Tensor");
+  // -> (grad_gate, grad_up), contiguous.
+  m.def("silu_mul_backward(Tensor grad_out, Tensor gate, Tensor up) -> (Tensor, Tensor)");
+}
