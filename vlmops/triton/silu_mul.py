@@ -1,0 +1,147 @@
+"""Triton kernels of SwiGLU gating, ``silu(gate) * up``: the CUDA kernels of the public ops
+``vlmops::silu_mul`` and ``vlmops::silu_mul_backward`` (Triton owns them; there is no CUDA C++
+variant).
+
+Same semantics and rounding as the C++ kernels (csrc/cpu/silu_mul.cpp, csrc/include/vlmops/silu_mul_math.h):
+silu computed in float32 (float64 for float64) and rounded to the activation dtype, then its product
+with ``up`` computed in float32 and rounded once. exp is Triton's (the GPU's ex2.approx path in
+float32, a few ulp), division is correctly rounded (``div_rn``).
+
+Layout: each tensor is read as a 2D ``[rows, I]`` view with its own row and column strides, so a
+gate/up written by a GEMM with padded rows (``buf[:, :3420]`` of a ``[M, 3424]`` buffer), a slice
+of a fused gate_up projection, or a transposed or expanded input is read in place. The only copy:
+a tensor whose leading dims do not collapse into one row stride (e.g. a ``[B, S, I]`` tensor sliced
+along S out of a larger buffer, ``x[:, ::2]``) is copied once by ``reshape`` before the launch.
+Outputs are new contiguous tensors. The grid is ``rows x cdiv(I, BLOCK)``: known from shapes, no
+host sync.
+"""
+
+import contextlib
+
+import torch
+import triton
+import triton.language as tl
+
+from vlmops.ops.silu_mul import check_inputs
+from vlmops.triton import KERNEL_SPECS, make_spec
+
+BLOCK = 1024
+NUM_WARPS = 4
+
+
+@triton.jit
+def _div(a, b, IS_FP64: tl.constexpr):
+    """a / b correctly rounded (Triton's float32 `/` is the approximate div.full)."""
+    if IS_FP64:
+        return a / b
+    else:
+        return tl.math.div_rn(a, b)
+
+
+@triton.jit
+def _silu_mul_fwd_kernel(Gate, Up, Out, I, stride_gr, stride_gc, stride_ur, stride_uc,
+                         BLOCK: tl.constexpr, IS_FP64: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    mask = cols < I
+    ACC = tl.float64 if IS_FP64 else tl.float32
+    g = tl.load(Gate + row * stride_gr + cols * stride_gc, mask=mask, other=0.0).to(ACC)
+    u = tl.load(Up + row * stride_ur + cols * stride_uc, mask=mask, other=0.0).to(ACC)
+    act = Out.dtype.element_ty
+    s = _div(g, 1.0 + tl.exp(-g), IS_FP64).to(act).to(ACC)  # F.silu's output, in the activation dtype
+    tl.store(Out + row * I + cols, (s * u).to(act), mask=mask)
+
+
+@triton.jit
+def _silu_mul_bwd_kernel(GradOut, Gate, Up, GradGate, GradUp, I, stride_dr, stride_dc, stride_gr, stride_gc,
+                         stride_ur, stride_uc, BLOCK: tl.constexpr, IS_FP64: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    mask = cols < I
+    ACC = tl.float64 if IS_FP64 else tl.float32
+    go = tl.load(GradOut + row * stride_dr + cols * stride_dc, mask=mask, other=0.0).to(ACC)
+    g = tl.load(Gate + row * stride_gr + cols * stride_gc, mask=mask, other=0.0).to(ACC)
+    u = tl.load(Up + row * stride_ur + cols * stride_uc, mask=mask, other=0.0).to(ACC)
+    act = GradGate.dtype.element_ty
+    d = 1.0 + tl.exp(-g)
+    s = _div(g, d, IS_FP64).to(act).to(ACC)  # the rounded silu the forward multiplied
+    sig = _div(1.0, d, IS_FP64)
+    t = (go * u).to(act).to(ACC)  # autograd rounds grad_out * up before silu's backward
+    offsets = row * I + cols
+    tl.store(GradUp + offsets, (go * s).to(act), mask=mask)
+    tl.store(GradGate + offsets, (t * sig * (1.0 + g * (1.0 - sig))).to(act), mask=mask)
+
+
+def _device_guard(t: torch.Tensor):
+    return torch.cuda.device(t.device) if t.device.type == "cuda" else contextlib.nullcontext()
+
+
+def as_rows(t: torch.Tensor) -> torch.Tensor:
+    """``t`` as a ``[rows, I]`` view (any row and column strides) when its leading dims collapse into
+    one row stride; otherwise a contiguous ``[rows, I]`` copy (the one copy the launchers make)."""
+    I = t.shape[-1]
+    lead = [(size, stride) for size, stride in zip(t.shape[:-1], t.stride()[:-1]) if size != 1]
+    if all(outer[1] == inner[1] * inner[0] for outer, inner in zip(lead, lead[1:])):
+        return t.view(-1, I)
+    return t.reshape(-1, I)
+
+
+def silu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """The forward launcher: ``silu(gate) * up``, contiguous, in gate's dtype."""
+    check_inputs("silu_mul", gate, up)
+    out = torch.empty(gate.shape, dtype=gate.dtype, device=gate.device)
+    if out.numel() == 0:
+        return out
+    g, u = as_rows(gate), as_rows(up)
+    rows, I = g.shape
+    with _device_guard(gate):
+        _silu_mul_fwd_kernel[(rows, triton.cdiv(I, BLOCK))](
+            g, u, out, I, g.stride(0), g.stride(1), u.stride(0), u.stride(1),
+            BLOCK=BLOCK, IS_FP64=gate.dtype == torch.float64, num_warps=NUM_WARPS,
+        )
+    return out
+
+
+def silu_mul_backward(grad_out: torch.Tensor, gate: torch.Tensor, up: torch.Tensor):
+    """The backward launcher: ``(grad_gate, grad_up)``, contiguous, in gate's dtype."""
+    check_inputs("silu_mul_backward", gate, up, grad_out)
+    grad_gate = torch.empty(gate.shape, dtype=gate.dtype, device=gate.device)
+    grad_up = torch.empty_like(grad_gate)
+    if grad_gate.numel() == 0:
+        return grad_gate, grad_up
+    d, g, u = as_rows(grad_out), as_rows(gate), as_rows(up)
+    rows, I = g.shape
+    with _device_guard(gate):
+        _silu_mul_bwd_kernel[(rows, triton.cdiv(I, BLOCK))](
+            d, g, u, grad_gate, grad_up, I, d.stride(0), d.stride(1), g.stride(0), g.stride(1), u.stride(0),
+            u.stride(1), BLOCK=BLOCK, IS_FP64=gate.dtype == torch.float64, num_warps=NUM_WARPS,
+        )
+    return grad_gate, grad_up
+
+
+torch.library.register_kernel("vlmops::silu_mul", "cuda", silu_mul)
+torch.library.register_kernel("vlmops::silu_mul_backward", "cuda", silu_mul_backward)
+
+
+def _specs():
+    """Representative launches for the static kernel report: the Qwen2.5-VL vision MLP (I = 3420,
+    gate/up with padded 3424-element rows) and a Llama-3-8B MLP (I = 14336, halves of a fused
+    gate_up projection, row stride 2 * I), in float32 and bfloat16."""
+    specs = []
+    for config, I, row_stride in (("qwen2.5-vl-vision", 3420, 3424), ("llama-3-8b", 14336, 2 * 14336)):
+        for dtype in (torch.float32, torch.bfloat16):
+            name = f"{config}:{str(dtype).replace('torch.', '')}"
+            constexprs = dict(BLOCK=BLOCK, IS_FP64=False)
+            specs.append(make_spec(
+                _silu_mul_fwd_kernel, f"{name}:fwd", NUM_WARPS, constexprs, Gate=dtype, Up=dtype, Out=dtype, I=I,
+                stride_gr=row_stride, stride_gc=1, stride_ur=row_stride, stride_uc=1,
+            ))
+            specs.append(make_spec(
+                _silu_mul_bwd_kernel, f"{name}:bwd", NUM_WARPS, constexprs, GradOut=dtype, Gate=dtype, Up=dtype,
+                GradGate=dtype, GradUp=dtype, I=I, stride_dr=I, stride_dc=1, stride_gr=row_stride, stride_gc=1,
+                stride_ur=row_stride, stride_uc=1,
+            ))
+    return specs
+
+
+KERNEL_SPECS.extend(_specs())
