@@ -9,7 +9,10 @@ equal the unpatched one's (fp32 tolerance on CPU).
 - `vision_tower:qwen2.5-vl-non-linear:fwd`: the same forward with every `nn.Linear` replaced by the
   output it produced on these inputs (recorded once, untimed): what is left is everything except the
   Linear layers (RoPE, attention, norms, activations, patch embedding, window permutes, metadata);
-  for the patched tower also one copy of each qkv output, which its in-place RoPE overwrites.
+  for the patched tower also one copy of each qkv output, which its in-place RoPE overwrites. The
+  patched tower's MLP gate/up layers are `vlmops.nn.RowAlignedLinear` (still `nn.Linear`s, so they
+  are replayed too, as the padded-row views they produce): their faster GEMMs count in the whole
+  tower only.
 - Also recorded on CUDA (untimed, in each whole-tower entry's `extra_info`) and printed on CPU by
   `python -m benchmarks.bench_vision_tower`: a `torch.profiler` split of one forward into "Linear
   layers" (self time of aten::addmm / aten::mm / aten::linear) and everything else. On CPU a forward

@@ -45,8 +45,9 @@ def config(family):
         text = dict(TEXT, rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 6, 6]})
         # window 56 px = 4 patches = 2 merged units per side: the 8x12 image has 2x3 windows, the
         # 6x10 image (3x5 units) 2x3 windows cut by its edges; blocks 1 and 3 attend over whole frames.
+        # intermediate 100: 400-byte MLP rows, so the patched MLP's GEMMs write padded rows.
         return Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLConfig(
-            text_config=text, vision_config=dict(vision, intermediate_size=128, out_hidden_size=64, window_size=56,
+            text_config=text, vision_config=dict(vision, intermediate_size=100, out_hidden_size=64, window_size=56,
                                                  fullatt_block_indexes=[1, 3]), **TOKENS)
     text = dict(TEXT, head_dim=32, rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
                                                      "mrope_section": [6, 5, 5], "mrope_interleaved": True})
@@ -118,6 +119,9 @@ def test_patched_model_matches_and_runs_vlmops(family):
     torch.testing.assert_close(got_logits, expected_logits, rtol=1e-5, atol=1e-5)
     # A patch that silently ran transformers' code would record none of these.
     assert {"vlmops::patch_embed", "vlmops::rope_", "vlmops::varlen_attention"} <= recorder.vlmops()
+    if family == "Qwen2.5-VL":
+        assert {"vlmops.nn.RMSNorm", "vlmops.nn.GatedMLP"} <= replaced
+        assert {"vlmops::rms_norm", "vlmops::silu_mul"} <= recorder.vlmops()
 
 
 def test_qwen2_5_vl_window_and_full_attention_layers_match():

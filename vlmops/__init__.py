@@ -17,6 +17,7 @@ from vlmops.ops.gated_cross_attention import (
 )
 from vlmops.ops.patch_embed import patch_embed
 from vlmops.ops.pixel_shuffle import pixel_shuffle, pixel_shuffle_layer_norm
+from vlmops.ops.rms_norm import rms_norm
 from vlmops.ops.rope import (
     RopeTables,
     apply_rope,
@@ -30,6 +31,7 @@ from vlmops.ops.rope import (
     rope_inv_freq,
     vision_rope_positions,
 )
+from vlmops.ops.silu_mul import silu_mul
 from vlmops.ops.varlen_attention import qwen2_5_vl_window_index, varlen_attention
 from vlmops.transformers import PatchReport, patch_model, register_attention
 
@@ -56,6 +58,7 @@ __all__ = [
     "qwen2_5_vl_window_index",
     "reference",
     "register_attention",
+    "rms_norm",
     "RopeTables",
     "apply_rope",
     "interleaved_mrope_tables",
@@ -66,6 +69,7 @@ __all__ = [
     "qwen_vision_rope_tables",
     "rope_1d_tables",
     "rope_inv_freq",
+    "silu_mul",
     "vision_rope_positions",
     "varlen_attention",
 ]

@@ -2,6 +2,8 @@
 
 from vlmops.nn.attention import PackedVisionAttention, vision_cu_seqlens
 from vlmops.nn.gated_cross_attention import GatedCrossAttentionBlock, MaskedCrossAttention, MllamaCrossAttention
+from vlmops.nn.mlp import GatedMLP, RowAlignedLinear
+from vlmops.nn.norm import RMSNorm
 from vlmops.nn.patch_embed import PatchEmbed
 from vlmops.nn.patch_merger import PatchMerger
 from vlmops.nn.pixel_shuffle import PixelShuffleConnector, PixelShuffleProjector
@@ -11,6 +13,7 @@ from vlmops.nn.vision_embeddings import CLIPVisionEmbeddings, SiglipVisionEmbedd
 __all__ = [
     "CLIPVisionEmbeddings",
     "GatedCrossAttentionBlock",
+    "GatedMLP",
     "MRotaryEmbedding",
     "MaskedCrossAttention",
     "MllamaCrossAttention",
@@ -19,6 +22,8 @@ __all__ = [
     "PatchMerger",
     "PixelShuffleConnector",
     "PixelShuffleProjector",
+    "RMSNorm",
+    "RowAlignedLinear",
     "SiglipVisionEmbeddings",
     "VisionRope",
     "VisionRotaryEmbedding",

@@ -18,6 +18,10 @@ VLMOPS_CUDA_BACKEND=triton (default: cuda) for benchmarks and tests.
 | varlen_attention_backward          | csrc/cpu/varlen_attention.cpp | vlmops/triton/varlen_attention.py (Triton) | none                    |
 | gated_cross_attention              | csrc/cpu/gated_cross_attention.cpp | vlmops/triton/gated_cross_attention.py (Triton) | none          |
 | gated_cross_attention_backward     | csrc/cpu/gated_cross_attention.cpp | vlmops/triton/gated_cross_attention.py (Triton) | none          |
+| rms_norm                           | csrc/cpu/rms_norm.cpp     | vlmops/triton/rms_norm.py (Triton) | none                                  |
+| rms_norm_backward                  | csrc/cpu/rms_norm.cpp     | vlmops/triton/rms_norm.py (Triton) | none                                  |
+| silu_mul                           | csrc/cpu/silu_mul.cpp     | vlmops/triton/silu_mul.py (Triton) | none                                  |
+| silu_mul_backward                  | csrc/cpu/silu_mul.cpp     | vlmops/triton/silu_mul.py (Triton) | none                                  |
 """
 
 import os
@@ -40,6 +44,10 @@ KERNEL_OWNERS = {
     "varlen_attention_backward": {"cpu": "C++", "cuda": "Triton", "triton": None},
     "gated_cross_attention": {"cpu": "C++", "cuda": "Triton", "triton": None},
     "gated_cross_attention_backward": {"cpu": "C++", "cuda": "Triton", "triton": None},
+    "rms_norm": {"cpu": "C++", "cuda": "Triton", "triton": None},
+    "rms_norm_backward": {"cpu": "C++", "cuda": "Triton", "triton": None},
+    "silu_mul": {"cpu": "C++", "cuda": "Triton", "triton": None},
+    "silu_mul_backward": {"cpu": "C++", "cuda": "Triton", "triton": None},
 }
 
 _BACKENDS = ("cuda", "triton")

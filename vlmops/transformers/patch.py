@@ -13,7 +13,7 @@ from typing import Callable
 
 from torch import nn
 
-KINDS = ("pixel_shuffle", "rope", "attention", "patch_embed", "cross_attention")
+KINDS = ("pixel_shuffle", "rope", "attention", "patch_embed", "cross_attention", "norm", "mlp")
 
 
 class UnsupportedModelError(ValueError):

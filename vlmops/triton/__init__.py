@@ -16,6 +16,8 @@ FAMILIES = (
     "vlmops.triton.rope",
     "vlmops.triton.varlen_attention",
     "vlmops.triton.gated_cross_attention",
+    "vlmops.triton.rms_norm",
+    "vlmops.triton.silu_mul",
 )
 
 
