@@ -13,8 +13,9 @@ from vlmops.nn import PackedVisionAttention, PatchEmbed, VisionRotaryEmbedding
 from conftest import RecordVlmopsCalls
 
 IMAGE = 10
+# hidden_act silu as in Pixtral-12B and Mistral3 (the config's default is gelu), so the MLPs are patched too.
 VISION = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2, head_dim=32,
-              image_size=112, patch_size=14)
+              image_size=112, patch_size=14, hidden_act="silu")
 # Three images of different sizes padded into one [3, 3, 112, 112] batch, as the processor pads them.
 IMAGE_SIZES = torch.tensor([[112, 84], [56, 112], [28, 56]])
 
@@ -58,7 +59,8 @@ def test_patched_tower_matches_every_layer(attn):
     for a, b in zip(got.hidden_states, expected.hidden_states):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(got.last_hidden_state, expected.last_hidden_state, rtol=1e-5, atol=1e-5)
-    assert {"vlmops::patch_embed", "vlmops::rope_", "vlmops::varlen_attention"} <= set(recorder.calls)
+    assert {"vlmops::patch_embed", "vlmops::rope_", "vlmops::varlen_attention", "vlmops::rms_norm",
+            "vlmops::silu_mul"} <= set(recorder.calls)
 
 
 def test_mistral3_features_and_logits_match():

@@ -60,13 +60,15 @@ if [ -z "${TESTS_K+x}" ] || [ -n "$TESTS_K" ]; then
   stage tests 170 $PY -m pytest tests -m requires_cuda ${TESTS_K:+-k "$TESTS_K"} -v -p no:cacheprovider -rfE \
     --tb=short -n 4 --timeout 60 --junitxml="$WORK/logs/tests.xml"
 fi
-for name in ${BENCHES:-rope patch_embed varlen gated tower varlen_flex pixel_shuffle clip_tower}; do
+for name in ${BENCHES:-rope patch_embed varlen gated tower rms_norm silu_mul varlen_flex pixel_shuffle clip_tower}; do
   case $name in
     rope) bench rope 90 "bench_rope" ;;
     patch_embed) bench patch_embed 80 "bench_patch_embed" ;;
     varlen) bench varlen 90 "bench_varlen_attention and not flex" ;;
     gated) bench gated 90 "bench_gated_cross_attention" ;;
     tower) bench tower 80 "bench_vision_tower" ;;
+    rms_norm) bench rms_norm 50 "bench_rms_norm" ;;
+    silu_mul) bench silu_mul 50 "bench_silu_mul" ;;
     varlen_flex) bench varlen_flex 110 "bench_varlen_attention and flex" ;;
     pixel_shuffle) bench pixel_shuffle 80 "bench_pixel_shuffle" ;;
     clip_tower) bench clip_tower 60 "bench_clip_tower" ;;

@@ -1,4 +1,4 @@
-"""Drop-in gated MLP of Qwen2.5-VL's vision tower: ``down_proj(silu(gate_proj(x)) * up_proj(x))``.
+"""Drop-in SiLU gated MLP (Qwen2.5-VL's and Pixtral's vision towers): ``down_proj(silu(gate_proj(x)) * up_proj(x))``.
 
 Two changes, same parameters and same values:
 - the gate and up GEMMs write their output rows 64-byte aligned (:class:`RowAlignedLinear`): on CPU,
@@ -14,6 +14,11 @@ from torch import nn
 from vlmops.ops.silu_mul import silu_mul
 
 ROW_ALIGN_BYTES = 64
+
+
+def is_silu(act_fn: nn.Module) -> bool:
+    """Is ``act_fn`` torch's ``nn.SiLU`` or transformers' ``SiLUActivation`` (both ``F.silu``)?"""
+    return isinstance(act_fn, nn.SiLU) or type(act_fn).__name__ == "SiLUActivation"
 
 
 def _padded_width(features: int, element_size: int) -> int:
@@ -84,15 +89,15 @@ class RowAlignedLinear(nn.Linear):
 
 
 class GatedMLP(nn.Module):
-    """Drop-in for ``Qwen2_5_VLMLP`` with ``hidden_act="silu"``: same submodules (``gate_proj``,
-    ``up_proj``, ``down_proj``, ``act_fn``), parameters and state_dict keys.
+    """Drop-in for a SiLU gated MLP (``Qwen2_5_VLMLP``, ``PixtralMLP`` with ``hidden_act="silu"``):
+    same submodules (``gate_proj``, ``up_proj``, ``down_proj``, ``act_fn``), parameters and state_dict keys.
 
     Input ``[..., hidden]`` (float32/bfloat16/float16), output ``[..., hidden]``.
     """
 
     def __init__(self, mlp: nn.Module):
         super().__init__()
-        if not isinstance(mlp.act_fn, nn.SiLU) and type(mlp.act_fn).__name__ != "SiLUActivation":
+        if not is_silu(mlp.act_fn):
             raise ValueError(f"vlmops.nn.GatedMLP: the MLP's act_fn must be SiLU, got {type(mlp.act_fn).__name__}")
         self.gate_proj = RowAlignedLinear.from_linear(mlp.gate_proj)
         self.up_proj = RowAlignedLinear.from_linear(mlp.up_proj)

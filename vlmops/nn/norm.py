@@ -7,7 +7,7 @@ from vlmops.ops.rms_norm import rms_norm
 
 
 class RMSNorm(nn.Module):
-    """Drop-in for ``Qwen2_5_VLRMSNorm`` (and the identical Qwen2 / T5 RMSNorms): same ``weight``
+    """Drop-in for ``Qwen2_5_VLRMSNorm`` and ``PixtralRMSNorm`` (and the identical Qwen2 / T5 RMSNorms): same ``weight``
     parameter and ``variance_epsilon``, same outputs.
 
     Input ``[..., hidden]`` (any float dtype, any strides); output ``[..., hidden]`` in

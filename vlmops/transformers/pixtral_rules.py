@@ -5,6 +5,8 @@
 - "attention": every layer's attention -> ``vlmops.nn.PackedVisionAttention``, and the tower's forward
   -> one that packs the images' patches, builds positions and cu_seqlens once per forward on the
   device, and runs varlen attention instead of SDPA with a dense ``[N, N]`` block-diagonal mask.
+- "norm": every ``PixtralRMSNorm`` -> ``vlmops.nn.RMSNorm``; "mlp": a SiLU ``PixtralMLP`` (Pixtral-12B,
+  Mistral3) -> ``vlmops.nn.GatedMLP`` (see ``vlmops.transformers.norm_mlp_rules``).
 """
 
 import functools
@@ -17,6 +19,7 @@ from vlmops.nn.attention import PackedVisionAttention
 from vlmops.nn.patch_embed import PatchEmbed
 from vlmops.nn.rope import VisionRotaryEmbedding
 from vlmops.ops.rope import pixtral_rope_positions
+from vlmops.transformers.norm_mlp_rules import norm_mlp_rules
 from vlmops.transformers.patch import Replacement, Rule, set_submodule
 
 PIXTRAL = "transformers.models.pixtral.modeling_pixtral"
@@ -119,4 +122,10 @@ RULES = [
          },
          apply=_patch_tower, patched=lambda m: getattr(m.forward, "__func__", None) is _forward(),
          replaces_matched=False),
+    *norm_mlp_rules("Pixtral", PIXTRAL, "PixtralRMSNorm", "PixtralMLP", {
+        f"{PIXTRAL}:PixtralRMSNorm.forward": "790fa612e4fa57acfcbea31da45f92ba91f9016f7260ef539f61c5530ba06a5f",
+        f"{PIXTRAL}:PixtralRMSNorm.__init__": "f94137b7bbd7ba5ad1481e6fadf79b43e58a3ea47d2beca6b490f84721720480",
+        f"{PIXTRAL}:PixtralMLP.forward": "03df2d7685cf8446594448cbd33ef676a2b088779d99d9803abe3bed2ec7ad9b",
+        f"{PIXTRAL}:PixtralMLP.__init__": "f8665938acefee57189a70093085547e2dbd73acf5732809c0f6827c9c89ee30",
+    }),
 ]

@@ -7,19 +7,19 @@
   per-frame cu_seqlens, Qwen2.5-VL's window permutation and window cu_seqlens, no ``.tolist()``) and
   passes the blocks a ``VisionRope`` (when "rope" is patched too) instead of cos/sin tables.
 - Qwen2.5-VL only: "norm": every ``Qwen2_5_VLRMSNorm`` (vision blocks, merger, language model) ->
-  ``vlmops.nn.RMSNorm``; "mlp": the vision blocks' SiLU ``Qwen2_5_VLMLP`` -> ``vlmops.nn.GatedMLP``.
+  ``vlmops.nn.RMSNorm``; "mlp": the vision blocks' SiLU ``Qwen2_5_VLMLP`` -> ``vlmops.nn.GatedMLP``
+  (see ``vlmops.transformers.norm_mlp_rules``).
 """
 
 import functools
 import types
 
 from vlmops.nn.attention import PackedVisionAttention, vision_cu_seqlens
-from vlmops.nn.mlp import GatedMLP
-from vlmops.nn.norm import RMSNorm
 from vlmops.nn.patch_embed import PatchEmbed
 from vlmops.nn.rope import VisionRotaryEmbedding
 from vlmops.ops.rope import vision_rope_positions
 from vlmops.ops.varlen_attention import qwen2_5_vl_window_index
+from vlmops.transformers.norm_mlp_rules import norm_mlp_rules
 from vlmops.transformers.patch import Replacement, Rule, set_submodule
 
 QWEN2 = "transformers.models.qwen2_vl.modeling_qwen2_vl"
@@ -169,21 +169,6 @@ def _rules(family, module, tower, patch_embed, rotary, guarded):
     ]
 
 
-def _qwen2_5_vl_norm_mlp_rules(guarded):
-    def only(name):
-        return {k: v for k, v in guarded.items() if k.startswith(f"{QWEN2_5}:{name}.")}
-
-    return [
-        Rule(family="Qwen2.5-VL", kind="norm", target=f"{QWEN2_5}:Qwen2_5_VLRMSNorm", guarded=only("Qwen2_5_VLRMSNorm"),
-             apply=_patch_module(RMSNorm, "vlmops.nn.RMSNorm"),
-             patched=_replaced(RMSNorm, "Qwen2_5_VLRMSNorm"), replaces_matched=True),
-        Rule(family="Qwen2.5-VL", kind="mlp", target=f"{QWEN2_5}:Qwen2_5_VLMLP", guarded=only("Qwen2_5_VLMLP"),
-             apply=_patch_module(GatedMLP, "vlmops.nn.GatedMLP"),
-             patched=_replaced(GatedMLP, "Qwen2_5_VLMLP"), replaces_matched=True,
-             matches=lambda mlp: type(mlp.act_fn).__name__ in ("SiLUActivation", "SiLU")),
-    ]
-
-
 # sha256 of the source in transformers 5.24.0 (see vlmops.transformers.patch.check_guarded).
 RULES = [
     *_rules("Qwen2-VL", QWEN2, "Qwen2VisionTransformerPretrainedModel", "PatchEmbed", "Qwen2VLVisionRotaryEmbedding", {
@@ -234,7 +219,7 @@ RULES = [
                 f"{VISION_UTILS}:get_vision_cu_seqlens": "efc6af7d177a041fe4886f33fbdcc0790c8e4261452db2bc9e939c72ce48ab17",
                 f"{VISION_UTILS}:get_vision_interpolation_indices_and_weights": "f8bf49950ce4280d77ec8cc4ca7e42221ff70e9c5f536f92c7c904062b059a77",
             }),
-    *_qwen2_5_vl_norm_mlp_rules({
+    *norm_mlp_rules("Qwen2.5-VL", QWEN2_5, "Qwen2_5_VLRMSNorm", "Qwen2_5_VLMLP", {
                 f"{QWEN2_5}:Qwen2_5_VLRMSNorm.forward": "790fa612e4fa57acfcbea31da45f92ba91f9016f7260ef539f61c5530ba06a5f",
                 f"{QWEN2_5}:Qwen2_5_VLRMSNorm.__init__": "4c80cccea2db5edba3688db4a5ceadcf4f2c9299a53633ca5105996ea412fe14",
                 f"{QWEN2_5}:Qwen2_5_VLMLP.forward": "1e1715d7e10e8420119e35fbb688bc0628aa69de1fcf64661fae20ddd50d5f9f",

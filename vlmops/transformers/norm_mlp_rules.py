@@ -1,0 +1,37 @@
+"""Patch rules for the RMSNorm and SiLU gated-MLP modules that several families define alike
+(Qwen2.5-VL's ``Qwen2_5_VLRMSNorm`` / ``Qwen2_5_VLMLP``, Pixtral's ``PixtralRMSNorm`` / ``PixtralMLP``).
+
+- "norm": the family's RMSNorm -> ``vlmops.nn.RMSNorm`` (``rms_norm``).
+- "mlp": the family's gated MLP, when its ``act_fn`` is SiLU -> ``vlmops.nn.GatedMLP`` (``silu_mul``;
+  gate/up GEMMs with 64-byte-aligned output rows on CPU). An MLP with another activation is left as
+  it is.
+"""
+
+from vlmops.nn.mlp import GatedMLP, is_silu
+from vlmops.nn.norm import RMSNorm
+from vlmops.transformers.patch import Replacement, Rule, set_submodule
+
+def _replace_with(factory, new_name):
+    def apply(root, module, path):
+        set_submodule(root, path, factory(module))
+        return [Replacement(path, type(module).__name__, new_name)]
+
+    return apply
+
+
+def norm_mlp_rules(family: str, module: str, norm: str, mlp: str, guarded: dict) -> list:
+    """The "norm" and "mlp" rules of ``family`` for ``module:norm`` and ``module:mlp``; ``guarded``
+    holds the fingerprints of both classes' ``__init__`` and ``forward``."""
+
+    def only(name):
+        return {k: v for k, v in guarded.items() if k.startswith(f"{module}:{name}.")}
+
+    return [
+        Rule(family=family, kind="norm", target=f"{module}:{norm}", guarded=only(norm),
+             apply=_replace_with(RMSNorm, "vlmops.nn.RMSNorm"),
+             patched=lambda m: isinstance(m, RMSNorm) and m.replaces == norm, replaces_matched=True),
+        Rule(family=family, kind="mlp", target=f"{module}:{mlp}", guarded=only(mlp),
+             apply=_replace_with(GatedMLP, "vlmops.nn.GatedMLP"),
+             patched=lambda m: isinstance(m, GatedMLP) and m.replaces == mlp, replaces_matched=True,
+             matches=lambda m: is_silu(m.act_fn)),
+    ]
