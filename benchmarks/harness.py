@@ -330,4 +330,7 @@ class TimedBenchmark(BenchmarkFixture):
             del out
         roofline = self._vlmops_roofline
         extra["copy_bytes_per_s"] = roofline.copy_bytes_per_s()
-        extra["matmul_flops_per_s"] = roofline.matmul_flops_per_s(getattr(torch, extra["dtype"]))
+        if extra.get("flops"):
+            # Only entries that count FLOPs are divided by it; on CPU one bf16 matmul roofline
+            # alone costs ~6 minutes.
+            extra["matmul_flops_per_s"] = roofline.matmul_flops_per_s(getattr(torch, extra["dtype"]))
