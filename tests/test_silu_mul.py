@@ -16,6 +16,7 @@ from transformers.models.qwen2_5_vl import modeling_qwen2_5_vl
 from transformers.models.qwen2_5_vl.configuration_qwen2_5_vl import Qwen2_5_VLVisionConfig
 
 import vlmops.triton.silu_mul as triton_silu_mul
+from vlmops.triton import rows_2d
 from vlmops.ops.silu_mul import silu_mul
 from vlmops.reference.silu_mul import silu_mul as reference_silu_mul
 from vlmops.reference.silu_mul import silu_mul_backward as reference_silu_mul_backward
@@ -248,14 +249,14 @@ def test_triton_matches_reference(device, layout, dtype):
 
 
 def test_triton_rows_view_reads_in_place():
-    """as_rows: padded rows, fused halves and transposes are views of the input; only leading dims
+    """rows_2d: padded rows, fused halves and transposes are views of the input; only leading dims
     that do not collapse into one row stride are copied."""
     for layout in ("padded_rows", "fused_gate_up_3d", "transposed", "last_dim_strided", "expanded_up"):
         for t in layouts(torch.float32)[layout]:
-            rows = triton_silu_mul.as_rows(t)
+            rows = rows_2d(t)
             assert rows.data_ptr() == t.data_ptr() and rows.shape == (t.numel() // t.shape[-1], t.shape[-1])
     gate = layouts(torch.float32)["non_collapsible_3d"][0]
-    rows = triton_silu_mul.as_rows(gate)
+    rows = rows_2d(gate)
     assert rows.is_contiguous() and torch.equal(rows, gate.reshape(-1, gate.shape[-1]))
 
 

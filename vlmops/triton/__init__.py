@@ -7,8 +7,11 @@ kernel report (``tools/kernel_report.py``) compiles every spec for sm_80 and sm_
 and reads registers, spills and shared memory. A new family adds its module name to ``FAMILIES``.
 """
 
+import contextlib
 import importlib
 from dataclasses import dataclass, field
+
+import torch
 
 FAMILIES = (
     "vlmops.triton.pixel_shuffle",
@@ -80,6 +83,18 @@ def make_spec(kernel, config: str, num_warps: int, constexprs: dict, **args) -> 
     if args:
         raise TypeError(f"make_spec: {kernel.fn.__name__} has no arguments {sorted(args)}")
     return KernelSpec(kernel, config, signature, consts, num_warps, attrs)
+
+
+def device_guard(t: torch.Tensor):
+    """The CUDA device context of t's device for a launch (a no-op for CPU tensors, which the
+    interpreter runs)."""
+    return torch.cuda.device(t.device) if t.device.type == "cuda" else contextlib.nullcontext()
+
+
+def rows_2d(t: torch.Tensor) -> torch.Tensor:
+    """t [..., C] as [rows, C]: a view (any row and column strides) when the leading dims collapse into
+    one row stride, otherwise a contiguous copy."""
+    return t.reshape(-1, t.shape[-1])
 
 
 def register_kernels() -> None:

@@ -28,9 +28,9 @@ import triton
 import triton.language as tl
 
 from vlmops.ops import gated_cross_attention as _ops
-from vlmops.triton import KERNEL_SPECS, make_spec
+from vlmops.triton import KERNEL_SPECS, device_guard, make_spec
 from vlmops.triton.varlen_attention import (
-    _device_guard, _dot_nt, _load_pieces, _store_pieces, head_dim_pieces, unit_stride_d,
+    _dot_nt, _load_pieces, _store_pieces, head_dim_pieces, unit_stride_d,
 )
 
 LOG2E = 1.4426950408889634
@@ -340,7 +340,7 @@ def gated_cross_attention(q, k, v, kv_start, kv_end, gate=None, softmax_scale=No
     D0, D1, D2 = head_dim_pieces(D)
     has_gate = gate is not None
     gate_arg = gate if has_gate else lse  # an unused pointer
-    with _device_guard(q):
+    with device_guard(q):
         start, end = kv_start.contiguous(), kv_end.contiguous()
         if n_splits > 1:
             part_out = torch.empty(n_splits, B, H, Lq, D, device=q.device, dtype=torch.float32)
@@ -386,7 +386,7 @@ def gated_cross_attention_backward(grad_out, q, k, v, out, lse, kv_start, kv_end
         dkdv_blocks = (block_m or BWD_DKDV_BLOCKS[0], block_n or BWD_DKDV_BLOCKS[1])
         D0, D1, D2 = head_dim_pieces(D)
         gate_arg = gate if has_gate else lse
-        with _device_guard(q):
+        with device_guard(q):
             # delta [B, H, Lq] = rowsum(dO * O): the gated O carries the gate flash-attention 2's
             # correction needs (rowsum(gate * dO * ungated O)).
             delta = (grad_out.float() * out.float()).sum(-1).transpose(1, 2).contiguous()

@@ -21,8 +21,6 @@ Design, from the static report (tools/kernel_report.py; registers per thread on 
   more read of x and grad_out, as in PyTorch's own LayerNorm backward.
 """
 
-import contextlib
-
 import torch
 import triton
 import triton.language as tl
@@ -30,7 +28,7 @@ import triton.language as tl
 from vlmops import _native
 from vlmops.ops import pixel_shuffle as _ops  # noqa: F401  (fake impls and autograd of the ops below)
 from vlmops.ops._checks import check_int, check_same_device, check_tensor
-from vlmops.triton import KERNEL_SPECS, make_spec
+from vlmops.triton import KERNEL_SPECS, device_guard, make_spec
 
 # Elements one program of the pure shuffle moves: large enough for wide loads, small enough that
 # narrow rows (s*s*C of a few hundred) do not leave most lanes masked.
@@ -281,10 +279,6 @@ def _row_num_warps(chunk: int) -> int:
     return min(16, max(4, chunk // 512))
 
 
-def _device_guard(t: torch.Tensor):
-    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
-
-
 def _stats_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
@@ -368,7 +362,7 @@ def _launch_copy(x: torch.Tensor, y: torch.Tensor, scale: int, *, to_shuffled: b
     B, Ho, Wo, n = y.shape
     if y.numel() == 0:
         return
-    with _device_guard(x):
+    with device_guard(x):
         _pixel_shuffle_copy_kernel[(B * Ho * Wo, triton.cdiv(n, COPY_BLOCK))](
             x, y, Ho, Wo, x.shape[3], scale, n, *x.stride(), *y.stride(),
             TO_SHUFFLED=to_shuffled, VEC=_vector_width(x), BLOCK=COPY_BLOCK, num_warps=4,
@@ -395,7 +389,7 @@ def pixel_shuffle_layer_norm(x: torch.Tensor, scale: int, weight, bias, eps: flo
     if out.numel() > 0:
         block = _row_block(n)
         chunk = _row_chunk(block, x)
-        with _device_guard(x):
+        with device_guard(x):
             _pixel_shuffle_layer_norm_fwd_kernel[(mean.numel(),)](
                 x, out, weight if weight is not None else x, bias if bias is not None else x, mean, rstd,
                 H // s, W // s, C, s, n, eps, *x.stride(),
@@ -459,7 +453,7 @@ def pixel_shuffle_layer_norm_backward(grad_out, x, mean, rstd, weight, scale: in
         block = _row_block(n)
         chunk = _row_chunk(block, x)
         strided = (*grad_out.stride(), *x.stride(), *mean.stride(), *rstd.stride())
-        with _device_guard(x):
+        with device_guard(x):
             _pixel_shuffle_layer_norm_bwd_dx_kernel[(rows,)](
                 grad_out, x, mean, rstd, weight if weight is not None else x, grad_x,
                 H // s, W // s, C, s, n, *strided, weight.stride(0) if weight is not None else 0,

@@ -17,14 +17,12 @@ Design:
   atomics: the result is deterministic.
 """
 
-import contextlib
-
 import torch
 import triton
 import triton.language as tl
 
 from vlmops.ops import rms_norm as _ops
-from vlmops.triton import KERNEL_SPECS, make_spec
+from vlmops.triton import KERNEL_SPECS, device_guard, make_spec, rows_2d
 
 MAX_BLOCK_C = 8192  # widest row kept in registers (Qwen2.5-VL vision: 1280, Qwen2.5-VL-7B LM: 3584)
 _TL_DTYPES = {torch.float32: tl.float32, torch.float64: tl.float64, torch.float16: tl.float16,
@@ -158,10 +156,6 @@ def _rms_norm_bwd_kernel(
         tl.store(partial + cols, gw_acc, mask=cols < C)
 
 
-def _stats_dtype(dtype):
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
 def _math_dtype(dtype):
     return tl.float64 if dtype == torch.float64 else tl.float32
 
@@ -173,15 +167,6 @@ def blocks(C: int, max_block_c: int = MAX_BLOCK_C) -> tuple:
     block_m = max(1, min(16, 4096 // block_c))
     warps = 8 if block_c >= 4096 else 4
     return block_m, block_c, C <= block_c, warps
-
-
-def _rows_2d(t: torch.Tensor) -> torch.Tensor:
-    """[M, C] view of t [..., C]: a view when the leading dims collapse to one stride, else a copy."""
-    return t.reshape(-1, t.shape[-1])
-
-
-def _device_guard(t: torch.Tensor):
-    return torch.cuda.device(t.device) if t.device.type == "cuda" else contextlib.nullcontext()
 
 
 def _eps_parts(eps: float) -> tuple:
@@ -198,14 +183,14 @@ def rms_norm(x, weight, eps, *, max_block_c=MAX_BLOCK_C):
     C = x.shape[-1]
     out_dtype = _ops._out_dtype(x, weight)
     out = torch.empty(x.shape, device=x.device, dtype=out_dtype)
-    rstd = torch.empty(x.shape[:-1], device=x.device, dtype=_stats_dtype(x.dtype))
+    rstd = torch.empty(x.shape[:-1], device=x.device, dtype=_ops._stats_dtype(x.dtype))
     if rstd.numel() == 0:
         return out, rstd
-    x2 = _rows_2d(x)
+    x2 = rows_2d(x)
     M = x2.shape[0]
     block_m, block_c, single, warps = blocks(C, max_block_c)
     eps_hi, eps_lo = _eps_parts(float(eps))
-    with _device_guard(x):
+    with device_guard(x):
         _rms_norm_fwd_kernel[(triton.cdiv(M, block_m),)](
             x2, weight if weight is not None else x2, out, rstd, M, C, x2.stride(0), x2.stride(1),
             1.0 / C if C else float("nan"), eps_hi, eps_lo,
@@ -232,13 +217,13 @@ def rms_norm_backward(grad_out, x, weight, rstd, *, max_block_c=MAX_BLOCK_C):
     if grad_out.shape != x.shape or grad_out.dtype != _ops._out_dtype(x, weight):
         raise ValueError(f"{fn}: grad_out must be {_ops._out_dtype(x, weight)} {tuple(x.shape)}, "
                          f"got {grad_out.dtype} {tuple(grad_out.shape)}")
-    if rstd.shape != x.shape[:-1] or rstd.dtype != _stats_dtype(x.dtype):
-        raise ValueError(f"{fn}: rstd must be {_stats_dtype(x.dtype)} {tuple(x.shape[:-1])}, "
+    if rstd.shape != x.shape[:-1] or rstd.dtype != _ops._stats_dtype(x.dtype):
+        raise ValueError(f"{fn}: rstd must be {_ops._stats_dtype(x.dtype)} {tuple(x.shape[:-1])}, "
                          f"got {rstd.dtype} {tuple(rstd.shape)}")
     C = x.shape[-1]
     out_dtype = grad_out.dtype
     grad_x = torch.empty(x.shape, device=x.device, dtype=x.dtype)
-    x2, g2 = _rows_2d(x), _rows_2d(grad_out)
+    x2, g2 = rows_2d(x), rows_2d(grad_out)
     M = x2.shape[0]
     block_m, block_c, single, warps = blocks(C, max_block_c)
     programs = _programs(M, block_m, x.device)
@@ -247,7 +232,7 @@ def rms_norm_backward(grad_out, x, weight, rstd, *, max_block_c=MAX_BLOCK_C):
     prod_torch = torch.float64 if out_dtype == torch.float64 else torch.float32
     partial = torch.zeros(programs if weight is not None else 0, C, device=x.device, dtype=prod_torch)
     if M and C:
-        with _device_guard(x):
+        with device_guard(x):
             _rms_norm_bwd_kernel[(programs,)](
                 g2, x2, weight if weight is not None else x2, rstd.reshape(-1).contiguous(), grad_x, partial,
                 M, C, rows_per_program, x2.stride(0), x2.stride(1), g2.stride(0), g2.stride(1), 1.0 / C,

@@ -16,14 +16,12 @@ Outputs are new contiguous tensors. The grid is ``rows x cdiv(I, BLOCK)``: known
 host sync.
 """
 
-import contextlib
-
 import torch
 import triton
 import triton.language as tl
 
 from vlmops.ops.silu_mul import check_inputs
-from vlmops.triton import KERNEL_SPECS, make_spec
+from vlmops.triton import KERNEL_SPECS, device_guard, make_spec, rows_2d
 
 BLOCK = 1024
 NUM_WARPS = 4
@@ -39,14 +37,20 @@ def _div(a, b, IS_FP64: tl.constexpr):
 
 
 @triton.jit
+def _load_row(ptr, row, cols, stride_r, stride_c, mask, ACC: tl.constexpr):
+    """Elements cols of row `row` of a [rows, I] view with any strides, in the math dtype."""
+    return tl.load(ptr + row * stride_r + cols * stride_c, mask=mask, other=0.0).to(ACC)
+
+
+@triton.jit
 def _silu_mul_fwd_kernel(Gate, Up, Out, I, stride_gr, stride_gc, stride_ur, stride_uc,
                          BLOCK: tl.constexpr, IS_FP64: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = cols < I
     ACC = tl.float64 if IS_FP64 else tl.float32
-    g = tl.load(Gate + row * stride_gr + cols * stride_gc, mask=mask, other=0.0).to(ACC)
-    u = tl.load(Up + row * stride_ur + cols * stride_uc, mask=mask, other=0.0).to(ACC)
+    g = _load_row(Gate, row, cols, stride_gr, stride_gc, mask, ACC)
+    u = _load_row(Up, row, cols, stride_ur, stride_uc, mask, ACC)
     act = Out.dtype.element_ty
     s = _div(g, 1.0 + tl.exp(-g), IS_FP64).to(act).to(ACC)  # F.silu's output, in the activation dtype
     tl.store(Out + row * I + cols, (s * u).to(act), mask=mask)
@@ -59,9 +63,9 @@ def _silu_mul_bwd_kernel(GradOut, Gate, Up, GradGate, GradUp, I, stride_dr, stri
     cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = cols < I
     ACC = tl.float64 if IS_FP64 else tl.float32
-    go = tl.load(GradOut + row * stride_dr + cols * stride_dc, mask=mask, other=0.0).to(ACC)
-    g = tl.load(Gate + row * stride_gr + cols * stride_gc, mask=mask, other=0.0).to(ACC)
-    u = tl.load(Up + row * stride_ur + cols * stride_uc, mask=mask, other=0.0).to(ACC)
+    go = _load_row(GradOut, row, cols, stride_dr, stride_dc, mask, ACC)
+    g = _load_row(Gate, row, cols, stride_gr, stride_gc, mask, ACC)
+    u = _load_row(Up, row, cols, stride_ur, stride_uc, mask, ACC)
     act = GradGate.dtype.element_ty
     d = 1.0 + tl.exp(-g)
     s = _div(g, d, IS_FP64).to(act).to(ACC)  # the rounded silu the forward multiplied
@@ -72,29 +76,15 @@ def _silu_mul_bwd_kernel(GradOut, Gate, Up, GradGate, GradUp, I, stride_dr, stri
     tl.store(GradGate + offsets, (t * sig * (1.0 + g * (1.0 - sig))).to(act), mask=mask)
 
 
-def _device_guard(t: torch.Tensor):
-    return torch.cuda.device(t.device) if t.device.type == "cuda" else contextlib.nullcontext()
-
-
-def as_rows(t: torch.Tensor) -> torch.Tensor:
-    """``t`` as a ``[rows, I]`` view (any row and column strides) when its leading dims collapse into
-    one row stride; otherwise a contiguous ``[rows, I]`` copy (the one copy the launchers make)."""
-    I = t.shape[-1]
-    lead = [(size, stride) for size, stride in zip(t.shape[:-1], t.stride()[:-1]) if size != 1]
-    if all(outer[1] == inner[1] * inner[0] for outer, inner in zip(lead, lead[1:])):
-        return t.view(-1, I)
-    return t.reshape(-1, I)
-
-
 def silu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     """The forward launcher: ``silu(gate) * up``, contiguous, in gate's dtype."""
     check_inputs("silu_mul", gate, up)
     out = torch.empty(gate.shape, dtype=gate.dtype, device=gate.device)
     if out.numel() == 0:
         return out
-    g, u = as_rows(gate), as_rows(up)
+    g, u = rows_2d(gate), rows_2d(up)
     rows, I = g.shape
-    with _device_guard(gate):
+    with device_guard(gate):
         _silu_mul_fwd_kernel[(rows, triton.cdiv(I, BLOCK))](
             g, u, out, I, g.stride(0), g.stride(1), u.stride(0), u.stride(1),
             BLOCK=BLOCK, IS_FP64=gate.dtype == torch.float64, num_warps=NUM_WARPS,
@@ -109,9 +99,9 @@ def silu_mul_backward(grad_out: torch.Tensor, gate: torch.Tensor, up: torch.Tens
     grad_up = torch.empty_like(grad_gate)
     if grad_gate.numel() == 0:
         return grad_gate, grad_up
-    d, g, u = as_rows(grad_out), as_rows(gate), as_rows(up)
+    d, g, u = rows_2d(grad_out), rows_2d(gate), rows_2d(up)
     rows, I = g.shape
-    with _device_guard(gate):
+    with device_guard(gate):
         _silu_mul_bwd_kernel[(rows, triton.cdiv(I, BLOCK))](
             d, g, u, grad_gate, grad_up, I, d.stride(0), d.stride(1), g.stride(0), g.stride(1), u.stride(0),
             u.stride(1), BLOCK=BLOCK, IS_FP64=gate.dtype == torch.float64, num_warps=NUM_WARPS,

@@ -25,14 +25,12 @@ Design:
   head. No atomics: the backward is deterministic.
 """
 
-import contextlib
-
 import torch
 import triton
 import triton.language as tl
 
 from vlmops.ops import varlen_attention as _ops
-from vlmops.triton import KERNEL_SPECS, make_spec
+from vlmops.triton import KERNEL_SPECS, device_guard, make_spec
 
 LOG2E = 1.4426950408889634
 LN2 = 0.6931471805599453
@@ -284,10 +282,6 @@ def _bwd_num_warps(D: int) -> int:
     return 4 if D <= 64 else 8
 
 
-def _device_guard(t: torch.Tensor):
-    return torch.cuda.device(t.device) if t.device.type == "cuda" else contextlib.nullcontext()
-
-
 def unit_stride_d(*tensors):
     """The kernels step along D with stride 1 and honour every other stride: a tensor strided along D
     (e.g. an expanded gradient, all strides 0) is copied, any other is passed as is."""
@@ -319,7 +313,7 @@ def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q=None, max
     bm, bn, warps = _block_sizes(D)
     bm, bn, warps = block_m or bm, block_n or bn, num_warps or warps
     D0, D1, D2 = head_dim_pieces(D)
-    with _device_guard(q):
+    with device_guard(q):
         seg_q, seg_k = segment_ids(cu_seqlens_q, Nq), segment_ids(cu_seqlens_k, Nk)
         _varlen_attention_fwd_kernel[(triton.cdiv(Nq, bm), H)](
             q, k, v, out, lse, seg_q, seg_k, cu_seqlens_k,
@@ -353,7 +347,7 @@ def varlen_attention_backward(grad_out, q, k, v, out, lse, cu_seqlens_q, cu_seql
     dkdv_blocks = (block_m or _dkdv_blocks(D)[0], block_n or _dkdv_blocks(D)[1])
     D0, D1, D2 = head_dim_pieces(D)
     precision = "ieee" if q.dtype == torch.float32 else "tf32"
-    with _device_guard(q):
+    with device_guard(q):
         delta = (grad_out.float() * out.float()).sum(-1).t().contiguous()  # [H, Nq]: rowsum(dO * O)
         lse = lse.contiguous()
         seg_q, seg_k = segment_ids(cu_seqlens_q, Nq), segment_ids(cu_seqlens_k, Nk)
