@@ -9,15 +9,7 @@
 
 from vlmops.nn.mlp import GatedMLP, is_silu
 from vlmops.nn.norm import RMSNorm
-from vlmops.transformers.patch import Replacement, Rule, set_submodule
-
-def _replace_with(factory, new_name):
-    def apply(root, module, path):
-        set_submodule(root, path, factory(module))
-        return [Replacement(path, type(module).__name__, new_name)]
-
-    return apply
-
+from vlmops.transformers.patch import Rule, replace_module
 
 def norm_mlp_rules(family: str, module: str, norm: str, mlp: str, guarded: dict) -> list:
     """The "norm" and "mlp" rules of ``family`` for ``module:norm`` and ``module:mlp``; ``guarded``
@@ -28,10 +20,10 @@ def norm_mlp_rules(family: str, module: str, norm: str, mlp: str, guarded: dict)
 
     return [
         Rule(family=family, kind="norm", target=f"{module}:{norm}", guarded=only(norm),
-             apply=_replace_with(RMSNorm, "vlmops.nn.RMSNorm"),
+             apply=replace_module(RMSNorm, "vlmops.nn.RMSNorm"),
              patched=lambda m: isinstance(m, RMSNorm) and m.replaces == norm, replaces_matched=True),
         Rule(family=family, kind="mlp", target=f"{module}:{mlp}", guarded=only(mlp),
-             apply=_replace_with(GatedMLP, "vlmops.nn.GatedMLP"),
+             apply=replace_module(GatedMLP, "vlmops.nn.GatedMLP"),
              patched=lambda m: isinstance(m, GatedMLP) and m.replaces == mlp, replaces_matched=True,
              matches=lambda m: is_silu(m.act_fn)),
     ]

@@ -88,3 +88,12 @@ def check_guarded(rule: Rule) -> None:
 def set_submodule(root: nn.Module, path: str, module: nn.Module) -> None:
     parent_path, _, name = path.rpartition(".")
     setattr(root.get_submodule(parent_path) if parent_path else root, name, module)
+
+
+def replace_module(factory: Callable[[nn.Module], nn.Module], new_name: str):
+    """A Rule.apply that puts factory(matched module) at its path and reports it as new_name."""
+    def apply(root, module, path):
+        set_submodule(root, path, factory(module))
+        return [Replacement(path, type(module).__name__, new_name)]
+
+    return apply

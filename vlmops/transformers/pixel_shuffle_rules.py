@@ -3,7 +3,7 @@
 import types
 
 from vlmops.nn.pixel_shuffle import PixelShuffleConnector, PixelShuffleProjector
-from vlmops.transformers.patch import Replacement, Rule, set_submodule
+from vlmops.transformers.patch import Replacement, Rule, replace_module, set_submodule
 
 INTERNVL = "transformers.models.internvl.modeling_internvl"
 
@@ -31,11 +31,6 @@ def _patch_internvl(root, model, path):
     ]
 
 
-def _patch_connector(root, connector, path):
-    set_submodule(root, path, PixelShuffleConnector.from_connector(connector))
-    return [Replacement(path, type(connector).__name__, "vlmops.nn.PixelShuffleConnector")]
-
-
 # Idefics3Connector and SmolVLMConnector are the same code (same fingerprints in 5.24.0).
 _CONNECTOR_FORWARD_SHA = "67d6770854cb3449479f3e6e18f093cbb6da6e7f735457f558211878f0f2dc72"
 _CONNECTOR_SHUFFLE_SHA = "59fd364af5e65d6c062e339968dee46e9c9c1812817003b80b475f5cdfdcede8"
@@ -50,7 +45,7 @@ def _connector_rule(family: str, module: str, class_name: str) -> Rule:
             f"{module}:{class_name}.forward": _CONNECTOR_FORWARD_SHA,
             f"{module}:{class_name}.pixel_shuffle": _CONNECTOR_SHUFFLE_SHA,
         },
-        apply=_patch_connector,
+        apply=replace_module(PixelShuffleConnector.from_connector, "vlmops.nn.PixelShuffleConnector"),
         patched=lambda m: isinstance(m, PixelShuffleConnector) and m.replaces == class_name,
         replaces_matched=True,
     )

@@ -20,7 +20,7 @@ from vlmops.nn.patch_embed import PatchEmbed
 from vlmops.nn.rope import VisionRotaryEmbedding
 from vlmops.ops.rope import pixtral_rope_positions
 from vlmops.transformers.norm_mlp_rules import norm_mlp_rules
-from vlmops.transformers.patch import Replacement, Rule, set_submodule
+from vlmops.transformers.patch import Replacement, Rule, replace_module
 
 PIXTRAL = "transformers.models.pixtral.modeling_pixtral"
 
@@ -85,11 +85,6 @@ def _patch_conv(root, tower, path):
     return [Replacement(f"{prefix}patch_conv", "Conv2d", "vlmops.nn.PatchEmbed")]
 
 
-def _patch_rope(root, module, path):
-    set_submodule(root, path, VisionRotaryEmbedding.from_module(module, "pixtral"))
-    return [Replacement(path, type(module).__name__, "vlmops.nn.VisionRotaryEmbedding")]
-
-
 _TOWER = f"{PIXTRAL}:PixtralVisionModel"
 
 # sha256 of the source in transformers 5.24.0 (see vlmops.transformers.patch.check_guarded).
@@ -107,7 +102,8 @@ RULES = [
              f"{PIXTRAL}:PixtralVisionRotaryEmbedding.recomposition_frequencies": "6ff4c7bd25df475da2023c56923fcabd14bcd382d554d0be40b4f49aef36e4f4",
              f"{PIXTRAL}:PixtralVisionRotaryEmbedding.compute_axial_rope_parameters": "0439f878c86ac53d350bfe215796c0e95e9ee742a893908cff43ffe8b1095a5a",
          },
-         apply=_patch_rope,
+         apply=replace_module(lambda m: VisionRotaryEmbedding.from_module(m, "pixtral"),
+                              "vlmops.nn.VisionRotaryEmbedding"),
          patched=lambda m: isinstance(m, VisionRotaryEmbedding) and m.replaces == "PixtralVisionRotaryEmbedding",
          replaces_matched=True),
     Rule(family="Pixtral", kind="attention", target=_TOWER,

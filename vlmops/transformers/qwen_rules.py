@@ -20,7 +20,7 @@ from vlmops.nn.rope import VisionRotaryEmbedding
 from vlmops.ops.rope import vision_rope_positions
 from vlmops.ops.varlen_attention import qwen2_5_vl_window_index
 from vlmops.transformers.norm_mlp_rules import norm_mlp_rules
-from vlmops.transformers.patch import Replacement, Rule, set_submodule
+from vlmops.transformers.patch import Replacement, Rule, replace_module
 
 QWEN2 = "transformers.models.qwen2_vl.modeling_qwen2_vl"
 QWEN2_5 = "transformers.models.qwen2_5_vl.modeling_qwen2_5_vl"
@@ -137,14 +137,6 @@ def _patch_tower(family):
     return apply
 
 
-def _patch_module(factory, new_name):
-    def apply(root, module, path):
-        set_submodule(root, path, factory(module))
-        return [Replacement(path, type(module).__name__, new_name)]
-
-    return apply
-
-
 def _replaced(cls, class_name):
     return lambda module: isinstance(module, cls) and module.replaces == class_name
 
@@ -156,11 +148,11 @@ def _rules(family, module, tower, patch_embed, rotary, guarded):
     return [
         Rule(family=family, kind="patch_embed", target=spec(patch_embed),
              guarded={k: v for k, v in guarded.items() if k.startswith(spec(patch_embed))},
-             apply=_patch_module(PatchEmbed.from_qwen, "vlmops.nn.PatchEmbed"),
+             apply=replace_module(PatchEmbed.from_qwen, "vlmops.nn.PatchEmbed"),
              patched=_replaced(PatchEmbed, patch_embed), replaces_matched=True),
         Rule(family=family, kind="rope", target=spec(rotary),
              guarded={k: v for k, v in guarded.items() if k.startswith(spec(rotary))},
-             apply=_patch_module(lambda m: VisionRotaryEmbedding.from_module(m, "qwen"), "vlmops.nn.VisionRotaryEmbedding"),
+             apply=replace_module(lambda m: VisionRotaryEmbedding.from_module(m, "qwen"), "vlmops.nn.VisionRotaryEmbedding"),
              patched=_replaced(VisionRotaryEmbedding, rotary), replaces_matched=True),
         Rule(family=family, kind="attention", target=spec(tower),
              guarded={k: v for k, v in guarded.items()
