@@ -2,6 +2,14 @@
 // TORCH_LIBRARY_IMPL, so a device that was not compiled simply has no kernel.
 #include <torch/library.h>
 
+// Defines op `name` and, with the same signature, `triton_name`: the entry of its Triton kernel, which
+// the C++ CUDA entry of `name` calls after its checks (csrc/include/vlmops/triton_kernel.h).
+#define VLMOPS_DEF_WITH_TRITON(m, name, triton_name, signature) \
+  do {                                                          \
+    (m).def(name signature);                                    \
+    (m).def(triton_name signature);                             \
+  } while (0)
+
 TORCH_LIBRARY(vlmops, m) {
   // x [B, H, W, C] (any strides) -> [B, H/s, W/s, s*s*C]: token merging of InternVL / Idefics3.
   m.def("pixel_shuffle(Tensor x, int scale) -> Tensor");
@@ -64,9 +72,10 @@ TORCH_LIBRARY_FRAGMENT(vlmops, m) {
 // dtype, then times weight (out dtype = promote(x, weight)); x [..., C] (any strides), weight [C].
 TORCH_LIBRARY_FRAGMENT(vlmops, m) {
   // -> (out [..., C], rstd [...] float32 (float64 for float64 inputs)).
-  m.def("rms_norm(Tensor x, Tensor? weight, float eps) -> (Tensor, Tensor)");
+  VLMOPS_DEF_WITH_TRITON(m, "rms_norm", "_rms_norm_triton", "(Tensor x, Tensor? weight, float eps) -> (Tensor, Tensor)");
   // -> (grad_x (x's shape and dtype), grad_weight [C] (weight's dtype; [0] without a weight)).
-  m.def("rms_norm_backward(Tensor grad_out, Tensor x, Tensor? weight, Tensor rstd) -> (Tensor, Tensor)");
+  VLMOPS_DEF_WITH_TRITON(m, "rms_norm_backward", "_rms_norm_backward_triton",
+                         "(Tensor grad_out, Tensor x, Tensor? weight, Tensor rstd) -> (Tensor, Tensor)");
 }
 
 // SwiGLU gating of gated MLPs (Qwen2.5-VL vision, Llama-style): silu(gate) * up, rounded as

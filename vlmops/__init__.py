@@ -5,42 +5,33 @@ and/or Triton, a fake implementation for torch.compile, autograd), with a docume
 that validates its arguments. `vlmops.reference` holds the pure-PyTorch oracles.
 """
 
-import torch as _torch
-
 from vlmops import _native, reference
 from vlmops._native import build_info
-from vlmops.ops.gated_cross_attention import (
+from vlmops.models import (
     flamingo_kv_ranges,
-    gated_cross_attention,
+    interleaved_mrope_tables,
     mllama_kv_ranges,
     mllama_kv_ranges_from_additive_mask,
-)
-from vlmops.ops.patch_embed import patch_embed
-from vlmops.ops.pixel_shuffle import pixel_shuffle, pixel_shuffle_layer_norm
-from vlmops.ops.rms_norm import rms_norm
-from vlmops.ops.rope import (
-    RopeTables,
-    apply_rope,
-    interleaved_mrope_tables,
     mrope_position_ids,
     mrope_tables,
     pixtral_rope_positions,
     pixtral_rope_tables,
+    qwen2_5_vl_window_index,
     qwen_vision_rope_tables,
-    rope_1d_tables,
-    rope_inv_freq,
     vision_rope_positions,
 )
+from vlmops.ops.gated_cross_attention import gated_cross_attention
+from vlmops.ops.patch_embed import patch_embed
+from vlmops.ops.pixel_shuffle import pixel_shuffle, pixel_shuffle_layer_norm
+from vlmops.ops.rms_norm import rms_norm
+from vlmops.ops.rope import RopeTables, apply_rope, rope_1d_tables, rope_inv_freq
 from vlmops.ops.silu_mul import silu_mul
-from vlmops.ops.varlen_attention import qwen2_5_vl_window_index, varlen_attention
+from vlmops.ops.varlen_attention import varlen_attention
 from vlmops.transformers import PatchReport, patch_model, register_attention
 
-if _native.available() and _torch.cuda.is_available():
-    # Triton owns the CUDA kernels of some ops: register them now, so torch.ops.vlmops.* work on
-    # CUDA tensors whether or not a wrapper ran first.
-    from vlmops.triton import register_kernels as _register_kernels
+from vlmops.ops import register_all as _register_all
 
-    _register_kernels()
+_register_all()
 
 __version__ = "0.1.0"
 

@@ -15,31 +15,10 @@
 #include "kernels/rms_norm_kernel.h"
 #include "vlmops/cpu_dispatch.h"
 #include "vlmops/cpu_memory.h"
+#include "vlmops/rms_norm_checks.h"
 
 namespace vlmops {
 namespace {
-
-bool rms_float_dtype(at::ScalarType t) {
-  return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
-}
-
-at::ScalarType stats_dtype(at::ScalarType x) { return x == at::kDouble ? at::kDouble : at::kFloat; }
-
-at::ScalarType out_dtype(const at::Tensor& x, const std::optional<at::Tensor>& weight) {
-  return weight ? c10::promoteTypes(x.scalar_type(), weight->scalar_type()) : x.scalar_type();
-}
-
-void check_x_and_weight(const char* fn, const at::Tensor& x, const std::optional<at::Tensor>& weight) {
-  TORCH_CHECK(x.dim() >= 1, fn, ": x must be [..., C] with at least 1 dim, got a 0-dim tensor");
-  TORCH_CHECK(rms_float_dtype(x.scalar_type()), fn, ": x must be float32, float64, float16 or bfloat16, got ",
-              x.scalar_type());
-  if (!weight) return;
-  TORCH_CHECK(weight->dim() == 1 && weight->size(0) == x.size(-1), fn, ": weight must be [C] = [", x.size(-1),
-              "], got ", weight->sizes());
-  TORCH_CHECK(rms_float_dtype(weight->scalar_type()), fn,
-              ": weight must be float32, float64, float16 or bfloat16, got ", weight->scalar_type());
-  TORCH_CHECK(weight->device() == x.device(), fn, ": weight is on ", weight->device(), " but x is on ", x.device());
-}
 
 // The weight in the output's math type (exact: the output dtype holds every weight value).
 at::Tensor weight_in_math_type(const std::optional<at::Tensor>& weight, at::ScalarType out) {
@@ -48,12 +27,10 @@ at::Tensor weight_in_math_type(const std::optional<at::Tensor>& weight, at::Scal
 
 std::tuple<at::Tensor, at::Tensor> rms_norm_cpu(const at::Tensor& x, const std::optional<at::Tensor>& weight,
                                                 double eps) {
-  constexpr const char* fn = "vlmops.rms_norm";
-  check_x_and_weight(fn, x, weight);
-  TORCH_CHECK(std::isfinite(eps) && eps >= 0, fn, ": eps must be finite and >= 0, got ", eps);
-  at::Tensor out = at::empty(x.sizes(), x.options().dtype(out_dtype(x, weight)));
+  check_rms_norm(x, weight, eps);
+  at::Tensor out = at::empty(x.sizes(), x.options().dtype(rms_norm_out_dtype(x, weight)));
   vlmops::cpu::advise_huge_pages(out);
-  at::Tensor rstd = at::empty(x.sizes().slice(0, x.dim() - 1), x.options().dtype(stats_dtype(x.scalar_type())));
+  at::Tensor rstd = at::empty(x.sizes().slice(0, x.dim() - 1), x.options().dtype(rms_norm_stats_dtype(x.scalar_type())));
   if (rstd.numel() == 0) return {out, rstd};
   const at::Tensor w = weight ? weight_in_math_type(weight, out.scalar_type()) : at::Tensor();
   VLMOPS_CPU_DISPATCH(rms_norm_kernel, x, weight ? &w : nullptr, eps, out, rstd);
@@ -63,19 +40,8 @@ std::tuple<at::Tensor, at::Tensor> rms_norm_cpu(const at::Tensor& x, const std::
 std::tuple<at::Tensor, at::Tensor> rms_norm_backward_cpu(const at::Tensor& grad_out, const at::Tensor& x,
                                                          const std::optional<at::Tensor>& weight,
                                                          const at::Tensor& rstd) {
-  constexpr const char* fn = "vlmops.rms_norm_backward";
-  check_x_and_weight(fn, x, weight);
-  const at::ScalarType out_type = out_dtype(x, weight);
-  TORCH_CHECK(grad_out.sizes() == x.sizes(), fn, ": grad_out must have x's shape ", x.sizes(), ", got ",
-              grad_out.sizes());
-  TORCH_CHECK(grad_out.scalar_type() == out_type, fn, ": grad_out must have the output dtype ", out_type, ", got ",
-              grad_out.scalar_type());
-  TORCH_CHECK(rstd.sizes() == x.sizes().slice(0, x.dim() - 1), fn, ": rstd must be x.shape[:-1] = ",
-              x.sizes().slice(0, x.dim() - 1), ", got ", rstd.sizes());
-  TORCH_CHECK(rstd.scalar_type() == stats_dtype(x.scalar_type()), fn, ": rstd must be ",
-              stats_dtype(x.scalar_type()), ", got ", rstd.scalar_type());
-  TORCH_CHECK(grad_out.device() == x.device() && rstd.device() == x.device(), fn,
-              ": grad_out and rstd must be on x's device ", x.device());
+  check_rms_norm_backward(grad_out, x, weight, rstd);
+  const at::ScalarType out_type = grad_out.scalar_type();
   const int64_t C = x.size(-1), rows = rstd.numel();
   at::Tensor grad_x = at::empty(x.sizes(), x.options());
   vlmops::cpu::advise_huge_pages(grad_x);

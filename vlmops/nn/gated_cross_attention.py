@@ -7,11 +7,9 @@ Both run ``vlmops.gated_cross_attention`` on key ranges instead of a dense ``[B,
 import torch
 from torch import nn
 
-from vlmops.ops.gated_cross_attention import (
-    flamingo_kv_ranges,
-    gated_cross_attention,
-    mllama_kv_ranges_from_additive_mask,
-)
+from vlmops.models.flamingo import flamingo_kv_ranges
+from vlmops.models.mllama import mllama_kv_ranges_from_additive_mask
+from vlmops.ops.gated_cross_attention import gated_cross_attention
 
 
 def _full_ranges(B: int, Lq: int, Lk: int, device):

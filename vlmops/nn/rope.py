@@ -13,13 +13,9 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from vlmops.ops.rope import (
-    RopeTables,
-    interleaved_mrope_tables,
-    mrope_tables,
-    pixtral_rope_tables,
-    qwen_vision_rope_tables,
-)
+from vlmops.models.pixtral import pixtral_rope_tables
+from vlmops.models.qwen_vl import interleaved_mrope_tables, mrope_tables, qwen_vision_rope_tables
+from vlmops.ops.rope import RopeTables
 
 _CONVENTIONS = ("qwen", "pixtral")
 

@@ -1,8 +1,11 @@
-"""Python faces of the vlmops ops: validation, fake (meta) implementations, autograd, backend choice.
+"""Python faces of the vlmops ops: documented wrappers, fake implementations, autograd, references
+for unbuilt checkouts, each op defined once through :mod:`vlmops.ops.registry`.
 
-Owners of torch.ops.vlmops.<op> per device. Exactly one kernel registers for each (op, device);
-the other CUDA variant, where one exists, is the private op `vlmops::_<op>_triton`, picked by
-VLMOPS_CUDA_BACKEND=triton (default: cuda) for benchmarks and tests.
+Owners of torch.ops.vlmops.<op> per device. Exactly one kernel registers for each (op, device), in
+C++; it checks the inputs (the op's contract) and runs its kernel. A Triton kernel is reached through
+the private op `vlmops::_<op>_triton` that the C++ CUDA entry calls after its checks: always for the
+ops whose CUDA owner is Triton, and with VLMOPS_CUDA_BACKEND=triton (default: cuda) for the ops whose
+CUDA owner is CUDA C++ and that also have a Triton variant (benchmarks and tests).
 
 | op                                 | CPU                       | CUDA (public op)              | Triton variant                               |
 |------------------------------------|---------------------------|-------------------------------|----------------------------------------------|
@@ -24,7 +27,21 @@ VLMOPS_CUDA_BACKEND=triton (default: cuda) for benchmarks and tests.
 | silu_mul_backward                  | csrc/cpu/silu_mul.cpp     | vlmops/triton/silu_mul.py (Triton) | none                                  |
 """
 
+import importlib
 import os
+
+from vlmops.ops import registry
+
+# The op family modules: importing one defines its ops (registry.define).
+FAMILIES = (
+    "vlmops.ops.gated_cross_attention",
+    "vlmops.ops.patch_embed",
+    "vlmops.ops.pixel_shuffle",
+    "vlmops.ops.rms_norm",
+    "vlmops.ops.rope",
+    "vlmops.ops.silu_mul",
+    "vlmops.ops.varlen_attention",
+)
 
 KERNEL_OWNERS = {
     "pixel_shuffle": {"cpu": "C++", "cuda": "CUDA C++", "triton": "_pixel_shuffle_triton"},
@@ -51,6 +68,14 @@ KERNEL_OWNERS = {
 }
 
 _BACKENDS = ("cuda", "triton")
+
+
+def register_all() -> None:
+    """Define every op (import its family module) and register fakes, autograd and Triton kernels,
+    once. ``import vlmops`` calls it."""
+    for module in FAMILIES:
+        importlib.import_module(module)
+    registry.register_all()
 
 
 def cuda_backend() -> str:

@@ -2,9 +2,9 @@
 image tokens within one key range per row, the result scaled by ``tanh(gate)``, with no dense
 ``[B, Lq, Lk]`` mask and no K/V expansion for grouped-query attention.
 
-The visibility rules of the models become key ranges with the builders here (tensor code on the
-inputs' device, no host sync): :func:`flamingo_kv_ranges` (OpenFlamingo's ``MaskedCrossAttention``)
-and :func:`mllama_kv_ranges` (transformers' Mllama ``cross_attention_mask``).
+The visibility rules of the models become key ranges with the builders of ``vlmops.models`` (tensor
+code on the inputs' device, no host sync): ``flamingo_kv_ranges`` (OpenFlamingo's
+``MaskedCrossAttention``) and ``mllama_kv_ranges`` (transformers' Mllama ``cross_attention_mask``).
 """
 
 import torch
@@ -12,7 +12,7 @@ import torch
 from vlmops import _native, reference
 from vlmops.ops._checks import check_int, check_same_device, check_tensor
 
-__all__ = ["flamingo_kv_ranges", "gated_cross_attention", "mllama_kv_ranges", "mllama_kv_ranges_from_additive_mask"]
+__all__ = ["gated_cross_attention"]
 
 _FN = "gated_cross_attention"
 
@@ -149,136 +149,3 @@ if _native.available():
     _register()
 
 
-def _ranges_from_chunk_visibility(fn: str, visible: torch.Tensor, chunk: int, masked_rows: str):
-    """visible bool [B, Lq, C]: row sees key chunk c (keys [c * chunk, (c + 1) * chunk)) -> int32 ranges.
-
-    The visible chunks of a row must be consecutive (one range); a row that sees none gets an empty
-    range, or all C chunks with ``masked_rows="all"``.
-    """
-    C = visible.shape[-1]
-    index = torch.arange(C, device=visible.device)
-    count = visible.sum(-1)
-    first = torch.where(visible, index, C).amin(-1) if C else count
-    last = torch.where(visible, index, -1).amax(-1) if C else count - 1
-    contiguous = (count == 0) | (last - first + 1 == count)
-    message = (
-        f"vlmops.{fn}: a text row sees a set of image tiles that is not one contiguous run of keys; "
-        "gated_cross_attention takes one key range per row"
-    )
-    if visible.device.type == "cpu" and not torch.compiler.is_compiling():
-        if not bool(contiguous.all()):
-            b, i = (int(x) for x in torch.nonzero(~contiguous)[0])
-            seen = torch.nonzero(visible[b, i]).flatten().tolist()
-            raise ValueError(f"{message} (batch {b}, row {i} sees chunks {seen} of {chunk} keys)")
-    else:
-        torch._assert_async(contiguous.all(), message)
-    seen = count > 0
-    start = torch.where(seen, first * chunk, 0)
-    end = torch.where(seen, (last + 1) * chunk, C * chunk if masked_rows == "all" else 0)
-    return start.to(torch.int32), end.to(torch.int32)
-
-
-def _check_masked_rows(fn: str, masked_rows: str) -> None:
-    if masked_rows not in ("empty", "all"):
-        raise ValueError(f"vlmops.{fn}: masked_rows must be 'empty' or 'all', got {masked_rows!r}")
-
-
-def mllama_kv_ranges(cross_attention_mask: torch.Tensor, tokens_per_tile: int, masked_rows: str = "empty"):
-    """Key ranges of Llama 3.2 Vision (transformers' Mllama) from its ``cross_attention_mask``.
-
-    Args:
-        cross_attention_mask: ``[B, Lq, n_images, n_tiles]`` (the processor's output, any dtype):
-            non-zero where text row ``i`` may see tile ``t`` of image ``n``. The keys are the images'
-            tiles in order, ``tokens_per_tile`` each (``cross_attention_states`` of shape
-            ``[B, n_images * n_tiles * tokens_per_tile, hidden]``).
-        tokens_per_tile: vision tokens per tile (Llama 3.2 Vision: 1601 = (560 / 14)^2 + 1).
-        masked_rows: what a row that sees no tile gets. ``"empty"`` (default): an empty range, i.e.
-            a zero attention output (Meta's reference placement of the full-text-row mask).
-            ``"all"``: every key, which is what transformers computes (its
-            ``_prepare_cross_attention_mask`` zeroes such rows of the additive mask and masks them
-            only after the MLP); use it for parity with transformers.
-
-    Returns:
-        ``(kv_start, kv_end)`` int32 ``[B, Lq]`` on the mask's device.
-
-    Errors: a row whose visible tiles are not consecutive (e.g. two images of which the first has
-    padding tiles) has no single key range and raises ``ValueError`` on CPU; on CUDA and under
-    torch.compile the same check runs as ``torch._assert_async`` (on CUDA a device-side assertion,
-    which does not synchronize).
-    """
-    fn = "mllama_kv_ranges"
-    check_tensor(fn, "cross_attention_mask", cross_attention_mask, dtypes=None, ndim=4)
-    check_int(fn, "tokens_per_tile", tokens_per_tile, minimum=1)
-    _check_masked_rows(fn, masked_rows)
-    B, Lq = cross_attention_mask.shape[:2]
-    visible = (cross_attention_mask != 0).reshape(B, Lq, -1)
-    return _ranges_from_chunk_visibility(fn, visible, tokens_per_tile, masked_rows)
-
-
-def mllama_kv_ranges_from_additive_mask(attention_mask: torch.Tensor, tokens_per_tile: int):
-    """Key ranges from the additive ``[B, 1, Lq, Lk]`` mask that transformers' Mllama passes to its
-    cross-attention layers (the output of ``_prepare_cross_attention_mask``: 0 where visible).
-
-    Reads one key per tile (a strided view, no ``[B, Lq, Lk]`` temporary). Rows whose mask row is all
-    zero, which includes the rows transformers marks as seeing no image, get every key, as in
-    transformers. Same errors as :func:`mllama_kv_ranges`.
-    """
-    fn = "mllama_kv_ranges_from_additive_mask"
-    check_tensor(fn, "attention_mask", attention_mask, dtypes=None, ndim=4)
-    check_int(fn, "tokens_per_tile", tokens_per_tile, minimum=1)
-    if attention_mask.shape[1] != 1 or attention_mask.shape[-1] % tokens_per_tile:
-        raise ValueError(
-            f"vlmops.{fn}: attention_mask must be [B, 1, Lq, Lk] with Lk a multiple of tokens_per_tile "
-            f"{tokens_per_tile}, got {tuple(attention_mask.shape)}"
-        )
-    visible = attention_mask[:, 0, :, ::tokens_per_tile] == 0
-    return _ranges_from_chunk_visibility(fn, visible, tokens_per_tile, "empty")
-
-
-def flamingo_kv_ranges(
-    media_locations: torch.Tensor,
-    tokens_per_image: int,
-    only_attend_immediate_media: bool = True,
-    num_media: int | None = None,
-    use_cached_media: bool = False,
-):
-    """Key ranges of Flamingo / OpenFlamingo's ``MaskedCrossAttention`` from ``media_locations``.
-
-    A text token's media time is the number of ``<image>`` tokens up to and including it (so the
-    ``<image>`` token itself follows its image). With ``only_attend_immediate_media`` it sees only the
-    image of its media time, keys ``[(t - 1) * n, t * n)``; otherwise every image up to it, keys
-    ``[0, t * n)``. Tokens before the first image (``t == 0``) get an empty range (zero output):
-    OpenFlamingo zeroes them in the first mode; in the second its softmax over an all-masked row
-    averages every media token instead, which no trained model relies on.
-
-    Args:
-        media_locations: bool ``[B, Lq]``, True at ``<image>`` tokens.
-        tokens_per_image: media tokens per image ``n`` (keys are ``[B, T * n, ...]``, image-major,
-            OpenFlamingo's ``"b t n d -> b (t n) d"``).
-        only_attend_immediate_media: OpenFlamingo's flag of the same name.
-        num_media: ``T``, the images per sample. When given, a token whose media time exceeds it sees
-            only the existing images (immediate mode: none), as OpenFlamingo's mask does.
-        use_cached_media: OpenFlamingo's decode convention: every token's media time is the number of
-            ``<image>`` tokens in its whole row (the text attends to the last cached image).
-
-    Returns:
-        ``(kv_start, kv_end)`` int32 ``[B, Lq]`` on media_locations' device.
-    """
-    fn = "flamingo_kv_ranges"
-    check_tensor(fn, "media_locations", media_locations, dtypes=(torch.bool,), ndim=2)
-    check_int(fn, "tokens_per_image", tokens_per_image, minimum=1)
-    if num_media is not None:
-        check_int(fn, "num_media", num_media, minimum=0)
-    if use_cached_media:
-        text_time = media_locations.sum(-1, keepdim=True).expand(media_locations.shape)
-    else:
-        text_time = media_locations.to(torch.int64).cumsum(-1)
-    if num_media is None:
-        last = text_time
-        seen = text_time > 0
-    else:
-        last = text_time.clamp(max=num_media)
-        seen = (text_time > 0) & (text_time <= num_media) if only_attend_immediate_media else text_time > 0
-    end = torch.where(seen, last * tokens_per_image, 0)
-    start = torch.where(seen, end - tokens_per_image, 0) if only_attend_immediate_media else torch.zeros_like(end)
-    return start.to(torch.int32), end.to(torch.int32)

@@ -12,7 +12,7 @@ import torch
 from vlmops import _native, reference
 from vlmops.ops._checks import check_int, check_same_device, check_tensor
 
-__all__ = ["qwen2_5_vl_window_index", "varlen_attention"]
+__all__ = ["varlen_attention"]
 
 _FN = "varlen_attention"
 
@@ -180,80 +180,3 @@ if _native.available():
     _register()
 
 
-def qwen2_5_vl_window_index(
-    grid_thw: torch.Tensor, window_size: int, patch_size: int, spatial_merge_size: int, num_patches: int | None = None
-):
-    """Qwen2.5-VL's window-attention layout, built on grid_thw's device with tensor code.
-
-    The semantics of transformers' ``get_vision_window_index`` (used by
-    ``Qwen2_5_VisionTransformerPretrainedModel``): the merged units (``spatial_merge_size**2``
-    patches each) of every image/frame are grouped into windows of
-    ``window_size // spatial_merge_size // patch_size`` units per side, windows in row-major order
-    per frame, units row-major inside a window; windows cut by the grid's edge are smaller.
-
-    Args:
-        grid_thw: ``[B, 3]`` integer (t, h, w) patch grids, one row per image or video.
-        window_size, patch_size, spatial_merge_size: from the vision config (Qwen2.5-VL: 112, 14, 2).
-        num_patches: ``sum(t*h*w)``, the length of the packed sequence. Pass it (callers know it
-            from the hidden states' shape) to avoid reading grid_thw on the host, which
-            synchronizes when grid_thw lives on a GPU.
-
-    Returns:
-        ``(window_index, reverse_index, cu_window_seqlens)``: ``window_index [U]`` int64 (U =
-        num_patches / spatial_merge_size**2) is transformers' permutation of merged units into window
-        order; ``reverse_index [U]`` its inverse (transformers' ``argsort(window_index)``);
-        ``cu_window_seqlens [U + 1]`` int32 window boundaries in patches. Its length does not depend
-        on the grids (so nothing synchronizes): the non-empty windows come first, then the entry
-        ``num_patches`` repeats, i.e. zero-length segments, which ``varlen_attention`` skips.
-        ``torch.unique_consecutive`` of it is transformers' ``cu_window_seqlens``.
-    """
-    fn = "qwen2_5_vl_window_index"
-    check_tensor(fn, "grid_thw", grid_thw, dtypes=(torch.int32, torch.int64), ndim=2)
-    if grid_thw.shape[1] != 3:
-        raise ValueError(f"vlmops.{fn}: grid_thw must be [B, 3] (t, h, w), got shape {tuple(grid_thw.shape)}")
-    for name, value in (("window_size", window_size), ("patch_size", patch_size),
-                        ("spatial_merge_size", spatial_merge_size)):
-        check_int(fn, name, value, minimum=1)
-    window = window_size // spatial_merge_size // patch_size
-    if window < 1:
-        raise ValueError(
-            f"vlmops.{fn}: window_size {window_size} is smaller than one merged unit "
-            f"(patch_size * spatial_merge_size = {patch_size * spatial_merge_size})"
-        )
-    unit = spatial_merge_size**2
-    device = grid_thw.device
-    grid = grid_thw.to(torch.int64)
-    frames, rows, cols = grid[:, 0], grid[:, 1] // spatial_merge_size, grid[:, 2] // spatial_merge_size
-    units_per_image = frames * rows * cols
-    if num_patches is None:
-        units = int(units_per_image.sum())
-    else:
-        check_int(fn, "num_patches", num_patches, minimum=0)
-        if num_patches % unit:
-            raise ValueError(f"vlmops.{fn}: num_patches {num_patches} is not a multiple of spatial_merge_size**2 = {unit}")
-        units = num_patches // unit
-    image = torch.repeat_interleave(torch.arange(grid.shape[0], device=device), units_per_image, output_size=units)
-    image_start = (torch.cumsum(units_per_image, 0) - units_per_image)[image]
-    unit_id = torch.arange(units, device=device)
-    local = unit_id - image_start
-    H, W = rows[image], cols[image]
-    frame, in_frame = local // (H * W), local % (H * W)
-    r, c = in_frame // W, in_frame % W
-    band, window_col = r // window, c // window
-    band_rows = torch.clamp(H - band * window, max=window)  # rows of this row of windows
-    window_cols = torch.clamp(W - window_col * window, max=window)
-    # Position in window order: earlier frames, earlier rows of windows, earlier windows in this row,
-    # then row-major inside the window.
-    position = (image_start + frame * H * W + band * window * W + window_col * window * band_rows
-                + (r % window) * window_cols + c % window)
-    window_index = torch.empty_like(unit_id).scatter_(0, position, unit_id)
-    # Window ends, ranked in window order by a prefix count; the non-ends go to a dropped slot.
-    is_end = ((r % window) == band_rows - 1) & ((c % window) == window_cols - 1)
-    end_by_position = torch.zeros_like(unit_id).scatter_(0, position, is_end.to(torch.int64))
-    rank = torch.cumsum(end_by_position, 0)
-    slot = torch.where(end_by_position.bool(), rank, units + 1)
-    cu_units = torch.full((units + 2,), units, dtype=torch.int64, device=device)
-    cu_units.scatter_(0, slot, unit_id + 1)
-    cu_units[:1].zero_()  # a fill kernel: a Python scalar assigned by index would be a host-to-device copy
-    cu_window_seqlens = (cu_units[: units + 1] * unit).to(torch.int32)
-    return window_index, position, cu_window_seqlens

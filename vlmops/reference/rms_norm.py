@@ -23,3 +23,19 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor | None = None, eps: float = 1
     if weight is not None:
         out = weight * out
     return out, rstd.squeeze(-1)
+
+
+def rms_norm_backward(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor | None, rstd: torch.Tensor):
+    """The op's backward from its saved rstd: ``(grad_x (x's dtype), grad_weight [C] (weight's dtype;
+    [0] without a weight))``. With ``h = x * rstd`` and ``gw = grad_out * weight``:
+    ``grad_x = rstd * (gw - h * mean(gw * h))``, ``grad_weight = sum(grad_out * h.to(x.dtype))``."""
+    math_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    r = rstd.to(math_dtype).unsqueeze(-1)
+    h = x.to(math_dtype) * r
+    g = grad_out.to(math_dtype)
+    gw = g if weight is None else g * weight.to(math_dtype)
+    grad_x = (r * (gw - h * (gw * h).mean(-1, keepdim=True))).to(x.dtype)
+    if weight is None:
+        return grad_x, x.new_empty(0)
+    grad_weight = (g * h.to(x.dtype).to(math_dtype)).reshape(-1, x.shape[-1]).sum(0)
+    return grad_x, grad_weight.to(weight.dtype)

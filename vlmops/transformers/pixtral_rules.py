@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from vlmops.nn.attention import PackedVisionAttention
 from vlmops.nn.patch_embed import PatchEmbed
 from vlmops.nn.rope import VisionRotaryEmbedding
-from vlmops.ops.rope import pixtral_rope_positions
+from vlmops.models.pixtral import pixtral_rope_positions
 from vlmops.transformers.norm_mlp_rules import norm_mlp_rules
 from vlmops.transformers.patch import Replacement, Rule, replace_module
 

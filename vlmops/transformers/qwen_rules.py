@@ -17,8 +17,7 @@ import types
 from vlmops.nn.attention import PackedVisionAttention, vision_cu_seqlens
 from vlmops.nn.patch_embed import PatchEmbed
 from vlmops.nn.rope import VisionRotaryEmbedding
-from vlmops.ops.rope import vision_rope_positions
-from vlmops.ops.varlen_attention import qwen2_5_vl_window_index
+from vlmops.models.qwen_vl import qwen2_5_vl_window_index, vision_rope_positions
 from vlmops.transformers.norm_mlp_rules import norm_mlp_rules
 from vlmops.transformers.patch import Replacement, Rule, replace_module
 
