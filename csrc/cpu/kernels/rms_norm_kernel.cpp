@@ -152,6 +152,81 @@ void forward_impl(const at::Tensor& x, const at::Tensor* weight, double eps, at:
   });
 }
 
+// One row of the backward: x and grad_out through their column strides, the weight and the row's
+// grad_weight partial (null without a weight) in the output's math type.
+template <class x_t, class out_t>
+struct BackwardRow {
+  using acc_t = at::opmath_type<x_t>;
+  using pacc_t = at::opmath_type<out_t>;
+  const x_t* x;
+  int64_t sx;
+  const out_t* grad_out;
+  int64_t sg;
+  const pacc_t* weight;
+  pacc_t* grad_weight;
+  acc_t rstd;
+  int64_t C;
+  int64_t vec_end;  // columns [0, vec_end) take the vector loops, the rest the scalar loop
+
+  // Pass 1: sum(gn * x) with gn = grad_out * weight; adds grad_out * h to grad_weight.
+  acc_t dot_and_grad_weight() const {
+    acc_t dot = 0;
+    if constexpr (kVectorizable<x_t, out_t>) {
+      const Vec<acc_t> vrs(rstd);
+      Vec<acc_t> d0(0), d1(0), x0, x1, g0, g1;
+      for (int64_t c = 0; c < vec_end; c += VecIO<x_t>::kStep) {
+        VecIO<x_t>::load(x + c, x0, x1);
+        VecIO<out_t>::load(grad_out + c, g0, g1);
+        if (weight) {
+          Vec<acc_t> h0 = x0 * vrs, h1 = x1 * vrs;
+          VecIO<x_t>::round(h0, h1);
+          pacc_t* gw = grad_weight + c;
+          at::vec::fmadd(g0, h0, Vec<acc_t>::loadu(gw)).store(gw);
+          at::vec::fmadd(g1, h1, Vec<acc_t>::loadu(gw + VecIO<x_t>::kW)).store(gw + VecIO<x_t>::kW);
+          g0 = g0 * Vec<acc_t>::loadu(weight + c);
+          g1 = g1 * Vec<acc_t>::loadu(weight + c + VecIO<x_t>::kW);
+        }
+        d0 = at::vec::fmadd(g0, x0, d0);
+        d1 = at::vec::fmadd(g1, x1, d1);
+      }
+      dot = reduce_sum(d0 + d1);
+    }
+    for (int64_t c = vec_end; c < C; ++c) {
+      const acc_t xv = static_cast<acc_t>(x[c * sx]);
+      const pacc_t g = static_cast<pacc_t>(grad_out[c * sg]);
+      acc_t gn = static_cast<acc_t>(g);
+      if (weight) {
+        grad_weight[c] += g * static_cast<pacc_t>(rms_normalize<x_t>(xv, rstd));
+        gn = static_cast<acc_t>(g * weight[c]);
+      }
+      dot += gn * xv;
+    }
+    return dot;
+  }
+
+  // Pass 2: grad_x from the row's coefficient (rms_backward_coef of pass 1's dot).
+  void grad_input(x_t* grad_x, acc_t coef) const {
+    if constexpr (kVectorizable<x_t, out_t>) {
+      const Vec<acc_t> vrs(rstd), vcoef(coef);
+      Vec<acc_t> x0, x1, g0, g1;
+      for (int64_t c = 0; c < vec_end; c += VecIO<x_t>::kStep) {
+        VecIO<x_t>::load(x + c, x0, x1);
+        VecIO<out_t>::load(grad_out + c, g0, g1);
+        if (weight) {
+          g0 = g0 * Vec<acc_t>::loadu(weight + c);
+          g1 = g1 * Vec<acc_t>::loadu(weight + c + VecIO<x_t>::kW);
+        }
+        VecIO<x_t>::store(grad_x + c, rms_grad_input(g0, x0, vrs, vcoef), rms_grad_input(g1, x1, vrs, vcoef));
+      }
+    }
+    for (int64_t c = vec_end; c < C; ++c) {
+      const pacc_t g = static_cast<pacc_t>(grad_out[c * sg]);
+      const acc_t gn = static_cast<acc_t>(weight ? g * weight[c] : g);
+      grad_x[c] = static_cast<x_t>(rms_grad_input(gn, static_cast<acc_t>(x[c * sx]), rstd, coef));
+    }
+  }
+};
+
 template <class x_t, class out_t>
 void backward_impl(const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor* weight, const at::Tensor& rstd,
                    at::Tensor& grad_x, at::Tensor& gw_partial, int64_t rows_per_chunk) {
@@ -165,69 +240,16 @@ void backward_impl(const at::Tensor& grad_out, const at::Tensor& x, const at::Te
   const pacc_t* wp = weight ? weight->const_data_ptr<pacc_t>() : nullptr;
   x_t* gxp = grad_x.mutable_data_ptr<x_t>();
   pacc_t* partial = gw_partial.mutable_data_ptr<pacc_t>();
+  const bool vec = kVectorizable<x_t, out_t> && sx == 1 && sg == 1;
+  const int64_t vec_end = vec ? C - C % VecIO<x_t>::kStep : 0;
   const int64_t chunks = (rows + rows_per_chunk - 1) / rows_per_chunk;
   at::parallel_for(0, chunks, 1, [&](int64_t chunk_begin, int64_t chunk_end) {
     for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
       pacc_t* gw = wp ? partial + chunk * C : nullptr;
       const int64_t row_end = std::min(rows, (chunk + 1) * rows_per_chunk);
       for (int64_t r = chunk * rows_per_chunk; r < row_end; ++r) {
-        const x_t* xr = xp + xi.offset(r);
-        const out_t* gr = gp + gi.offset(r);
-        x_t* gxr = gxp + r * C;
-        const acc_t rs = rp[r];
-        const bool vec = kVectorizable<x_t, out_t> && sx == 1 && sg == 1;
-        const int64_t vec_end = vec ? C - C % VecIO<x_t>::kStep : 0;
-        // Pass 1: sum(gn * x), and grad_weight += grad_out * h.
-        acc_t dot = 0;
-        if constexpr (kVectorizable<x_t, out_t>) {
-          const Vec<acc_t> vrs(rs);
-          Vec<acc_t> d0(0), d1(0), x0, x1, g0, g1;
-          for (int64_t c = 0; c < vec_end; c += VecIO<x_t>::kStep) {
-            VecIO<x_t>::load(xr + c, x0, x1);
-            VecIO<out_t>::load(gr + c, g0, g1);
-            if (wp) {
-              Vec<acc_t> h0 = x0 * vrs, h1 = x1 * vrs;
-              VecIO<x_t>::round(h0, h1);
-              at::vec::fmadd(g0, h0, Vec<acc_t>::loadu(gw + c)).store(gw + c);
-              at::vec::fmadd(g1, h1, Vec<acc_t>::loadu(gw + c + VecIO<x_t>::kW)).store(gw + c + VecIO<x_t>::kW);
-              g0 = g0 * Vec<acc_t>::loadu(wp + c);
-              g1 = g1 * Vec<acc_t>::loadu(wp + c + VecIO<x_t>::kW);
-            }
-            d0 = at::vec::fmadd(g0, x0, d0);
-            d1 = at::vec::fmadd(g1, x1, d1);
-          }
-          dot = reduce_sum(d0 + d1);
-        }
-        for (int64_t c = vec_end; c < C; ++c) {
-          const acc_t xv = static_cast<acc_t>(xr[c * sx]);
-          const pacc_t g = static_cast<pacc_t>(gr[c * sg]);
-          acc_t gn = static_cast<acc_t>(g);
-          if (wp) {
-            gw[c] += g * static_cast<pacc_t>(rms_normalize<x_t>(xv, rs));
-            gn = static_cast<acc_t>(g * wp[c]);
-          }
-          dot += gn * xv;
-        }
-        // Pass 2: grad_x.
-        const acc_t coef = rms_backward_coef(dot, rs, C);
-        if constexpr (kVectorizable<x_t, out_t>) {
-          const Vec<acc_t> vrs(rs), vcoef(coef);
-          Vec<acc_t> x0, x1, g0, g1;
-          for (int64_t c = 0; c < vec_end; c += VecIO<x_t>::kStep) {
-            VecIO<x_t>::load(xr + c, x0, x1);
-            VecIO<out_t>::load(gr + c, g0, g1);
-            if (wp) {
-              g0 = g0 * Vec<acc_t>::loadu(wp + c);
-              g1 = g1 * Vec<acc_t>::loadu(wp + c + VecIO<x_t>::kW);
-            }
-            VecIO<x_t>::store(gxr + c, rms_grad_input(g0, x0, vrs, vcoef), rms_grad_input(g1, x1, vrs, vcoef));
-          }
-        }
-        for (int64_t c = vec_end; c < C; ++c) {
-          const pacc_t g = static_cast<pacc_t>(gr[c * sg]);
-          const acc_t gn = static_cast<acc_t>(wp ? g * wp[c] : g);
-          gxr[c] = static_cast<x_t>(rms_grad_input(gn, static_cast<acc_t>(xr[c * sx]), rs, coef));
-        }
+        const BackwardRow<x_t, out_t> row{xp + xi.offset(r), sx, gp + gi.offset(r), sg, wp, gw, rp[r], C, vec_end};
+        row.grad_input(gxp + r * C, rms_backward_coef(row.dot_and_grad_weight(), row.rstd, C));
       }
     }
   });
