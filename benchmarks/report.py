@@ -262,9 +262,12 @@ def kernel_report_text(report: dict) -> str:
     kernels = report["kernels"]
     if not kernels:
         return "kernel report: no kernels"
-    headers = ("kernel", "config", "arch", "registers", "spill stores", "spill loads", "shared", "wgmma")
+    headers = ("kernel", "config", "arch", "registers", "spill stores", "spill loads", "shared", "wgmma",
+               "ld 128-bit/all", "st 128-bit/all")
     lines = [(k.get("kernel"), k.get("config"), k.get("arch"), k.get("registers"), k.get("spill_stores"),
-              k.get("spill_loads"), fmt_bytes(k.get("shared_bytes")), k.get("wgmma")) for k in kernels]
+              k.get("spill_loads"), fmt_bytes(k.get("shared_bytes")), k.get("wgmma"),
+              f"{k.get('ld_global_128')}/{k.get('ld_global')}", f"{k.get('st_global_128')}/{k.get('st_global')}")
+             for k in kernels]
     spilled = [f"{k.get('kernel')} [{k.get('config')}] on {k.get('arch')}" for k in kernels
                if k.get("spill_stores") or k.get("spill_loads")]
     verdict = "SPILLS: " + "; ".join(spilled) if spilled else "no spills"

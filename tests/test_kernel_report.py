@@ -41,13 +41,16 @@ def test_every_triton_spec_compiles_for_both_archs(report_rows):
 def test_no_spills_and_sane_registers(report_rows):
     for row in report_rows:
         assert set(row) == {"kernel", "config", "arch", "registers", "spill_stores", "spill_loads", "shared_bytes",
-                            "wgmma"}, row
+                            "wgmma", "ld_global", "ld_global_128", "st_global", "st_global_128"}, row
         assert row["spill_stores"] == 0 and row["spill_loads"] == 0, row
         assert 0 < row["registers"] <= 255, row
         assert row["shared_bytes"] >= 0, row
         # The pixel shuffle kernels have no tl.dot: Hopper MMA appearing there would be a parsing bug.
         if row["kernel"].startswith("_pixel_shuffle"):
             assert row["wgmma"] is False, row
+        if row["config"] != "native":  # every Triton kernel reads and writes global memory
+            assert 0 <= row["ld_global_128"] <= row["ld_global"] and row["ld_global"] > 0, row
+            assert 0 <= row["st_global_128"] <= row["st_global"] and row["st_global"] > 0, row
 
 
 @pytest.fixture(scope="module")
@@ -106,3 +109,33 @@ def test_sass_wgmma_detection(kernel_report):
         "\t\tFunction : _Z4copyv\n        /*0100*/  LDG.E.128 R4, desc[UR4][R2.64] ;\n"
     )
     assert kernel_report._functions_using_wgmma(sass) == {"_Z4gemmv"}
+
+
+def test_ptx_global_access_widths(kernel_report):
+    ptx = (
+        "\t@%p1 ld.global.v4.b32 { %r1, %r2, %r3, %r4 }, [ %rd1 + 0 ];\n"
+        "\tld.global.L1::evict_last.v2.b64 { %rd5, %rd6 }, [ %rd2 + 0 ];\n"
+        "\t@!%p2 ld.global.b16 { %rs1 }, [ %rd3 + 0 ];\n"
+        "\tld.global.v2.b32 { %r5, %r6 }, [ %rd4 + 0 ];\n"
+        "\tcp.async.cg.shared.global [ %r7 + 0 ], [ %rd5 + 0 ], 0x10, %r8;\n"
+        "\tcp.async.ca.shared.global [ %r9 + 0 ], [ %rd6 + 0 ], 4, %r10;\n"
+        "\t@%p3 st.global.v4.b32 [ %rd7 + 0 ], { %r1, %r2, %r3, %r4 };\n"
+        "\tst.global.b32 [ %rd8 + 0 ], %r5;\n"
+        "\tld.shared.v4.b32 { %r1, %r2, %r3, %r4 }, [ %r11 + 0 ];\n"
+    )
+    assert kernel_report._ptx_global_accesses(ptx) == {
+        "ld_global": 6, "ld_global_128": 3, "st_global": 2, "st_global_128": 1}
+
+
+def test_sass_global_access_widths(kernel_report):
+    sass = (
+        "\t\tFunction : _Z4copyv\n        /*0100*/  LDG.E.128 R4, desc[UR4][R2.64] ;\n"
+        "        /*0110*/  LDG.E.U16 R8, desc[UR4][R2.64] ;\n        /*0120*/  STG.E.128 desc[UR4][R6.64], R4 ;\n"
+        "\t\tFunction : _Z4normv\n        /*0100*/  LDG.E R4, desc[UR4][R2.64] ;\n"
+        "        /*0110*/  STG.E.64 desc[UR4][R6.64], R4 ;\n"
+    )
+    assert kernel_report._sass_global_accesses(sass) == {
+        "_Z4copyv": {"ld_global": 2, "ld_global_128": 1, "st_global": 1, "st_global_128": 1},
+        "_Z4normv": {"ld_global": 1, "ld_global_128": 0, "st_global": 1, "st_global_128": 0},
+    }
+

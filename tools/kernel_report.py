@@ -3,9 +3,14 @@
 Each Triton kernel spec of ``vlmops.triton.kernel_specs()`` is compiled ahead of time for sm_80 and
 sm_90a; the triton wheel's ``ptxas -v`` on the PTX gives registers and spill stores/loads (the
 cubin Triton builds is assembled from the same PTX), the compiled metadata gives shared memory, and
-the sm_90a PTX is searched for ``wgmma`` (Hopper tensor-core MMA). When the built native library
+the sm_90a PTX is searched for ``wgmma`` (Hopper tensor-core MMA), and its global memory instructions
+are counted by width: ``ld_global``/``st_global`` (all of them, ``cp.async`` copies from global
+included) and ``ld_global_128``/``st_global_128`` (those moving 16 bytes per thread: ``.v4.b32``,
+``.v2.b64``, ``.v8.b16``, 16-byte ``cp.async``), the access width a memory-bound loop needs to reach
+bandwidth. When the built native library
 ``vlmops/_C*.so`` holds CUDA cubins, ``cuobjdump --dump-resource-usage`` lists its kernels as well
-(config "native"; spills read as the stack frame plus local memory, wgmma as HGMMA in the SASS).
+(config "native"; spills read as the stack frame plus local memory, wgmma as HGMMA and the access
+widths as LDG/STG ``.128`` in the sm_90a SASS).
 
     python tools/kernel_report.py [--json PATH]
 
@@ -28,7 +33,12 @@ if str(ROOT) not in sys.path:
 
 # (arch label, compute capability, ptxas --gpu-name)
 ARCHS = (("sm_80", 80, "sm_80"), ("sm_90a", 90, "sm_90a"))
-COLUMNS = ("kernel", "config", "arch", "registers", "spill_stores", "spill_loads", "shared_bytes", "wgmma")
+COLUMNS = ("kernel", "config", "arch", "registers", "spill_stores", "spill_loads", "shared_bytes", "wgmma",
+           "ld_global", "ld_global_128", "st_global", "st_global_128")
+# Bits of the PTX types a global access can move.
+_PTX_TYPE_BITS = {"8": 8, "16": 16, "32": 32, "64": 64, "128": 128}
+_PTX_ACCESS = re.compile(r"^\s*(?:@!?%p\d+\s+)?(ld|st)\.global((?:\.[\w:]+)*)\s")
+_PTX_CP_ASYNC = re.compile(r"^\s*(?:@!?%p\d+\s+)?cp\.async\.\w+\.shared\.global[^,]*,[^,]*,\s*(0x[0-9a-fA-F]+|\d+)")
 
 
 def _nvidia_bin(tool: str) -> str:
@@ -72,6 +82,42 @@ def _parse_ptxas(text: str, kernel_name: str) -> dict:
     return usage
 
 
+def _ptx_global_accesses(ptx: str) -> dict:
+    """Global loads and stores of a kernel's PTX, all and 128-bit (see the module docstring)."""
+    counts = {"ld_global": 0, "ld_global_128": 0, "st_global": 0, "st_global_128": 0}
+    for line in ptx.splitlines():
+        access = _PTX_ACCESS.match(line)
+        if access:
+            kind, suffixes = access.group(1), access.group(2).split(".")
+            vector = next((int(part[1:]) for part in suffixes if re.fullmatch(r"v\d+", part)), 1)
+            bits = next((_PTX_TYPE_BITS[part[1:]] for part in suffixes if re.fullmatch(r"[bfsu]\d+", part)), 0)
+            counts[f"{kind}_global"] += 1
+            counts[f"{kind}_global_128"] += vector * bits == 128
+            continue
+        copy = _PTX_CP_ASYNC.match(line)
+        if copy:
+            counts["ld_global"] += 1
+            counts["ld_global_128"] += int(copy.group(1), 0) == 16
+    return counts
+
+
+def _sass_global_accesses(sass: str) -> dict:
+    """Per mangled function of sm_90a SASS: LDG/STG instructions, all and 128-bit."""
+    found, name = {}, None
+    for line in sass.splitlines():
+        function = re.search(r"Function : (\S+)", line)
+        if function:
+            name = function.group(1)
+            found[name] = {"ld_global": 0, "ld_global_128": 0, "st_global": 0, "st_global_128": 0}
+            continue
+        access = re.search(r"\b(LDG|STG)((?:\.[\w:]+)*)\s", line)
+        if name and access:
+            kind = "ld" if access.group(1) == "LDG" else "st"
+            found[name][f"{kind}_global"] += 1
+            found[name][f"{kind}_global_128"] += "128" in access.group(2).split(".")
+    return found
+
+
 def triton_rows(shard: tuple = (0, 1)) -> list:
     """Rows of the (spec, arch) compile jobs whose index is shard[0] modulo shard[1], in job order."""
     import triton
@@ -97,6 +143,7 @@ def triton_rows(shard: tuple = (0, 1)) -> list:
             **_ptxas_usage(ptx, gpu_name, compiled.metadata.name),
             "shared_bytes": int(compiled.metadata.shared),
             "wgmma": capability >= 90 and "wgmma" in ptx,
+            **_ptx_global_accesses(ptx),
         })
     return rows
 
@@ -137,8 +184,12 @@ def native_rows() -> list:
     sass = subprocess.run([_nvidia_bin("cuobjdump"), "-sass", "-arch", "sm_90a", str(libraries[0])],
                           capture_output=True, text=True)
     hopper_mma = _functions_using_wgmma(sass.stdout) if sass.returncode == 0 else set()
+    # Access widths come from the sm_90a SASS, the only one dumped; the sm_80 rows repeat them.
+    accesses = _sass_global_accesses(sass.stdout) if sass.returncode == 0 else {}
+    unknown = {"ld_global": None, "ld_global_128": None, "st_global": None, "st_global_128": None}
     return [
-        {**row, "kernel": _demangle(row["kernel"]), "wgmma": row["arch"] == "sm_90a" and row["kernel"] in hopper_mma}
+        {**row, "kernel": _demangle(row["kernel"]), "wgmma": row["arch"] == "sm_90a" and row["kernel"] in hopper_mma,
+         **accesses.get(row["kernel"], unknown)}
         for row in _parse_resource_usage(result.stdout)
     ]
 
