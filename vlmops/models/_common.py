@@ -37,7 +37,7 @@ def check_grid_rows(fn: str, name: str, rows: list, axes: str, merge: int, merge
     counts = []
     for i, row in enumerate(rows):
         shown = ", ".join(f"{axis}={value}" for axis, value in zip(axes, row))
-        if min(row, default=0) < 0:
+        if min(row) < 0:
             raise ValueError(f"vlmops.{fn}: {name} entries must be >= 0, got {name}[{i}] = ({shown})")
         if merge > 1 and (row[-2] % merge or row[-1] % merge):
             raise ValueError(
