@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 import vlmops
 from conftest import DEVICES
 from vlmops.reference import gated_cross_attention as reference_attention
-from vlmops.reference.gated_cross_attention import masked_attention, mllama_mask, openflamingo_mask
+from vlmops.reference.gated_cross_attention import masked_attention, openflamingo_mask
 
 
 def make_qkv(B, Lq, Lk, H, Hk, D, dtype, seed=0):
@@ -244,34 +244,6 @@ def test_op_itself_checks_ranges():
 # ---- range builders ----------------------------------------------------------------------------------
 
 
-def ranges_as_mask(start, end, Lk):
-    return vlmops.reference.gated_cross_attention.__globals__["dense_mask"](start, end, Lk)
-
-
-@pytest.mark.parametrize("only_immediate", [True, False])
-@pytest.mark.parametrize("num_media", [None, 3])
-def test_flamingo_ranges_follow_openflamingo(only_immediate, num_media):
-    n = 5
-    locations = torch.zeros(3, 16, dtype=torch.bool)
-    locations[0, [2, 6, 7]] = True  # text before the first image, two adjacent <image> tokens
-    locations[1, [0, 9]] = True
-    locations[2, [1, 3, 5, 8]] = True  # more <image> tokens than num_media
-    T = 3 if num_media is None else num_media
-    start, end = vlmops.flamingo_kv_ranges(locations, n, only_immediate, num_media=num_media)
-    if num_media is None:
-        start, end = start.clamp(max=T * n), end.clamp(max=T * n)
-    expected = openflamingo_mask(locations, T, n, only_immediate)
-    text_time = locations.long().cumsum(-1)
-    # Rows that see an image: OpenFlamingo's mask exactly. Rows before the first image (and, in the
-    # immediate mode, rows past the last image) see nothing: OpenFlamingo zeroes them in the immediate
-    # mode; in the other its softmax over an all-masked row is a uniform average, which the builder
-    # deliberately maps to an empty row.
-    seen = (text_time > 0) & ((text_time <= T) if only_immediate else True)
-    got = ranges_as_mask(start, end, T * n)
-    assert torch.equal(got[seen], expected[seen])
-    assert not got[~seen].any()
-
-
 @pytest.mark.parametrize("only_immediate", [True, False])
 def test_flamingo_block_attention_matches_openflamingo_definition(only_immediate):
     # The op on the builder's ranges vs OpenFlamingo's masked softmax (dense mask, zeroed rows).
@@ -284,43 +256,6 @@ def test_flamingo_block_attention_matches_openflamingo_definition(only_immediate
     mask = openflamingo_mask(locations, T, n, only_immediate)
     expected, _ = masked_attention(q, k, v, mask)
     assert max_abs(vlmops.gated_cross_attention(q, k, v, start, end), expected) < 1e-12
-
-
-def test_mllama_ranges_follow_transformers_mask():
-    from transformers.models.mllama.modeling_mllama import _prepare_cross_attention_mask
-
-    tokens = 3
-    mask = torch.zeros(2, 7, 2, 4, dtype=torch.int64)
-    mask[0, 2:5, 0, :4] = 1  # image 0 (4 tiles) from row 2
-    mask[0, 5:, 1, :2] = 1  # image 1 (2 real tiles) from row 5
-    mask[1, 1:, 0, :3] = 1
-    for masked_rows in ("empty", "all"):
-        start, end = vlmops.mllama_kv_ranges(mask, tokens, masked_rows=masked_rows)
-        got = ranges_as_mask(start, end, 2 * 4 * tokens)
-        expected = mllama_mask(mask, tokens)
-        seen = expected.any(-1)
-        assert torch.equal(got[seen], expected[seen])
-        assert torch.all(got[~seen] == (masked_rows == "all"))
-    additive, _ = _prepare_cross_attention_mask(mask, num_vision_tokens=tokens, dtype=torch.float32)
-    start, end = vlmops.mllama_kv_ranges_from_additive_mask(additive, tokens)
-    assert torch.equal(ranges_as_mask(start, end, 24), additive[:, 0] == 0)
-
-
-def test_mllama_ranges_refuse_non_contiguous_tiles():
-    mask = torch.zeros(1, 3, 2, 4, dtype=torch.int64)
-    mask[0, 1:, 0, :2] = 1
-    mask[0, 2:, 1, :4] = 1  # row 2 sees tiles 0-1 of image 0 and all of image 1: a gap
-    with pytest.raises(ValueError, match=r"row 2 sees chunks \[0, 1, 4, 5, 6, 7\]"):
-        vlmops.mllama_kv_ranges(mask, 5)
-
-
-def test_builders_validate_arguments():
-    with pytest.raises(ValueError, match="media_locations must be one of bool"):
-        vlmops.flamingo_kv_ranges(torch.zeros(1, 3), 4)
-    with pytest.raises(ValueError, match="tokens_per_image must be >= 1"):
-        vlmops.flamingo_kv_ranges(torch.zeros(1, 3, dtype=torch.bool), 0)
-    with pytest.raises(ValueError, match="masked_rows must be"):
-        vlmops.mllama_kv_ranges(torch.zeros(1, 3, 1, 1), 4, masked_rows="meta")
 
 
 # ---- Triton kernels (the CUDA owner of the op) under the interpreter on CPU tensors -----------------

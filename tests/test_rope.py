@@ -5,7 +5,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from transformers import Phi3Config, PixtralVisionConfig, Qwen2_5_VLConfig, Qwen2VLConfig, Qwen3VLConfig
+from transformers import Phi3Config, PixtralVisionConfig
 from transformers.models.llama import modeling_llama
 from transformers.models.phi3 import modeling_phi3
 from transformers.models.pixtral import modeling_pixtral
@@ -64,134 +64,6 @@ def test_qwen_vision_matches_transformers_bitwise(model, grid, dtype, inplace):
     assert torch.equal(q_out, q_hf) and torch.equal(k_out, k_hf)
     if inplace:
         assert q_out is q_in and k_out is k_in
-
-
-@pytest.mark.parametrize("grid", VISION_GRIDS)
-@pytest.mark.parametrize("merge", [1, 2])
-def test_vision_positions_match_transformers(grid, merge):
-    grid_thw = torch.tensor(grid)
-    expected = get_vision_position_ids(grid_thw, merge)
-    assert torch.equal(vlmops.vision_rope_positions(grid_thw, merge), expected)
-    assert torch.equal(vlmops.vision_rope_positions(grid_thw.int(), merge, num_tokens=expected.shape[0]), expected)
-
-
-def _pixtral_model_positions(grid_hw, patch_size=4):
-    """Positions the Pixtral vision model itself feeds its rotary embedding (captured by a hook)."""
-    cfg = PixtralVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                              head_dim=16, image_size=64, patch_size=patch_size, num_channels=3)
-    model = modeling_pixtral.PixtralVisionModel(cfg).eval()
-    captured = {}
-    model.patch_positional_embedding.register_forward_hook(lambda mod, args, out: captured.update(positions=args[1]))
-    sizes = [(h * patch_size, w * patch_size) for h, w in grid_hw]
-    pixels = torch.randn(len(sizes), 3, max(s[0] for s in sizes), max(s[1] for s in sizes))
-    with torch.no_grad():
-        model(pixels, image_sizes=torch.tensor(sizes))
-    return captured["positions"]
-
-
-def test_pixtral_positions_match_transformers():
-    grid_hw = [[3, 5], [4, 2], [1, 1]]
-    expected = _pixtral_model_positions(grid_hw)
-    got = vlmops.pixtral_rope_positions(torch.tensor(grid_hw), num_tokens=expected.shape[0])
-    assert torch.equal(got, expected)
-    assert torch.equal(vlmops.pixtral_rope_positions(torch.tensor(grid_hw)), expected)
-
-
-def test_position_builders_are_pure_tensor_code():
-    """On meta tensors nothing can be read back: any .item()/.tolist() or data-dependent Python branch
-    raises. So the builders are host-sync free (usable under CUDA graph capture) when num_tokens is given."""
-    grid_thw = torch.tensor([[1, 8, 4], [2, 4, 4]], device="meta")
-    assert vlmops.vision_rope_positions(grid_thw, 2, num_tokens=64).shape == (64, 2)
-    grid_hw = torch.tensor([[3, 5], [4, 2]], device="meta")
-    assert vlmops.pixtral_rope_positions(grid_hw, num_tokens=23).shape == (23, 2)
-
-
-def _tiny_qwen_model(model):
-    """A tiny language+vision model: only its get_rope_index (and config) is used."""
-    text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
-                vocab_size=100, bos_token_id=0, eos_token_id=1,
-                rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]})
-    vision = dict(depth=1, hidden_size=32, num_heads=2, spatial_merge_size=2)
-    if model == "qwen2_vl":
-        return modeling_qwen2_vl.Qwen2VLModel(Qwen2VLConfig(text_config=text, vision_config=dict(vision, embed_dim=32)))
-    vision.update(intermediate_size=64, out_hidden_size=32)
-    if model == "qwen2_5_vl":
-        return modeling_qwen2_5_vl.Qwen2_5_VLModel(
-            Qwen2_5_VLConfig(text_config=text, vision_config=dict(vision, tokens_per_second=2)))
-    return modeling_qwen3_vl.Qwen3VLModel(
-        Qwen3VLConfig(text_config=dict(text, head_dim=16), vision_config=dict(vision, deepstack_visual_indexes=[])))
-
-
-def _mm_sequence(rows, image_grids, video_grids, split_frames, merge=2):
-    """mm_token_type_ids and attention_mask [B, S] from per-row segment lists ("pad", n), ("text", n),
-    ("image", i), ("video", i); Qwen3-VL (split_frames) puts timestamp text between video frames."""
-    built = []
-    for row in rows:
-        types, mask = [], []
-        for kind, value in row:
-            if kind in ("pad", "text"):
-                types += [0] * value
-                mask += [int(kind == "text")] * value
-            elif kind == "image":
-                t, h, w = image_grids[value]
-                types += [1] * (t * h * w // merge**2)
-                mask += [1] * (t * h * w // merge**2)
-            else:
-                t, h, w = video_grids[value]
-                frames = [(1, h, w)] * t if split_frames else [(t, h, w)]
-                for i, (ft, fh, fw) in enumerate(frames):
-                    if split_frames and i:
-                        types += [0] * 2
-                        mask += [1] * 2
-                    types += [2] * (ft * fh * fw // merge**2)
-                    mask += [1] * (ft * fh * fw // merge**2)
-        built.append((types, mask))
-    S = max(len(t) for t, _ in built)
-    types = torch.tensor([[0] * (S - len(t)) + t for t, _ in built])  # left padding
-    mask = torch.tensor([[0] * (S - len(m)) + m for _, m in built])
-    return types, mask
-
-
-@pytest.mark.parametrize("model", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])
-@pytest.mark.parametrize("padded", [False, True])
-def test_mrope_position_ids_match_get_rope_index(model, padded):
-    tiny = _tiny_qwen_model(model)
-    image_grids = [[1, 4, 6], [1, 8, 4], [1, 2, 2]]
-    video_grids = [[3, 4, 4], [2, 6, 2]]
-    split = model == "qwen3_vl"
-    rows = [
-        [("text", 3), ("image", 0), ("text", 2), ("video", 0), ("text", 4), ("image", 1)],
-        [("pad", 5 if padded else 0), ("text", 2), ("image", 2), ("video", 1), ("text", 1)],
-    ]
-    types, mask = _mm_sequence(rows, image_grids, video_grids, split)
-    if not padded:
-        types, mask = types[:, (mask == 0).sum(1).min():], None
-    input_ids = torch.randint(0, 100, types.shape)
-    image_grid_thw, video_grid_thw = torch.tensor(image_grids), torch.tensor(video_grids)
-    kwargs = dict(mm_token_type_ids=types, image_grid_thw=image_grid_thw, video_grid_thw=video_grid_thw, attention_mask=mask)
-    interval = None
-    if model == "qwen2_5_vl":
-        # Fractional seconds per temporal patch: temporal ids long(t * tokens_per_second * seconds).
-        second_per_grid_ts = torch.tensor([0.75, 1.3])
-        kwargs["second_per_grid_ts"] = second_per_grid_ts
-        interval = tiny.config.vision_config.tokens_per_second * second_per_grid_ts
-    expected, expected_deltas = tiny.get_rope_index(input_ids, **kwargs)
-    got, deltas = vlmops.mrope_position_ids(
-        types, image_grid_thw, video_grid_thw, spatial_merge_size=2, attention_mask=mask,
-        video_time_interval=interval, split_video_frames=split,
-    )
-    assert torch.equal(got, expected)
-    assert torch.equal(deltas, expected_deltas.to(deltas.dtype))
-
-
-def test_mrope_position_ids_are_pure_tensor_code():
-    types = torch.zeros(2, 40, dtype=torch.long, device="meta")
-    grid = torch.ones(2, 3, dtype=torch.long, device="meta")
-    position_ids, deltas = vlmops.mrope_position_ids(
-        types, grid, grid, spatial_merge_size=2, attention_mask=torch.ones(2, 40, device="meta"),
-        video_time_interval=torch.ones(2, device="meta"), split_video_frames=True,
-    )
-    assert position_ids.shape == (3, 2, 40) and deltas.shape == (2, 1)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
@@ -480,21 +352,6 @@ def test_direct_op_checks():
         torch.ops.vlmops.rope_(q, q, a["positions"][None], a["axis"], a["inv_freq"], True)
 
 
-def test_table_builders_check_arguments():
-    with pytest.raises(ValueError, match="even length"):
-        vlmops.pixtral_rope_tables(torch.ones(5))
-    with pytest.raises(ValueError, match=r"sum\(mrope_section\) = 15 must equal len\(inv_freq\) = 16"):
-        vlmops.mrope_tables(torch.ones(16), [4, 6, 5])
-    with pytest.raises(ValueError, match="mrope_section must be 3 non-negative ints"):
-        vlmops.interleaved_mrope_tables(torch.ones(16), [8, 8])
-    with pytest.raises(ValueError, match="inv_freq must be one of float32"):
-        vlmops.qwen_vision_rope_tables(torch.ones(4, dtype=torch.float64))
-    with pytest.raises(ValueError, match=r"grid_thw must be \[n, 3\]"):
-        vlmops.vision_rope_positions(torch.ones(2, 2, dtype=torch.long), 2)
-    with pytest.raises(ValueError, match="spatial_merge_size must be >= 1"):
-        vlmops.vision_rope_positions(torch.ones(2, 3, dtype=torch.long), 0)
-
-
 # Each conventions x layout pair once (not the full product): the interpreter is slow on 2 cores.
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize(
@@ -545,29 +402,3 @@ def test_cuda_backends_agree_and_backward():
     assert torch.autograd.gradcheck(
         lambda a, b: vlmops.apply_rope(a, b, positions[:, :4], axis, inv_freq, True, layout="bshd"), (q64, k64)
     )
-
-
-@pytest.mark.requires_cuda
-def test_position_builders_capture_in_cuda_graph():
-    grid_thw = torch.tensor([[1, 8, 4], [2, 4, 4]], device="cuda")
-    types = torch.tensor([[0, 0] + [1] * 8 + [0] * 3 + [2] * 8 + [0]], device="cuda")
-    expected_vision = vlmops.vision_rope_positions(grid_thw, 2)
-    expected_text = vlmops.mrope_position_ids(types, grid_thw[:1], grid_thw[1:], spatial_merge_size=2)
-
-    def build():
-        vision = vlmops.vision_rope_positions(grid_thw, 2, num_tokens=expected_vision.shape[0])
-        text = vlmops.mrope_position_ids(types, grid_thw[:1], grid_thw[1:], spatial_merge_size=2)
-        return vision, text
-
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):  # warm-up outside capture, as CUDA graphs require
-        build()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        vision, (text, deltas) = build()
-    graph.replay()
-    torch.cuda.synchronize()
-    assert torch.equal(vision, expected_vision)
-    assert torch.equal(text, expected_text[0]) and torch.equal(deltas, expected_text[1])

@@ -296,36 +296,6 @@ def test_op_checks_its_inputs(overrides, match):
         )
 
 
-# Qwen2.5-VL's window layout (window_size 112, patch 14, merge 2: 4x4 merged units per window).
-# Grids: odd window counts, sizes that divide the window exactly (transformers pads a whole empty
-# window row/column there), videos (t > 1), several images at once, a grid smaller than one window.
-WINDOW_GRIDS = [
-    [[1, 16, 16]],
-    [[1, 18, 30], [2, 10, 6], [1, 2, 2]],
-    [[3, 34, 22]],
-    [[1, 32, 32], [1, 14, 6], [4, 8, 12]],
-    [[1, 2, 2]],
-]
-
-
-@pytest.mark.parametrize("grids", WINDOW_GRIDS)
-@pytest.mark.parametrize("window_size,patch_size,merge", [(112, 14, 2), (64, 16, 2), (56, 14, 1)])
-def test_window_index_matches_transformers(grids, window_size, patch_size, merge):
-    from transformers.vision_utils import get_vision_window_index
-
-    grid_thw = torch.tensor(grids)
-    expected_index, expected_cu = get_vision_window_index(grid_thw, merge, window_size, patch_size)
-    num_patches = int((grid_thw[:, 0] * grid_thw[:, 1] * grid_thw[:, 2]).sum())
-    for given in (num_patches, None):
-        window_index, reverse_index, cu = vlmops.qwen2_5_vl_window_index(
-            grid_thw, window_size, patch_size, merge, num_patches=given
-        )
-        assert torch.equal(window_index, expected_index)
-        assert torch.equal(reverse_index, torch.argsort(expected_index))
-        assert cu.dtype == torch.int32 and cu.shape == (num_patches // merge**2 + 1,)
-        assert torch.equal(torch.unique_consecutive(cu), expected_cu)
-
-
 def test_window_attention_with_builder_matches_transformers_boundaries():
     from transformers.vision_utils import get_vision_window_index
 
@@ -336,20 +306,6 @@ def test_window_attention_with_builder_matches_transformers_boundaries():
     q, k, v = (torch.randn(N, 2, 32, dtype=torch.float64) for _ in range(3))
     ours = vlmops.varlen_attention(q, k, v, cu)  # trailing zero-length windows produce nothing
     assert max_abs(ours, reference_attention(q, k, v, expected_cu)[0]) < 1e-12
-
-
-def test_window_index_bad_inputs():
-    grid = torch.tensor([[1, 4, 4]])
-    with pytest.raises(ValueError, match="grid_thw must be one of int32, int64"):
-        vlmops.qwen2_5_vl_window_index(grid.float(), 112, 14, 2)
-    with pytest.raises(ValueError, match=r"grid_thw must be \[B, 3\]"):
-        vlmops.qwen2_5_vl_window_index(grid[:, :2], 112, 14, 2)
-    with pytest.raises(ValueError, match="smaller than one merged unit"):
-        vlmops.qwen2_5_vl_window_index(grid, 14, 14, 2)
-    with pytest.raises(ValueError, match="not a multiple of spatial_merge_size"):
-        vlmops.qwen2_5_vl_window_index(grid, 112, 14, 2, num_patches=15)
-    with pytest.raises(TypeError, match="patch_size must be an int"):
-        vlmops.qwen2_5_vl_window_index(grid, 112, 14.0, 2)
 
 
 # Triton kernels (the CUDA owner of the op) under the interpreter on CPU tensors: tiny blocks so a

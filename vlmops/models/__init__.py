@@ -1,6 +1,11 @@
 """Model semantics shared by ``vlmops.nn`` and the patch rules: position ids, RoPE tables, window
 index and key ranges per model family, as tensor code on the inputs' device (no host sync when the
 caller passes the sizes it knows). One module per family; the ops they feed live in ``vlmops.ops``.
+
+The builders reject what transformers rejects. Shapes and sizes are checked everywhere; the values of
+index arguments (grids, token types, masks) are checked on CPU tensors with a ``ValueError`` naming the
+argument, elsewhere and under torch.compile with a ``torch._assert_async`` that does not synchronize,
+and not at all with ``check_values=False`` (hot paths whose inputs are known good).
 """
 
 from vlmops.models.flamingo import flamingo_kv_ranges

@@ -3,6 +3,7 @@
 
 import torch
 
+from vlmops.models._common import check_int32_keys
 from vlmops.ops._checks import check_int, check_tensor
 
 __all__ = ["flamingo_kv_ranges"]
@@ -36,12 +37,21 @@ def flamingo_kv_ranges(
 
     Returns:
         ``(kv_start, kv_end)`` int32 ``[B, Lq]`` on media_locations' device.
+
+    Errors (``ValueError``/``TypeError``, on every device, from shapes and Python ints only): shapes,
+    dtypes, argument types, and the largest key end must fit int32: a row's media time is at most
+    ``min(Lq, num_media)``, so ``min(Lq, num_media) * tokens_per_image`` (``Lq * tokens_per_image``
+    without num_media) must be below 2**31. There is no value to check: any bool mask is valid.
     """
     fn = "flamingo_kv_ranges"
     check_tensor(fn, "media_locations", media_locations, dtypes=(torch.bool,), ndim=2)
     check_int(fn, "tokens_per_image", tokens_per_image, minimum=1)
     if num_media is not None:
         check_int(fn, "num_media", num_media, minimum=0)
+    Lq = media_locations.shape[1]
+    max_time = Lq if num_media is None else min(Lq, num_media)
+    check_int32_keys(fn, f"min(Lq, num_media) * tokens_per_image = {max_time} * {tokens_per_image}",
+                     max_time * tokens_per_image)
     if use_cached_media:
         text_time = media_locations.sum(-1, keepdim=True).expand(media_locations.shape)
     else:

@@ -3,8 +3,7 @@ positions of its packed patches."""
 
 import torch
 
-from vlmops.models._common import check_grid, image_of_token
-from vlmops.ops._checks import check_int
+from vlmops.models._common import check_grid, grid_token_count, image_of_token
 from vlmops.ops.rope import RopeTables, check_inv_freq
 
 __all__ = ["pixtral_rope_positions", "pixtral_rope_tables"]
@@ -23,14 +22,29 @@ def pixtral_rope_tables(inv_freq: torch.Tensor) -> RopeTables:
     return RopeTables(axis, inv_freq, False)
 
 
-def pixtral_rope_positions(grid_hw: torch.Tensor, num_tokens=None) -> torch.Tensor:
-    """(h, w) positions [N, 2] int64 of Pixtral's packed patches: per image, row-major over its patch
-    grid (`PixtralTransformer` input order). grid_hw [n, 2] patch rows and columns per image
-    (image_sizes // patch_size). num_tokens = sum(h*w) avoids reading it back from the device."""
+def pixtral_rope_positions(grid_hw: torch.Tensor, num_tokens: int | None = None, *,
+                           check_values: bool = True) -> torch.Tensor:
+    """(h, w) positions of Pixtral's packed patches: per image, row-major over its patch grid (the
+    order in which ``PixtralTransformer`` receives them).
+
+    Args:
+        grid_hw: ``[n, 2]`` int32/int64 patch rows and columns per image (image_sizes // patch_size),
+            on any device.
+        num_tokens: ``sum(h*w)``, the packed sequence length (e.g. ``patch_embeds.shape[1]``). Without
+            it the sum is read back from grid_hw's device (a host sync on a GPU).
+        check_values: check grid_hw's values (see below); False skips them for hot paths whose grids
+            are known good.
+
+    Returns:
+        ``[num_tokens, 2]`` int64 on grid_hw's device.
+
+    Checks: shapes, dtypes and argument types always (``ValueError``/``TypeError``). Values, with
+    ``check_values``: entries >= 0, ``sum(h*w)`` below 2**63 and equal to num_tokens; on CPU a
+    ``ValueError``, on other devices and under torch.compile a ``torch._assert_async`` (no sync).
+    """
     fn = "pixtral_rope_positions"
     check_grid(fn, "grid_hw", grid_hw, 2)
-    if num_tokens is not None:
-        check_int(fn, "num_tokens", num_tokens, minimum=0)
+    num_tokens = grid_token_count(fn, "grid_hw", grid_hw, "hw", 1, "", "num_tokens", num_tokens, check_values)
     grid = grid_hw.long()
     image, local = image_of_token(grid.prod(-1), num_tokens)
     w = grid[:, 1][image]

@@ -4,7 +4,7 @@ position ids (transformers' ``get_rope_index``)."""
 
 import torch
 
-from vlmops.models._common import check_grid, image_of_token
+from vlmops.models._common import check_grid, check_grid_rows, checks_on_host, grid_token_count, image_of_token
 from vlmops.ops._checks import check_int, check_tensor
 from vlmops.ops.rope import RopeTables, check_inv_freq
 
@@ -47,8 +47,11 @@ def mrope_tables(inv_freq: torch.Tensor, mrope_section) -> RopeTables:
     fn = "mrope_tables"
     sections = _check_sections(fn, inv_freq, mrope_section)
     if sum(sections) != inv_freq.shape[0]:
-        raise ValueError(f"vlmops.{fn}: sum(mrope_section) = {sum(sections)} must equal len(inv_freq) = {inv_freq.shape[0]}")
-    axis = torch.repeat_interleave(torch.arange(3, device=inv_freq.device), torch.tensor(sections, device=inv_freq.device))
+        raise ValueError(
+            f"vlmops.{fn}: sum(mrope_section) = {sum(sections)} must equal len(inv_freq) = {inv_freq.shape[0]}"
+        )
+    device = inv_freq.device
+    axis = torch.repeat_interleave(torch.arange(3, device=device), torch.tensor(sections, device=device))
     return RopeTables(axis, inv_freq, False)
 
 
@@ -66,19 +69,35 @@ def interleaved_mrope_tables(inv_freq: torch.Tensor, mrope_section) -> RopeTable
     return RopeTables(axis, inv_freq, False)
 
 
-def vision_rope_positions(grid_thw: torch.Tensor, spatial_merge_size: int, num_tokens=None) -> torch.Tensor:
-    """(h, w) positions [N, 2] int64 of the packed patches of Qwen2/2.5/3-VL vision towers.
+def vision_rope_positions(grid_thw: torch.Tensor, spatial_merge_size: int, num_tokens: int | None = None, *,
+                          check_values: bool = True) -> torch.Tensor:
+    """(h, w) positions of the packed patches of Qwen2/2.5/3-VL vision towers.
 
-    The block-major order the Qwen processors emit (transformers' `get_vision_position_ids`): per image,
-    the (h, w) meshgrid reshaped (h/m, m, w/m, m), transposed to (h/m, w/m, m, m), flattened and
-    repeated over t. grid_thw [n, 3] (t, h, w) int on any device, h and w divisible by m.
-    num_tokens = sum(t*h*w) (hidden_states.shape[0]) avoids reading it back from the device.
+    The block-major order the Qwen processors emit (transformers' ``get_vision_position_ids``): per
+    image, the (h, w) meshgrid reshaped (h/m, m, w/m, m), transposed to (h/m, w/m, m, m), flattened and
+    repeated over t.
+
+    Args:
+        grid_thw: ``[n, 3]`` int32/int64 (t, h, w) patch grids, one row per image or video, on any device.
+        spatial_merge_size: m (vision_config.spatial_merge_size); h and w are multiples of it.
+        num_tokens: ``sum(t*h*w)``, the packed sequence length (``hidden_states.shape[0]``). Without it
+            the sum is read back from grid_thw's device (a host sync on a GPU).
+        check_values: check grid_thw's values (see below); False skips them for hot paths whose grids
+            are known good.
+
+    Returns:
+        ``[num_tokens, 2]`` int64 on grid_thw's device.
+
+    Checks: shapes, dtypes and argument types always (``ValueError``/``TypeError``). Values, with
+    ``check_values``: entries >= 0, h and w multiples of m, ``sum(t*h*w)`` below 2**63 and equal to
+    num_tokens, as transformers requires; on CPU a ``ValueError``, on other devices and under
+    torch.compile a ``torch._assert_async`` (no sync).
     """
     fn = "vision_rope_positions"
     check_grid(fn, "grid_thw", grid_thw, 3)
     m = check_int(fn, "spatial_merge_size", spatial_merge_size, minimum=1)
-    if num_tokens is not None:
-        check_int(fn, "num_tokens", num_tokens, minimum=0)
+    num_tokens = grid_token_count(fn, "grid_thw", grid_thw, "thw", m, "spatial_merge_size", "num_tokens", num_tokens,
+                                  check_values)
     grid = grid_thw.long()
     h, w = grid[:, 1], grid[:, 2]
     image, local = image_of_token(grid.prod(-1), num_tokens)
@@ -96,6 +115,45 @@ def _run_broadcast(run_start: torch.Tensor) -> torch.Tensor:
     return torch.where(run_start, index, 0).cummax(-1).values
 
 
+_MODALITIES = ((1, "image", "image_grid_thw"), (2, "video", "video_grid_thw"))
+
+
+def _check_runs_on_host(fn, mm_token_type_ids, valid, types, run_end, offset, grid_rows, m, split_video_frames):
+    """The checks of transformers' ``get_rope_index`` on the host, with the run structure of the packed
+    types: token types in {0, 1, 2}; as many image (video) runs as grid rows (frames, when
+    split_video_frames); the k-th run has the k-th grid's t*h*w / m**2 tokens (h*w / m**2 per frame)."""
+    bad = valid & ~((mm_token_type_ids == 0) | (mm_token_type_ids == 1) | (mm_token_type_ids == 2))
+    if bool(bad.any()):
+        b, i = (int(x) for x in torch.nonzero(bad)[0])
+        raise ValueError(f"vlmops.{fn}: mm_token_type_ids must be 0 (text), 1 (image) or 2 (video) where attended, "
+                         f"got {mm_token_type_ids[b, i].item()} at [{b}, {i}]")
+    for modality, kind, name in _MODALITIES:
+        ends = run_end & (types == modality)
+        batch, last = torch.nonzero(ends, as_tuple=True)  # row-major: transformers' order of the runs
+        lengths = (offset + 1)[ends].tolist()
+        rows = grid_rows[modality]
+        per_frame = modality == 2 and split_video_frames
+        if rows is None:
+            if lengths:
+                raise ValueError(f"vlmops.{fn}: mm_token_type_ids has {len(lengths)} {kind} runs but {name} is None")
+            continue
+        expected = sum(row[0] for row in rows) if per_frame else len(rows)
+        if len(lengths) != expected:
+            what = f"{expected} frames (sum of t, one run per frame)" if per_frame else f"{expected} rows"
+            raise ValueError(f"vlmops.{fn}: mm_token_type_ids has {len(lengths)} {kind} runs (maximal runs of "
+                             f"{modality} among the attended tokens) but {name} has {what}")
+        grids = [(k, (1, h, w)) for k, (t, h, w) in enumerate(rows) for _ in range(t)] if per_frame else enumerate(rows)
+        for j, (length, (k, (t, h, w))) in enumerate(zip(lengths, grids)):
+            tokens = t * h * w // (m * m)
+            if length != tokens:
+                end = int(last[j]) + 1
+                formula = "h*w/spatial_merge_size**2 per frame" if per_frame else "t*h*w/spatial_merge_size**2"
+                raise ValueError(
+                    f"vlmops.{fn}: {kind} run {j} (batch {int(batch[j])}, attended tokens [{end - length}, {end})) "
+                    f"has {length} tokens but {name}[{k}] = {rows[k]} gives {formula} = {tokens}"
+                )
+
+
 def mrope_position_ids(
     mm_token_type_ids: torch.Tensor,
     image_grid_thw=None,
@@ -105,49 +163,65 @@ def mrope_position_ids(
     attention_mask=None,
     video_time_interval=None,
     split_video_frames: bool = False,
+    check_values: bool = True,
 ):
     """Text M-RoPE position ids (t, h, w) of Qwen2-VL / Qwen2.5-VL / Qwen3-VL language models, with the
     semantics of transformers 5.x ``get_rope_index``, as device tensor code (no host sync, no loop
     over images, frames or batch rows).
 
     Each maximal run of equal ``mm_token_type_ids`` (0 text, 1 image, 2 video) among the attended tokens
-    is a segment: text runs count up by 1 per token; the k-th image (video) run overall takes the k-th
-    row of image_grid_thw (video_grid_thw), gets t/h/w grid positions over (t, h/m, w/m) offset by the
-    running position, and advances it by max(h, w) / m.
+    is a segment: text runs count up by 1 per token; the k-th image (video) run of the batch (row-major)
+    takes the k-th row of image_grid_thw (video_grid_thw), gets t/h/w grid positions over
+    (t, h/m, w/m) offset by the running position, and advances it by max(h, w) / m.
 
     Args:
-        mm_token_type_ids: ``[B, S]`` int.
-        image_grid_thw, video_grid_thw: ``[n, 3]`` int (t, h, w) in patches, or None.
+        mm_token_type_ids: ``[B, S]`` (any dtype) with values 0, 1, 2.
+        image_grid_thw, video_grid_thw: ``[n, 3]`` int32/int64 (t, h, w) in patches, or None.
         spatial_merge_size: m (vision_config.spatial_merge_size).
-        attention_mask: ``[B, S]``; padding gets position 0 and is skipped.
+        attention_mask: ``[B, S]`` (any dtype, non-zero where attended); padding gets position 0 and is
+            skipped.
         video_time_interval: ``[n_videos]`` float, temporal spacing per video: Qwen2.5-VL's
             ``tokens_per_second * second_per_grid_ts`` (temporal ids are ``long(t_index * interval)``).
-            None: 1 (Qwen2-VL, Qwen3-VL).
-        split_video_frames: Qwen3-VL: every frame of a video is its own run (timestamps separate them).
+            None: 1 (Qwen2-VL, Qwen3-VL). Unused without video_grid_thw.
+        split_video_frames: Qwen3-VL: every frame of a video is its own run (timestamps separate them),
+            as transformers' split of each video_grid_thw row into t rows (1, h, w).
+        check_values: check the values (see below); False skips them for hot paths whose inputs are
+            known good (inconsistent runs and grids then give wrong positions, never out-of-bounds reads).
 
     Returns:
-        ``(position_ids [3, B, S] int64, mrope_position_deltas [B, 1] int64)``.
+        ``(position_ids [3, B, S] int64, mrope_position_deltas [B, 1] int64)`` on mm_token_type_ids'
+        device.
+
+    Checks: shapes, dtypes and argument types always (``ValueError``/``TypeError``). Values, with
+    ``check_values``, what transformers' ``get_rope_index`` and its model reject: attended token types
+    other than 0, 1, 2; grid entries < 0 or h, w not multiples of m; image (video) runs without a grid,
+    more or fewer runs than grid rows (frames with split_video_frames); a run whose length is not its
+    grid's t*h*w / m**2 (h*w / m**2 per frame). On CPU a ``ValueError`` naming the run and the grid row;
+    on other devices and under torch.compile one ``torch._assert_async`` (no sync).
     """
     fn = "mrope_position_ids"
     check_tensor(fn, "mm_token_type_ids", mm_token_type_ids, dtypes=None, ndim=2)
     m = check_int(fn, "spatial_merge_size", spatial_merge_size, minimum=1)
     device = mm_token_type_ids.device
     B, S = mm_token_type_ids.shape
-    grids = {}
-    for name, grid, modality in (("image_grid_thw", image_grid_thw, 1), ("video_grid_thw", video_grid_thw, 2)):
-        if grid is None:
-            grid = torch.zeros(1, 3, dtype=torch.long, device=device)
-        else:
-            check_grid(fn, name, grid, 3)
-        grids[modality] = grid.long()
+    given = {1: image_grid_thw, 2: video_grid_thw}
+    placeholder = torch.zeros(1, 3, dtype=torch.long, device=device)
+    grids = {}  # what the lookups index: a grid with at least one row
+    for modality, _, name in _MODALITIES:
+        if given[modality] is not None:
+            check_grid(fn, name, given[modality], 3)
+        grid = given[modality]
+        grids[modality] = grid.long() if grid is not None and grid.shape[0] else placeholder
     num_videos = grids[2].shape[0]
-    if video_time_interval is None:
-        interval = torch.ones(num_videos, device=device)
-    else:
+    interval = torch.ones(num_videos, device=device)
+    if video_time_interval is not None:
         check_tensor(fn, "video_time_interval", video_time_interval, dtypes=None, ndim=1)
-        if video_grid_thw is not None and video_time_interval.shape[0] != num_videos:
-            raise ValueError(f"vlmops.{fn}: video_time_interval must be [{num_videos}], got {tuple(video_time_interval.shape)}")
-        interval = video_time_interval.to(device=device, dtype=torch.float32)
+        if video_grid_thw is not None:
+            if video_time_interval.shape[0] != video_grid_thw.shape[0]:
+                raise ValueError(f"vlmops.{fn}: video_time_interval must be [{video_grid_thw.shape[0]}], "
+                                 f"got {tuple(video_time_interval.shape)}")
+            if video_grid_thw.shape[0]:
+                interval = video_time_interval.to(device=device, dtype=torch.float32)
     if attention_mask is None:
         valid = torch.ones(B, S, dtype=torch.bool, device=device)
     else:
@@ -167,13 +241,24 @@ def mrope_position_ids(
     run_start = live & (types != previous)
     run_end = live & (types != following)
     offset = torch.arange(S, device=device) - _run_broadcast(run_start)
+    tensors = (mm_token_type_ids, attention_mask, image_grid_thw, video_grid_thw)
+    on_host = check_values and all(checks_on_host(t) for t in tensors if t is not None)
+    if on_host:
+        grid_rows = {modality: None if given[modality] is None else given[modality].tolist() for modality in given}
+        for modality, _, name in _MODALITIES:
+            if grid_rows[modality] is not None:
+                check_grid_rows(fn, name, grid_rows[modality], "thw", m, "spatial_merge_size")
+        _check_runs_on_host(fn, mm_token_type_ids, valid, types, run_end, offset, grid_rows, m, split_video_frames)
 
-    # ... the k-th image/video run of the whole batch (row-major) takes the k-th grid.
+    # ... the k-th image/video run of the whole batch (row-major) takes the k-th grid (clamped: in bounds
+    # whatever the runs, which the checks above match to the grids).
     t, h, w = (torch.zeros(B, S, dtype=torch.long, device=device) for _ in range(3))
     t_interval = torch.ones(B, S, device=device)
+    runs = {}
     for modality in (1, 2):
         is_mod = types == modality
-        ordinal = (run_start & is_mod).flatten().cumsum(0).view(B, S) - 1
+        runs[modality] = (run_start & is_mod).flatten().cumsum(0).view(B, S)
+        ordinal = runs[modality] - 1
         grid = grids[modality]
         if modality == 2 and split_video_frames:
             frame_ends = grid[:, 0].cumsum(0)
@@ -189,6 +274,23 @@ def mrope_position_ids(
             t_interval = torch.where(is_mod, interval[video], t_interval)
     is_text = types == 0
     is_vision = live & ~is_text
+    if check_values and not on_host:
+        ok = (~valid | (mm_token_type_ids == 0) | (mm_token_type_ids == 1) | (mm_token_type_ids == 2)).all()
+        for modality, _, _ in _MODALITIES:
+            count = runs[modality][-1, -1] if B * S else torch.zeros((), dtype=torch.long, device=device)
+            grid = given[modality]
+            if grid is None:
+                ok = ok & (count == 0)
+                continue
+            g = grid.long()
+            ok = ok & (g >= 0).all() & (g[:, 1:] % m == 0).all()
+            expected = g[:, 0].double().sum() if modality == 2 and split_video_frames else g.shape[0]
+            ok = ok & (count == expected)
+        # Run lengths in float64: a grid whose int64 product wraps cannot match.
+        length_ok = (offset + 1).double() == t.double() * h.double() * w.double()
+        ok = ok & (~(is_vision & run_end) | length_ok).all()
+        torch._assert_async(ok, f"vlmops.{fn}: the image/video runs of mm_token_type_ids must match "
+                                "image_grid_thw/video_grid_thw (one run of t*h*w/m**2 tokens per grid row)")
     # Running position: text advances 1 per token; a vision run advances max(h, w)/m after its last token.
     advance = torch.where(is_text, 1, torch.where(is_vision & run_end, torch.maximum(h, w), 0))
     start = advance.cumsum(-1) - advance  # exclusive: constant over a vision run, +1 per text token
@@ -209,7 +311,8 @@ def mrope_position_ids(
 
 
 def qwen2_5_vl_window_index(
-    grid_thw: torch.Tensor, window_size: int, patch_size: int, spatial_merge_size: int, num_patches: int | None = None
+    grid_thw: torch.Tensor, window_size: int, patch_size: int, spatial_merge_size: int, num_patches: int | None = None,
+    *, check_values: bool = True,
 ):
     """Qwen2.5-VL's window-attention layout, built on grid_thw's device with tensor code.
 
@@ -220,11 +323,14 @@ def qwen2_5_vl_window_index(
     per frame, units row-major inside a window; windows cut by the grid's edge are smaller.
 
     Args:
-        grid_thw: ``[B, 3]`` integer (t, h, w) patch grids, one row per image or video.
+        grid_thw: ``[n, 3]`` int32/int64 (t, h, w) patch grids, one row per image or video, on any
+            device; h and w are multiples of spatial_merge_size.
         window_size, patch_size, spatial_merge_size: from the vision config (Qwen2.5-VL: 112, 14, 2).
         num_patches: ``sum(t*h*w)``, the length of the packed sequence. Pass it (callers know it
             from the hidden states' shape) to avoid reading grid_thw on the host, which
             synchronizes when grid_thw lives on a GPU.
+        check_values: check grid_thw's values (see below); False skips them for hot paths whose grids
+            are known good.
 
     Returns:
         ``(window_index, reverse_index, cu_window_seqlens)``: ``window_index [U]`` int64 (U =
@@ -233,12 +339,16 @@ def qwen2_5_vl_window_index(
         ``cu_window_seqlens [U + 1]`` int32 window boundaries in patches. Its length does not depend
         on the grids (so nothing synchronizes): the non-empty windows come first, then the entry
         ``num_patches`` repeats, i.e. zero-length segments, which ``varlen_attention`` skips.
-        ``torch.unique_consecutive`` of it is transformers' ``cu_window_seqlens``.
+        ``torch.unique_consecutive`` of it is transformers' ``cu_window_seqlens``. All on grid_thw's
+        device.
+
+    Checks: shapes, dtypes, argument types and sizes always (``ValueError``/``TypeError``). Values,
+    with ``check_values``: entries >= 0, h and w multiples of spatial_merge_size (transformers' vision
+    tower rejects other grids), ``sum(t*h*w)`` below 2**63 and equal to num_patches; on CPU a
+    ``ValueError``, on other devices and under torch.compile a ``torch._assert_async`` (no sync).
     """
     fn = "qwen2_5_vl_window_index"
-    check_tensor(fn, "grid_thw", grid_thw, dtypes=(torch.int32, torch.int64), ndim=2)
-    if grid_thw.shape[1] != 3:
-        raise ValueError(f"vlmops.{fn}: grid_thw must be [B, 3] (t, h, w), got shape {tuple(grid_thw.shape)}")
+    check_grid(fn, "grid_thw", grid_thw, 3)
     for name, value in (("window_size", window_size), ("patch_size", patch_size),
                         ("spatial_merge_size", spatial_merge_size)):
         check_int(fn, name, value, minimum=1)
@@ -249,17 +359,15 @@ def qwen2_5_vl_window_index(
             f"(patch_size * spatial_merge_size = {patch_size * spatial_merge_size})"
         )
     unit = spatial_merge_size**2
+    num_patches = grid_token_count(fn, "grid_thw", grid_thw, "thw", spatial_merge_size, "spatial_merge_size",
+                                   "num_patches", num_patches, check_values)
+    if num_patches % unit:
+        raise ValueError(f"vlmops.{fn}: num_patches {num_patches} is not a multiple of spatial_merge_size**2 = {unit}")
+    units = num_patches // unit
     device = grid_thw.device
     grid = grid_thw.to(torch.int64)
     frames, rows, cols = grid[:, 0], grid[:, 1] // spatial_merge_size, grid[:, 2] // spatial_merge_size
     units_per_image = frames * rows * cols
-    if num_patches is None:
-        units = int(units_per_image.sum())
-    else:
-        check_int(fn, "num_patches", num_patches, minimum=0)
-        if num_patches % unit:
-            raise ValueError(f"vlmops.{fn}: num_patches {num_patches} is not a multiple of spatial_merge_size**2 = {unit}")
-        units = num_patches // unit
     image = torch.repeat_interleave(torch.arange(grid.shape[0], device=device), units_per_image, output_size=units)
     image_start = (torch.cumsum(units_per_image, 0) - units_per_image)[image]
     unit_id = torch.arange(units, device=device)
