@@ -228,10 +228,13 @@ def op_refusal(op: str, *args) -> str | None:
 
 
 def _probe(op: str, args: tuple) -> str | None:
+    from vlmops.ops import registry
+
     tensors = [a.tensor() if isinstance(a, (Zeros, CuSeqlens)) else a for a in args]
     try:
         with torch.no_grad():
-            getattr(torch.ops.vlmops, op)(*tensors)
+            # The raw op; an argument of the wrong type is a TypeError (a bug here, not a refusal).
+            registry.op(op)(*tensors)
     except (ValueError, RuntimeError) as error:
         return str(error).split("\n")[0]
     return None
@@ -244,7 +247,7 @@ def attention_options_refusal(attention: nn.Module, dropout_attribute: str) -> s
     if p:
         return f"attention dropout ({dropout_attribute}={p}) is not implemented by vlmops' attention"
     if getattr(attention, "is_causal", False):
-        return "causal attention is not implemented by vlmops' attention here"
+        return "the module is causal; vlmops' attention here is bidirectional"
     return None
 
 
