@@ -4,15 +4,17 @@ Two kinds per tower:
 
 - ``patch_embed``: ``CLIPVisionEmbeddings`` / ``SiglipVisionEmbeddings`` -> the ``vlmops.nn`` module
   of the same name (Conv2d + CLS + position add as one ``vlmops.patch_embed``), sharing the
-  original's parameters.
+  original's parameters; where the conv is a patch embedding and ``patch_embed`` takes its weight,
+  position table and CLS token.
 - ``attention``: the tower's attention implementation becomes ``"vlmops"`` (varlen attention over
   the equal-length batch, ``vlmops.transformers.attention_interface``) through transformers' own
   ``set_attn_implementation``: ``CLIPAttention`` / ``SiglipAttention`` read
-  ``config._attn_implementation`` at every forward, so no module is swapped.
+  ``config._attn_implementation`` at every forward, so no module is swapped; where
+  ``varlen_attention`` takes every layer's heads, head dim, dtype and scale, and no layer has dropout.
 
 A tower inside a LLaVA / LLaVA-OneVision model is patched by that family's rules (the report names
-the outer family); the tower rules then leave it alone. Towers and embeddings carry the family that
-claimed them in ``vlmops_family``.
+the outer family); the tower rules then leave it alone, also where the outer family's checks left it
+unpatched. Towers and embeddings carry the family that claimed them in ``vlmops_family``.
 """
 
 from torch import nn
@@ -20,7 +22,17 @@ from torch import nn
 from vlmops.nn.vision_embeddings import CLIPVisionEmbeddings, SiglipVisionEmbeddings
 from vlmops.transformers.attention_interface import NAME as ATTENTION_NAME
 from vlmops.transformers.attention_interface import register_attention
-from vlmops.transformers.patch import Replacement, Rule, UnsupportedTransformersError, _resolve, set_submodule
+from vlmops.transformers.patch import (
+    Replacement,
+    Rule,
+    UnsupportedTransformersError,
+    Zeros,
+    attention_options_refusal,
+    patch_conv_refusal,
+    resolve_or_none,
+    set_submodule,
+    varlen_refusal,
+)
 
 CLIP = "transformers.models.clip.modeling_clip"
 SIGLIP = "transformers.models.siglip.modeling_siglip"
@@ -60,6 +72,10 @@ _OUTER_SHA = {
     },
 }
 
+# What the "vlmops" attention implementation registers with (vlmops.transformers.attention_interface).
+_ATTENTION_INTERFACE = ("transformers:AttentionInterface", "transformers.masking_utils:AttentionMaskInterface",
+                        "transformers.masking_utils:sdpa_mask")
+
 # Per tower kind: the tower class, its embeddings class and the vlmops replacement, its attention class.
 _TOWERS = {"CLIP": f"{CLIP}:CLIPVisionModel", "SigLIP": f"{SIGLIP}:SiglipVisionModel"}
 _EMBEDDINGS = {
@@ -77,10 +93,16 @@ def _unclaimed_or(family: str):
     return lambda module: _owner(module) in (None, family)
 
 
+def _isinstance(module: nn.Module, spec: str) -> bool:
+    """Is module an instance of the transformers class ``spec`` (False where transformers lacks it)?"""
+    cls = resolve_or_none(spec)
+    return cls is not None and isinstance(module, cls)
+
+
 def _tower_kind(tower: nn.Module):
     """"CLIP" or "SigLIP" for a tower vlmops knows, else None."""
     for kind, spec in _TOWERS.items():
-        if isinstance(tower, _resolve(spec)):
+        if _isinstance(tower, spec):
             return kind
     return None
 
@@ -91,13 +113,33 @@ def _claim(tower: nn.Module, family: str) -> None:
 
 
 def _attention_modules(tower: nn.Module, kind: str):
-    cls = _resolve(_ATTENTION[kind])
-    return [m for m in tower.modules() if isinstance(m, cls)]
+    return [m for m in tower.modules() if _isinstance(m, _ATTENTION[kind])]
 
 
 def _attention_is_vlmops(tower: nn.Module, kind: str) -> bool:
     modules = _attention_modules(tower, kind)
     return bool(modules) and all(m.config._attn_implementation == ATTENTION_NAME for m in modules)
+
+
+def _embeddings_refusal(embeddings: nn.Module) -> str | None:
+    """patch_embed on one patch with the embeddings' conv, position table and CLS token (CLIP)."""
+    return patch_conv_refusal(embeddings.patch_embedding, pos_embed=embeddings.position_embedding.weight,
+                              cls_token=getattr(embeddings, "class_embedding", None))
+
+
+def _attention_refusal(tower: nn.Module, tower_path: str) -> str | None:
+    """Every attention layer of the tower: options, then varlen_attention on one token of its q, k, v
+    (the projections viewed as heads of ``head_dim``, as the layer does)."""
+    kind = _tower_kind(tower)
+    for path, attn in tower.named_modules(prefix=tower_path):
+        if not _isinstance(attn, _ATTENTION[kind]):
+            continue
+        q, k, v = (Zeros((1, p.out_features // attn.head_dim, attn.head_dim), p.weight.dtype)
+                   for p in (attn.q_proj, attn.k_proj, attn.v_proj))
+        reason = attention_options_refusal(attn, "dropout") or varlen_refusal(q, k, v, attn.scale)
+        if reason:
+            return f"{path}: {reason}"
+    return None
 
 
 def _replace_embeddings(root: nn.Module, old: nn.Module, path: str, vlmops_cls, family: str) -> list:
@@ -120,6 +162,7 @@ def _switch_attention(tower: nn.Module, tower_path: str, family: str) -> list:
     register_attention()
     tower.set_attn_implementation(ATTENTION_NAME)
     if not _attention_is_vlmops(tower, kind):
+        tower.set_attn_implementation(old)
         raise UnsupportedTransformersError(
             f"vlmops.patch_model: set_attn_implementation('{ATTENTION_NAME}') on {type(tower).__name__} did not reach "
             f"its {_ATTENTION[kind].split(':')[1]} modules; refusing to patch ({family}, attention)"
@@ -143,6 +186,7 @@ def _tower_rules(family: str) -> list:
             patched=lambda m: isinstance(m, vlmops_cls) and _owner(m) == family,
             replaces_matched=True,
             matches=_unclaimed_or(family),
+            check=lambda root, embeddings, path: _embeddings_refusal(embeddings),
         ),
         Rule(
             family=family,
@@ -150,10 +194,12 @@ def _tower_rules(family: str) -> list:
             target=_TOWERS[family],
             guarded={k: v for k, v in _ATTENTION_SHA.items() if k.startswith(_TOWERS[family].split(":")[0])},
             apply=lambda root, tower, path: _switch_attention(tower, path, family),
-            patched=lambda m: (isinstance(m, _resolve(_TOWERS[family])) and _owner(m) in (None, family)
+            patched=lambda m: (_isinstance(m, _TOWERS[family]) and _owner(m) in (None, family)
                                and _attention_is_vlmops(m, family)),
             replaces_matched=False,
             matches=_unclaimed_or(family),
+            check=lambda root, tower, path: _attention_refusal(tower, path),
+            requires=_ATTENTION_INTERFACE,
         ),
     ]
 
@@ -163,7 +209,7 @@ def _vlm_rules(family: str, target: str) -> list:
 
     def tower_of(model):
         """The model's CLIP / SigLIP tower, or None (transformers is imported here, not at import time)."""
-        if not isinstance(model, _resolve(target)):
+        if not _isinstance(model, target):
             return None
         return model.vision_tower if _tower_kind(model.vision_tower) else None
 
@@ -178,6 +224,15 @@ def _vlm_rules(family: str, target: str) -> list:
         tower = tower_of(model)
         return tower is not None and _attention_is_vlmops(tower, _tower_kind(tower))
 
+    def claimed(refusal):
+        """A check that first claims the tower for this family, patched or not: the tower rules then
+        leave it to this family's rules."""
+        def check(root, model, path):
+            _claim(model.vision_tower, family)
+            return refusal(model.vision_tower, prefix(path))
+
+        return check
+
     guarded = _OUTER_SHA[family]
     return [
         Rule(
@@ -189,6 +244,7 @@ def _vlm_rules(family: str, target: str) -> list:
             patched=embeddings_patched,
             replaces_matched=False,
             matches=lambda model: tower_of(model) is not None,
+            check=claimed(lambda tower, tower_path: _embeddings_refusal(tower.embeddings)),
         ),
         Rule(
             family=family,
@@ -199,6 +255,8 @@ def _vlm_rules(family: str, target: str) -> list:
             patched=attention_patched,
             replaces_matched=False,
             matches=lambda model: tower_of(model) is not None,
+            check=claimed(_attention_refusal),
+            requires=_ATTENTION_INTERFACE,
         ),
     ]
 

@@ -1,8 +1,12 @@
 """Patch rule of Llama 3.2 Vision (transformers' Mllama): its text cross-attention layers run
-``vlmops.gated_cross_attention`` on key ranges read from the mask transformers builds."""
+``vlmops.gated_cross_attention`` on key ranges read from the mask transformers builds, where the op
+takes their heads, key/value heads, head dim and dtype, and they have no dropout and transformers'
+softmax scale ``head_dim ** -0.5`` (the one ``vlmops.nn.MllamaCrossAttention`` uses)."""
+
+import torch
 
 from vlmops.nn.gated_cross_attention import MllamaCrossAttention
-from vlmops.transformers.patch import Replacement, Rule, set_submodule
+from vlmops.transformers.patch import Replacement, Rule, Zeros, attention_options_refusal, op_refusal, set_submodule
 
 MLLAMA = "transformers.models.mllama.modeling_mllama"
 
@@ -14,6 +18,22 @@ def _tokens_per_tile(root) -> int:
         if type(module).__name__ == "MllamaVisionModel":
             return module.num_patches
     return 1
+
+
+def _cross_attention_refusal(root, attn, path):
+    """Options, then gated_cross_attention on one text token attending to one image token:
+    q ``[1, 1, H, D]``, k/v ``[1, 1, Hk, D]`` in the projections' dtypes, no gate."""
+    reason = attention_options_refusal(attn, "dropout")
+    if reason:
+        return reason
+    D = attn.head_dim
+    if attn.scaling != D**-0.5:
+        return f"softmax scale {attn.scaling} is not head_dim ** -0.5 = {D**-0.5}, the scale MllamaCrossAttention uses"
+    projections = ((attn.q_proj, attn.num_heads), (attn.k_proj, attn.num_key_value_heads),
+                   (attn.v_proj, attn.num_key_value_heads))
+    q, k, v = (Zeros((1, 1, heads, D), projection.weight.dtype) for projection, heads in projections)
+    ranges = Zeros((1, 1), torch.int32)
+    return op_refusal("gated_cross_attention", q, k, v, ranges, ranges, None, D**-0.5)
 
 
 def _patch_cross_attention(root, attn, path):
@@ -37,5 +57,6 @@ RULES = [
         apply=_patch_cross_attention,
         patched=lambda module: isinstance(module, MllamaCrossAttention),
         replaces_matched=True,
+        check=_cross_attention_refusal,
     ),
 ]

@@ -1,9 +1,18 @@
-"""Patch rules of the pixel-shuffle projectors: InternVL, Idefics3, SmolVLM."""
+"""Patch rules of the pixel-shuffle projectors: InternVL, Idefics3, SmolVLM.
+
+- InternVL: the model's pixel shuffle moves into its projector, fused with the projector's LayerNorm
+  (``vlmops.nn.PixelShuffleProjector``), where ``downsample_ratio`` is 1/integer and
+  ``pixel_shuffle_layer_norm`` takes the vision features' width and dtype and the LayerNorm's.
+- Idefics3 / SmolVLM: the connector -> ``vlmops.nn.PixelShuffleConnector``, where ``scale_factor`` is
+  an integer and ``pixel_shuffle`` takes it with the vision features' width and dtype.
+"""
 
 import types
 
+from torch import nn
+
 from vlmops.nn.pixel_shuffle import PixelShuffleConnector, PixelShuffleProjector
-from vlmops.transformers.patch import Replacement, Rule, replace_module, set_submodule
+from vlmops.transformers.patch import Replacement, Rule, Zeros, op_refusal, replace_module, set_submodule
 
 INTERNVL = "transformers.models.internvl.modeling_internvl"
 
@@ -17,6 +26,40 @@ def _shuffle_moved_to_projector(self, vision_features, scale_factor=0.5):
             f"got scale_factor {scale_factor}"
         )
     return vision_features
+
+
+def _internvl_refusal(root, model, path):
+    """PixelShuffleProjector's checks (the ratio), then pixel_shuffle_layer_norm on one shuffled token:
+    x ``[1, s, s, C]`` in the vision tower's dtype (the features it shuffles), with the LayerNorm's
+    weight, bias and eps."""
+    projector = model.multi_modal_projector
+    try:
+        scale = PixelShuffleProjector.from_internvl(projector, model.config.downsample_ratio).scale
+    except ValueError as error:
+        return str(error)
+    norm = projector.layer_norm
+    if not isinstance(norm, nn.LayerNorm) or len(norm.normalized_shape) != 1:
+        return f"the projector's layer_norm must be a LayerNorm over one dim, got {norm}"
+    features = norm.normalized_shape[0]
+    if features % (scale * scale):
+        return f"the projector's LayerNorm width {features} is not a multiple of scale**2 = {scale * scale}"
+    dtype = next((p.dtype for p in model.vision_tower.parameters()), projector.linear_1.weight.dtype)
+    x = Zeros((1, scale, scale, features // (scale * scale)), dtype)
+    affine = [None if t is None else Zeros.like(t) for t in (norm.weight, norm.bias)]
+    return op_refusal("pixel_shuffle_layer_norm", x, scale, *affine, float(norm.eps))
+
+
+def _connector_refusal(root, connector, path):
+    """An integer scale_factor, then pixel_shuffle on one shuffled token: x ``[1, s, s, C]`` with the
+    vision width C the projection expects, in its dtype."""
+    scale = connector.scale_factor
+    if isinstance(scale, bool) or not isinstance(scale, int):
+        return f"scale_factor must be an integer, got {scale!r}"
+    projection = connector.modality_projection.proj
+    if projection.in_features % (scale * scale):
+        return f"the projection's width {projection.in_features} is not a multiple of scale_factor**2 = {scale * scale}"
+    x = Zeros((1, scale, scale, projection.in_features // (scale * scale)), projection.weight.dtype)
+    return op_refusal("pixel_shuffle", x, scale)
 
 
 def _patch_internvl(root, model, path):
@@ -48,6 +91,7 @@ def _connector_rule(family: str, module: str, class_name: str) -> Rule:
         apply=replace_module(PixelShuffleConnector.from_connector, "vlmops.nn.PixelShuffleConnector"),
         patched=lambda m: isinstance(m, PixelShuffleConnector) and m.replaces == class_name,
         replaces_matched=True,
+        check=_connector_refusal,
     )
 
 
@@ -65,6 +109,7 @@ RULES = [
         apply=_patch_internvl,
         patched=lambda module: isinstance(getattr(module, "multi_modal_projector", None), PixelShuffleProjector),
         replaces_matched=False,
+        check=_internvl_refusal,
     ),
     _connector_rule("Idefics3", "transformers.models.idefics3.modeling_idefics3", "Idefics3Connector"),
     _connector_rule("SmolVLM", "transformers.models.smolvlm.modeling_smolvlm", "SmolVLMConnector"),

@@ -1,11 +1,17 @@
 """Patch rules of the Qwen2-VL, Qwen2.5-VL and Qwen3-VL vision towers.
 
-- "patch_embed": the tower's Conv3d patch embedding -> ``vlmops.nn.PatchEmbed`` (one GEMM).
-- "rope": the tower's 2D rotary module -> ``vlmops.nn.VisionRotaryEmbedding``.
+- "patch_embed": the tower's Conv3d patch embedding -> ``vlmops.nn.PatchEmbed`` (one GEMM), where the
+  conv is a patch embedding (kernel == stride, no padding, dilation 1, groups 1) and ``patch_embed``
+  takes its weight.
+- "rope": the tower's 2D rotary module -> ``vlmops.nn.VisionRotaryEmbedding``, where its convention
+  is one vlmops implements (no attention scaling) and ``rope`` takes the tower's heads, head dim and
+  dtype (the patched attention rotates with it).
 - "attention": every block's attention -> ``vlmops.nn.PackedVisionAttention``, and the tower's
   forward -> one that builds the packed metadata once per forward on the device (RoPE positions,
   per-frame cu_seqlens, Qwen2.5-VL's window permutation and window cu_seqlens, no ``.tolist()``) and
-  passes the blocks a ``VisionRope`` (when "rope" is patched too) instead of cos/sin tables.
+  passes the blocks a ``VisionRope`` (when "rope" is patched too) instead of cos/sin tables; where
+  ``varlen_attention`` takes every block's heads, head dim, dtype and scale, and no block has
+  dropout. All blocks or none: the tower's forward serves the packed blocks only.
 - Qwen2.5-VL only: "norm": every ``Qwen2_5_VLRMSNorm`` (vision blocks, merger, language model) ->
   ``vlmops.nn.RMSNorm``; "mlp": the vision blocks' SiLU ``Qwen2_5_VLMLP`` -> ``vlmops.nn.GatedMLP``
   (see ``vlmops.transformers.norm_mlp_rules``).
@@ -19,7 +25,18 @@ from vlmops.nn.patch_embed import PatchEmbed
 from vlmops.nn.rope import VisionRotaryEmbedding
 from vlmops.models.qwen_vl import qwen2_5_vl_window_index, vision_rope_positions
 from vlmops.transformers.norm_mlp_rules import norm_mlp_rules
-from vlmops.transformers.patch import Replacement, Rule, replace_module
+from vlmops.transformers.patch import (
+    Replacement,
+    Rule,
+    attention_options_refusal,
+    build_refusal,
+    heads_of,
+    parent_of,
+    patch_conv_refusal,
+    replace_module,
+    rope_refusal,
+    varlen_refusal,
+)
 
 QWEN2 = "transformers.models.qwen2_vl.modeling_qwen2_vl"
 QWEN2_5 = "transformers.models.qwen2_5_vl.modeling_qwen2_5_vl"
@@ -105,18 +122,64 @@ def _qwen3_vl_forward(self, hidden_states, grid_thw, **kwargs):
 _RAW_FORWARDS = {"Qwen2-VL": _qwen2_vl_forward, "Qwen2.5-VL": _qwen2_5_vl_forward, "Qwen3-VL": _qwen3_vl_forward}
 
 
+# What the tower forwards call in transformers besides the guarded functions.
+_DECORATORS = ("transformers.utils.generic:merge_with_config_defaults",
+               "transformers.utils.output_capturing:capture_outputs")
+_OUTPUTS = {
+    "Qwen2-VL": ("transformers.modeling_outputs:BaseModelOutputWithPooling",),
+    "Qwen2.5-VL": ("transformers.modeling_outputs:BaseModelOutputWithPooling",),
+    "Qwen3-VL": (f"{QWEN3}:BaseModelOutputWithDeepstackFeatures",),
+}
+
+
 @functools.cache
 def _forward(family):
     """The tower forward of a family wrapped in transformers' decorators (output_hidden_states and
-    return_dict handling stay theirs: hooks on the blocks). Built on first use: transformers is optional."""
+    return_dict handling stay theirs: hooks on the blocks). Built on first use: transformers is optional.
+    It carries its family in ``vlmops_tower_forward``."""
     from transformers.utils.generic import merge_with_config_defaults
     from transformers.utils.output_capturing import capture_outputs
 
-    return merge_with_config_defaults(capture_outputs(_RAW_FORWARDS[family]))
+    forward = merge_with_config_defaults(capture_outputs(_RAW_FORWARDS[family]))
+    forward.vlmops_tower_forward = family
+    return forward
 
 
 def _tower_patched(family):
-    return lambda module: getattr(module.forward, "__func__", None) is _forward(family)
+    # Reads the tag only: deciding whether a module is patched imports nothing from transformers.
+    return lambda module: getattr(getattr(module.forward, "__func__", None), "vlmops_tower_forward", None) == family
+
+
+def _attention_shapes(attn):
+    """(q, k, v) of one token as PackedVisionAttention views the fused qkv projection."""
+    q = heads_of(attn.qkv, attn.num_heads, parts=3)
+    return q, q, q
+
+
+def _patch_embed_refusal(root, patch_embed, path):
+    """The Conv3d and the rows the tower feeds it, then what vlmops.nn.PatchEmbed checks itself."""
+    return patch_conv_refusal(patch_embed.proj, rows=True) or build_refusal(PatchEmbed.from_qwen, patch_embed)
+
+
+def _tower_refusal(root, tower, path):
+    """Every block's attention: options, then varlen_attention on its shapes."""
+    prefix = f"{path}." if path else ""
+    for index, block in enumerate(tower.blocks):
+        attn = block.attn
+        reason = attention_options_refusal(attn, "attention_dropout") or varlen_refusal(
+            *_attention_shapes(attn), attn.scaling)
+        if reason:
+            return f"{prefix}blocks.{index}.attn: {reason}"
+    return None
+
+
+def _rope_refusal(root, rotary, path):
+    """The rotary module against the attention of each block of the tower that holds it."""
+    tower_path = path.rpartition(".")[0]
+    prefix = f"{tower_path}." if tower_path else ""
+    blocks = getattr(parent_of(root, path), "blocks", ())
+    consumers = {f"{prefix}blocks.{i}.attn": _attention_shapes(block.attn)[:2] for i, block in enumerate(blocks)}
+    return rope_refusal(rotary, "qwen", consumers)
 
 
 def _patch_tower(family):
@@ -148,15 +211,17 @@ def _rules(family, module, tower, patch_embed, rotary, guarded):
         Rule(family=family, kind="patch_embed", target=spec(patch_embed),
              guarded={k: v for k, v in guarded.items() if k.startswith(spec(patch_embed))},
              apply=replace_module(PatchEmbed.from_qwen, "vlmops.nn.PatchEmbed"),
-             patched=_replaced(PatchEmbed, patch_embed), replaces_matched=True),
+             patched=_replaced(PatchEmbed, patch_embed), replaces_matched=True,
+             check=_patch_embed_refusal),
         Rule(family=family, kind="rope", target=spec(rotary),
              guarded={k: v for k, v in guarded.items() if k.startswith(spec(rotary))},
              apply=replace_module(lambda m: VisionRotaryEmbedding.from_module(m, "qwen"), "vlmops.nn.VisionRotaryEmbedding"),
-             patched=_replaced(VisionRotaryEmbedding, rotary), replaces_matched=True),
+             patched=_replaced(VisionRotaryEmbedding, rotary), replaces_matched=True, check=_rope_refusal),
         Rule(family=family, kind="attention", target=spec(tower),
              guarded={k: v for k, v in guarded.items()
                       if not k.startswith((spec(patch_embed), spec(rotary)))},
-             apply=_patch_tower(family), patched=_tower_patched(family), replaces_matched=False),
+             apply=_patch_tower(family), patched=_tower_patched(family), replaces_matched=False,
+             check=_tower_refusal, requires=(*_DECORATORS, *_OUTPUTS[family])),
     ]
 
 
