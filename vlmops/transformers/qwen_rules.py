@@ -52,10 +52,13 @@ def _position_embeddings(tower, hidden_states, positions):
 
 
 def _packed_metadata(tower, hidden_states, grid_thw):
-    """(positions [N, 2], per-frame cu_seqlens) of a packed Qwen vision sequence, built once per forward."""
+    """(positions [N, 2], per-frame cu_seqlens) of a packed Qwen vision sequence, built once per forward.
+
+    The builders skip their value checks (reading grid_thw on the host): the attention op checks the
+    segments it is given against the token count, on CPU eagerly."""
     num_tokens = hidden_states.shape[0]
     m = tower.spatial_merge_size
-    positions = vision_rope_positions(grid_thw, m, num_tokens=num_tokens)
+    positions = vision_rope_positions(grid_thw, m, num_tokens=num_tokens, check_values=False)
     return positions, vision_cu_seqlens(grid_thw, num_tokens, min_frame_tokens=m * m)
 
 
@@ -82,7 +85,8 @@ def _qwen2_5_vl_forward(self, hidden_states, grid_thw, **kwargs):
     num_tokens, unit = hidden_states.shape[0], self.spatial_merge_unit
     positions, cu_seqlens = _packed_metadata(self, hidden_states, grid_thw)
     window_index, reverse_index, cu_window_seqlens = qwen2_5_vl_window_index(
-        grid_thw, self.window_size, self.patch_size, self.spatial_merge_size, num_patches=num_tokens
+        grid_thw, self.window_size, self.patch_size, self.spatial_merge_size, num_patches=num_tokens,
+        check_values=False,
     )
     hidden_states = hidden_states.view(num_tokens // unit, unit, -1)[window_index].view(num_tokens, -1)
     positions = positions.view(num_tokens // unit, unit, 2)[window_index].view(num_tokens, 2)
