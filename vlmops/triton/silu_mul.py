@@ -1,6 +1,7 @@
 """Triton kernels of SwiGLU gating, ``silu(gate) * up``: the CUDA kernels of the public ops
 ``vlmops::silu_mul`` and ``vlmops::silu_mul_backward`` (Triton owns them; there is no CUDA C++
-variant).
+variant). The launchers take inputs that the ops' C++ CUDA entries have checked
+(csrc/triton/silu_mul.cpp).
 
 Same semantics and rounding as the C++ kernels (csrc/cpu/silu_mul.cpp, csrc/include/vlmops/silu_mul_math.h):
 silu computed in float32 (float64 for float64) and rounded to the activation dtype, then its product
@@ -12,15 +13,14 @@ gate/up written by a GEMM with padded rows (``buf[:, :3420]`` of a ``[M, 3424]``
 of a fused gate_up projection, or a transposed or expanded input is read in place. The only copy:
 a tensor whose leading dims do not collapse into one row stride (e.g. a ``[B, S, I]`` tensor sliced
 along S out of a larger buffer, ``x[:, ::2]``) is copied once by ``reshape`` before the launch.
-Outputs are new contiguous tensors. The grid is ``rows x cdiv(I, BLOCK)``: known from shapes, no
-host sync.
+Outputs are new contiguous tensors. The grid is one program per (row, block of BLOCK columns), rows *
+cdiv(I, BLOCK) of them, known from shapes (no host sync); offsets are 64-bit.
 """
 
 import torch
 import triton
 import triton.language as tl
 
-from vlmops.ops.silu_mul import check_inputs
 from vlmops.triton import KERNEL_SPECS, device_guard, make_spec, rows_2d
 
 BLOCK = 1024
@@ -43,10 +43,18 @@ def _load_row(ptr, row, cols, stride_r, stride_c, mask, ACC: tl.constexpr):
 
 
 @triton.jit
+def _row_and_cols(I, BLOCK: tl.constexpr):
+    """The row and the int64 columns of this program (one per (row, block of columns))."""
+    blocks = tl.cdiv(I, BLOCK)
+    pid = tl.program_id(0).to(tl.int64)
+    row = pid // blocks
+    return row, (pid - row * blocks) * BLOCK + tl.arange(0, BLOCK)
+
+
+@triton.jit
 def _silu_mul_fwd_kernel(Gate, Up, Out, I, stride_gr, stride_gc, stride_ur, stride_uc,
                          BLOCK: tl.constexpr, IS_FP64: tl.constexpr):
-    row = tl.program_id(0).to(tl.int64)
-    cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    row, cols = _row_and_cols(I, BLOCK)
     mask = cols < I
     ACC = tl.float64 if IS_FP64 else tl.float32
     g = _load_row(Gate, row, cols, stride_gr, stride_gc, mask, ACC)
@@ -59,8 +67,7 @@ def _silu_mul_fwd_kernel(Gate, Up, Out, I, stride_gr, stride_gc, stride_ur, stri
 @triton.jit
 def _silu_mul_bwd_kernel(GradOut, Gate, Up, GradGate, GradUp, I, stride_dr, stride_dc, stride_gr, stride_gc,
                          stride_ur, stride_uc, BLOCK: tl.constexpr, IS_FP64: tl.constexpr):
-    row = tl.program_id(0).to(tl.int64)
-    cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    row, cols = _row_and_cols(I, BLOCK)
     mask = cols < I
     ACC = tl.float64 if IS_FP64 else tl.float32
     go = _load_row(GradOut, row, cols, stride_dr, stride_dc, mask, ACC)
@@ -78,14 +85,13 @@ def _silu_mul_bwd_kernel(GradOut, Gate, Up, GradGate, GradUp, I, stride_dr, stri
 
 def silu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     """The forward launcher: ``silu(gate) * up``, contiguous, in gate's dtype."""
-    check_inputs("silu_mul", gate, up)
     out = torch.empty(gate.shape, dtype=gate.dtype, device=gate.device)
     if out.numel() == 0:
         return out
     g, u = rows_2d(gate), rows_2d(up)
     rows, I = g.shape
     with device_guard(gate):
-        _silu_mul_fwd_kernel[(rows, triton.cdiv(I, BLOCK))](
+        _silu_mul_fwd_kernel[(rows * triton.cdiv(I, BLOCK),)](
             g, u, out, I, g.stride(0), g.stride(1), u.stride(0), u.stride(1),
             BLOCK=BLOCK, IS_FP64=gate.dtype == torch.float64, num_warps=NUM_WARPS,
         )
@@ -94,7 +100,6 @@ def silu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
 
 def silu_mul_backward(grad_out: torch.Tensor, gate: torch.Tensor, up: torch.Tensor):
     """The backward launcher: ``(grad_gate, grad_up)``, contiguous, in gate's dtype."""
-    check_inputs("silu_mul_backward", gate, up, grad_out)
     grad_gate = torch.empty(gate.shape, dtype=gate.dtype, device=gate.device)
     grad_up = torch.empty_like(grad_gate)
     if grad_gate.numel() == 0:
@@ -102,15 +107,11 @@ def silu_mul_backward(grad_out: torch.Tensor, gate: torch.Tensor, up: torch.Tens
     d, g, u = rows_2d(grad_out), rows_2d(gate), rows_2d(up)
     rows, I = g.shape
     with device_guard(gate):
-        _silu_mul_bwd_kernel[(rows, triton.cdiv(I, BLOCK))](
+        _silu_mul_bwd_kernel[(rows * triton.cdiv(I, BLOCK),)](
             d, g, u, grad_gate, grad_up, I, d.stride(0), d.stride(1), g.stride(0), g.stride(1), u.stride(0),
             u.stride(1), BLOCK=BLOCK, IS_FP64=gate.dtype == torch.float64, num_warps=NUM_WARPS,
         )
     return grad_gate, grad_up
-
-
-torch.library.register_kernel("vlmops::silu_mul", "cuda", silu_mul)
-torch.library.register_kernel("vlmops::silu_mul_backward", "cuda", silu_mul_backward)
 
 
 def _specs():
