@@ -273,8 +273,8 @@ std::tuple<at::Tensor, at::Tensor> rope_cpu(const at::Tensor& q, const at::Tenso
 void rope_inplace_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tensor& positions, const at::Tensor& axis,
                       const at::Tensor& inv_freq, bool fp32_math, bool inverse) {
   check_rope("rope_", q, k, positions, axis, inv_freq);
-  check_rope_axis_values("rope_", axis, positions.size(2));
   check_rope_inplace(q, k);
+  check_rope_axis_values("rope_", axis, positions.size(2));
   rope_dispatch(q, k, q, k, positions, axis, inv_freq, fp32_math, inverse);
 }
 
