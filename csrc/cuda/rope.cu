@@ -45,7 +45,8 @@ HeadsArgs heads_args(const at::Tensor& in, const at::Tensor& out) {
 // cosf/sinf there is no Payne-Hanek slow path with its local-memory array for the angles RoPE takes
 // (|angle| up to ~1e5 rad), and the float result is the correctly rounded cos/sin (CUDA's cosf is within
 // 2 ulp of it). The double product angle * (1/pi) is off by ~|angle| * 2^-53 rad: negligible below
-// kMaxCospiAngle; larger angles (huge positions or inv_freq) take cosf/sinf.
+// kMaxCospiAngle; larger angles (huge positions or inv_freq) take cosf/sinf, whose slow-path array is a
+// stack frame that the angles RoPE takes never touch.
 constexpr double kInvPi = 0.318309886183790671537767526745028724;
 constexpr float kMaxCospiAngle = 1048576.0f;
 __device__ inline void device_cos_sin(float a, float& c, float& s) {
