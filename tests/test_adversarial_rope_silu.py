@@ -413,6 +413,41 @@ def test_silu_mul_offsets_past_2_31_elements(big_half):
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
 
 
+def test_triton_silu_mul_column_offsets_past_int32(big_half):
+    """A column stride of 2^30 + 4 elements: column 2 lies 2^31 + 8 elements in, past int32 (the
+    launcher takes the kernels' 64-bit offsets within a block)."""
+    from vlmops.triton import silu_mul as triton_silu_mul
+
+    gate = big_half.as_strided((1, 3), (1, 2**30 + 4), 0)
+    up = big_half.as_strided((1, 3), (1, 2**30 + 4), 1)
+    for t, seed in ((gate, 1), (up, 2)):
+        t.copy_(randn(1, 3, seed=seed, dtype=torch.float16) * 3)
+    grad_out = randn(1, 3, seed=3, dtype=torch.float16)
+    want = reference_silu_mul(gate.clone(), up.clone())
+    want_grads = reference_silu_mul_backward(grad_out, gate.clone(), up.clone())
+    # The interpreter truncates to float16 where compiled kernels round: one float16 ulp.
+    torch.testing.assert_close(triton_silu_mul.silu_mul(gate, up), want, rtol=2**-10, atol=1e-6)
+    torch.testing.assert_close(triton_silu_mul.silu_mul_backward(grad_out, gate, up), want_grads, rtol=2**-10,
+                               atol=1e-6)
+
+
+def test_triton_rope_head_dim_offsets_past_int32(big_half):
+    """A head_dim stride of 715828000 elements: element 3 of a head lies past 2^31 (the Triton kernel's
+    pair offsets are 64-bit)."""
+    from vlmops.triton.rope import rope_triton
+
+    stride = 715_828_000
+    q = big_half.as_strided((1, 1, 1, 4), (0, 0, 0, stride), 0)
+    k = big_half.as_strided((1, 1, 1, 4), (0, 0, 0, stride), 1)
+    for t, seed in ((q, 1), (k, 2)):
+        t.copy_(randn(1, 1, 1, 4, seed=seed, dtype=torch.float16))
+    positions, axis, inv_freq = torch.tensor([[[37, 5]]]), torch.tensor([0, 1]), vlmops.rope_inv_freq(4, 100.0)
+    q_ref, k_ref = reference_rope(q.clone(), k.clone(), positions, axis, inv_freq, True)
+    q_out, k_out = rope_triton(q, k, positions, axis, inv_freq, True)
+    torch.testing.assert_close(q_out, q_ref, rtol=2**-10, atol=1e-6)
+    torch.testing.assert_close(k_out, k_ref, rtol=2**-10, atol=1e-6)
+
+
 @st.composite
 def strided_tensor(draw, shape, dtype=torch.float32, scale=1.0):
     """A tensor of `shape` with arbitrary strides (0, below a row, overlapping) over a fresh buffer."""

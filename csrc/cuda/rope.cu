@@ -41,27 +41,23 @@ HeadsArgs heads_args(const at::Tensor& in, const at::Tensor& out) {
                    {out.stride(0), out.stride(1), out.stride(2), out.stride(3)}};
 }
 
-// float cos/sin through cospi/sinpi of angle/pi in double: their argument reduction is exact, so unlike
-// cosf/sinf there is no Payne-Hanek slow path with its local-memory array for the angles RoPE takes
-// (|angle| up to ~1e5 rad), and the float result is the correctly rounded cos/sin (CUDA's cosf is within
-// 2 ulp of it). The double product angle * (1/pi) is off by ~|angle| * 2^-53 rad: negligible below
-// kMaxCospiAngle; larger angles (huge positions or inv_freq) take cosf/sinf, whose slow-path array is a
-// stack frame that the angles RoPE takes never touch.
+// cos/sin through cospi/sinpi of angle/pi in double: their argument reduction is exact, so unlike
+// cosf/sinf (and cos/sin) there is no Payne-Hanek slow path with its local-memory array, and the float
+// result is the correctly rounded cos/sin (CUDA's cosf is within 2 ulp of it). For float angles up to
+// kMaxCospiAngle (RoPE's reach ~1e5 rad) angle * (1/pi) in double is within |angle| * 2^-52 rad, far
+// below a float ulp; larger float angles (huge positions or inv_freq) and float64 angles take
+// rope_turns (rope_math.h), accurate at any magnitude.
 constexpr double kInvPi = 0.318309886183790671537767526745028724;
 constexpr float kMaxCospiAngle = 1048576.0f;
 __device__ inline void device_cos_sin(float a, float& c, float& s) {
-  if (fabsf(a) <= kMaxCospiAngle) {
-    const double turns = static_cast<double>(a) * kInvPi;
-    c = static_cast<float>(cospi(turns));
-    s = static_cast<float>(sinpi(turns));
-  } else {
-    c = cosf(a);
-    s = sinf(a);
-  }
+  const double turns = fabsf(a) <= kMaxCospiAngle ? static_cast<double>(a) * kInvPi : rope_turns(a);
+  c = static_cast<float>(cospi(turns));
+  s = static_cast<float>(sinpi(turns));
 }
 __device__ inline void device_cos_sin(double a, double& c, double& s) {
-  c = cos(a);
-  s = sin(a);
+  const double turns = rope_turns(a);
+  c = cospi(turns);
+  s = sinpi(turns);
 }
 
 template <class scalar_t, bool kRound, class acc_t>
