@@ -320,7 +320,8 @@ BAD_INPUTS = {
     "integer gate": (lambda g, u: (g.long(), u.long()), ValueError,
                      "silu_mul: gate must be float32, float64, float16 or bfloat16, got Long"),
     "up dtype": (lambda g, u: (g, u.double()), ValueError, "silu_mul: up dtype Double must match gate dtype Float"),
-    "up shape": (lambda g, u: (g, u[:, :-1]), ValueError, r"silu_mul: up must be gate's shape = \[4, 6\], got shape \[4, 5\]"),
+    "up shape": (lambda g, u: (g, u[:, :-1]), ValueError,
+                 r"silu_mul: up must be gate's shape = \[4, 6\], got shape \[4, 5\]"),
     "0-dim gate": (lambda g, u: (g[0, 0], u[0, 0]), ValueError, "gate must be \\[..., I\\] with at least 1 dim"),
     "up device": (lambda g, u: (g, u.to("meta")), ValueError, "up is on meta but gate is on cpu"),
 }
@@ -340,11 +341,13 @@ def test_bad_inputs_raise(case):
         ((torch.randn(4, 5), torch.randn(4, 6), torch.randn(4, 6)), r"grad_out must be gate's shape = \[4, 6\]"),
         ((torch.randn(4, 6, dtype=torch.float16), torch.randn(4, 6), torch.randn(4, 6)),
          "grad_out dtype Half must match gate dtype Float"),
-        ((torch.randn(4, 6), torch.randn(4, 6), torch.randn(3, 6)), r"up must be gate's shape = \[4, 6\], got shape \[3, 6\]"),
+        ((torch.randn(4, 6), torch.randn(4, 6), torch.randn(3, 6)),
+         r"up must be gate's shape = \[4, 6\], got shape \[3, 6\]"),
         ((torch.randn(4, 6), torch.randn(4, 6, dtype=torch.float64), torch.randn(4, 6, dtype=torch.float64)),
          "grad_out dtype Float must match gate dtype Double"),
         ((torch.randn(()), torch.randn(()), torch.randn(())), "gate must be \\[..., I\\] with at least 1 dim"),
-        ((torch.randn(4, 6, device="meta"), torch.randn(4, 6), torch.randn(4, 6)), "gate is on cpu but grad_out is on meta"),
+        ((torch.randn(4, 6, device="meta"), torch.randn(4, 6), torch.randn(4, 6)),
+         "gate is on cpu but grad_out is on meta"),
     ],
 )
 def test_backward_op_checks_its_arguments(args, match):

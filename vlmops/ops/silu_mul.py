@@ -36,8 +36,8 @@ def silu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     Rounding: silu is computed in float32 (float64 for float64 inputs) and rounded to the activation
     dtype, as ``F.silu`` returns it; its product with up is computed in float32 and rounded once. So
     bfloat16/float16 results on CPU equal ``F.silu(gate) * up`` bitwise but for rare one-ulp
-    differences, and float32 results agree within a couple of ulp (exp implementations differ). NaN and infinities propagate as in eager
-    PyTorch (``silu(-inf) = nan``, ``silu(+inf) = inf``).
+    differences, and float32 results agree within a couple of ulp (exp implementations differ). NaN and
+    infinities propagate as in eager PyTorch (``silu(-inf) = nan``, ``silu(+inf) = inf``).
 
     Errors: ``TypeError`` when gate or up is not a tensor; ``ValueError`` naming the argument for a
     dtype, shape or device mismatch or an unsupported dtype.
