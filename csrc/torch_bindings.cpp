@@ -40,15 +40,17 @@ TORCH_LIBRARY_FRAGMENT(vlmops, m) {
 
 // Multi-axis rotary embedding (2D vision RoPE, 3D M-RoPE, 1D): pair i of rotary_dim/2 turns by
 // positions[b, s, axis[i]] * inv_freq[i]; q [B, S, H, D] and k [B, S, H_kv, D] (any strides) in one pass.
+// Their Triton variants (_rope_triton, _rope_triton_) run under VLMOPS_CUDA_BACKEND=triton.
 TORCH_LIBRARY_FRAGMENT(vlmops, m) {
   // -> (q_out, k_out) in q's/k's layout; fp32_math: float32 math (Qwen vision) vs activation-dtype cos/sin
   // and products (Pixtral, text M-RoPE); inverse: rotate by -angle (the backward).
-  m.def("rope(Tensor q, Tensor k, Tensor positions, Tensor axis, Tensor inv_freq, bool fp32_math, bool inverse=False) -> (Tensor, Tensor)");
-  // The same rotation written into q and k.
-  m.def("rope_(Tensor(a!) q, Tensor(b!) k, Tensor positions, Tensor axis, Tensor inv_freq, bool fp32_math, bool inverse=False) -> ()");
-  // Triton variants of rope / rope_ (vlmops/triton/rope.py), for benchmarks and VLMOPS_CUDA_BACKEND=triton.
-  m.def("_rope_triton(Tensor q, Tensor k, Tensor positions, Tensor axis, Tensor inv_freq, bool fp32_math, bool inverse=False) -> (Tensor, Tensor)");
-  m.def("_rope_triton_(Tensor(a!) q, Tensor(b!) k, Tensor positions, Tensor axis, Tensor inv_freq, bool fp32_math, bool inverse=False) -> ()");
+  VLMOPS_DEF_WITH_TRITON(m, "rope", "_rope_triton",
+                         "(Tensor q, Tensor k, Tensor positions, Tensor axis, Tensor inv_freq, bool fp32_math, "
+                         "bool inverse=False) -> (Tensor, Tensor)");
+  // The same rotation written into q and k (which must not share memory).
+  VLMOPS_DEF_WITH_TRITON(m, "rope_", "_rope_triton_",
+                         "(Tensor(a!) q, Tensor(b!) k, Tensor positions, Tensor axis, Tensor inv_freq, "
+                         "bool fp32_math, bool inverse=False) -> ()");
 }
 
 // Block-diagonal packed (varlen) attention, non-causal; q [Nq, H, D], k/v [Nk, Hk, D], cu_seqlens int32 [B + 1].
@@ -82,7 +84,8 @@ TORCH_LIBRARY_FRAGMENT(vlmops, m) {
 // transformers' act_fn(gate) * up rounds; gate and up [..., I] (any strides, e.g. padded GEMM rows).
 TORCH_LIBRARY_FRAGMENT(vlmops, m) {
   // -> out [..., I], contiguous, in gate's dtype.
-  m.def("silu_mul(Tensor gate, Tensor up) -> Tensor");
+  VLMOPS_DEF_WITH_TRITON(m, "silu_mul", "_silu_mul_triton", "(Tensor gate, Tensor up) -> Tensor");
   // -> (grad_gate, grad_up), contiguous.
-  m.def("silu_mul_backward(Tensor grad_out, Tensor gate, Tensor up) -> (Tensor, Tensor)");
+  VLMOPS_DEF_WITH_TRITON(m, "silu_mul_backward", "_silu_mul_backward_triton",
+                         "(Tensor grad_out, Tensor gate, Tensor up) -> (Tensor, Tensor)");
 }

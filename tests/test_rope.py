@@ -304,19 +304,24 @@ def _good():
 @pytest.mark.parametrize(
     "change, error, match",
     [
-        (dict(positions=torch.zeros(6, 2)), ValueError, "positions must be one of int64, int32, got float32"),
-        (dict(positions=torch.zeros(5, 2, dtype=torch.long)), ValueError, r"positions must be \[6, A\]"),
-        (dict(positions=torch.zeros(6, dtype=torch.long)), ValueError, "positions must have 2 dims"),
-        (dict(axis=torch.zeros(3, dtype=torch.long)), ValueError, "axis and inv_freq must both be"),
-        (dict(axis=torch.zeros(4, dtype=torch.int32)), ValueError, "axis must be one of int64, got int32"),
-        (dict(inv_freq=torch.ones(4, dtype=torch.float64)), ValueError, "inv_freq must be one of float32"),
-        (dict(axis=torch.zeros(5, dtype=torch.long), inv_freq=torch.ones(5)), ValueError, "rotary_dim = 2\\*len\\(axis\\) = 10 exceeds head_dim 8"),
-        (dict(k=torch.randn(6, 1, 6)), ValueError, "must match q"),
-        (dict(k=torch.randn(6, 1, 8, dtype=torch.float64)), ValueError, "k dtype torch.float64 must match q dtype"),
-        (dict(q=torch.randn(6, 8)), ValueError, "q must have 3 dims"),
-        (dict(q=torch.zeros(6, 2, 8, dtype=torch.long)), ValueError, "q must be one of float32"),
-        (dict(q=[1.0]), TypeError, "q must be a torch.Tensor"),
-        (dict(fp32_math=1), TypeError, "fp32_math must be a bool"),
+        (dict(positions=torch.zeros(6, 2)), ValueError, "rope: positions must be int64 or int32, got Float"),
+        (dict(positions=torch.zeros(5, 2, dtype=torch.long)), ValueError,
+         r"positions must be \[B, S, A\] = \[1, 6, A >= 1\]"),
+        (dict(positions=torch.zeros(6, dtype=torch.long)), ValueError,
+         r"apply_rope: positions must be \[N, A\] for layout 'nhd'"),
+        (dict(axis=torch.zeros(3, dtype=torch.long)), ValueError, r"inv_freq must be \[P\] = \[3\] like axis"),
+        (dict(axis=torch.zeros(4, dtype=torch.int32)), ValueError, "axis must be Long, got Int"),
+        (dict(inv_freq=torch.ones(4, dtype=torch.float64)), ValueError, "inv_freq must be Float, got Double"),
+        (dict(axis=torch.zeros(5, dtype=torch.long), inv_freq=torch.ones(5)), ValueError,
+         "rotary_dim = 2 \\* len\\(axis\\) = 2 \\* 5 exceeds head_dim 8"),
+        (dict(k=torch.randn(6, 1, 6)), ValueError, r"k must be \[B, S, H_kv, D\] = \[1, 6, H_kv, 8\] like q"),
+        (dict(k=torch.randn(6, 1, 8, dtype=torch.float64)), ValueError, "k dtype Double must match q dtype Float"),
+        (dict(q=torch.randn(6, 8)), ValueError,
+         r"apply_rope: q must be \[N, H, D\] for layout 'nhd', got shape \(6, 8\)"),
+        (dict(q=torch.zeros(6, 2, 8, dtype=torch.long)), ValueError, "q must be float32, float64, float16 or bfloat16"),
+        (dict(axis=torch.zeros(4, dtype=torch.long, device="meta")), ValueError, "axis is on meta but q is on cpu"),
+        (dict(q=[1.0]), TypeError, "rope: q must be Tensor, got list"),
+        (dict(fp32_math="yes"), TypeError, "rope: fp32_math must be bool, got str"),
     ],
 )
 def test_bad_inputs_raise(change, error, match):
@@ -329,30 +334,30 @@ def test_bad_layout_axis_and_inplace_grad():
     args = _good()
     with pytest.raises(ValueError, match="layout must be one of"):
         vlmops.apply_rope(**args, layout="sbhd")
-    with pytest.raises(ValueError, match="inplace=True is for inference"):
+    with pytest.raises(RuntimeError, match="rope_ cannot be differentiated: it writes q and k in place"):
         vlmops.apply_rope(**{**args, "q": args["q"].requires_grad_(True)}, inplace=True)
-    # An axis beyond the positions' columns is caught by the kernel's own check.
+    # An axis beyond the positions' columns: the CPU op reads the table and rejects it.
     bad_axis = torch.tensor([0, 1, 2, 0])
-    with pytest.raises(RuntimeError, match=r"axis\[2\] = 2 is not a valid axis of positions with A = 2"):
+    with pytest.raises(ValueError, match=r"axis\[2\] = 2 must be in \[0, A\) = \[0, 2\)"):
         vlmops.apply_rope(**{**args, "q": args["q"].detach(), "axis": bad_axis})
 
 
 def test_direct_op_checks():
     a = _good()
     q, k = a["q"][None], a["k"][None]
-    with pytest.raises(RuntimeError, match="q must be \\[B, S, H, D\\]"):
+    with pytest.raises(ValueError, match=r"rope: q must be \[B, S, H, D\] \(4 dims\), got shape \[6, 2, 8\]"):
         torch.ops.vlmops.rope(a["q"], k, a["positions"][None], a["axis"], a["inv_freq"], True)
-    with pytest.raises(RuntimeError, match="positions must be int64 or int32"):
+    with pytest.raises(ValueError, match="positions must be int64 or int32"):
         torch.ops.vlmops.rope(q, k, a["positions"][None].float(), a["axis"], a["inv_freq"], True)
-    with pytest.raises(RuntimeError, match="inv_freq must be \\[4\\] like axis"):
+    with pytest.raises(ValueError, match=r"inv_freq must be \[P\] = \[4\] like axis"):
         torch.ops.vlmops.rope(q, k, a["positions"][None], a["axis"], a["inv_freq"][:3], True)
-    with pytest.raises(RuntimeError, match="q has overlapping memory"):
+    with pytest.raises(ValueError, match="rope_: q may address the same memory from several elements"):
         torch.ops.vlmops.rope_(q[:, :1].expand(-1, 6, -1, -1), k, a["positions"][None], a["axis"], a["inv_freq"], True)
-    with pytest.raises(RuntimeError, match="q and k share memory"):
+    with pytest.raises(ValueError, match="rope_: q and k may share memory"):
         torch.ops.vlmops.rope_(q, q, a["positions"][None], a["axis"], a["inv_freq"], True)
 
 
-# Each conventions x layout pair once (not the full product): the interpreter is slow on 2 cores.
+# Each convention x layout pair once (not the full product): the Triton interpreter is slow.
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize(
     "dtype, fp32_math, layout",
@@ -390,14 +395,17 @@ def test_triton_kernel_matches_reference(device, dtype, fp32_math, layout):
 
 
 @pytest.mark.requires_cuda
-def test_cuda_backends_agree_and_backward():
+def test_cuda_backends_agree_and_backward(monkeypatch):
     q, k, positions, axis, inv_freq = _random_problem(2, 33, 4, 2, 64, 32, 3, torch.float32, "cuda")
     q_cuda, k_cuda = torch.ops.vlmops.rope(q, k, positions, axis, inv_freq, True)
-    import vlmops.triton.rope  # noqa: F401
-
-    q_tr, k_tr = torch.ops.vlmops._rope_triton(q, k, positions, axis, inv_freq, True)
+    monkeypatch.setenv("VLMOPS_CUDA_BACKEND", "triton")
+    q_tr, k_tr = torch.ops.vlmops.rope(q, k, positions, axis, inv_freq, True)
     torch.testing.assert_close(q_tr, q_cuda, rtol=2e-6, atol=2e-6)
     torch.testing.assert_close(k_tr, k_cuda, rtol=2e-6, atol=2e-6)
+    q_in, k_in = q.clone(), k.clone()
+    torch.ops.vlmops.rope_(q_in, k_in, positions, axis, inv_freq, True)
+    assert torch.equal(q_in, q_tr) and torch.equal(k_in, k_tr)
+    monkeypatch.delenv("VLMOPS_CUDA_BACKEND")
     q64, k64 = (t.double().requires_grad_(True) for t in (q[:, :4], k[:, :4]))
     assert torch.autograd.gradcheck(
         lambda a, b: vlmops.apply_rope(a, b, positions[:, :4], axis, inv_freq, True, layout="bshd"), (q64, k64)

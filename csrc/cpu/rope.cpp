@@ -1,15 +1,21 @@
 // CPU kernel of multi-axis RoPE: q and k rotated in one pass over tokens; cos/sin computed once per
 // (token, pair) from pos * inv_freq into a per-thread row shared by every head of q and k (no table).
+// Also the autograd kernel of rope_, for every device.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/Version.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/core/LegacyTypeDispatch.h>
 #include <ATen/ops/empty_like.h>
+#include <c10/core/GradMode.h>
 #include <torch/library.h>
 
 #include <cmath>
+#include <algorithm>
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -95,10 +101,14 @@ __attribute__((target("avx512f"))) void cos_sin_avx512(const float* angle, float
 
 void cos_sin(const float* angle, float* c, float* s, int64_t n) {
 #ifdef VLMOPS_ROPE_MKL
-  // VML_HA | VML_FTZDAZ_OFF | VML_ERRMODE_IGNORE: the mode ATen's vcos/vsin pass.
+  // VML_HA | VML_FTZDAZ_OFF | VML_ERRMODE_IGNORE: the mode ATen's vcos/vsin pass. VML counts in int.
   constexpr long long kMode = 0x00000002 | 0x00140000 | 0x00000100;
-  vmsCos(static_cast<int>(n), angle, c, kMode);
-  vmsSin(static_cast<int>(n), angle, s, kMode);
+  constexpr int64_t kMaxCount = std::numeric_limits<int>::max();
+  for (int64_t i = 0; i < n; i += kMaxCount) {
+    const int m = static_cast<int>(std::min(kMaxCount, n - i));
+    vmsCos(m, angle + i, c + i, kMode);
+    vmsSin(m, angle + i, s + i, kMode);
+  }
 #else
 #ifdef VLMOPS_ROPE_SLEEF
   switch (torch_simd_level()) {
@@ -189,14 +199,10 @@ void rope_kernel(const at::Tensor& q, const at::Tensor& k, const at::Tensor& q_o
                  bool inverse) {
   // float64 tensors compute in float64 (gradcheck, references); every other dtype in float32.
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t B = q.size(0), S = q.size(1), D = q.size(3), A = positions.size(2), P = axis.size(0);
+  const int64_t B = q.size(0), S = q.size(1), D = q.size(3), P = axis.size(0);
   const at::Tensor axis_c = axis.contiguous(), freq_c = inv_freq.contiguous();
   const int64_t* axis_p = axis_c.const_data_ptr<int64_t>();
   const float* freq_p = freq_c.const_data_ptr<float>();
-  for (int64_t i = 0; i < P; ++i) {
-    TORCH_CHECK(axis_p[i] >= 0 && axis_p[i] < A, "vlmops.rope: axis[", i, "] = ", axis_p[i],
-                " is not a valid axis of positions with A = ", A);
-  }
   const pos_t* pos_p = positions.const_data_ptr<pos_t>();
   const int64_t ps0 = positions.stride(0), ps1 = positions.stride(1), ps2 = positions.stride(2);
   const HeadsView qv = heads_view(q, q_out), kv = heads_view(k, k_out);
@@ -205,12 +211,13 @@ void rope_kernel(const at::Tensor& q, const at::Tensor& k, const at::Tensor& q_o
   const bool round_products = !fp32_math && !std::is_same_v<scalar_t, acc_t>;
   const int64_t row_elems = (qv.heads + kv.heads) * D;
   const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, row_elems));
+  // cos/sin of a block of tokens in one call (amortizes the vector math library's call overhead); blocks
+  // of fewer tokens when P is large keep the per-thread buffers small.
+  const int64_t block = std::clamp<int64_t>(8192 / P, 1, 32);
   at::parallel_for(0, B * S, grain, [&](int64_t begin, int64_t end) {
-    // cos/sin of a block of tokens in one call (amortizes the vector math library's call overhead).
-    constexpr int64_t kBlock = 32;
-    std::vector<acc_t> angle(kBlock * P), c(kBlock * P), s(kBlock * P);
-    for (int64_t first = begin; first < end; first += kBlock) {
-      const int64_t count = std::min(kBlock, end - first);
+    std::vector<acc_t> angle(block * P), c(block * P), s(block * P);
+    for (int64_t first = begin; first < end; first += block) {
+      const int64_t count = std::min(block, end - first);
       for (int64_t j = 0; j < count; ++j) {
         const int64_t token = first + j;
         const pos_t* pos = pos_p + (token / S) * ps0 + (token % S) * ps1;
@@ -253,7 +260,8 @@ void rope_dispatch(const at::Tensor& q, const at::Tensor& k, const at::Tensor& q
 std::tuple<at::Tensor, at::Tensor> rope_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tensor& positions,
                                             const at::Tensor& axis, const at::Tensor& inv_freq, bool fp32_math,
                                             bool inverse) {
-  check_rope_args(q, k, positions, axis, inv_freq);
+  check_rope("rope", q, k, positions, axis, inv_freq);
+  check_rope_axis_values("rope", axis, positions.size(2));
   // Same memory layout as the inputs when they are dense (a [B, H, S, D] view stays [B, H, S, D]).
   at::Tensor q_out = at::empty_like(q), k_out = at::empty_like(k);
   vlmops::cpu::advise_huge_pages(q_out);
@@ -264,9 +272,29 @@ std::tuple<at::Tensor, at::Tensor> rope_cpu(const at::Tensor& q, const at::Tenso
 
 void rope_inplace_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tensor& positions, const at::Tensor& axis,
                       const at::Tensor& inv_freq, bool fp32_math, bool inverse) {
-  check_rope_args(q, k, positions, axis, inv_freq);
+  check_rope("rope_", q, k, positions, axis, inv_freq);
   check_rope_inplace(q, k);
+  check_rope_axis_values("rope_", axis, positions.size(2));
   rope_dispatch(q, k, q, k, positions, axis, inv_freq, fp32_math, inverse);
+}
+
+// The autograd kernel of rope_ on every device. An op that writes its inputs has no derivative here:
+// with grad mode on, q or k requiring grad raises (rather than autograd passing gradients through as if
+// nothing happened). Below it, the device kernel runs; then q's and k's versions are bumped so that
+// autograd rejects any tensor it saved before the write.
+void rope_inplace_autograd(const at::Tensor& q, const at::Tensor& k, const at::Tensor& positions,
+                           const at::Tensor& axis, const at::Tensor& inv_freq, bool fp32_math, bool inverse) {
+  TORCH_CHECK(!(at::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad())),
+              "vlmops.rope_ cannot be differentiated: it writes q and k in place, and q or k requires grad. "
+              "Rotate out of place (vlmops.apply_rope with inplace=False) or run under torch.no_grad()");
+  {
+    const at::AutoDispatchBelowADInplaceOrView guard;
+    static const auto op =
+        c10::Dispatcher::singleton().findSchemaOrThrow("vlmops::rope_", "").typed<decltype(rope_inplace_autograd)>();
+    op.call(q, k, positions, axis, inv_freq, fp32_math, inverse);
+  }
+  q.unsafeGetTensorImpl()->bump_version();
+  k.unsafeGetTensorImpl()->bump_version();
 }
 
 }  // namespace
@@ -275,5 +303,7 @@ TORCH_LIBRARY_IMPL(vlmops, CPU, m) {
   m.impl("rope", &rope_cpu);
   m.impl("rope_", &rope_inplace_cpu);
 }
+
+TORCH_LIBRARY_IMPL(vlmops, Autograd, m) { m.impl("rope_", &rope_inplace_autograd); }
 
 }  // namespace vlmops

@@ -1,8 +1,9 @@
-// CUDA kernel of multi-axis RoPE. One block per token: its threads first compute cos/sin of the token's
-// P pairs from positions * inv_freq into shared memory (once per (token, pair), shared by every head),
-// then rotate all heads of q and then k, consecutive threads on consecutive pairs (coalesced when
-// head_dim is contiguous). Axis values are clamped to [0, A) on the device instead of checked, so the
-// op never synchronizes; the Python wrapper validates the table on the host where it lives.
+// CUDA kernel of multi-axis RoPE. Each block rotates tokens blockIdx.x, blockIdx.x + gridDim.x, ...: its
+// threads first compute cos/sin of the token's P pairs from positions * inv_freq into shared memory (once
+// per (token, pair), shared by every head), then rotate all heads of q and then k, consecutive threads on
+// consecutive pairs (coalesced when head_dim is contiguous). Axis values are clamped to [0, A) on the
+// device instead of checked (the CPU op checks them): reading axis on the host would synchronize.
+// VLMOPS_CUDA_BACKEND=triton runs the Triton variant (vlmops/triton/rope.py) after the same checks.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
@@ -11,15 +12,20 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include <algorithm>
+#include <cstdint>
+#include <limits>
 #include <tuple>
 
 #include "vlmops/rope_checks.h"
 #include "vlmops/rope_math.h"
+#include "vlmops/triton_kernel.h"
 
 namespace vlmops {
 namespace {
 
 constexpr int kThreads = 128;
+constexpr int64_t kMaxSharedBytes = 48 * 1024;  // without opting in to more
 
 struct HeadsArgs {
   const void* in;
@@ -36,24 +42,34 @@ HeadsArgs heads_args(const at::Tensor& in, const at::Tensor& out) {
 }
 
 // cos/sin through cospi/sinpi of angle/pi in double: their argument reduction is exact, so unlike
-// cosf/sinf there is no Payne-Hanek slow path with its local-memory array (angles reach ~1e4 rad), and
-// the float result is the correctly rounded cos/sin (CUDA's cosf is within 2 ulp of it).
+// cosf/sinf (and cos/sin) there is no Payne-Hanek slow path with its local-memory array, and the float
+// result is the correctly rounded cos/sin (CUDA's cosf is within 2 ulp of it). For float angles up to
+// kMaxCospiAngle (RoPE's reach ~1e5 rad) angle * (1/pi) in double is within |angle| * 2^-52 rad, far
+// below a float ulp; larger float angles (huge positions or inv_freq) and float64 angles take
+// rope_turns (rope_math.h), accurate at any magnitude.
 constexpr double kInvPi = 0.318309886183790671537767526745028724;
-__device__ inline float device_cos(float a) { return static_cast<float>(cospi(static_cast<double>(a) * kInvPi)); }
-__device__ inline float device_sin(float a) { return static_cast<float>(sinpi(static_cast<double>(a) * kInvPi)); }
-__device__ inline double device_cos(double a) { return cospi(a * kInvPi); }
-__device__ inline double device_sin(double a) { return sinpi(a * kInvPi); }
+constexpr float kMaxCospiAngle = 1048576.0f;
+__device__ inline void device_cos_sin(float a, float& c, float& s) {
+  const double turns = fabsf(a) <= kMaxCospiAngle ? static_cast<double>(a) * kInvPi : rope_turns(a);
+  c = static_cast<float>(cospi(turns));
+  s = static_cast<float>(sinpi(turns));
+}
+__device__ inline void device_cos_sin(double a, double& c, double& s) {
+  const double turns = rope_turns(a);
+  c = cospi(turns);
+  s = sinpi(turns);
+}
 
 template <class scalar_t, bool kRound, class acc_t>
-__device__ void rotate_heads(const HeadsArgs& h, int64_t b, int64_t t, const acc_t* c, const acc_t* s, int P, int D,
-                             bool copy_tail) {
+__device__ void rotate_heads(const HeadsArgs& h, int64_t b, int64_t t, const acc_t* c, const acc_t* s, int64_t P,
+                             int64_t D, bool copy_tail) {
   const scalar_t* x = static_cast<const scalar_t*>(h.in) + b * h.in_stride[0] + t * h.in_stride[1];
   scalar_t* y = static_cast<scalar_t*>(h.out) + b * h.out_stride[0] + t * h.out_stride[1];
-  const int tail = copy_tail ? D - 2 * P : 0;
-  const int per_head = P + tail;
+  const int64_t tail = copy_tail ? D - 2 * P : 0;
+  const int64_t per_head = P + tail;
   for (int64_t e = threadIdx.x; e < h.heads * per_head; e += blockDim.x) {
     const int64_t head = e / per_head;
-    const int j = static_cast<int>(e - head * per_head);
+    const int64_t j = e - head * per_head;
     const scalar_t* xh = x + head * h.in_stride[2];
     scalar_t* yh = y + head * h.out_stride[2];
     if (j < P) {
@@ -63,7 +79,7 @@ __device__ void rotate_heads(const HeadsArgs& h, int64_t b, int64_t t, const acc
       yh[j * h.out_stride[3]] = static_cast<scalar_t>(y0);
       yh[(j + P) * h.out_stride[3]] = static_cast<scalar_t>(y1);
     } else {
-      const int d = 2 * P + (j - P);
+      const int64_t d = 2 * P + (j - P);
       yh[d * h.out_stride[3]] = xh[d * h.in_stride[3]];
     }
   }
@@ -71,29 +87,33 @@ __device__ void rotate_heads(const HeadsArgs& h, int64_t b, int64_t t, const acc
 
 template <class scalar_t, class pos_t, bool kRound>
 __global__ void rope_kernel(HeadsArgs q, HeadsArgs k, const pos_t* __restrict__ positions, int64_t ps0, int64_t ps1,
-                            int64_t ps2, int A, const int64_t* __restrict__ axis, const float* __restrict__ inv_freq,
-                            int64_t S, int P, int D, bool inverse, bool copy_tail) {
+                            int64_t ps2, int64_t A, const int64_t* __restrict__ axis,
+                            const float* __restrict__ inv_freq, int64_t tokens, int64_t S, int64_t P, int64_t D,
+                            bool inverse, bool copy_tail) {
   using acc_t = at::opmath_type<scalar_t>;
   extern __shared__ unsigned char smem[];
   acc_t* c = reinterpret_cast<acc_t*>(smem);
   acc_t* s = c + P;
-  const int64_t token = blockIdx.x;
-  const int64_t b = token / S, t = token - (token / S) * S;
-  const pos_t* pos = positions + b * ps0 + t * ps1;
-  for (int i = threadIdx.x; i < P; i += blockDim.x) {
-    const int64_t a = min(max(axis[i], int64_t(0)), int64_t(A - 1));
-    const acc_t angle = rope_angle<acc_t>(static_cast<int64_t>(pos[a * ps2]), static_cast<acc_t>(inv_freq[i]));
-    acc_t ci = device_cos(angle), si = device_sin(angle);
-    if constexpr (kRound) {
-      ci = round_to<scalar_t>(ci);
-      si = round_to<scalar_t>(si);
+  for (int64_t token = blockIdx.x; token < tokens; token += gridDim.x) {
+    const int64_t b = token / S, t = token - (token / S) * S;
+    const pos_t* pos = positions + b * ps0 + t * ps1;
+    for (int64_t i = threadIdx.x; i < P; i += blockDim.x) {
+      const int64_t a = min(max(axis[i], int64_t(0)), A - 1);
+      const acc_t angle = rope_angle<acc_t>(static_cast<int64_t>(pos[a * ps2]), static_cast<acc_t>(inv_freq[i]));
+      acc_t ci, si;
+      device_cos_sin(angle, ci, si);
+      if constexpr (kRound) {
+        ci = round_to<scalar_t>(ci);
+        si = round_to<scalar_t>(si);
+      }
+      c[i] = ci;
+      s[i] = inverse ? -si : si;
     }
-    c[i] = ci;
-    s[i] = inverse ? -si : si;
+    __syncthreads();
+    rotate_heads<scalar_t, kRound>(q, b, t, c, s, P, D, copy_tail);
+    rotate_heads<scalar_t, kRound>(k, b, t, c, s, P, D, copy_tail);
+    __syncthreads();  // c and s are rewritten for the block's next token
   }
-  __syncthreads();
-  rotate_heads<scalar_t, kRound>(q, b, t, c, s, P, D, copy_tail);
-  rotate_heads<scalar_t, kRound>(k, b, t, c, s, P, D, copy_tail);
 }
 
 void rope_launch(const at::Tensor& q, const at::Tensor& k, const at::Tensor& q_out, const at::Tensor& k_out,
@@ -103,20 +123,26 @@ void rope_launch(const at::Tensor& q, const at::Tensor& k, const at::Tensor& q_o
   if (tokens == 0) return;
   const c10::cuda::CUDAGuard device_guard(q.device());
   cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  const int P = static_cast<int>(axis.size(0)), D = static_cast<int>(q.size(3));
-  const int A = static_cast<int>(positions.size(2));
+  const int64_t P = axis.size(0), D = q.size(3), A = positions.size(2);
   const bool copy_tail = !q.is_same(q_out) && 2 * P < D;
   const HeadsArgs qa = heads_args(q, q_out), ka = heads_args(k, k_out);
   const at::Tensor axis_c = axis.contiguous(), freq_c = inv_freq.contiguous();
+  // Blocks loop over tokens: the grid's x dimension holds at most 2^31 - 1 blocks.
+  const auto blocks = static_cast<unsigned int>(std::min<int64_t>(tokens, std::numeric_limits<int32_t>::max()));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "rope_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const size_t smem = 2 * P * sizeof(acc_t);
+    const int64_t smem = 2 * P * static_cast<int64_t>(sizeof(acc_t));
+    TORCH_CHECK_VALUE(smem <= kMaxSharedBytes, "vlmops.rope: rotary_dim = 2 * ", P, " is more than the CUDA kernel "
+                      "takes (its cos/sin rows live in ", kMaxSharedBytes, " bytes of shared memory: rotary_dim <= ",
+                      kMaxSharedBytes / sizeof(acc_t), " for ", q.scalar_type(), "); VLMOPS_CUDA_BACKEND=triton "
+                      "runs the Triton variant");
     const bool round = !fp32_math && !std::is_same_v<scalar_t, acc_t>;
     auto launch = [&](auto pos_tag, auto round_tag) {
       using pos_t = decltype(pos_tag);
-      rope_kernel<scalar_t, pos_t, decltype(round_tag)::value><<<tokens, kThreads, smem, stream>>>(
+      rope_kernel<scalar_t, pos_t, decltype(round_tag)::value><<<blocks, kThreads, smem, stream>>>(
           qa, ka, positions.const_data_ptr<pos_t>(), positions.stride(0), positions.stride(1), positions.stride(2), A,
-          axis_c.const_data_ptr<int64_t>(), freq_c.const_data_ptr<float>(), q.size(1), P, D, inverse, copy_tail);
+          axis_c.const_data_ptr<int64_t>(), freq_c.const_data_ptr<float>(), tokens, q.size(1), P, D, inverse,
+          copy_tail);
     };
     if (positions.scalar_type() == at::kLong) {
       round ? launch(int64_t{}, std::true_type{}) : launch(int64_t{}, std::false_type{});
@@ -130,7 +156,11 @@ void rope_launch(const at::Tensor& q, const at::Tensor& k, const at::Tensor& q_o
 std::tuple<at::Tensor, at::Tensor> rope_cuda(const at::Tensor& q, const at::Tensor& k, const at::Tensor& positions,
                                              const at::Tensor& axis, const at::Tensor& inv_freq, bool fp32_math,
                                              bool inverse) {
-  check_rope_args(q, k, positions, axis, inv_freq);
+  check_rope("rope", q, k, positions, axis, inv_freq);
+  if (cuda_backend_is_triton()) {
+    return triton_kernel<decltype(rope_cuda)>("vlmops::_rope_triton")
+        .call(q, k, positions, axis, inv_freq, fp32_math, inverse);
+  }
   at::Tensor q_out = at::empty_like(q), k_out = at::empty_like(k);
   rope_launch(q, k, q_out, k_out, positions, axis, inv_freq, fp32_math, inverse);
   return {q_out, k_out};
@@ -138,8 +168,12 @@ std::tuple<at::Tensor, at::Tensor> rope_cuda(const at::Tensor& q, const at::Tens
 
 void rope_inplace_cuda(const at::Tensor& q, const at::Tensor& k, const at::Tensor& positions, const at::Tensor& axis,
                        const at::Tensor& inv_freq, bool fp32_math, bool inverse) {
-  check_rope_args(q, k, positions, axis, inv_freq);
+  check_rope("rope_", q, k, positions, axis, inv_freq);
   check_rope_inplace(q, k);
+  if (cuda_backend_is_triton()) {
+    return triton_kernel<decltype(rope_inplace_cuda)>("vlmops::_rope_triton_")
+        .call(q, k, positions, axis, inv_freq, fp32_math, inverse);
+  }
   rope_launch(q, k, q, k, positions, axis, inv_freq, fp32_math, inverse);
 }
 

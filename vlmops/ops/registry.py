@@ -128,6 +128,8 @@ def _same_device_fake(op_def: OpDef) -> Callable:
 def _register(op_def: OpDef) -> None:
     qualname = f"vlmops::{op_def.name}"
     torch.library.register_fake(qualname, _same_device_fake(op_def))
+    if getattr(torch.ops.vlmops, op_def.name).default._schema.is_mutable:
+        return  # torch.library takes no autograd formula for an op that writes its inputs: rope_ has its own in C++
     if op_def.backward is not None:
         torch.library.register_autograd(qualname, op_def.backward, setup_context=op_def.setup_context)
     else:

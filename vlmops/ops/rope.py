@@ -7,20 +7,28 @@ the integer positions pair i reads) and `inv_freq[i]`. Pair i of each head, the 
 The kernels compute cos/sin in registers from that product and rotate q and k in the same pass; no
 cos/sin table is ever written. The tables and positions of each model family are built in
 ``vlmops.models`` (``qwen_vl``, ``pixtral``), as device tensor code.
+
+The contract (shapes, dtypes, devices, axis values on CPU, the memory rope_ writes) is
+csrc/include/vlmops/rope_checks.h.
 """
 
 from typing import NamedTuple
 
 import torch
 
-from vlmops import _native, reference
-from vlmops.ops import KERNEL_OWNERS, cuda_backend
-from vlmops.ops._checks import check_int, check_same_device, check_tensor
+from vlmops.ops import registry
+from vlmops.ops._checks import check_int, check_tensor
+from vlmops.reference.rope import rope as _reference_rope
+from vlmops.reference.rope import rope_ as _reference_rope_
 
 __all__ = ["RopeTables", "apply_rope", "rope_1d_tables", "rope_inv_freq"]
 
-_LAYOUTS = ("nhd", "bshd", "bhsd")
-_INT_DTYPES = (torch.int64, torch.int32)
+# The shapes of q (and k) and of positions in each layout.
+_LAYOUTS = {
+    "nhd": ("[N, H, D]", "[N, A]"),
+    "bshd": ("[B, S, H, D]", "[B, S, A]"),
+    "bhsd": ("[B, H, S, D]", "[B, S, A]"),
+}
 
 
 class RopeTables(NamedTuple):
@@ -51,19 +59,16 @@ def rope_1d_tables(inv_freq: torch.Tensor, fp32_math: bool = False) -> RopeTable
     return RopeTables(axis, inv_freq, fp32_math)
 
 
-def _as_bshd(fn: str, name: str, x, layout: str):
+def _as_bshd(name: str, x, layout: str, shape: str):
+    """x of the given layout shape as the ops take it: q and k [B, S, H, D], positions [B, S, A]. A
+    non-tensor passes through (the op raises TypeError naming it)."""
+    if not isinstance(x, torch.Tensor):
+        return x
+    if x.dim() != len(shape.split(",")):
+        raise ValueError(f"vlmops.apply_rope: {name} must be {shape} for layout {layout!r}, got shape {tuple(x.shape)}")
     if layout == "nhd":
-        check_tensor(fn, name, x, ndim=3)
         return x.unsqueeze(0)
-    check_tensor(fn, name, x, ndim=4)
-    return x if layout == "bshd" else x.transpose(1, 2)
-
-
-def _op(name: str, x: torch.Tensor):
-    """The op that runs on x's device: the public op, or its Triton variant on CUDA when chosen."""
-    if x.device.type == "cuda" and cuda_backend() == "triton":
-        return getattr(torch.ops.vlmops, KERNEL_OWNERS[name]["triton"])
-    return getattr(torch.ops.vlmops, name)
+    return x.transpose(1, 2) if shape == "[B, H, S, D]" else x
 
 
 def apply_rope(
@@ -82,59 +87,43 @@ def apply_rope(
 
     Args:
         q: ``[N, H, D]`` (layout "nhd", packed vision tokens), ``[B, S, H, D]`` ("bshd") or
-            ``[B, H, S, D]`` ("bhsd"); float32, float64, float16 or bfloat16; any strides (read in place).
+            ``[B, H, S, D]`` ("bhsd"); float32, float64, float16 or bfloat16; any strides (read in place,
+            stride 0 included).
         k: like q with H_kv heads (GQA: H_kv may differ from H), same dtype, device and head_dim D.
         positions: integer positions, int64 or int32: ``[N, A]`` for "nhd", ``[B, S, A]`` otherwise
             (any strides: transformers' ``position_ids [3, B, S]`` is ``position_ids.permute(1, 2, 0)``).
-        axis: ``[P]`` int64, the positions column of each rotary pair, values in ``[0, A)``.
+            Any values (negative ones too): the angle is ``float(position) * inv_freq``, as in transformers.
+        axis: ``[P]`` int64, the positions column of each rotary pair, values in ``[0, A)``. On CPU a
+            value outside raises; on CUDA the table is not read on the host (that would synchronize): the
+            kernels clamp a value outside to the nearest column.
         inv_freq: ``[P]`` float32. ``rotary_dim = 2*P <= D``; dims ``[2P, D)`` pass through unchanged.
         fp32_math: True rotates in float32 and rounds once (Qwen vision); False rounds cos/sin and the
             products to the activation dtype as eager bf16/fp16 PyTorch does (Pixtral, text M-RoPE).
             Identical for float32; float64 always computes in float64.
         layout: "nhd", "bshd" or "bhsd" (how q and k are laid out).
-        inplace: write the result into q and k (inference only: q and k must not require grad).
+        inplace: write the result into q and k, for inference: with grad mode on, q or k requiring grad
+            raises ``RuntimeError`` (the in-place op has no derivative). q and k must then not share
+            memory and each element must have its own (no expanded tensor); disjoint views of one buffer,
+            e.g. ``qkv[:, 0]`` and ``qkv[:, 1]`` of a ``[N, 3, H, D]`` projection, are fine.
 
     Returns:
-        ``(q_out, k_out)`` shaped like q and k (q and k themselves when inplace).
+        ``(q_out, k_out)`` shaped like q and k (q and k themselves when inplace). Out of place, the outputs
+        have q's and k's memory layout when those are dense, else they are contiguous. Differentiable in
+        q and k, to any order (the backward is the rotation by the negated angle).
+
+    Errors: ``ValueError`` naming the argument for a shape, dtype, device, axis value (CPU) or layout
+    mistake and for in-place q and k that may share memory; ``TypeError`` for an argument of the wrong
+    type; ``RuntimeError`` for inplace=True on tensors that require grad.
     """
-    fn = "apply_rope"
     if layout not in _LAYOUTS:
-        raise ValueError(f"vlmops.{fn}: layout must be one of {_LAYOUTS}, got {layout!r}")
-    q4, k4 = _as_bshd(fn, "q", q, layout), _as_bshd(fn, "k", k, layout)
-    check_tensor(fn, "positions", positions, dtypes=_INT_DTYPES, ndim=2 if layout == "nhd" else 3)
-    pos3 = positions.unsqueeze(0) if layout == "nhd" else positions
-    check_tensor(fn, "axis", axis, dtypes=(torch.int64,), ndim=1)
-    check_tensor(fn, "inv_freq", inv_freq, dtypes=(torch.float32,), ndim=1)
-    if not isinstance(fp32_math, bool):
-        raise TypeError(f"vlmops.{fn}: fp32_math must be a bool, got {type(fp32_math).__name__}")
-    if k.dtype != q.dtype:
-        raise ValueError(f"vlmops.{fn}: k dtype {k.dtype} must match q dtype {q.dtype}")
-    check_same_device(fn, "q", q, k=k, positions=positions, axis=axis, inv_freq=inv_freq)
-    B, S, _, D = q4.shape
-    if k4.shape[0] != B or k4.shape[1] != S or k4.shape[3] != D:
-        raise ValueError(f"vlmops.{fn}: k of shape {tuple(k.shape)} must match q {tuple(q.shape)} in tokens and head_dim")
-    if pos3.shape[0] != B or pos3.shape[1] != S or pos3.shape[2] < 1:
-        expected = f"[{S}, A]" if layout == "nhd" else f"[{B}, {S}, A]"
-        raise ValueError(f"vlmops.{fn}: positions must be {expected}, got shape {tuple(positions.shape)}")
-    P = axis.shape[0]
-    if P < 1 or inv_freq.shape[0] != P:
-        raise ValueError(f"vlmops.{fn}: axis and inv_freq must both be [rotary_dim/2] >= 1, got {P} and {inv_freq.shape[0]}")
-    if 2 * P > D:
-        raise ValueError(f"vlmops.{fn}: rotary_dim = 2*len(axis) = {2 * P} exceeds head_dim {D}")
-    if inplace and torch.is_grad_enabled() and (q.requires_grad or k.requires_grad):
-        raise ValueError(f"vlmops.{fn}: inplace=True is for inference, but q or k requires grad; use inplace=False")
-    if not _native.available():
-        _native.warn_fallback(fn)
-        q_out, k_out = reference.rope(q4, k4, pos3, axis, inv_freq, fp32_math)
-        if inplace:
-            q4.copy_(q_out)
-            k4.copy_(k_out)
-            return q, k
-    elif inplace:
-        _op("rope_", q)(q4, k4, pos3, axis, inv_freq, fp32_math)
+        raise ValueError(f"vlmops.apply_rope: layout must be one of {tuple(_LAYOUTS)}, got {layout!r}")
+    qk_shape, positions_shape = _LAYOUTS[layout]
+    q4, k4 = _as_bshd("q", q, layout, qk_shape), _as_bshd("k", k, layout, qk_shape)
+    pos3 = _as_bshd("positions", positions, layout, positions_shape)
+    if inplace:
+        _rope_(q4, k4, pos3, axis, inv_freq, fp32_math)
         return q, k
-    else:
-        q_out, k_out = _op("rope", q)(q4, k4, pos3, axis, inv_freq, fp32_math)
+    q_out, k_out = _rope(q4, k4, pos3, axis, inv_freq, fp32_math)
     if layout == "nhd":
         return q_out.squeeze(0), k_out.squeeze(0)
     if layout == "bhsd":
@@ -142,33 +131,50 @@ def apply_rope(
     return q_out, k_out
 
 
-def _register(rope: str, rope_inplace: str) -> None:
-    """Fake implementations and autograd of one kernel family (the public ops or their Triton twins)."""
-    op = getattr(torch.ops.vlmops, rope)
-
-    @torch.library.register_fake(f"vlmops::{rope}")
-    def _(q, k, positions, axis, inv_freq, fp32_math, inverse=False):
-        return torch.empty_like(q), torch.empty_like(k)
-
-    @torch.library.register_fake(f"vlmops::{rope_inplace}")
-    def _(q, k, positions, axis, inv_freq, fp32_math, inverse=False):
-        return None
-
-    def setup_context(ctx, inputs, output):
-        _q, _k, positions, axis, inv_freq, fp32_math, inverse = inputs
-        ctx.save_for_backward(positions, axis, inv_freq)
-        ctx.fp32_math = fp32_math
-        ctx.inverse = inverse
-
-    # A rotation's adjoint is the rotation by the negated angle: the backward is the same op.
-    def backward(ctx, grad_q, grad_k):
-        positions, axis, inv_freq = ctx.saved_tensors
-        grad_q, grad_k = op(grad_q, grad_k, positions, axis, inv_freq, ctx.fp32_math, not ctx.inverse)
-        return grad_q, grad_k, None, None, None, None, None
-
-    torch.library.register_autograd(f"vlmops::{rope}", backward, setup_context=setup_context)
+def _check_shapes(op, q, k, positions, axis, inv_freq):
+    """The shape rules of csrc/include/vlmops/rope_checks.h, for fake tensors."""
+    torch._check(q.dim() == 4, lambda: f"vlmops.{op}: q must be [B, S, H, D]")
+    torch._check(k.dim() == 4 and k.shape[0] == q.shape[0] and k.shape[1] == q.shape[1] and k.shape[3] == q.shape[3],
+                 lambda: f"vlmops.{op}: k must be [B, S, H_kv, D] like q {tuple(q.shape)}, got {tuple(k.shape)}")
+    torch._check(positions.dim() == 3 and positions.shape[0] == q.shape[0] and positions.shape[1] == q.shape[1]
+                 and positions.shape[2] >= 1, lambda: f"vlmops.{op}: positions must be [B, S, A] like q")
+    torch._check(axis.dim() == 1 and axis.shape[0] >= 1, lambda: f"vlmops.{op}: axis must be [P] with P >= 1")
+    torch._check(inv_freq.dim() == 1 and inv_freq.shape[0] == axis.shape[0],
+                 lambda: f"vlmops.{op}: inv_freq must be [P] like axis")
+    torch._check(2 * axis.shape[0] <= q.shape[3], lambda: f"vlmops.{op}: rotary_dim = 2 * len(axis) exceeds head_dim")
 
 
-if _native.available():
-    _register("rope", "rope_")
-    _register(KERNEL_OWNERS["rope"]["triton"], KERNEL_OWNERS["rope_"]["triton"])
+def _fake(q, k, positions, axis, inv_freq, fp32_math, inverse=False):
+    _check_shapes("rope", q, k, positions, axis, inv_freq)
+    return torch.empty_like(q), torch.empty_like(k)
+
+
+def _fake_inplace(q, k, positions, axis, inv_freq, fp32_math, inverse=False):
+    _check_shapes("rope_", q, k, positions, axis, inv_freq)
+
+
+def _setup_context(ctx, inputs, output):
+    _q, _k, positions, axis, inv_freq, fp32_math, inverse = inputs
+    ctx.save_for_backward(positions, axis, inv_freq)
+    ctx.fp32_math = fp32_math
+    ctx.inverse = inverse
+
+
+def _backward(ctx, grad_q, grad_k):
+    """A rotation's adjoint is the rotation by the negated angle: the same op, itself differentiable."""
+    positions, axis, inv_freq = ctx.saved_tensors
+    inverse = not ctx.inverse
+    grad_q, grad_k = torch.ops.vlmops.rope(grad_q, grad_k, positions, axis, inv_freq, ctx.fp32_math, inverse)
+    return (grad_q if ctx.needs_input_grad[0] else None, grad_k if ctx.needs_input_grad[1] else None,
+            None, None, None, None, None)
+
+
+registry.define(registry.OpDef(
+    "rope", _fake, _reference_rope, _backward, _setup_context, triton="vlmops.triton.rope:rope_triton",
+))
+# rope_ writes its inputs: its autograd kernel (csrc/cpu/rope.cpp) raises for inputs that require grad.
+registry.define(registry.OpDef(
+    "rope_", _fake_inplace, _reference_rope_, triton="vlmops.triton.rope:rope_triton_",
+))
+_rope = registry.op("rope")
+_rope_ = registry.op("rope_")

@@ -4,31 +4,17 @@ Llama-style MLPs: transformers' ``act_fn(gate_proj(x)) * up_proj(x)`` with ``act
 Eager PyTorch writes ``silu(gate)`` to memory and reads it back for the product; the fused kernels
 read gate and up once and write the output once, through the inputs' strides (the GEMM outputs
 feeding them are often written with padded rows, or are halves of one fused gate_up projection).
+
+The contract (shapes, dtypes, devices) is csrc/include/vlmops/silu_mul_checks.h.
 """
 
 import torch
 
-from vlmops import _native
-from vlmops.ops._checks import check_same_device, check_tensor
+from vlmops.ops import registry
 from vlmops.reference.silu_mul import silu_mul as _reference_silu_mul
+from vlmops.reference.silu_mul import silu_mul_backward as _reference_silu_mul_backward
 
 __all__ = ["silu_mul"]
-
-
-def check_inputs(fn: str, gate, up, grad_out=None) -> None:
-    """Every argument check of the ops (shared with the Triton launchers)."""
-    check_tensor(fn, "gate", gate)
-    if gate.dim() < 1:
-        raise ValueError(f"vlmops.{fn}: gate must be [..., I] with at least 1 dim, got a 0-dim tensor")
-    others = (("up", up),) if grad_out is None else (("up", up), ("grad_out", grad_out))
-    for name, t in others:
-        check_tensor(fn, name, t, dtypes=None)
-        if t.dtype != gate.dtype:
-            raise ValueError(f"vlmops.{fn}: {name} dtype {str(t.dtype).replace('torch.', '')} must match gate dtype "
-                             f"{str(gate.dtype).replace('torch.', '')}")
-        if t.shape != gate.shape:
-            raise ValueError(f"vlmops.{fn}: {name} of shape {tuple(t.shape)} must have gate's shape {tuple(gate.shape)}")
-    check_same_device(fn, "gate", gate, **dict(others))
 
 
 def silu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
@@ -37,49 +23,84 @@ def silu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
 
     Args:
         gate: ``[..., I]``, float32, float64, float16 or bfloat16; any strides (e.g. ``buf[:, :I]``
-            of a GEMM output with padded rows, or ``gate_up[..., :I]`` of a fused projection). Read
-            in place, never copied (on CUDA, a tensor whose leading dims do not collapse into one
-            row stride is copied once; see ``vlmops.triton.silu_mul``).
+            of a GEMM output with padded rows, or ``gate_up[..., :I]`` of a fused projection, or an
+            expanded tensor). Read in place, never copied (on CUDA, a tensor whose leading dims do not
+            collapse into one row stride is copied once; see ``vlmops.triton.silu_mul``).
         up: ``[..., I]``, gate's shape, dtype and device; any strides.
 
     Returns:
-        ``[..., I]`` contiguous, in gate's dtype. Differentiable in gate and up (the backward is the
-        registered op ``vlmops::silu_mul_backward``).
+        ``[..., I]`` contiguous, in gate's dtype. Differentiable in gate and up, twice and more (the
+        backward is the registered op ``vlmops::silu_mul_backward``, whose own backward is a composition
+        of PyTorch ops).
 
     Rounding: silu is computed in float32 (float64 for float64 inputs) and rounded to the activation
     dtype, as ``F.silu`` returns it; its product with up is computed in float32 and rounded once. So
-    bfloat16/float16 results on CPU equal ``F.silu(gate) * up`` bitwise, and float32 results agree
-    within a couple of ulp (exp implementations differ).
+    bfloat16/float16 results on CPU equal ``F.silu(gate) * up`` bitwise but for rare one-ulp
+    differences, and float32 results agree within a couple of ulp (exp implementations differ). NaN and
+    infinities propagate as in eager PyTorch (``silu(-inf) = nan``, ``silu(+inf) = inf``).
 
     Errors: ``TypeError`` when gate or up is not a tensor; ``ValueError`` naming the argument for a
     dtype, shape or device mismatch or an unsupported dtype.
     """
-    check_inputs("silu_mul", gate, up)
-    if _native.available():
-        return torch.ops.vlmops.silu_mul(gate, up)
-    _native.warn_fallback("silu_mul")
-    return _reference_silu_mul(gate, up)
+    return _silu_mul(gate, up)
 
 
-def _register() -> None:
-    @torch.library.register_fake("vlmops::silu_mul")
-    def _(gate, up):
-        return gate.new_empty(gate.shape)
-
-    @torch.library.register_fake("vlmops::silu_mul_backward")
-    def _(grad_out, gate, up):
-        return gate.new_empty(gate.shape), gate.new_empty(gate.shape)
-
-    def setup_context(ctx, inputs, output):
-        gate, up = inputs
-        ctx.save_for_backward(gate, up)
-
-    def backward(ctx, grad_out):
-        gate, up = ctx.saved_tensors
-        return torch.ops.vlmops.silu_mul_backward(grad_out, gate, up)
-
-    torch.library.register_autograd("vlmops::silu_mul", backward, setup_context=setup_context)
+def _fake(gate, up):
+    torch._check(gate.dim() >= 1, lambda: "vlmops.silu_mul: gate must be [..., I] with at least 1 dim")
+    torch._check(up.shape == gate.shape, lambda: f"vlmops.silu_mul: up must be gate's shape {tuple(gate.shape)}")
+    return gate.new_empty(gate.shape)
 
 
-if _native.available():
-    _register()
+def _backward_fake(grad_out, gate, up):
+    op = "vlmops.silu_mul_backward"
+    torch._check(gate.dim() >= 1, lambda: f"{op}: gate must be [..., I] with at least 1 dim")
+    torch._check(up.shape == gate.shape, lambda: f"{op}: up must be gate's shape {tuple(gate.shape)}")
+    torch._check(grad_out.shape == gate.shape, lambda: f"{op}: grad_out must be gate's shape {tuple(gate.shape)}")
+    return gate.new_empty(gate.shape), gate.new_empty(gate.shape)
+
+
+def _setup_context(ctx, inputs, output):
+    gate, up = inputs
+    ctx.save_for_backward(gate, up)
+
+
+def _backward(ctx, grad_out):
+    gate, up = ctx.saved_tensors
+    grad_gate, grad_up = torch.ops.vlmops.silu_mul_backward(grad_out, gate, up)
+    return grad_gate if ctx.needs_input_grad[0] else None, grad_up if ctx.needs_input_grad[1] else None
+
+
+def _backward_setup_context(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+
+
+def _backward_backward(ctx, grad_grad_gate, grad_grad_up):
+    """The derivative of (grad_gate, grad_up) = (grad_out * up * silu'(gate), grad_out * silu(gate)) in
+    PyTorch ops (differentiable again), in the math dtype (float32, float64 for float64) and rounded once:
+    with s = sigmoid(gate), silu' = s (1 + gate (1 - s)) and silu'' = s (1 - s) (2 + gate (1 - 2 s))."""
+    grad_out, gate, up = ctx.saved_tensors
+    math = torch.float64 if gate.dtype == torch.float64 else torch.float32
+    go, g, u = grad_out.to(math), gate.to(math), up.to(math)
+    ggg = torch.zeros_like(g) if grad_grad_gate is None else grad_grad_gate.to(math)
+    ggu = torch.zeros_like(g) if grad_grad_up is None else grad_grad_up.to(math)
+    s = torch.sigmoid(g)
+    dsilu = s * (1 + g * (1 - s))
+    grad_grad_out = grad_gate = grad_up = None
+    if ctx.needs_input_grad[0]:
+        grad_grad_out = (ggu * g * s + ggg * u * dsilu).to(grad_out.dtype)
+    if ctx.needs_input_grad[1]:
+        d2silu = s * (1 - s) * (2 + g * (1 - 2 * s))
+        grad_gate = (go * (ggu * dsilu + ggg * u * d2silu)).to(gate.dtype)
+    if ctx.needs_input_grad[2]:
+        grad_up = (ggg * go * dsilu).to(up.dtype)
+    return grad_grad_out, grad_gate, grad_up
+
+
+registry.define(registry.OpDef(
+    "silu_mul", _fake, _reference_silu_mul, _backward, _setup_context, triton="vlmops.triton.silu_mul:silu_mul",
+))
+registry.define(registry.OpDef(
+    "silu_mul_backward", _backward_fake, _reference_silu_mul_backward, _backward_backward, _backward_setup_context,
+    triton="vlmops.triton.silu_mul:silu_mul_backward",
+))
+_silu_mul = registry.op("silu_mul")

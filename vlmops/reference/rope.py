@@ -9,7 +9,7 @@ cos/sin tables the fused kernels never write, exactly as transformers does:
 - fp32_math=False (Pixtral, Qwen-VL text M-RoPE, `apply_rotary_pos_emb`): cos/sin are cast to the
   activation dtype and the rotation runs in it.
 
-float64 tensors are rotated in float64 (angles too), whichever convention.
+float64 tensors are rotated in float64 (angles too), whichever convention. `rope_` is the in-place op.
 """
 
 import torch
@@ -48,3 +48,10 @@ def rope(q, k, positions, axis, inv_freq, fp32_math, inverse=False):
         return torch.cat((y, x[..., rotary_dim:]), dim=-1)
 
     return rotate(q), rotate(k)
+
+
+def rope_(q, k, positions, axis, inv_freq, fp32_math, inverse=False) -> None:
+    """The in-place op: rope's results written into q and k."""
+    q_out, k_out = rope(q, k, positions, axis, inv_freq, fp32_math, inverse)
+    q.copy_(q_out)
+    k.copy_(k_out)

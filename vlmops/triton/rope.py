@@ -1,16 +1,20 @@
-"""Triton kernel of multi-axis RoPE: the private op vlmops::_rope_triton (and its in-place twin
-_rope_triton_), the same math as csrc/include/vlmops/rope_math.h.
+"""Triton kernel of multi-axis RoPE, the same math as csrc/include/vlmops/rope_math.h: the CUDA kernels
+of the private ops vlmops::_rope_triton and _rope_triton_, which the public ops' CUDA entries
+(csrc/cuda/rope.cu) call after their checks when VLMOPS_CUDA_BACKEND=triton. The launchers take
+checked inputs.
 
 One program rotates BLOCK_H heads of one token, q heads first and then k heads, in a single launch:
 cos/sin of the token's pairs are computed in registers from positions[token, axis[i]] * inv_freq[i]
 (no table), products and sums are rounded separately (enable_fp_fusion=False) like eager PyTorch.
+Axis values outside [0, A) are clamped (reading axis on the host would synchronize). Offsets are 64-bit;
+the grid holds one program per token on its first axis, so at most 2^31 - 1 tokens.
 """
 
 import torch
 import triton
 import triton.language as tl
 
-from vlmops.triton import KERNEL_SPECS, make_spec
+from vlmops.triton import KERNEL_SPECS, device_guard, make_spec
 
 
 @triton.jit
@@ -38,7 +42,7 @@ def _rotate_heads(x_ptr, y_ptr, b, t, head0, H, P, D, sx_b, sx_s, sx_h, sx_d, sy
     tl.store(y_head + i[None, :] * sy_d, (p00 - p11).to(out_dtype), mask=mask)
     tl.store(y_head + (i[None, :] + P) * sy_d, (p10 + p01).to(out_dtype), mask=mask)
     if COPY_TAIL:
-        d = 2 * P + tl.arange(0, BLOCK_T)
+        d = 2 * P + tl.arange(0, BLOCK_T).to(tl.int64)
         tail_mask = (h < H)[:, None] & (d < D)[None, :]
         tail = tl.load(x_head + d[None, :] * sx_d, mask=tail_mask, other=0.0)
         tl.store(y_head + d[None, :] * sy_d, tail, mask=tail_mask)
@@ -56,10 +60,8 @@ def _rope_kernel(q_ptr, k_ptr, q_out_ptr, k_out_ptr, pos_ptr, axis_ptr, freq_ptr
     head_block = tl.program_id(1)
     b = token // S
     t = token % S
-    i = tl.arange(0, BLOCK_P)
+    i = tl.arange(0, BLOCK_P).to(tl.int64)
     pair_mask = i < P
-    # Axes outside [0, A) are clamped (the CUDA path does not synchronize to check them; the wrapper
-    # and the CPU op do).
     axis = tl.minimum(tl.maximum(tl.load(axis_ptr + i, mask=pair_mask, other=0), 0), A - 1)
     pos = tl.load(pos_ptr + b * sp_b + t * sp_s + axis * sp_a, mask=pair_mask, other=0)
     freq = tl.load(freq_ptr + i, mask=pair_mask, other=0.0)
@@ -89,7 +91,7 @@ def _block_h(HQ: int, HK: int) -> int:
 
 def rope_triton_into(q, k, q_out, k_out, positions, axis, inv_freq, fp32_math: bool, inverse: bool) -> None:
     """Launches the kernel: q [B, S, HQ, D], k [B, S, HK, D] -> q_out, k_out (may be q and k themselves).
-    Arguments are assumed checked (by the wrapper); works on CPU tensors under TRITON_INTERPRET=1."""
+    Works on CPU tensors under TRITON_INTERPRET=1."""
     B, S, HQ, D = q.shape
     HK = k.shape[2]
     P = axis.shape[0]
@@ -97,20 +99,20 @@ def rope_triton_into(q, k, q_out, k_out, positions, axis, inv_freq, fp32_math: b
         return
     block_h = _block_h(HQ, HK)
     grid = (B * S, triton.cdiv(HQ, block_h) + triton.cdiv(HK, block_h))
-    is_fp64 = q.dtype == torch.float64
-    _rope_kernel[grid](
-        q, k, q_out, k_out, positions, axis, inv_freq,
-        S, HQ, HK, P, D, positions.shape[2],
-        *q.stride(), *k.stride(), *q_out.stride(), *k_out.stride(), *positions.stride(),
-        MATH_FP64=is_fp64,
-        ROUND=(not fp32_math) and q.dtype in (torch.bfloat16, torch.float16),
-        INVERSE=inverse,
-        COPY_TAIL=(q_out.data_ptr() != q.data_ptr()) and 2 * P < D,
-        BLOCK_H=block_h,
-        BLOCK_P=triton.next_power_of_2(P),
-        BLOCK_T=triton.next_power_of_2(max(D - 2 * P, 1)),
-        enable_fp_fusion=False,
-    )
+    with device_guard(q):
+        _rope_kernel[grid](
+            q, k, q_out, k_out, positions, axis, inv_freq,
+            S, HQ, HK, P, D, positions.shape[2],
+            *q.stride(), *k.stride(), *q_out.stride(), *k_out.stride(), *positions.stride(),
+            MATH_FP64=q.dtype == torch.float64,
+            ROUND=(not fp32_math) and q.dtype in (torch.bfloat16, torch.float16),
+            INVERSE=inverse,
+            COPY_TAIL=(q_out.data_ptr() != q.data_ptr()) and 2 * P < D,
+            BLOCK_H=block_h,
+            BLOCK_P=triton.next_power_of_2(P),
+            BLOCK_T=triton.next_power_of_2(max(D - 2 * P, 1)),
+            enable_fp_fusion=False,
+        )
 
 
 def rope_triton(q, k, positions, axis, inv_freq, fp32_math: bool, inverse: bool = False):
@@ -121,10 +123,6 @@ def rope_triton(q, k, positions, axis, inv_freq, fp32_math: bool, inverse: bool 
 
 def rope_triton_(q, k, positions, axis, inv_freq, fp32_math: bool, inverse: bool = False) -> None:
     rope_triton_into(q, k, q, k, positions, axis, inv_freq, fp32_math, inverse)
-
-
-torch.library.register_kernel("vlmops::_rope_triton", "cuda", rope_triton)
-torch.library.register_kernel("vlmops::_rope_triton_", "cuda", rope_triton_)
 
 
 def _specs():

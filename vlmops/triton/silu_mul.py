@@ -1,6 +1,7 @@
 """Triton kernels of SwiGLU gating, ``silu(gate) * up``: the CUDA kernels of the public ops
 ``vlmops::silu_mul`` and ``vlmops::silu_mul_backward`` (Triton owns them; there is no CUDA C++
-variant).
+variant). The launchers take inputs that the ops' C++ CUDA entries have checked
+(csrc/triton/silu_mul.cpp).
 
 Same semantics and rounding as the C++ kernels (csrc/cpu/silu_mul.cpp, csrc/include/vlmops/silu_mul_math.h):
 silu computed in float32 (float64 for float64) and rounded to the activation dtype, then its product
@@ -12,15 +13,15 @@ gate/up written by a GEMM with padded rows (``buf[:, :3420]`` of a ``[M, 3424]``
 of a fused gate_up projection, or a transposed or expanded input is read in place. The only copy:
 a tensor whose leading dims do not collapse into one row stride (e.g. a ``[B, S, I]`` tensor sliced
 along S out of a larger buffer, ``x[:, ::2]``) is copied once by ``reshape`` before the launch.
-Outputs are new contiguous tensors. The grid is ``rows x cdiv(I, BLOCK)``: known from shapes, no
-host sync.
+Outputs are new contiguous tensors. The grid is one program per row and block of BLOCK columns, rows *
+cdiv(I, BLOCK) of them, known from shapes (no host sync); row and block offsets are 64-bit, the offsets
+within a block too when BLOCK times a column stride may pass int32.
 """
 
 import torch
 import triton
 import triton.language as tl
 
-from vlmops.ops.silu_mul import check_inputs
 from vlmops.triton import KERNEL_SPECS, device_guard, make_spec, rows_2d
 
 BLOCK = 1024
@@ -37,64 +38,78 @@ def _div(a, b, IS_FP64: tl.constexpr):
 
 
 @triton.jit
-def _load_row(ptr, row, cols, stride_r, stride_c, mask, ACC: tl.constexpr):
-    """Elements cols of row `row` of a [rows, I] view with any strides, in the math dtype."""
-    return tl.load(ptr + row * stride_r + cols * stride_c, mask=mask, other=0.0).to(ACC)
+def _block(I, BLOCK: tl.constexpr, WIDE: tl.constexpr):
+    """This program's row and first column (int64; one program per row and block of BLOCK columns) and
+    the column offsets within the block (int64 when BLOCK times a column stride may pass 2^31)."""
+    blocks = tl.cdiv(I, BLOCK)
+    pid = tl.program_id(0).to(tl.int64)
+    row = pid // blocks
+    offsets = tl.arange(0, BLOCK)
+    if WIDE:
+        offsets = offsets.to(tl.int64)
+    return row, (pid - row * blocks) * BLOCK, offsets
+
+
+@triton.jit
+def _load_row(ptr, row, col0, offsets, stride_r, stride_c, mask, ACC: tl.constexpr):
+    """Columns col0 + offsets of row `row` of a [rows, I] view with any strides, in the math dtype."""
+    return tl.load(ptr + row * stride_r + col0 * stride_c + offsets * stride_c, mask=mask, other=0.0).to(ACC)
 
 
 @triton.jit
 def _silu_mul_fwd_kernel(Gate, Up, Out, I, stride_gr, stride_gc, stride_ur, stride_uc,
-                         BLOCK: tl.constexpr, IS_FP64: tl.constexpr):
-    row = tl.program_id(0).to(tl.int64)
-    cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-    mask = cols < I
+                         BLOCK: tl.constexpr, WIDE: tl.constexpr, IS_FP64: tl.constexpr):
+    row, col0, offsets = _block(I, BLOCK, WIDE)
+    mask = offsets < I - col0
     ACC = tl.float64 if IS_FP64 else tl.float32
-    g = _load_row(Gate, row, cols, stride_gr, stride_gc, mask, ACC)
-    u = _load_row(Up, row, cols, stride_ur, stride_uc, mask, ACC)
+    g = _load_row(Gate, row, col0, offsets, stride_gr, stride_gc, mask, ACC)
+    u = _load_row(Up, row, col0, offsets, stride_ur, stride_uc, mask, ACC)
     act = Out.dtype.element_ty
     s = _div(g, 1.0 + tl.exp(-g), IS_FP64).to(act).to(ACC)  # F.silu's output, in the activation dtype
-    tl.store(Out + row * I + cols, (s * u).to(act), mask=mask)
+    tl.store(Out + row * I + col0 + offsets, (s * u).to(act), mask=mask)
 
 
 @triton.jit
 def _silu_mul_bwd_kernel(GradOut, Gate, Up, GradGate, GradUp, I, stride_dr, stride_dc, stride_gr, stride_gc,
-                         stride_ur, stride_uc, BLOCK: tl.constexpr, IS_FP64: tl.constexpr):
-    row = tl.program_id(0).to(tl.int64)
-    cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-    mask = cols < I
+                         stride_ur, stride_uc, BLOCK: tl.constexpr, WIDE: tl.constexpr, IS_FP64: tl.constexpr):
+    row, col0, offsets = _block(I, BLOCK, WIDE)
+    mask = offsets < I - col0
     ACC = tl.float64 if IS_FP64 else tl.float32
-    go = _load_row(GradOut, row, cols, stride_dr, stride_dc, mask, ACC)
-    g = _load_row(Gate, row, cols, stride_gr, stride_gc, mask, ACC)
-    u = _load_row(Up, row, cols, stride_ur, stride_uc, mask, ACC)
+    go = _load_row(GradOut, row, col0, offsets, stride_dr, stride_dc, mask, ACC)
+    g = _load_row(Gate, row, col0, offsets, stride_gr, stride_gc, mask, ACC)
+    u = _load_row(Up, row, col0, offsets, stride_ur, stride_uc, mask, ACC)
     act = GradGate.dtype.element_ty
     d = 1.0 + tl.exp(-g)
     s = _div(g, d, IS_FP64).to(act).to(ACC)  # the rounded silu the forward multiplied
     sig = _div(1.0, d, IS_FP64)
     t = (go * u).to(act).to(ACC)  # autograd rounds grad_out * up before silu's backward
-    offsets = row * I + cols
-    tl.store(GradUp + offsets, (go * s).to(act), mask=mask)
-    tl.store(GradGate + offsets, (t * sig * (1.0 + g * (1.0 - sig))).to(act), mask=mask)
+    out = row * I + col0 + offsets
+    tl.store(GradUp + out, (go * s).to(act), mask=mask)
+    tl.store(GradGate + out, (t * sig * (1.0 + g * (1.0 - sig))).to(act), mask=mask)
+
+
+def _wide(*views) -> bool:
+    """Whether BLOCK * a column stride of the [rows, I] views may pass int32."""
+    return BLOCK * max(v.stride(1) for v in views) >= 2**31
 
 
 def silu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     """The forward launcher: ``silu(gate) * up``, contiguous, in gate's dtype."""
-    check_inputs("silu_mul", gate, up)
     out = torch.empty(gate.shape, dtype=gate.dtype, device=gate.device)
     if out.numel() == 0:
         return out
     g, u = rows_2d(gate), rows_2d(up)
     rows, I = g.shape
     with device_guard(gate):
-        _silu_mul_fwd_kernel[(rows, triton.cdiv(I, BLOCK))](
+        _silu_mul_fwd_kernel[(rows * triton.cdiv(I, BLOCK),)](
             g, u, out, I, g.stride(0), g.stride(1), u.stride(0), u.stride(1),
-            BLOCK=BLOCK, IS_FP64=gate.dtype == torch.float64, num_warps=NUM_WARPS,
+            BLOCK=BLOCK, WIDE=_wide(g, u), IS_FP64=gate.dtype == torch.float64, num_warps=NUM_WARPS,
         )
     return out
 
 
 def silu_mul_backward(grad_out: torch.Tensor, gate: torch.Tensor, up: torch.Tensor):
     """The backward launcher: ``(grad_gate, grad_up)``, contiguous, in gate's dtype."""
-    check_inputs("silu_mul_backward", gate, up, grad_out)
     grad_gate = torch.empty(gate.shape, dtype=gate.dtype, device=gate.device)
     grad_up = torch.empty_like(grad_gate)
     if grad_gate.numel() == 0:
@@ -102,15 +117,11 @@ def silu_mul_backward(grad_out: torch.Tensor, gate: torch.Tensor, up: torch.Tens
     d, g, u = rows_2d(grad_out), rows_2d(gate), rows_2d(up)
     rows, I = g.shape
     with device_guard(gate):
-        _silu_mul_bwd_kernel[(rows, triton.cdiv(I, BLOCK))](
+        _silu_mul_bwd_kernel[(rows * triton.cdiv(I, BLOCK),)](
             d, g, u, grad_gate, grad_up, I, d.stride(0), d.stride(1), g.stride(0), g.stride(1), u.stride(0),
-            u.stride(1), BLOCK=BLOCK, IS_FP64=gate.dtype == torch.float64, num_warps=NUM_WARPS,
+            u.stride(1), BLOCK=BLOCK, WIDE=_wide(d, g, u), IS_FP64=gate.dtype == torch.float64, num_warps=NUM_WARPS,
         )
     return grad_gate, grad_up
-
-
-torch.library.register_kernel("vlmops::silu_mul", "cuda", silu_mul)
-torch.library.register_kernel("vlmops::silu_mul_backward", "cuda", silu_mul_backward)
 
 
 def _specs():
@@ -121,7 +132,7 @@ def _specs():
     for config, I, row_stride in (("qwen2.5-vl-vision", 3420, 3424), ("llama-3-8b", 14336, 2 * 14336)):
         for dtype in (torch.float32, torch.bfloat16):
             name = f"{config}:{str(dtype).replace('torch.', '')}"
-            constexprs = dict(BLOCK=BLOCK, IS_FP64=False)
+            constexprs = dict(BLOCK=BLOCK, WIDE=False, IS_FP64=False)
             specs.append(make_spec(
                 _silu_mul_fwd_kernel, f"{name}:fwd", NUM_WARPS, constexprs, Gate=dtype, Up=dtype, Out=dtype, I=I,
                 stride_gr=row_stride, stride_gc=1, stride_ur=row_stride, stride_uc=1,

@@ -5,6 +5,7 @@
 // transformers' `rotate_half`. It gets an axis a(i) and an inverse frequency f(i); for a token with
 // integer positions pos[A], its angle is pos[a(i)] * f(i), computed in float32 exactly as
 // transformers computes `position_ids.float() * inv_freq`.
+#include <cmath>
 #include <cstdint>
 #include <type_traits>
 
@@ -30,6 +31,32 @@ VLMOPS_HD T add_rn(T a, T b) {
   if constexpr (std::is_same_v<T, double>) return __dadd_rn(a, b);
 #endif
   return a + b;
+}
+
+namespace rope_detail {
+
+// x mod 2, in (-1, 1]: exact for every double (|x| >= 2^53 is an even integer: 0). NaN for +-inf.
+VLMOPS_HD double mod2(double x) { return x - 2.0 * rint(0.5 * x); }
+
+// a * c mod 2 from the exact product a * c = hi + lo (lo by fma): both parts reduced exactly.
+VLMOPS_HD double product_mod2(double a, double c) {
+  const double hi = mul_rn(a, c);
+  return add_rn(mod2(hi), mod2(fma(a, c, -hi)));
+}
+
+}  // namespace rope_detail
+
+// angle / pi mod 2, in (-1, 1], for cospi/sinpi (period 2): cos/sin of the angle at any magnitude, with
+// no table (so no local memory in a GPU kernel). 1/pi is split into five doubles (~270 bits); each
+// exact product with the angle is reduced mod 2 exactly, so the result is within a few double ulp for
+// every float angle and for double angles below ~2^200. NaN and infinities give NaN.
+VLMOPS_HD double rope_turns(double angle) {
+  double t = rope_detail::product_mod2(angle, 0x1.45f306dc9c883p-2);
+  t = add_rn(t, rope_detail::product_mod2(angle, -0x1.6b01ec5417056p-56));
+  t = add_rn(t, rope_detail::product_mod2(angle, -0x1.6447e493ad4cep-110));
+  t = add_rn(t, rope_detail::product_mod2(angle, 0x1.e21c820ff28b2p-164));
+  t = add_rn(t, rope_detail::product_mod2(angle, -0x1.508510ea79237p-219));
+  return rope_detail::mod2(t);
 }
 
 // Angle of one pair: float(pos) * f in the math type (float32, or float64 for float64 tensors).
