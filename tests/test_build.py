@@ -28,10 +28,11 @@ def test_cpu_kernels_share_torchs_openmp_runtime():
 
 def test_registering_the_triton_kernels_gives_every_cuda_owner():
     # `import vlmops` calls this when CUDA is available; here (no GPU) the interpreter stands in.
-    from vlmops.ops import KERNEL_OWNERS
+    from vlmops.ops import KERNEL_OWNERS, registry
     from vlmops.triton import register_kernels
 
     register_kernels()
+    registry.register_triton_kernels()
     expected = [f"vlmops::{op}" for op, owners in KERNEL_OWNERS.items() if owners["cuda"] == "Triton"]
     expected += [f"vlmops::{owners['triton']}" for owners in KERNEL_OWNERS.values() if owners["triton"]]
     assert len(expected) >= 6
