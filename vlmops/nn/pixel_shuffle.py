@@ -36,8 +36,9 @@ class PixelShuffleProjector(nn.Module):
     def from_internvl(cls, projector: nn.Module, downsample_ratio: float) -> "PixelShuffleProjector":
         """Wraps the submodules of an ``InternVLMultiModalProjector`` (shared, not copied)."""
         ratio = downsample_ratio
-        scale = round(1 / ratio) if isinstance(ratio, (int, float)) and math.isfinite(ratio) and 0 < ratio <= 1 else 0
-        if scale == 0 or abs(scale * ratio - 1) > 1e-9:
+        inverse = 1 / ratio if isinstance(ratio, (int, float)) and 0 < ratio <= 1 else math.nan
+        scale = round(inverse) if math.isfinite(inverse) else 0
+        if not 0 < scale < 2**63 or abs(scale * ratio - 1) > 1e-9:
             raise ValueError(
                 f"vlmops.nn.PixelShuffleProjector: downsample_ratio must be 1/integer (0.5 for scale 2), got {ratio!r}"
             )

@@ -29,8 +29,8 @@ def patch_embed(x, weight, bias=None, *, mean=None, std=None, rescale=None, pos_
             (c) pre-patchified rows ``[N, C*T*Ph*Pw]`` in (C, T, Ph, Pw) order, as the Qwen2-VL
                 image/video processors emit them (``pixel_values``), with either weight.
             uint8 or float (any strides, read in place); it is cast to weight's dtype on load.
-        weight: the conv's weight, ``[D, C, Ph, Pw]`` (Conv2d) or ``[D, C, T, Ph, Pw]`` (Conv3d), C and
-            the kernel sizes >= 1; float32, float64, float16 or bfloat16. The GEMM runs in this dtype
+        weight: the conv's weight, ``[D, C, Ph, Pw]`` (Conv2d) or ``[D, C, T, Ph, Pw]`` (Conv3d), every
+            size >= 1; float32, float64, float16 or bfloat16. The GEMM runs in this dtype
             with fp32 accumulation.
         bias: optional ``[D]`` in weight's dtype.
         mean, std: optional ``[C]`` float tensors; rescale: optional finite float (1/255 for uint8
@@ -65,10 +65,11 @@ def _patches_per_sample(x, weight):
 
 
 def _columns(weight):
+    """C*T*Ph*Pw, after the rule that no size of weight is 0."""
     columns = 1
-    for size in weight.shape[1:]:
-        torch._check(size >= 1, lambda: "vlmops.patch_embed: weight must have C and a kernel of sizes >= 1")
-        columns *= size
+    for d, size in enumerate(weight.shape):
+        torch._check(size >= 1, lambda: "vlmops.patch_embed: weight must have D, C and a kernel of sizes >= 1")
+        columns *= size if d > 0 else 1
     return columns
 
 

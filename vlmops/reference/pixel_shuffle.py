@@ -51,7 +51,6 @@ def pixel_shuffle_layer_norm_backward(grad_out, x, mean, rstd, weight, scale):
     dy = grad_out.to(acc)
     g = dy if weight is None else dy * weight.to(acc)
     grad_y = rstd[..., None].to(acc) * (g - g.mean(-1, keepdim=True) - xhat * (g * xhat).mean(-1, keepdim=True))
-    n = grad_out.shape[-1]
-    grad_weight = (dy * xhat).reshape(-1, n).sum(0)
-    grad_bias = dy.reshape(-1, n).sum(0)
+    grad_weight = (dy * xhat).sum((0, 1, 2))
+    grad_bias = dy.sum((0, 1, 2))
     return pixel_shuffle_backward(grad_y, scale).to(x.dtype), grad_weight.to(x.dtype), grad_bias.to(x.dtype)

@@ -31,14 +31,14 @@ inline bool patch_embed_normalizes(const std::optional<at::Tensor>& mean, const 
   return mean.has_value() || std.has_value() || rescale.has_value();
 }
 
-// weight [D, C, Ph, Pw] (Conv2d) or [D, C, T, Ph, Pw] (Conv3d), float, with a non-empty kernel.
+// weight [D, C, Ph, Pw] (Conv2d) or [D, C, T, Ph, Pw] (Conv3d), float, no size 0 (as nn.Conv2d/Conv3d).
 inline void check_patch_embed_weight(const char* op, const at::Tensor& weight) {
   TORCH_CHECK_VALUE(weight.dim() == 4 || weight.dim() == 5, "vlmops.", op,
                     ": weight must be [D, C, P, P] (Conv2d) or [D, C, T, P, P] (Conv3d), got shape ", weight.sizes());
   checks::float_dtype(op, "weight", weight);
-  for (int64_t d = 1; d < weight.dim(); ++d) {
-    TORCH_CHECK_VALUE(weight.size(d) > 0, "vlmops.", op, ": weight must have C and a kernel of sizes >= 1, got shape ",
-                      weight.sizes());
+  for (int64_t d = 0; d < weight.dim(); ++d) {
+    TORCH_CHECK_VALUE(weight.size(d) > 0, "vlmops.", op,
+                      ": weight must have D, C and a kernel of sizes >= 1, got shape ", weight.sizes());
   }
 }
 
