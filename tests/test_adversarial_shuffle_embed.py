@@ -82,7 +82,8 @@ def int_probes():
         x, grad = torch.randn(1, 4, 4, 2), torch.randn(1, 2, 2, 8)
         for s in {INTS}:
             probe(f"pixel_shuffle:{{s}}", lambda: ops.pixel_shuffle(x, s), lambda: ref(x, s))
-            probe(f"pixel_shuffle_backward:{{s}}", lambda: ops.pixel_shuffle_backward(grad, s), lambda: ref_bwd(grad, s))
+            probe(f"pixel_shuffle_backward:{{s}}", lambda: ops.pixel_shuffle_backward(grad, s),
+                  lambda: ref_bwd(grad, s))
             probe(f"pixel_shuffle_layer_norm:{{s}}", lambda: ops.pixel_shuffle_layer_norm(x, s, None, None, 1e-5), None)
             # scale 1 keeps the grid: its gradient and statistics have x's grid
             g, stats = (torch.randn(1, 4, 4, 2), torch.ones(1, 4, 4)) if s == 1 else (grad, torch.ones(1, 2, 2))
@@ -207,8 +208,9 @@ def test_degenerate_and_mismatched_shapes_name_the_argument(call, argument):
 @pytest.mark.parametrize("call, argument", [
     (lambda: OPS.pixel_shuffle_backward(torch.randn(1, 2, 2), 2), "grad_out"),
     (lambda: OPS.pixel_shuffle_backward(torch.randn(1, 2, 2, 8, dtype=torch.float64).int(), 2), "grad_out"),
-    (lambda: OPS.pixel_shuffle_layer_norm_backward(torch.randn(1, 2, 2, 8, dtype=torch.float64), torch.randn(1, 4, 4, 2),
-                                                   torch.zeros(1, 2, 2), torch.zeros(1, 2, 2), None, 2), "grad_out"),
+    (lambda: OPS.pixel_shuffle_layer_norm_backward(torch.randn(1, 2, 2, 8, dtype=torch.float64),
+                                                   torch.randn(1, 4, 4, 2), torch.zeros(1, 2, 2), torch.zeros(1, 2, 2),
+                                                   None, 2), "grad_out"),
     (lambda: OPS.pixel_shuffle_layer_norm_backward(torch.randn(1, 2, 2, 8), torch.randn(1, 4, 4, 2),
                                                    torch.zeros(1, 2, 2), torch.zeros(1, 2, 2, dtype=torch.float64),
                                                    None, 2), "rstd"),
@@ -438,7 +440,8 @@ def test_nan_and_inf_propagate_like_the_reference():
     pixels = torch.randn(1, 3, 4, 4, dtype=torch.float64)
     pixels[0, 1, 0, 0] = float("nan")
     weight = torch.randn(5, 3, 2, 2, dtype=torch.float64)
-    torch.testing.assert_close(vlmops.patch_embed(pixels, weight), reference.patch_embed(pixels, weight), equal_nan=True)
+    want = reference.patch_embed(pixels, weight)
+    torch.testing.assert_close(vlmops.patch_embed(pixels, weight), want, equal_nan=True)
 
 
 def test_layer_norm_statistics_of_rows_without_features_are_nan():
@@ -506,7 +509,7 @@ def test_hypothesis_pixel_shuffle_family_strides(data, scale, affine):
     assert torch.equal(OPS.pixel_shuffle(x, scale), reference.pixel_shuffle(x, scale))
     B, H, W, C = x.shape
     n = C * scale * scale
-    weight, bias = (torch.randn(n, dtype=torch.float64), torch.randn(n, dtype=torch.float64)) if affine else (None, None)
+    weight, bias = (torch.randn(n, dtype=torch.float64), torch.randn(n, dtype=torch.float64)) if affine else (None,) * 2
     got = OPS.pixel_shuffle_layer_norm(x, scale, weight, bias, 1e-6)
     want = reference_layer_norm_stats(x, scale, weight, bias, 1e-6)
     for g, w in zip(got, want):
@@ -567,7 +570,8 @@ def test_opcheck_all_six_ops_on_odd_layouts():
     torch.library.opcheck(OPS.pixel_shuffle_backward, (grad, 2))
     torch.library.opcheck(OPS.pixel_shuffle_layer_norm, (x, 2, weight.requires_grad_(), bias, 1e-5))
     _, mean, rstd = OPS.pixel_shuffle_layer_norm(x.detach(), 2, weight.detach(), bias, 1e-5)
-    torch.library.opcheck(OPS.pixel_shuffle_layer_norm_backward, (grad.detach(), x.detach(), mean, rstd, weight.detach(), 2))
+    torch.library.opcheck(OPS.pixel_shuffle_layer_norm_backward,
+                          (grad.detach(), x.detach(), mean, rstd, weight.detach(), 2))
     pixels = strided_like(torch.randint(0, 256, (2, 3, 4, 6), dtype=torch.uint8), (2, 3, 4, 6), (0, 30, 7, 1))
     conv = strided_like(torch.randn(5, 3, 2, 2), (5, 3, 2, 2), (1, 5, 2, 1)).requires_grad_()
     pos, cls = torch.randn(7, 5, requires_grad=True), torch.randn(5, requires_grad=True)
@@ -591,7 +595,8 @@ def test_unbuilt_checkout_runs_the_references_with_the_ops_signatures(tmp_path):
     weight, bias = torch.randn(12, dtype=torch.float64), torch.randn(12, dtype=torch.float64)
     pixels = torch.randint(0, 256, (2, 3, 4, 6), dtype=torch.uint8)
     conv = torch.randn(5, 3, 2, 2, dtype=torch.float64)
-    mean, std, pos = torch.tensor([0.1, 0.2, 0.3]), torch.tensor([0.5, 2.0, 0.7]), torch.randn(7, 5, dtype=torch.float64)
+    mean, std = torch.tensor([0.1, 0.2, 0.3]), torch.tensor([0.5, 2.0, 0.7])
+    pos = torch.randn(7, 5, dtype=torch.float64)
     cls = torch.randn(5, dtype=torch.float64)
     out, mu, rs = OPS.pixel_shuffle_layer_norm(x, 2, weight, bias, 1e-5)
     grad, grad_patches = torch.randn_like(out), torch.randn(2, 6, 5, dtype=torch.float64)

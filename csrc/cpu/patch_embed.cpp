@@ -37,7 +37,7 @@ extern "C" int MKL_Set_Num_Threads_Local(int nthreads);
 namespace vlmops {
 namespace {
 
-// Each worker runs its GEMMs on one thread: MKL called inside our parallel region would otherwise
+// Each worker runs its GEMMs on one thread: MKL called inside the parallel region would otherwise
 // start a team of its own on every worker (measured: 2x slower than one thread on 2 cores).
 class SequentialBlasGuard {
  public:
@@ -209,8 +209,9 @@ void add_rows(const at::Tensor& out_block, const tile_t* add_row, bool per_row, 
 // Each block of patch rows: gathered into the worker's tile (converted and normalized), one GEMM
 // into its slice of out3 [samples, ncls + length, D], then the addend.
 template <class tile_t, class src_t>
-void embed_gathered_blocks(const PatchEmbedShape& s, const src_t* x, const PixelNormalization<at::opmath_type<tile_t>>& norm,
-                           const at::Tensor& wt, const at::Tensor& addend, int64_t ncls, const at::Tensor& out3) {
+void embed_gathered_blocks(const PatchEmbedShape& s, const src_t* x,
+                           const PixelNormalization<at::opmath_type<tile_t>>& norm, const at::Tensor& wt,
+                           const at::Tensor& addend, int64_t ncls, const at::Tensor& out3) {
   const BlockGrid grid(s.samples, s.length);
   const int64_t workers = grid.workers();
   const at::Tensor tiles = at::empty({workers, grid.block, s.columns}, wt.options());
@@ -224,7 +225,9 @@ void embed_gathered_blocks(const PatchEmbedShape& s, const src_t* x, const Pixel
     for (int64_t r = 0; r < n; ++r, row += s.columns) gather_patch(s.geometry, x, m0 + r, norm, row);
     at::Tensor out_block = out3.select(0, sample).narrow(0, ncls + l0, n);
     at::cpu::mm_out(out_block, operand, wt);
-    if (addend_data != nullptr) add_rows(out_block, addend_data + (per_row_addend ? l0 * s.dim : 0), per_row_addend, s.dim);
+    if (addend_data != nullptr) {
+      add_rows(out_block, addend_data + (per_row_addend ? l0 * s.dim : 0), per_row_addend, s.dim);
+    }
   });
 }
 
@@ -256,7 +259,7 @@ at::Tensor patch_embed_cpu(const at::Tensor& x_in, const at::Tensor& weight_in, 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, weight.scalar_type(), "patch_embed_cpu", [&] {
     using tile_t = scalar_t;
     const auto norm = pixel_normalization<at::opmath_type<tile_t>>(mean, std, rescale, s.geometry.channels);
-    AT_DISPATCH_FLOATING_TYPES_AND3(at::kHalf, at::kBFloat16, at::kByte, x.scalar_type(), "patch_embed_cpu_gather", [&] {
+    AT_DISPATCH_FLOATING_TYPES_AND3(at::kHalf, at::kBFloat16, at::kByte, x.scalar_type(), "patch_embed_gather", [&] {
       embed_gathered_blocks<tile_t>(s, x.const_data_ptr<scalar_t>(), norm, wt, addend, ncls, out3);
     });
   });
@@ -277,7 +280,8 @@ at::Tensor backward_gathered_blocks(const PatchEmbedShape& s, const src_t* x, co
   // One partial dW per worker, summed at the end: no atomics, no shared accumulator.
   const at::Tensor grad_w_parts = at::zeros({workers, s.dim, s.columns}, w2d.options());
   const at::Tensor tiles = at::empty({workers, grid.block, s.columns}, w2d.options());
-  const at::Tensor grad_tiles = compute_grad_x ? at::empty({workers, grid.block, s.columns}, w2d.options()) : at::Tensor();
+  const at::Tensor grad_tiles =
+      compute_grad_x ? at::empty({workers, grid.block, s.columns}, w2d.options()) : at::Tensor();
   const PatchGeometry grad_g = compute_grad_x ? patch_geometry_with_strides_of(s.geometry, grad_x) : s.geometry;
   src_t* gxp = compute_grad_x ? grad_x.mutable_data_ptr<src_t>() : nullptr;
   for_each_block(grid, workers, [&](int64_t worker, int64_t item) {

@@ -187,7 +187,8 @@ __global__ void layer_norm_backward_input_kernel(const scalar_t* __restrict__ gr
     acc_t sums[2] = {0, 0};  // sum(g), sum(g * xhat)
     for (int64_t k = threadIdx.x; k < n; k += blockDim.x) {
       const acc_t xhat = (static_cast<acc_t>(x[g.src_offset(b, i, j, k)]) - mu) * rs;
-      const acc_t gk = static_cast<acc_t>(dy_row[k * ly.stride[3]]) * (weight ? static_cast<acc_t>(weight[k]) : acc_t(1));
+      const acc_t wk = weight ? static_cast<acc_t>(weight[k]) : acc_t(1);
+      const acc_t gk = static_cast<acc_t>(dy_row[k * ly.stride[3]]) * wk;
       sums[0] += gk;
       sums[1] += gk * xhat;
     }
@@ -195,7 +196,8 @@ __global__ void layer_norm_backward_input_kernel(const scalar_t* __restrict__ gr
     const acc_t mean_g = sums[0] / n, mean_g_xhat = sums[1] / n;
     for (int64_t k = threadIdx.x; k < n; k += blockDim.x) {
       const acc_t xhat = (static_cast<acc_t>(x[g.src_offset(b, i, j, k)]) - mu) * rs;
-      const acc_t gk = static_cast<acc_t>(dy_row[k * ly.stride[3]]) * (weight ? static_cast<acc_t>(weight[k]) : acc_t(1));
+      const acc_t wk = weight ? static_cast<acc_t>(weight[k]) : acc_t(1);
+      const acc_t gk = static_cast<acc_t>(dy_row[k * ly.stride[3]]) * wk;
       grad_x[gx.src_offset(b, i, j, k)] =
           static_cast<scalar_t>(layer_norm_grad_input(gk, xhat, rs, mean_g, mean_g_xhat));
     }
@@ -247,7 +249,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pixel_shuffle_layer_norm_cuda(con
   c10::cuda::CUDAGuard guard(x.device());
   auto stream = c10::cuda::getCurrentCUDAStream();
   at::Tensor out = at::empty({shape.B, shape.Ho, shape.Wo, shape.n}, x.options());
-  at::Tensor mean = at::empty({shape.B, shape.Ho, shape.Wo}, x.options().dtype(pixel_shuffle_stats_dtype(x.scalar_type())));
+  const auto stats_options = x.options().dtype(pixel_shuffle_stats_dtype(x.scalar_type()));
+  at::Tensor mean = at::empty({shape.B, shape.Ho, shape.Wo}, stats_options);
   at::Tensor rstd = at::empty_like(mean);
   if (out.numel() == 0) {
     // No features: the statistics of an empty row.

@@ -35,7 +35,9 @@ class _VisionEmbeddings(nn.Module):
         self.image_size = config.image_size
         self.patch_size = config.patch_size
         if not (isinstance(self.patch_size, int) and self.patch_size >= 1):
-            raise ValueError(f"vlmops.nn.{type(self).__name__}: config.patch_size must be an int >= 1, got {self.patch_size!r}")
+            raise ValueError(
+                f"vlmops.nn.{type(self).__name__}: config.patch_size must be an int >= 1, got {self.patch_size!r}"
+            )
         if self._HAS_CLS:
             self.class_embedding = nn.Parameter(torch.randn(self.embed_dim))
         self.patch_embedding = nn.Conv2d(

@@ -81,7 +81,7 @@ def _check_x_weight(x, weight):
     if x.dim() == 2:
         torch._check(x.shape[1] == columns, lambda: "vlmops.patch_embed: rows x must have C*T*Ph*Pw columns")
         return True, 1, x.shape[0], weight.shape[0]
-    torch._check(x.dim() == weight.dim(), lambda: "vlmops.patch_embed: images need a Conv2d weight, videos a Conv3d one")
+    torch._check(x.dim() == weight.dim(), lambda: "vlmops.patch_embed: images need a Conv2d weight, videos Conv3d")
     torch._check(x.shape[1] == weight.shape[1], lambda: "vlmops.patch_embed: x must have weight's channels")
     return False, x.shape[0], _patches_per_sample(x, weight), weight.shape[0]
 

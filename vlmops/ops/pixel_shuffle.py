@@ -31,7 +31,9 @@ def _as_grid(fn: str, x, grid):
         return x, False
     if x.dim() == 4:
         if grid is not None and tuple(grid) != tuple(x.shape[1:3]):
-            raise ValueError(f"vlmops.{fn}: grid {tuple(grid)} does not match x of shape {tuple(x.shape)} ([B, H, W, C])")
+            raise ValueError(
+                f"vlmops.{fn}: grid {tuple(grid)} does not match x of shape {tuple(x.shape)} ([B, H, W, C])"
+            )
         return x, False
     tokens = x.shape[1]
     if grid is None:
@@ -122,7 +124,7 @@ def _shuffle_backward_fake(grad_out, scale):
     torch._check(grad_out.dim() == 4, lambda: f"vlmops.{fn}: grad_out must be [B, H/s, W/s, s*s*C] (4 dims)")
     _check_scale(fn, scale)
     B, Ho, Wo, n = grad_out.shape
-    torch._check(n % (scale * scale) == 0, lambda: f"vlmops.{fn}: grad_out channels must be a multiple of scale * scale")
+    torch._check(n % (scale * scale) == 0, lambda: f"vlmops.{fn}: grad_out channels must be a multiple of scale**2")
     return grad_out.new_empty(B, Ho * scale, Wo * scale, n // (scale * scale))
 
 

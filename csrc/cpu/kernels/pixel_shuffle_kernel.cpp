@@ -119,7 +119,8 @@ void apply_run(scalar_t* dst, const acc_t* src, const acc_t* w, const acc_t* b, 
   const Vec<acc_t> vmu(mu), vrs(rs);
   int64_t k = 0;
   for (; k + kW <= n; k += kW) {
-    const Vec<acc_t> y = layer_norm_apply(Vec<acc_t>::loadu(src + k), vmu, vrs, Vec<acc_t>::loadu(w + k), Vec<acc_t>::loadu(b + k));
+    const Vec<acc_t> y =
+        layer_norm_apply(Vec<acc_t>::loadu(src + k), vmu, vrs, Vec<acc_t>::loadu(w + k), Vec<acc_t>::loadu(b + k));
     if constexpr (std::is_same_v<scalar_t, acc_t>) {
       y.store(dst + k);
     } else {
@@ -244,7 +245,9 @@ void backward_impl(const at::Tensor& grad_out, const at::Tensor& x, const at::Te
       }
       for (; k < n; ++k) gy_row[k] = layer_norm_grad_input(gy_row[k], xhat[k], rs, mean_g, mean_g_xhat);
       // Each chunk dy of the token is s*C contiguous elements of the contiguous grad_x.
-      for (int64_t dy = 0; dy < s; ++dy) store_run(gxp + gx.chunk_offset(b, i, j, dy), gy_row.data() + dy * s * C, s * C);
+      for (int64_t dy = 0; dy < s; ++dy) {
+        store_run(gxp + gx.chunk_offset(b, i, j, dy), gy_row.data() + dy * s * C, s * C);
+      }
     }
   });
 }

@@ -75,7 +75,8 @@ inline PatchEmbedShape check_patch_embed_x_weight(const char* op, const at::Tens
   const bool video_weight = weight.dim() == 5;
   const int64_t D = weight.size(0), C = weight.size(1), T = video_weight ? weight.size(2) : 1;
   const int64_t Ph = weight.size(-2), Pw = weight.size(-1);
-  const int64_t patch = checks::checked_mul(op, "T*Ph*Pw of weight", checks::checked_mul(op, "T*Ph of weight", T, Ph), Pw);
+  const int64_t patch =
+      checks::checked_mul(op, "T*Ph*Pw of weight", checks::checked_mul(op, "T*Ph of weight", T, Ph), Pw);
   const int64_t K = checks::checked_mul(op, "C*T*Ph*Pw of weight", C, patch);
   if (x.dim() == 2) {
     TORCH_CHECK_VALUE(x.size(1) == K, "vlmops.", op, ": rows x [N, C*T*Ph*Pw] must have ", K,

@@ -16,7 +16,9 @@
 namespace vlmops {
 
 // Accumulation dtype of the LayerNorm statistics: float64 for float64 inputs, else float32.
-inline at::ScalarType pixel_shuffle_stats_dtype(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
+inline at::ScalarType pixel_shuffle_stats_dtype(at::ScalarType t) {
+  return t == at::kDouble ? at::kDouble : at::kFloat;
+}
 
 // Sizes of both sides of the shuffle.
 struct PixelShuffleShape {
@@ -28,7 +30,8 @@ struct PixelShuffleShape {
 // A shape from x's sizes (or the shuffled ones) and s*s*C, with its output token count.
 inline PixelShuffleShape pixel_shuffle_shape(const char* op, int64_t B, int64_t H, int64_t W, int64_t C, int64_t Ho,
                                              int64_t Wo, int64_t n) {
-  const int64_t rows = checks::checked_mul(op, "output tokens B * H/s * W/s", checks::checked_mul(op, "B * H/s", B, Ho), Wo);
+  const int64_t rows =
+      checks::checked_mul(op, "output tokens B * H/s * W/s", checks::checked_mul(op, "B * H/s", B, Ho), Wo);
   return {B, H, W, C, Ho, Wo, n, rows};
 }
 
@@ -65,8 +68,6 @@ inline PixelShuffleShape check_pixel_shuffle_shuffled(const char* op, const char
   return pixel_shuffle_shape(op, y.size(0), checks::checked_mul(op, "H = H/s * scale", Ho, scale),
                              checks::checked_mul(op, "W = W/s * scale", Wo, scale), n / block, Ho, Wo, n);
 }
-
-inline void check_pixel_shuffle(const at::Tensor& x, int64_t scale) { check_pixel_shuffle_input("pixel_shuffle", x, scale); }
 
 inline PixelShuffleShape check_pixel_shuffle_backward(const at::Tensor& grad_out, int64_t scale) {
   return check_pixel_shuffle_shuffled("pixel_shuffle_backward", "grad_out", grad_out, scale);
