@@ -134,13 +134,16 @@ def test_pixel_shuffle_backward_scale_2_pow_32_does_not_crash():
     assert "vlmops.pixel_shuffle_backward: scale * scale = 4294967296 * 4294967296 overflows int64" in result.stdout
 
 
-@pytest.mark.parametrize("grid", [(0, 16), (-4, -4), (2**31, 0), (2**62, 2**62), (2**63 - 1, 1), (4,), (4.0, 4)])
+@pytest.mark.parametrize("grid", [(0, 16), (-4, -4), (2**31, 0), (2**62, 2**62), (2**63 - 1, 1), (4,), (4.0, 4), 16,
+                                  (True, 16), "44"])
 def test_grid_argument_is_checked_and_named(grid):
     x = torch.randn(1, 16, 2)
     with pytest.raises(ValueError, match="grid"):
         vlmops.pixel_shuffle(x, 2, grid=grid)
     with pytest.raises(ValueError, match="grid"):
         vlmops.pixel_shuffle_layer_norm(x, 2, grid=grid)
+    with pytest.raises(ValueError, match="grid"):
+        vlmops.pixel_shuffle(x.view(1, 4, 4, 2), 2, grid=grid)
 
 
 @pytest.mark.parametrize("eps", [float("nan"), float("inf"), -1e-12])

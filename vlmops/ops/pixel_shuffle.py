@@ -27,6 +27,11 @@ __all__ = ["pixel_shuffle", "pixel_shuffle_layer_norm"]
 def _as_grid(fn: str, x, grid):
     """x as ``[B, H, W, C]`` (a view, never a copy) and whether it came as ``[B, H*W, C]``. Other
     inputs go to the op as they are: its contract names what is wrong with them."""
+    if grid is not None and not (
+        isinstance(grid, (tuple, list)) and len(grid) == 2
+        and all(isinstance(g, int) and not isinstance(g, bool) and g >= 0 for g in grid)
+    ):
+        raise ValueError(f"vlmops.{fn}: grid must be (H, W) with non-negative ints, got {grid!r}")
     if not isinstance(x, torch.Tensor) or x.dim() not in (3, 4):
         return x, False
     if x.dim() == 4:
@@ -43,8 +48,6 @@ def _as_grid(fn: str, x, grid):
                 f"vlmops.{fn}: x has {tokens} tokens, which is not a square grid; pass grid=(H, W) with H*W == {tokens}"
             )
         grid = (side, side)
-    if len(grid) != 2 or any(isinstance(g, bool) or not isinstance(g, int) or g < 0 for g in grid):
-        raise ValueError(f"vlmops.{fn}: grid must be (H, W) with non-negative ints, got {grid!r}")
     if grid[0] * grid[1] != tokens:
         raise ValueError(f"vlmops.{fn}: grid {tuple(grid)} holds {grid[0] * grid[1]} tokens but x has {tokens}")
     return x.unflatten(1, tuple(grid)), True
@@ -106,23 +109,23 @@ def _stats_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _check_scale(fn: str, scale: int) -> None:
+def _shuffled_shape(fn: str, x, scale):
+    """[B, H/s, W/s, s*s*C] of x [B, H, W, C], after the shape rules."""
+    torch._check(x.dim() == 4, lambda: f"vlmops.{fn}: x must be [B, H, W, C] (4 dims)")
     torch._check(scale >= 1, lambda: f"vlmops.{fn}: scale must be >= 1, got {scale}")
+    B, H, W, C = x.shape
+    torch._check(H % scale == 0 and W % scale == 0, lambda: f"vlmops.{fn}: grid (H, W) of x is not divisible by scale")
+    return B, H // scale, W // scale, C * scale * scale
 
 
 def _shuffle_fake(x, scale):
-    fn = "pixel_shuffle"
-    torch._check(x.dim() == 4, lambda: f"vlmops.{fn}: x must be [B, H, W, C] (4 dims)")
-    _check_scale(fn, scale)
-    B, H, W, C = x.shape
-    torch._check(H % scale == 0 and W % scale == 0, lambda: f"vlmops.{fn}: grid (H, W) of x is not divisible by scale")
-    return x.new_empty(B, H // scale, W // scale, C * scale * scale)
+    return x.new_empty(_shuffled_shape("pixel_shuffle", x, scale))
 
 
 def _shuffle_backward_fake(grad_out, scale):
     fn = "pixel_shuffle_backward"
     torch._check(grad_out.dim() == 4, lambda: f"vlmops.{fn}: grad_out must be [B, H/s, W/s, s*s*C] (4 dims)")
-    _check_scale(fn, scale)
+    torch._check(scale >= 1, lambda: f"vlmops.{fn}: scale must be >= 1, got {scale}")
     B, Ho, Wo, n = grad_out.shape
     torch._check(n % (scale * scale) == 0, lambda: f"vlmops.{fn}: grad_out channels must be a multiple of scale**2")
     return grad_out.new_empty(B, Ho * scale, Wo * scale, n // (scale * scale))
@@ -130,22 +133,21 @@ def _shuffle_backward_fake(grad_out, scale):
 
 def _layer_norm_fake(x, scale, weight, bias, eps):
     fn = "pixel_shuffle_layer_norm"
-    out = _shuffle_fake(x, scale)
+    shape = _shuffled_shape(fn, x, scale)
     for name, t in (("weight", weight), ("bias", bias)):
         if t is not None:
-            torch._check(t.dim() == 1 and t.shape[0] == out.shape[3], lambda: f"vlmops.{fn}: {name} must be [s*s*C]")
-    stats = x.new_empty(out.shape[:3], dtype=_stats_dtype(x.dtype))
-    return out, stats, torch.empty_like(stats)
+            torch._check(t.dim() == 1 and t.shape[0] == shape[3], lambda: f"vlmops.{fn}: {name} must be [s*s*C]")
+    stats = x.new_empty(shape[:3], dtype=_stats_dtype(x.dtype))
+    return x.new_empty(shape), stats, torch.empty_like(stats)
 
 
 def _layer_norm_backward_fake(grad_out, x, mean, rstd, weight, scale):
     fn = "pixel_shuffle_layer_norm_backward"
-    shuffled = _shuffle_fake(x, scale)
-    torch._check(grad_out.shape == shuffled.shape, lambda: f"vlmops.{fn}: grad_out must be the shuffled shape of x")
+    shape = _shuffled_shape(fn, x, scale)
+    torch._check(grad_out.shape == shape, lambda: f"vlmops.{fn}: grad_out must be the shuffled shape of x")
     for name, stat in (("mean", mean), ("rstd", rstd)):
-        torch._check(stat.shape == shuffled.shape[:3], lambda: f"vlmops.{fn}: {name} must be [B, H/s, W/s]")
-    n = shuffled.shape[3]
-    return x.new_empty(x.shape), x.new_empty(n), x.new_empty(n)
+        torch._check(stat.shape == shape[:3], lambda: f"vlmops.{fn}: {name} must be [B, H/s, W/s]")
+    return x.new_empty(x.shape), x.new_empty(shape[3]), x.new_empty(shape[3])
 
 
 def _scale_context(ctx, inputs, output):
