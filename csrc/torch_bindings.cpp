@@ -11,31 +11,32 @@
   } while (0)
 
 TORCH_LIBRARY(vlmops, m) {
-  // x [B, H, W, C] (any strides) -> [B, H/s, W/s, s*s*C]: token merging of InternVL / Idefics3.
-  m.def("pixel_shuffle(Tensor x, int scale) -> Tensor");
+  // Pixel shuffle: token merging of InternVL / Idefics3 / SmolVLM. Each op has a Triton variant that its
+  // CUDA entry runs with VLMOPS_CUDA_BACKEND=triton (vlmops/triton/pixel_shuffle.py).
+  // x [B, H, W, C] (any strides) -> [B, H/s, W/s, s*s*C].
+  VLMOPS_DEF_WITH_TRITON(m, "pixel_shuffle", "_pixel_shuffle_triton", "(Tensor x, int scale) -> Tensor");
   // grad_out [B, H/s, W/s, s*s*C] -> grad_x [B, H, W, C]: the inverse permutation.
-  m.def("pixel_shuffle_backward(Tensor grad_out, int scale) -> Tensor");
+  VLMOPS_DEF_WITH_TRITON(m, "pixel_shuffle_backward", "_pixel_shuffle_backward_triton",
+                         "(Tensor grad_out, int scale) -> Tensor");
   // Fused pixel_shuffle + LayerNorm(s*s*C) -> (out, mean [B, H/s, W/s], rstd [B, H/s, W/s]).
-  m.def("pixel_shuffle_layer_norm(Tensor x, int scale, Tensor? weight, Tensor? bias, float eps) -> (Tensor, Tensor, Tensor)");
+  VLMOPS_DEF_WITH_TRITON(m, "pixel_shuffle_layer_norm", "_pixel_shuffle_layer_norm_triton",
+                         "(Tensor x, int scale, Tensor? weight, Tensor? bias, float eps) -> (Tensor, Tensor, Tensor)");
   // -> (grad_x [B, H, W, C], grad_weight [s*s*C], grad_bias [s*s*C]).
-  m.def("pixel_shuffle_layer_norm_backward(Tensor grad_out, Tensor x, Tensor mean, Tensor rstd, Tensor? weight, int scale) -> (Tensor, Tensor, Tensor)");
-}
-
-// Triton variants of the CUDA kernels, for benchmarks and VLMOPS_CUDA_BACKEND=triton; their CUDA
-// kernels register from Python (vlmops/triton/), the schema lives here like every other.
-TORCH_LIBRARY_FRAGMENT(vlmops, m) {
-  m.def("_pixel_shuffle_triton(Tensor x, int scale) -> Tensor");
-  m.def("_pixel_shuffle_backward_triton(Tensor grad_out, int scale) -> Tensor");
-  m.def("_pixel_shuffle_layer_norm_triton(Tensor x, int scale, Tensor? weight, Tensor? bias, float eps) -> (Tensor, Tensor, Tensor)");
-  m.def("_pixel_shuffle_layer_norm_backward_triton(Tensor grad_out, Tensor x, Tensor mean, Tensor rstd, Tensor? weight, int scale) -> (Tensor, Tensor, Tensor)");
+  VLMOPS_DEF_WITH_TRITON(m, "pixel_shuffle_layer_norm_backward", "_pixel_shuffle_layer_norm_backward_triton",
+                         "(Tensor grad_out, Tensor x, Tensor mean, Tensor rstd, Tensor? weight, int scale) -> "
+                         "(Tensor, Tensor, Tensor)");
 }
 
 // Patch embedding (Conv2d/Conv3d with kernel == stride) as one GEMM; see vlmops/ops/patch_embed.py.
 TORCH_LIBRARY_FRAGMENT(vlmops, m) {
   // x [N, C*T*Ph*Pw] rows | [B, C, H, W] | [B, C, F, H, W] (uint8 or float), weight [D, C, (T,) Ph, Pw] -> [N, D] | [B, ncls + L, D].
-  m.def("patch_embed(Tensor x, Tensor weight, Tensor? bias, Tensor? mean, Tensor? std, float? rescale, Tensor? pos_embed, Tensor? cls_token) -> Tensor");
+  VLMOPS_DEF_WITH_TRITON(m, "patch_embed", "_patch_embed_triton",
+                         "(Tensor x, Tensor weight, Tensor? bias, Tensor? mean, Tensor? std, float? rescale, "
+                         "Tensor? pos_embed, Tensor? cls_token) -> Tensor");
   // grad_patches [N, D] | [B, L, D] (no CLS row) -> (grad_x (x's shape, or [0] unless compute_grad_x), grad_weight, grad_bias [D]).
-  m.def("patch_embed_backward(Tensor grad_patches, Tensor x, Tensor weight, Tensor? mean, Tensor? std, float? rescale, bool compute_grad_x) -> (Tensor, Tensor, Tensor)");
+  VLMOPS_DEF_WITH_TRITON(m, "patch_embed_backward", "_patch_embed_backward_triton",
+                         "(Tensor grad_patches, Tensor x, Tensor weight, Tensor? mean, Tensor? std, float? rescale, "
+                         "bool compute_grad_x) -> (Tensor, Tensor, Tensor)");
 }
 
 // Multi-axis rotary embedding (2D vision RoPE, 3D M-RoPE, 1D): pair i of rotary_dim/2 turns by

@@ -371,21 +371,21 @@ def _bad_cases():
         ((x[:, :2], w), {}, ValueError, "2 channels"),
         ((x, wv), {}, ValueError, r"Conv2d\) for images"),
         ((xv, w), {}, ValueError, r"Conv3d\) for videos"),
-        ((x, w[0]), {}, ValueError, "weight must have"),
-        ((x[0], w), {}, ValueError, "x must have"),
+        ((x, w[0]), {}, ValueError, r"weight must be \[D, C, P, P\] \(Conv2d\) or"),
+        ((x[0], w), {}, ValueError, r"x must be \[N, C\*T\*Ph\*Pw\] rows, .* got shape \[3, 8, 8\]"),
         ((rows[:, :-1], wv), {}, ValueError, "columns"),
-        ((x.int(), w), {}, ValueError, "x must be one of"),
-        ((x, w.int()), {}, ValueError, "weight must be one of"),
-        ((x.tolist(), w), {}, TypeError, "x must be a torch.Tensor"),
-        ((x, w, b[:3]), {}, ValueError, "bias must have shape"),
-        ((x, w, b.double()), {}, ValueError, "bias must have weight's dtype"),
-        ((x, w), {"mean": torch.ones(4)}, ValueError, "mean must have shape"),
-        ((x, w), {"std": torch.ones(3, dtype=torch.int64)}, ValueError, "std must be one of"),
-        ((x, w), {"rescale": "1/255"}, ValueError, "rescale must be a finite float"),
-        ((x, w), {"rescale": float("nan")}, ValueError, "rescale must be a finite float"),
-        ((x, w), {"pos_embed": torch.ones(5, 8)}, ValueError, r"pos_embed must have shape \(4, 8\)"),
-        ((x, w), {"pos_embed": torch.ones(4, 8), "cls_token": torch.ones(8)}, ValueError, r"pos_embed must have shape \(5, 8\)"),
-        ((x, w), {"cls_token": torch.ones(1, 8)}, ValueError, "cls_token must have shape"),
+        ((x.int(), w), {}, ValueError, "x must be uint8, .* got Int"),
+        ((x, w.int()), {}, ValueError, "weight must be float32, .* got Int"),
+        ((x.tolist(), w), {}, TypeError, "patch_embed: x must be Tensor, got list"),
+        ((x, w, b[:3]), {}, ValueError, r"bias must be \[D\] = \[8\], got shape \[3\]"),
+        ((x, w, b.double()), {}, ValueError, "bias dtype Double must match weight dtype Float"),
+        ((x, w), {"mean": torch.ones(4)}, ValueError, r"mean must be \[C\] = \[3\]"),
+        ((x, w), {"std": torch.ones(3, dtype=torch.int64)}, ValueError, "std must be float32, .* got Long"),
+        ((x, w), {"rescale": "1/255"}, TypeError, r"rescale must be Optional\[float\], got str"),
+        ((x, w), {"rescale": float("nan")}, ValueError, "rescale must be finite, got nan"),
+        ((x, w), {"pos_embed": torch.ones(5, 8)}, ValueError, r"pos_embed must be \[ncls \+ L, D\] = \[4, 8\]"),
+        ((x, w), {"pos_embed": torch.ones(4, 8), "cls_token": torch.ones(8)}, ValueError, r"pos_embed must be \[ncls \+ L, D\] = \[5, 8\]"),
+        ((x, w), {"cls_token": torch.ones(1, 8)}, ValueError, r"cls_token must be \[D\] = \[8\]"),
         ((rows, wv), {"cls_token": torch.ones(8)}, ValueError, "not rows"),
         ((x, w), {"mean": c3.to("meta")}, ValueError, "mean is on meta"),
     ]
@@ -404,18 +404,19 @@ def test_op_checks_inputs_itself():
     for args, message in [
         ((x[:, :, :7], w, None, None, None, None, None, None), "not divisible by the patch size"),
         ((x[:, :2], w, None, None, None, None, None, None), "2 channels"),
-        ((x, w[..., None], None, None, None, None, None, None), "need a Conv2d weight"),
+        ((x, w[..., None], None, None, None, None, None, None), r"weight must be \[D, C, P, P\] \(Conv2d\) for images"),
         ((x, w, b[:2], None, None, None, None, None), "bias must be"),
-        ((x, w, None, None, torch.tensor([1.0, 0.0, 1.0]), None, None, None), "finite and nonzero"),
+        ((x, w, None, None, torch.tensor([1.0, 0.0, 1.0]), None, None, None), r"std\[1\] must be finite and nonzero"),
+        ((x, w, None, torch.tensor([0.0, float("inf"), 0.0]), None, None, None, None), r"mean\[1\] must be finite"),
         ((x, w, None, None, None, None, torch.ones(3, 8), None), "pos_embed must be"),
         ((x.view(2, -1), w, None, None, None, None, None, None), "columns"),
     ]:
-        with pytest.raises(RuntimeError, match=message):
+        with pytest.raises(ValueError, match=message):
             op(*args)
     grad = torch.randn(2, 4, 8)
-    with pytest.raises(RuntimeError, match="grad_patches must be"):
+    with pytest.raises(ValueError, match="grad_patches must be"):
         torch.ops.vlmops.patch_embed_backward(grad[:, :3], x, w, None, None, None, True)
-    with pytest.raises(RuntimeError, match="has no gradient"):
+    with pytest.raises(ValueError, match="has no gradient"):
         torch.ops.vlmops.patch_embed_backward(grad, x.to(torch.uint8), w, None, None, None, True)
 
 
@@ -439,7 +440,7 @@ def _epilogue_args(x, weight, with_cls):
 @pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("dtype", TRITON_DTYPES)
 def test_triton_matches_reference_under_interpreter(form, dtype):
-    from vlmops.triton.patch_embed import patch_embed_triton
+    from vlmops.triton.patch_embed import patch_embed as patch_embed_triton
 
     # D = 20 and K = 3*2*3*3 = 54 are not multiples of the 16-wide tiles: the masks are exercised.
     x, weight, bias = make_case(form, C=3, T=2, P=3, D=20, dtype=torch.float32)
@@ -458,7 +459,7 @@ def test_triton_matches_reference_under_interpreter(form, dtype):
 
 @pytest.mark.parametrize("form", ["image", "video", "rows3d"])
 def test_triton_uint8_normalization_and_strides_under_interpreter(form):
-    from vlmops.triton.patch_embed import patch_embed_triton
+    from vlmops.triton.patch_embed import patch_embed as patch_embed_triton
 
     x, weight, bias = make_case(form, C=3, T=2, P=3, D=20, dtype=torch.float32)
     pixels = torch.randint(0, 256, x.shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
@@ -475,9 +476,9 @@ def test_triton_uint8_normalization_and_strides_under_interpreter(form):
 @pytest.mark.parametrize("compute_grad_x", [True, False])
 @pytest.mark.parametrize("normalized", [True, False])
 def test_cuda_backward_composition_matches_cpu_kernel(form, compute_grad_x, normalized):
-    # The CUDA backward is torch ops only: run it on CPU tensors against the C++ kernel (whose rows
-    # without normalization take the no-gather path).
-    from vlmops.triton.patch_embed import patch_embed_backward_cuda
+    # The CUDA backward is torch ops only (the reference's composition): run it on CPU tensors against
+    # the C++ kernel (whose rows without normalization take the no-gather path).
+    from vlmops.triton.patch_embed import patch_embed_backward as patch_embed_backward_cuda
 
     x, weight, _ = make_case(form, C=3, T=2, P=3, D=5)
     mean, std = torch.tensor([0.1, 0.2, 0.3], dtype=torch.float64), torch.tensor([0.5, 2.0, 0.7], dtype=torch.float64)

@@ -3,8 +3,10 @@
 Without a GPU the launchers run on CPU tensors under the Triton interpreter (conftest sets
 TRITON_INTERPRET=1), which is slow: shapes are tiny and grids are reduced to the cases that change
 the code path (scale 1-4, strided x, weight/bias present or not, fp32/bf16, fp64/fp16 once each).
-On a CUDA machine the same checks run through torch.ops.vlmops._*_triton on CUDA tensors, plus
-opcheck and gradcheck of the private ops.
+On a CUDA machine the same checks run through the public ops on CUDA tensors with
+VLMOPS_CUDA_BACKEND=triton (their CUDA entries check the inputs, then call the Triton kernels), plus
+opcheck and gradcheck. The inputs' checks are the ops' (tests/test_pixel_shuffle.py,
+tests/test_adversarial_shuffle_embed.py): the launchers take checked inputs.
 """
 
 import pytest
@@ -22,8 +24,15 @@ BACKENDS = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def triton_backend(monkeypatch):
+    """The public ops' CUDA entries run the Triton variant (CPU tests call the launchers directly)."""
+    monkeypatch.setenv("VLMOPS_CUDA_BACKEND", "triton")
+
+
 def kernels(device: str) -> dict:
-    """The four entry points: the launchers themselves on CPU, the registered private ops on CUDA."""
+    """The four entry points: the launchers themselves on CPU, the public ops (with
+    VLMOPS_CUDA_BACKEND=triton) on CUDA."""
     if device == "cpu":
         return {
             "shuffle": triton_ps.pixel_shuffle,
@@ -33,10 +42,10 @@ def kernels(device: str) -> dict:
         }
     ops = torch.ops.vlmops
     return {
-        "shuffle": ops._pixel_shuffle_triton,
-        "shuffle_backward": ops._pixel_shuffle_backward_triton,
-        "layer_norm": ops._pixel_shuffle_layer_norm_triton,
-        "layer_norm_backward": ops._pixel_shuffle_layer_norm_backward_triton,
+        "shuffle": ops.pixel_shuffle,
+        "shuffle_backward": ops.pixel_shuffle_backward,
+        "layer_norm": ops.pixel_shuffle_layer_norm,
+        "layer_norm_backward": ops.pixel_shuffle_layer_norm_backward,
     }
 
 
@@ -287,58 +296,19 @@ def test_vector_width():
     assert triton_ps._vector_width(torch.empty(1, 2, 2, 5)) == 1
 
 
-# --- errors ------------------------------------------------------------------------------------------
-
-
-def test_bad_inputs_raise_clear_errors():
-    x = torch.randn(1, 4, 4, 3)
-    out, mean, rstd = triton_ps.pixel_shuffle_layer_norm(x, 2, None, None, 1e-5)
-    cases = [
-        (TypeError, "x must be a torch.Tensor", lambda: triton_ps.pixel_shuffle(x.numpy(), 2)),
-        (ValueError, "x must have 4 dims", lambda: triton_ps.pixel_shuffle(x[0], 2)),
-        (ValueError, "x must be one of", lambda: triton_ps.pixel_shuffle(x.to(torch.int32), 2)),
-        (TypeError, "scale must be an int", lambda: triton_ps.pixel_shuffle(x, 2.0)),
-        (ValueError, "scale must be >= 1", lambda: triton_ps.pixel_shuffle(x, 0)),
-        (ValueError, "not divisible by scale 3", lambda: triton_ps.pixel_shuffle(x, 3)),
-        (ValueError, "not a multiple of scale\\*scale", lambda: triton_ps.pixel_shuffle_backward(out[..., :10], 2)),
-        (ValueError, "weight must be \\[12\\]", lambda: triton_ps.pixel_shuffle_layer_norm(x, 2, torch.ones(3), None, 1e-5)),
-        (ValueError, "bias dtype", lambda: triton_ps.pixel_shuffle_layer_norm(x, 2, None, torch.ones(12).double(), 1e-5)),
-        (ValueError, "eps must be >= 0", lambda: triton_ps.pixel_shuffle_layer_norm(x, 2, None, None, -1.0)),
-        (ValueError, "does not match the shuffled shape",
-         lambda: triton_ps.pixel_shuffle_layer_norm_backward(out[:, :1], x, mean, rstd, None, 2)),
-        (ValueError, "grad_out dtype", lambda: triton_ps.pixel_shuffle_layer_norm_backward(out.double(), x, mean, rstd, None, 2)),
-        (ValueError, "mean must be one of float32",
-         lambda: triton_ps.pixel_shuffle_layer_norm_backward(out, x, mean.double(), rstd, None, 2)),
-        (ValueError, "rstd must be \\[B, H/s, W/s\\]",
-         lambda: triton_ps.pixel_shuffle_layer_norm_backward(out, x, mean, rstd[:, :1], None, 2)),
-        (ValueError, "weight must be \\[12\\]",
-         lambda: triton_ps.pixel_shuffle_layer_norm_backward(out, x, mean, rstd, torch.ones(4), 2)),
-    ]
-    for error, message, call in cases:
-        with pytest.raises(error, match=message):
-            call()
-
-
-def test_patch_span_beyond_int32_is_refused():
-    # Channel stride 2**31: one token's inputs lie 2**31 elements apart (a meta tensor: no memory).
-    x = torch.empty_strided((1, 2, 2, 2), (0, 0, 0, 2**31), device="meta")
-    with pytest.raises(ValueError, match="at most 2\\*\\*31 - 1"):
-        triton_ps.pixel_shuffle(x, 2)
-
-
-# --- CUDA only: the registered ops ------------------------------------------------------------------
+# --- CUDA only: the public ops on the Triton backend -------------------------------------------------
 
 
 @pytest.mark.requires_cuda
-def test_opcheck_private_ops():
+def test_opcheck_triton_backend():
     x = make_x("cls_dropped", 2, 4, 4, 8, torch.float32, "cuda")
     weight, bias = affine(32, torch.float32, "cuda", True, 1), affine(32, torch.float32, "cuda", True, 2)
     ops = torch.ops.vlmops
-    torch.library.opcheck(ops._pixel_shuffle_triton, (x, 2))
-    torch.library.opcheck(ops._pixel_shuffle_backward_triton, (torch.randn(2, 2, 2, 32, device="cuda"), 2))
-    torch.library.opcheck(ops._pixel_shuffle_layer_norm_triton, (x.requires_grad_(), 2, weight, bias, 1e-5))
-    out, mean, rstd = ops._pixel_shuffle_layer_norm_triton(x.detach(), 2, weight, bias, 1e-5)
-    torch.library.opcheck(ops._pixel_shuffle_layer_norm_backward_triton,
+    torch.library.opcheck(ops.pixel_shuffle, (x, 2))
+    torch.library.opcheck(ops.pixel_shuffle_backward, (torch.randn(2, 2, 2, 32, device="cuda"), 2))
+    torch.library.opcheck(ops.pixel_shuffle_layer_norm, (x.requires_grad_(), 2, weight, bias, 1e-5))
+    out, mean, rstd = ops.pixel_shuffle_layer_norm(x.detach(), 2, weight, bias, 1e-5)
+    torch.library.opcheck(ops.pixel_shuffle_layer_norm_backward,
                           (torch.randn_like(out), x.detach(), mean, rstd, weight, 2))
 
 
@@ -347,17 +317,31 @@ def test_gradcheck_float64_cuda():
     x = make_x("cls_dropped", 1, 4, 2, 3, torch.float64, "cuda").requires_grad_()
     weight = affine(12, torch.float64, "cuda", True, 1).requires_grad_()
     bias = affine(12, torch.float64, "cuda", True, 2).requires_grad_()
-    ops = torch.ops.vlmops
-    assert torch.autograd.gradcheck(lambda t: ops._pixel_shuffle_triton(t, 2), (x,))
-    assert torch.autograd.gradcheck(lambda t, w, b: ops._pixel_shuffle_layer_norm_triton(t, 2, w, b, 1e-5)[0],
+    assert torch.autograd.gradcheck(lambda t: vlmops.pixel_shuffle(t, 2), (x,))
+    assert torch.autograd.gradcheck(lambda t, w, b: vlmops.pixel_shuffle_layer_norm(t, 2, w, b, 1e-5),
                                     (x, weight, bias))
 
 
 @pytest.mark.requires_cuda
-def test_wrapper_picks_triton_backend(monkeypatch):
-    monkeypatch.setenv("VLMOPS_CUDA_BACKEND", "triton")
+def test_wrapper_runs_triton_backend():
     x = make_x("cls_dropped", 2, 4, 4, 8, torch.float32, "cuda")
     weight = affine(32, torch.float32, "cuda", True, 1)
     torch.testing.assert_close(vlmops.pixel_shuffle(x, 2), reference.pixel_shuffle(x, 2), rtol=0, atol=0)
     torch.testing.assert_close(vlmops.pixel_shuffle_layer_norm(x, 2, weight),
                                reference.pixel_shuffle_layer_norm(x, 2, weight), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.requires_cuda
+def test_patch_span_beyond_int32_is_refused_by_the_triton_backend_only(monkeypatch):
+    # Channel stride 2**31: one token's inputs lie 2**31 elements apart (4 GiB of float16). The Triton
+    # kernels address a patch with int32 offsets: the op's CUDA entry refuses x for them; the CUDA
+    # C++ kernels index with int64 and take it.
+    x = torch.empty_strided((1, 1, 1, 2), (0, 0, 0, 2**31), dtype=torch.float16, device="cuda")
+    x.copy_(torch.tensor([1.5, -2.0], dtype=torch.float16).view(1, 1, 1, 2))
+    with pytest.raises(ValueError, match=r"pixel_shuffle: x with strides .* spans more than 2\*\*31 - 1"):
+        vlmops.pixel_shuffle(x, 1)
+    monkeypatch.setenv("VLMOPS_CUDA_BACKEND", "cuda")
+    torch.testing.assert_close(vlmops.pixel_shuffle(x, 1).cpu(), x.cpu(), rtol=0, atol=0)
+    monkeypatch.setenv("VLMOPS_CUDA_BACKEND", "bogus")
+    with pytest.raises(ValueError, match="VLMOPS_CUDA_BACKEND must be cuda or triton"):
+        vlmops.pixel_shuffle(x, 1)

@@ -37,7 +37,7 @@ extern "C" int MKL_Set_Num_Threads_Local(int nthreads);
 namespace vlmops {
 namespace {
 
-// Each worker runs its GEMMs on one thread: MKL called inside our parallel region would otherwise
+// Each worker runs its GEMMs on one thread: MKL called inside the parallel region would otherwise
 // start a team of its own on every worker (measured: 2x slower than one thread on 2 cores).
 class SequentialBlasGuard {
  public:
@@ -71,22 +71,20 @@ struct PixelNormalization {
 };
 
 template <class acc_t>
-PixelNormalization<acc_t> pixel_normalization(const c10::optional<at::Tensor>& mean,
-                                              const c10::optional<at::Tensor>& std,
-                                              c10::optional<double> rescale, int64_t C) {
+PixelNormalization<acc_t> pixel_normalization(const std::optional<at::Tensor>& mean,
+                                              const std::optional<at::Tensor>& std, std::optional<double> rescale,
+                                              int64_t C) {
   PixelNormalization<acc_t> norm;
-  norm.active = patch_embed_given(mean) || patch_embed_given(std) || rescale.has_value();
+  norm.active = patch_embed_normalizes(mean, std, rescale);
   if (!norm.active) return norm;
-  const at::Tensor m = patch_embed_given(mean) ? mean->to(at::kDouble).contiguous() : at::Tensor();
-  const at::Tensor s = patch_embed_given(std) ? std->to(at::kDouble).contiguous() : at::Tensor();
+  const at::Tensor m = mean ? mean->to(at::kDouble).contiguous() : at::Tensor();
+  const at::Tensor s = std ? std->to(at::kDouble).contiguous() : at::Tensor();
   const double r = rescale.value_or(1.0);
   norm.scale.resize(C);
   norm.shift.resize(C);
   for (int64_t c = 0; c < C; ++c) {
     const double sd = s.defined() ? s.const_data_ptr<double>()[c] : 1.0;
     const double mu = m.defined() ? m.const_data_ptr<double>()[c] : 0.0;
-    TORCH_CHECK(sd != 0.0 && std::isfinite(sd), "vlmops.patch_embed: std[", c, "] must be finite and nonzero, got ", sd);
-    TORCH_CHECK(std::isfinite(mu), "vlmops.patch_embed: mean[", c, "] must be finite, got ", mu);
     norm.scale[c] = static_cast<acc_t>(r / sd);
     norm.shift[c] = static_cast<acc_t>(-mu / sd);
   }
@@ -166,185 +164,183 @@ void for_each_block(const BlockGrid& grid, int64_t workers, const Fn& fn) {
   });
 }
 
-struct PatchEmbedShape {
-  bool rows;             // x is [N, K] pre-patchified rows
-  int64_t samples;       // B, or 1 for rows
-  int64_t length;        // patches per sample, or N for rows
-  int64_t dim;           // D
-  int64_t columns;       // K = C*T*Ph*Pw
-};
+// --- forward ---------------------------------------------------------------------------------------
 
-PatchEmbedShape shape_of(const at::Tensor& x, const at::Tensor& weight, const PatchGeometry& g) {
-  const bool rows = x.dim() == 2;
-  return {rows, rows ? 1 : x.size(0), rows ? x.size(0) : g.patches_per_sample(), weight.size(0), g.columns()};
+// What the GEMM adds to each output row: its position embedding plus the bias, the bias alone (the
+// same for every row), or nothing (undefined).
+at::Tensor gemm_addend(const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& pos_embed, int64_t ncls,
+                       int64_t length) {
+  at::Tensor addend;
+  if (pos_embed) {
+    addend = pos_embed->detach().narrow(0, ncls, length);
+    if (bias) addend = at::add(addend, bias->detach());
+  } else if (bias) {
+    addend = bias->detach();
+  }
+  return addend.defined() ? addend.contiguous() : addend;
 }
 
-void check_normalization_args(const at::Tensor& x, const PatchGeometry& g, const c10::optional<at::Tensor>& mean,
-                              const c10::optional<at::Tensor>& std, c10::optional<double> rescale) {
-  check_channel_vector(mean, x, g.channels, "mean");
-  check_channel_vector(std, x, g.channels, "std");
-  TORCH_CHECK(!rescale.has_value() || std::isfinite(*rescale), "vlmops.patch_embed: rescale must be finite, got ",
-              rescale.value_or(0.0));
+// Row 0 of every sample: the CLS token plus its position embedding.
+void write_cls_rows(const at::Tensor& out3, const at::Tensor& cls_token, const std::optional<at::Tensor>& pos_embed) {
+  at::Tensor cls_row = cls_token.detach();
+  if (pos_embed) cls_row = at::add(cls_row, pos_embed->detach().select(0, 0));
+  out3.select(1, 0).copy_(cls_row);
 }
 
-at::Tensor patch_embed_cpu(const at::Tensor& x_in, const at::Tensor& weight_in, const c10::optional<at::Tensor>& bias,
-                           const c10::optional<at::Tensor>& mean, const c10::optional<at::Tensor>& std,
-                           c10::optional<double> rescale, const c10::optional<at::Tensor>& pos_embed,
-                           const c10::optional<at::Tensor>& cls_token) {
-  const PatchGeometry g = patch_geometry(x_in, weight_in);
-  const PatchEmbedShape s = shape_of(x_in, weight_in, g);
-  check_normalization_args(x_in, g, mean, std, rescale);
-  TORCH_CHECK(!s.rows || !(patch_embed_given(pos_embed) || patch_embed_given(cls_token)),
-              "vlmops.patch_embed: pos_embed and cls_token need images or videos (patches grouped by sample), "
-              "not pre-patchified rows");
-  const int64_t ncls = patch_embed_given(cls_token) ? 1 : 0;
-  check_epilogue_tensor(bias, weight_in, {s.dim}, "bias");
-  check_epilogue_tensor(pos_embed, weight_in, {ncls + s.length, s.dim}, "pos_embed");
-  check_epilogue_tensor(cls_token, weight_in, {s.dim}, "cls_token");
+// Pre-patchified rows already in the weight's dtype need no gather: the GEMM reads them in place.
+bool gemm_reads_rows_in_place(const PatchEmbedShape& s, const at::Tensor& x, at::ScalarType gemm_dtype,
+                              bool normalizes) {
+  return s.rows && !normalizes && x.scalar_type() == gemm_dtype && x.stride(1) == 1;
+}
 
+// out_block[r, :] += addend_row(r) in accumulation precision, while the block is in cache (addmm's
+// bias path measured 1.7x slower here). A per-row addend advances one row per output row.
+template <class tile_t>
+void add_rows(const at::Tensor& out_block, const tile_t* add_row, bool per_row, int64_t dim) {
+  using acc_t = at::opmath_type<tile_t>;
+  tile_t* out_row = out_block.mutable_data_ptr<tile_t>();
+  for (int64_t r = 0; r < out_block.size(0); ++r, out_row += dim, add_row += per_row ? dim : 0) {
+    for (int64_t d = 0; d < dim; ++d) {
+      out_row[d] = static_cast<tile_t>(static_cast<acc_t>(out_row[d]) + static_cast<acc_t>(add_row[d]));
+    }
+  }
+}
+
+// Each block of patch rows: gathered into the worker's tile (converted and normalized), one GEMM
+// into its slice of out3 [samples, ncls + length, D], then the addend.
+template <class tile_t, class src_t>
+void embed_gathered_blocks(const PatchEmbedShape& s, const src_t* x,
+                           const PixelNormalization<at::opmath_type<tile_t>>& norm, const at::Tensor& wt,
+                           const at::Tensor& addend, int64_t ncls, const at::Tensor& out3) {
+  const BlockGrid grid(s.samples, s.length);
+  const int64_t workers = grid.workers();
+  const at::Tensor tiles = at::empty({workers, grid.block, s.columns}, wt.options());
+  const tile_t* addend_data = addend.defined() ? addend.const_data_ptr<tile_t>() : nullptr;
+  const bool per_row_addend = addend.defined() && addend.dim() == 2;
+  for_each_block(grid, workers, [&](int64_t worker, int64_t item) {
+    const int64_t sample = grid.sample(item), l0 = grid.first_row(item), n = grid.rows(item);
+    const int64_t m0 = sample * s.length + l0;
+    const at::Tensor operand = tiles.select(0, worker).narrow(0, 0, n);
+    tile_t* row = operand.mutable_data_ptr<tile_t>();
+    for (int64_t r = 0; r < n; ++r, row += s.columns) gather_patch(s.geometry, x, m0 + r, norm, row);
+    at::Tensor out_block = out3.select(0, sample).narrow(0, ncls + l0, n);
+    at::cpu::mm_out(out_block, operand, wt);
+    if (addend_data != nullptr) {
+      add_rows(out_block, addend_data + (per_row_addend ? l0 * s.dim : 0), per_row_addend, s.dim);
+    }
+  });
+}
+
+at::Tensor patch_embed_cpu(const at::Tensor& x_in, const at::Tensor& weight_in, const std::optional<at::Tensor>& bias,
+                           const std::optional<at::Tensor>& mean, const std::optional<at::Tensor>& std,
+                           std::optional<double> rescale, const std::optional<at::Tensor>& pos_embed,
+                           const std::optional<at::Tensor>& cls_token) {
+  const PatchEmbedShape s = check_patch_embed(x_in, weight_in, bias, mean, std, rescale, pos_embed, cls_token);
+  check_patch_embed_normalization_values("patch_embed", mean, std);
+  const int64_t ncls = cls_token ? 1 : 0;
   // Worker threads run outside the dispatcher's autograd exclusion: hand them detached aliases.
   const at::Tensor x = x_in.detach(), weight = weight_in.detach();
   at::Tensor out = s.rows ? at::empty({s.length, s.dim}, weight.options())
                           : at::empty({s.samples, ncls + s.length, s.dim}, weight.options());
   if (out.numel() == 0) return out;
   const at::Tensor out3 = out.view({s.samples, ncls + s.length, s.dim});
-  const at::Tensor wt = weight.reshape({s.dim, s.columns}).t();
-  // What the GEMM adds to each output row: its position embedding plus the bias, or the bias.
-  at::Tensor addend;
-  if (patch_embed_given(pos_embed)) {
-    addend = pos_embed->detach().narrow(0, ncls, s.length);
-    if (patch_embed_given(bias)) addend = at::add(addend, bias->detach());
-  } else if (patch_embed_given(bias)) {
-    addend = bias->detach();
-  }
-  if (addend.defined()) addend = addend.contiguous();
-  if (ncls) {
-    at::Tensor cls_row = cls_token->detach();
-    if (patch_embed_given(pos_embed)) cls_row = at::add(cls_row, pos_embed->detach().select(0, 0));
-    out3.select(1, 0).copy_(cls_row);
-  }
+  if (ncls) write_cls_rows(out3, *cls_token, pos_embed);
   if (s.length == 0) return out;
-
-  const bool per_row_addend = patch_embed_given(pos_embed);
-  const bool direct = s.rows && !(patch_embed_given(mean) || patch_embed_given(std) || rescale.has_value()) &&
-                      x.scalar_type() == weight.scalar_type() && x.stride(1) == 1;
-  if (direct) {
-    // Pre-patchified rows already in the weight's dtype need no gather: one GEMM over all rows,
-    // threaded by BLAS itself, reads them in place (nothing to gain from per-thread blocks). pos_embed
-    // and cls_token are refused for rows, so the addend is the bias at most.
+  const at::Tensor wt = weight.reshape({s.dim, s.columns}).t();
+  const at::Tensor addend = gemm_addend(bias, pos_embed, ncls, s.length);
+  const bool normalizes = patch_embed_normalizes(mean, std, rescale);
+  if (gemm_reads_rows_in_place(s, x, weight.scalar_type(), normalizes)) {
+    // One GEMM over all rows, threaded by BLAS itself (nothing to gain from per-thread blocks).
+    // pos_embed is refused for rows, so the addend is the bias at most.
     at::cpu::mm_out(out, x, wt);
     if (addend.defined()) out.add_(addend);
     return out;
   }
-  const BlockGrid grid(s.samples, s.length);
-  const int64_t workers = grid.workers();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, weight.scalar_type(), "patch_embed_cpu", [&] {
     using tile_t = scalar_t;
-    using acc_t = at::opmath_type<tile_t>;
-    const PixelNormalization<acc_t> norm = pixel_normalization<acc_t>(mean, std, rescale, g.channels);
-    const at::Tensor tiles = at::empty({workers, grid.block, s.columns}, weight.options());
-    const tile_t* addend_data = addend.defined() ? addend.const_data_ptr<tile_t>() : nullptr;
-    AT_DISPATCH_FLOATING_TYPES_AND3(at::kHalf, at::kBFloat16, at::kByte, x.scalar_type(), "patch_embed_cpu_gather", [&] {
-      using src_t = scalar_t;
-      const src_t* xp = x.const_data_ptr<src_t>();
-      for_each_block(grid, workers, [&](int64_t worker, int64_t item) {
-        const int64_t sample = grid.sample(item), l0 = grid.first_row(item), n = grid.rows(item);
-        const int64_t m0 = sample * s.length + l0;
-        const at::Tensor operand = tiles.select(0, worker).narrow(0, 0, n);
-        tile_t* row = operand.mutable_data_ptr<tile_t>();
-        for (int64_t r = 0; r < n; ++r, row += s.columns) gather_patch(g, xp, m0 + r, norm, row);
-        at::Tensor out_block = out3.select(0, sample).narrow(0, ncls + l0, n);
-        at::cpu::mm_out(out_block, operand, wt);
-        if (addend_data != nullptr) {
-          // Epilogue on the block while it is in cache (addmm's bias path measured 1.7x slower here).
-          tile_t* out_row = out_block.mutable_data_ptr<tile_t>();
-          const tile_t* add_row = addend_data + (per_row_addend ? l0 * s.dim : 0);
-          for (int64_t r = 0; r < n; ++r, out_row += s.dim, add_row += per_row_addend ? s.dim : 0) {
-            for (int64_t d = 0; d < s.dim; ++d) {
-              out_row[d] = static_cast<tile_t>(static_cast<acc_t>(out_row[d]) + static_cast<acc_t>(add_row[d]));
-            }
-          }
-        }
-      });
+    const auto norm = pixel_normalization<at::opmath_type<tile_t>>(mean, std, rescale, s.geometry.channels);
+    AT_DISPATCH_FLOATING_TYPES_AND3(at::kHalf, at::kBFloat16, at::kByte, x.scalar_type(), "patch_embed_gather", [&] {
+      embed_gathered_blocks<tile_t>(s, x.const_data_ptr<scalar_t>(), norm, wt, addend, ncls, out3);
     });
   });
   return out;
 }
 
+// --- backward --------------------------------------------------------------------------------------
+
+// dW (summed over the workers' partials) and, when grad_x is defined, grad_x: each block of patch
+// rows is gathered into the worker's tile, dW += grad_block^T @ operand, and grad_x's patches are
+// scattered from grad_block @ W.
+template <class acc_t, class src_t>
+at::Tensor backward_gathered_blocks(const PatchEmbedShape& s, const src_t* x, const PixelNormalization<acc_t>& norm,
+                                    const at::Tensor& grad3, const at::Tensor& w2d, at::Tensor& grad_x) {
+  const BlockGrid grid(s.samples, s.length);
+  const int64_t workers = grid.workers();
+  const bool compute_grad_x = grad_x.defined();
+  // One partial dW per worker, summed at the end: no atomics, no shared accumulator.
+  const at::Tensor grad_w_parts = at::zeros({workers, s.dim, s.columns}, w2d.options());
+  const at::Tensor tiles = at::empty({workers, grid.block, s.columns}, w2d.options());
+  const at::Tensor grad_tiles =
+      compute_grad_x ? at::empty({workers, grid.block, s.columns}, w2d.options()) : at::Tensor();
+  const PatchGeometry grad_g = compute_grad_x ? patch_geometry_with_strides_of(s.geometry, grad_x) : s.geometry;
+  src_t* gxp = compute_grad_x ? grad_x.mutable_data_ptr<src_t>() : nullptr;
+  for_each_block(grid, workers, [&](int64_t worker, int64_t item) {
+    const int64_t sample = grid.sample(item), l0 = grid.first_row(item), n = grid.rows(item);
+    const int64_t m0 = sample * s.length + l0;
+    const at::Tensor grad_block = grad3.select(0, sample).narrow(0, l0, n);
+    at::Tensor operand = tiles.select(0, worker).narrow(0, 0, n);
+    acc_t* row = operand.mutable_data_ptr<acc_t>();
+    for (int64_t r = 0; r < n; ++r, row += s.columns) gather_patch(s.geometry, x, m0 + r, norm, row);
+    at::Tensor grad_w = grad_w_parts.select(0, worker);
+    at::cpu::addmm_(grad_w, grad_block.t(), operand);
+    if (compute_grad_x) {
+      at::Tensor grad_operand = grad_tiles.select(0, worker).narrow(0, 0, n);
+      at::cpu::mm_out(grad_operand, grad_block, w2d);
+      const acc_t* grad_row = grad_operand.const_data_ptr<acc_t>();
+      for (int64_t r = 0; r < n; ++r, grad_row += s.columns) scatter_patch(grad_g, gxp, m0 + r, norm, grad_row);
+    }
+  });
+  return grad_w_parts.sum(0);
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor> patch_embed_backward_cpu(
     const at::Tensor& grad_patches_in, const at::Tensor& x_in, const at::Tensor& weight_in,
-    const c10::optional<at::Tensor>& mean, const c10::optional<at::Tensor>& std, c10::optional<double> rescale,
+    const std::optional<at::Tensor>& mean, const std::optional<at::Tensor>& std, std::optional<double> rescale,
     bool compute_grad_x) {
-  const PatchGeometry g = patch_geometry(x_in, weight_in);
-  const PatchEmbedShape s = shape_of(x_in, weight_in, g);
-  check_normalization_args(x_in, g, mean, std, rescale);
-  const std::vector<int64_t> expected =
-      s.rows ? std::vector<int64_t>{s.length, s.dim} : std::vector<int64_t>{s.samples, s.length, s.dim};
-  TORCH_CHECK(grad_patches_in.sizes() == at::IntArrayRef(expected), "vlmops.patch_embed_backward: grad_patches must be ",
-              at::IntArrayRef(expected), " (the gradient of the patch rows, without the CLS row), got ",
-              grad_patches_in.sizes());
-  TORCH_CHECK(grad_patches_in.scalar_type() == weight_in.scalar_type(),
-              "vlmops.patch_embed_backward: grad_patches must have weight's dtype ", weight_in.scalar_type(), ", got ",
-              grad_patches_in.scalar_type());
-  TORCH_CHECK(grad_patches_in.device() == x_in.device(), "vlmops.patch_embed_backward: grad_patches is on ",
-              grad_patches_in.device(), " but x is on ", x_in.device());
-  TORCH_CHECK(!compute_grad_x || at::isFloatingType(x_in.scalar_type()),
-              "vlmops.patch_embed_backward: x of dtype ", x_in.scalar_type(), " has no gradient");
-
+  const PatchEmbedShape s = check_patch_embed_backward(grad_patches_in, x_in, weight_in, mean, std, rescale,
+                                                       compute_grad_x);
+  check_patch_embed_normalization_values("patch_embed_backward", mean, std);
   // Gradients accumulate in float32 (float64 for float64 weights), as the forward GEMM does.
   const at::ScalarType acc_dtype = weight_in.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   const at::Tensor x = x_in.detach();
   const at::Tensor grad3 = grad_patches_in.detach().to(acc_dtype).view({s.samples, s.length, s.dim});
   const at::Tensor w2d = weight_in.detach().reshape({s.dim, s.columns}).to(acc_dtype);
-  at::Tensor grad_x = compute_grad_x ? at::empty(x.sizes(), x.options()) : at::empty({0}, x.options());
+  at::Tensor grad_x = compute_grad_x ? at::empty(x.sizes(), x.options()) : at::Tensor();
   const at::Tensor grad_bias = grad3.sum(at::IntArrayRef{0, 1}).to(weight_in.scalar_type());
-  if (s.samples * s.length == 0 || s.columns == 0) {
-    return {grad_x.zero_(), at::zeros(weight_in.sizes(), weight_in.options()), grad_bias};
+  const auto result = [&](const at::Tensor& grad_w2d) -> std::tuple<at::Tensor, at::Tensor, at::Tensor> {
+    return {grad_x.defined() ? grad_x : at::empty({0}, x.options()),
+            grad_w2d.view(weight_in.sizes()).to(weight_in.scalar_type()), grad_bias};
+  };
+  if (s.samples * s.length == 0) {
+    if (grad_x.defined()) grad_x.zero_();
+    return result(at::zeros({s.dim, s.columns}, w2d.options()));
   }
-  // Rows already patchified in the accumulation dtype need no gather: two plain GEMMs, as F.linear's backward.
-  if (s.rows && !(patch_embed_given(mean) || patch_embed_given(std) || rescale.has_value()) &&
-      x.scalar_type() == acc_dtype) {
+  if (gemm_reads_rows_in_place(s, x, acc_dtype, patch_embed_normalizes(mean, std, rescale))) {
+    // Two plain GEMMs, as F.linear's backward.
     const at::Tensor grad2d = grad3.select(0, 0);
-    if (compute_grad_x) grad_x.copy_(at::mm(grad2d, w2d));
-    return {grad_x, at::mm(grad2d.t(), x).view(weight_in.sizes()).to(weight_in.scalar_type()), grad_bias};
+    if (grad_x.defined()) at::cpu::mm_out(grad_x, grad2d, w2d);
+    return result(at::mm(grad2d.t(), x));
   }
-  const BlockGrid grid(s.samples, s.length);
-  const int64_t workers = grid.workers();
-  // One partial dW per thread, summed at the end: no atomics, no shared accumulator.
-  const at::Tensor grad_w_parts = at::zeros({workers, s.dim, s.columns}, w2d.options());
-  const at::Tensor tiles = at::empty({workers, grid.block, s.columns}, w2d.options());
-  const at::Tensor grad_tiles =
-      compute_grad_x ? at::empty({workers, grid.block, s.columns}, w2d.options()) : at::Tensor();
-  const PatchGeometry grad_g = compute_grad_x ? patch_geometry(grad_x, weight_in) : g;
-
+  at::Tensor grad_w2d;
   AT_DISPATCH_FLOATING_TYPES(acc_dtype, "patch_embed_backward_cpu", [&] {
     using acc_t = scalar_t;
-    const PixelNormalization<acc_t> norm = pixel_normalization<acc_t>(mean, std, rescale, g.channels);
+    const auto norm = pixel_normalization<acc_t>(mean, std, rescale, s.geometry.channels);
     AT_DISPATCH_FLOATING_TYPES_AND3(at::kHalf, at::kBFloat16, at::kByte, x.scalar_type(), "patch_embed_backward_cpu_x",
                                     [&] {
-      using src_t = scalar_t;
-      const src_t* xp = x.const_data_ptr<src_t>();
-      src_t* gxp = compute_grad_x ? grad_x.mutable_data_ptr<src_t>() : nullptr;
-      for_each_block(grid, workers, [&](int64_t worker, int64_t item) {
-        const int64_t sample = grid.sample(item), l0 = grid.first_row(item), n = grid.rows(item);
-        const int64_t m0 = sample * s.length + l0;
-        const at::Tensor grad_block = grad3.select(0, sample).narrow(0, l0, n);
-        at::Tensor operand = tiles.select(0, worker).narrow(0, 0, n);
-        acc_t* row = operand.mutable_data_ptr<acc_t>();
-        for (int64_t r = 0; r < n; ++r, row += s.columns) gather_patch(g, xp, m0 + r, norm, row);
-        at::Tensor grad_w = grad_w_parts.select(0, worker);
-        at::cpu::addmm_(grad_w, grad_block.t(), operand);
-        if (compute_grad_x) {
-          at::Tensor grad_operand = grad_tiles.select(0, worker).narrow(0, 0, n);
-          at::cpu::mm_out(grad_operand, grad_block, w2d);
-          const acc_t* grad_row = grad_operand.const_data_ptr<acc_t>();
-          for (int64_t r = 0; r < n; ++r, grad_row += s.columns) scatter_patch(grad_g, gxp, m0 + r, norm, grad_row);
-        }
-      });
+      grad_w2d = backward_gathered_blocks<acc_t>(s, x.const_data_ptr<scalar_t>(), norm, grad3, w2d, grad_x);
     });
   });
-  at::Tensor grad_weight = grad_w_parts.sum(0).view(weight_in.sizes()).to(weight_in.scalar_type());
-  return {grad_x, grad_weight, grad_bias};
+  return result(grad_w2d);
 }
 
 }  // namespace

@@ -8,13 +8,14 @@
 #include <torch/library.h>
 
 #include <cstring>
+#include <limits>
+#include <optional>
 #include <tuple>
 
 #include "kernels/pixel_shuffle_kernel.h"
 #include "vlmops/cpu_dispatch.h"
 #include "vlmops/cpu_memory.h"
 #include "vlmops/pixel_shuffle_checks.h"
-#include "vlmops/pixel_shuffle_math.h"
 
 namespace vlmops {
 namespace {
@@ -28,7 +29,6 @@ void copy_run(E* dst, int64_t dst_stride, const E* src, int64_t src_stride, int6
   }
   for (int64_t c = 0; c < n; ++c) dst[c * dst_stride] = src[c * src_stride];
 }
-
 
 // Moves every element between x-space ([B, H, W, C] with geometry `g`) and shuffled space
 // ([B, H/s, W/s, s*s*C] with strides `ys`). The map is a bijection, so tasks never collide.
@@ -79,52 +79,57 @@ void shuffle_copy_any(const PixelShuffleGeometry& g, const at::Tensor& x, const 
 }
 
 at::Tensor pixel_shuffle_cpu(const at::Tensor& x, int64_t scale) {
-  check_shuffle_input(x, scale);
-  const int64_t s = scale;
-  at::Tensor out = at::empty({x.size(0), x.size(1) / s, x.size(2) / s, x.size(3) * s * s}, x.options());
+  const PixelShuffleShape shape = check_pixel_shuffle_input("pixel_shuffle", x, scale);
+  at::Tensor out = at::empty({shape.B, shape.Ho, shape.Wo, shape.n}, x.options());
   vlmops::cpu::advise_huge_pages(out);
-  if (out.numel() > 0) shuffle_copy_any<true>(geometry_of(x, s), x, out);
+  if (out.numel() > 0) shuffle_copy_any<true>(pixel_shuffle_geometry(x, scale), x, out);
   return out;
 }
 
 at::Tensor pixel_shuffle_backward_cpu(const at::Tensor& grad_out, int64_t scale) {
-  check_shuffled(grad_out, scale, "grad_out");
-  const int64_t s = scale, C = grad_out.size(3) / (s * s), H = grad_out.size(1) * s, W = grad_out.size(2) * s;
-  at::Tensor grad_x = at::empty({grad_out.size(0), H, W, C}, grad_out.options());
+  const PixelShuffleShape shape = check_pixel_shuffle_backward(grad_out, scale);
+  at::Tensor grad_x = at::empty({shape.B, shape.H, shape.W, shape.C}, grad_out.options());
   vlmops::cpu::advise_huge_pages(grad_x);
-  if (grad_x.numel() > 0) shuffle_copy_any<false>(contiguous_geometry(H, W, C, s), grad_x, grad_out);
+  if (grad_x.numel() > 0) {
+    shuffle_copy_any<false>(pixel_shuffle_contiguous_geometry(shape.H, shape.W, shape.C, scale), grad_x, grad_out);
+  }
   return grad_x;
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> pixel_shuffle_layer_norm_cpu(const at::Tensor& x, int64_t scale,
-                                                                            const c10::optional<at::Tensor>& weight,
-                                                                            const c10::optional<at::Tensor>& bias,
+                                                                            const std::optional<at::Tensor>& weight,
+                                                                            const std::optional<at::Tensor>& bias,
                                                                             double eps) {
-  check_layer_norm_forward(x, scale, weight, bias, eps);
-  const int64_t s = scale, n = x.size(3) * s * s;
-  at::Tensor out = at::empty({x.size(0), x.size(1) / s, x.size(2) / s, n}, x.options());
+  const PixelShuffleShape shape = check_pixel_shuffle_layer_norm(x, scale, weight, bias, eps);
+  at::Tensor out = at::empty({shape.B, shape.Ho, shape.Wo, shape.n}, x.options());
   vlmops::cpu::advise_huge_pages(out);
-  auto stats_options = x.options().dtype(stats_dtype(x.scalar_type()));
-  at::Tensor mean = at::empty({out.size(0), out.size(1), out.size(2)}, stats_options);
+  const auto stats_options = x.options().dtype(pixel_shuffle_stats_dtype(x.scalar_type()));
+  at::Tensor mean = at::empty({shape.B, shape.Ho, shape.Wo}, stats_options);
   at::Tensor rstd = at::empty_like(mean);
-  if (out.numel() > 0) VLMOPS_CPU_DISPATCH(pixel_shuffle_layer_norm_kernel, x, s, weight, bias, eps, out, mean, rstd);
+  if (out.numel() > 0) {
+    VLMOPS_CPU_DISPATCH(pixel_shuffle_layer_norm_kernel, x, scale, weight, bias, eps, out, mean, rstd);
+  } else {
+    // No features: the statistics of an empty row, as torch's layer_norm gives them.
+    mean.fill_(std::numeric_limits<double>::quiet_NaN());
+    rstd.fill_(std::numeric_limits<double>::quiet_NaN());
+  }
   return {out, mean, rstd};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> pixel_shuffle_layer_norm_backward_cpu(
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& mean, const at::Tensor& rstd,
-    const c10::optional<at::Tensor>& weight, int64_t scale) {
-  check_layer_norm_backward(grad_out, x, mean, rstd, weight, scale);
-  const int64_t s = scale, n = grad_out.size(3);
-  const auto acc_dtype = stats_dtype(x.scalar_type());
-  at::Tensor grad_x = at::empty({x.size(0), x.size(1), x.size(2), x.size(3)}, x.options());
+    const std::optional<at::Tensor>& weight, int64_t scale) {
+  const PixelShuffleShape shape = check_pixel_shuffle_layer_norm_backward(grad_out, x, mean, rstd, weight, scale);
+  const auto acc_options = x.options().dtype(pixel_shuffle_stats_dtype(x.scalar_type()));
+  at::Tensor grad_x = at::empty({shape.B, shape.H, shape.W, shape.C}, x.options());
   vlmops::cpu::advise_huge_pages(grad_x);
+  // One partial grad_weight / grad_bias row per thread, summed here: no atomics.
   const int64_t threads = at::get_num_threads();
-  at::Tensor gw_part = at::zeros({threads, n}, x.options().dtype(acc_dtype));
-  at::Tensor gb_part = at::zeros({threads, n}, x.options().dtype(acc_dtype));
+  at::Tensor gw_part = at::zeros({threads, shape.n}, acc_options);
+  at::Tensor gb_part = at::zeros({threads, shape.n}, acc_options);
   if (grad_out.numel() > 0) {
-    VLMOPS_CPU_DISPATCH(pixel_shuffle_layer_norm_backward_kernel, grad_out, x, mean, rstd, weight, s, grad_x, gw_part,
-                        gb_part);
+    VLMOPS_CPU_DISPATCH(pixel_shuffle_layer_norm_backward_kernel, grad_out, x, mean, rstd, weight, scale, grad_x,
+                        gw_part, gb_part);
   }
   return {grad_x, gw_part.sum(0).to(x.scalar_type()), gb_part.sum(0).to(x.scalar_type())};
 }

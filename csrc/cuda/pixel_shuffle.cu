@@ -1,19 +1,26 @@
-// CUDA kernels of pixel shuffle and fused pixel shuffle + LayerNorm. The index math and the
-// LayerNorm element math come from pixel_shuffle_math.h, the code the CPU tests exercise.
+// CUDA entries of pixel shuffle and fused pixel shuffle + LayerNorm: the op's checks, then the CUDA
+// kernels below, or with VLMOPS_CUDA_BACKEND=triton the Triton variant (vlmops/triton/pixel_shuffle.py).
+// The index math and the LayerNorm element math come from pixel_shuffle_math.h, the code the CPU
+// tests exercise.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
+#include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include <algorithm>
+#include <limits>
+#include <optional>
 #include <tuple>
 
 #include "vlmops/pixel_shuffle_checks.h"
 #include "vlmops/pixel_shuffle_math.h"
+#include "vlmops/triton_kernel.h"
 
 namespace vlmops {
 namespace {
@@ -75,24 +82,37 @@ void launch_shuffle_copy(const PixelShuffleGeometry& g, const at::Tensor& x, con
 }
 
 at::Tensor pixel_shuffle_cuda(const at::Tensor& x, int64_t scale) {
-  check_shuffle_input(x, scale);
+  const PixelShuffleShape shape = check_pixel_shuffle_input("pixel_shuffle", x, scale);
+  if (cuda_backend_is_triton()) {
+    check_pixel_shuffle_triton_rows("pixel_shuffle", shape);
+    check_pixel_shuffle_triton_patch("pixel_shuffle", "x", shape.C, x.strides(), scale);
+    return triton_kernel<decltype(pixel_shuffle_cuda)>("vlmops::_pixel_shuffle_triton").call(x, scale);
+  }
   c10::cuda::CUDAGuard guard(x.device());
-  const int64_t s = scale;
-  at::Tensor out = at::empty({x.size(0), x.size(1) / s, x.size(2) / s, x.size(3) * s * s}, x.options());
-  if (out.numel() > 0) launch_shuffle_copy<true>(geometry_of(x, s), x, out);
+  at::Tensor out = at::empty({shape.B, shape.Ho, shape.Wo, shape.n}, x.options());
+  if (out.numel() > 0) launch_shuffle_copy<true>(pixel_shuffle_geometry(x, scale), x, out);
   return out;
 }
 
 at::Tensor pixel_shuffle_backward_cuda(const at::Tensor& grad_out, int64_t scale) {
-  check_shuffled(grad_out, scale, "grad_out");
+  const PixelShuffleShape shape = check_pixel_shuffle_backward(grad_out, scale);
+  if (cuda_backend_is_triton()) {
+    check_pixel_shuffle_triton_rows("pixel_shuffle_backward", shape);
+    const int64_t contiguous[4] = {shape.H * shape.W * shape.C, shape.W * shape.C, shape.C, 1};
+    check_pixel_shuffle_triton_patch("pixel_shuffle_backward", "grad_x", shape.C, contiguous, scale);
+    return triton_kernel<decltype(pixel_shuffle_backward_cuda)>("vlmops::_pixel_shuffle_backward_triton")
+        .call(grad_out, scale);
+  }
   c10::cuda::CUDAGuard guard(grad_out.device());
-  const int64_t s = scale, C = grad_out.size(3) / (s * s), H = grad_out.size(1) * s, W = grad_out.size(2) * s;
-  at::Tensor grad_x = at::empty({grad_out.size(0), H, W, C}, grad_out.options());
-  if (grad_x.numel() > 0) launch_shuffle_copy<false>(contiguous_geometry(H, W, C, s), grad_x, grad_out);
+  at::Tensor grad_x = at::empty({shape.B, shape.H, shape.W, shape.C}, grad_out.options());
+  if (grad_x.numel() > 0) {
+    launch_shuffle_copy<false>(pixel_shuffle_contiguous_geometry(shape.H, shape.W, shape.C, scale), grad_x, grad_out);
+  }
   return grad_x;
 }
 
-// Block-wide sum of `count` accumulators (warp shuffles, then one warp over the warp partials).
+// Block-wide sum of `count` accumulators (warp shuffles, then one warp over the warp partials). Ends
+// with a barrier, so a block may call it again (the next row) without racing on `partial`.
 template <class acc_t, int count>
 __device__ void block_sum(acc_t (&v)[count]) {
   __shared__ acc_t partial[count][kWarps];
@@ -109,37 +129,46 @@ __device__ void block_sum(acc_t (&v)[count]) {
     for (int offset = 16; offset > 0; offset /= 2) t += __shfl_xor_sync(0xffffffffu, t, offset);
     v[c] = t;
   }
+  __syncthreads();
 }
 
-// One block per output token: pass 1 accumulates Welford statistics (x is gathered through the
-// shared index map), pass 2 re-reads the row (now in L1/L2) and writes the normalized output.
+// Blocks of a one-block-per-row kernel: one per row up to the grid's limit, then blocks loop over rows.
+unsigned row_blocks(int64_t rows) {
+  return static_cast<unsigned>(std::min<int64_t>(rows, std::numeric_limits<int>::max()));
+}
+
+// One block per output token: pass 1 accumulates sums shifted by the row's first element (stable,
+// one pass; x is gathered through the shared index map), pass 2 re-reads the row (now in L1/L2) and
+// writes the normalized output.
 template <class scalar_t, class acc_t>
 __global__ void layer_norm_forward_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ weight,
                                           const scalar_t* __restrict__ bias, scalar_t* __restrict__ out,
                                           acc_t* __restrict__ mean, acc_t* __restrict__ rstd, PixelShuffleGeometry g,
-                                          int64_t Ho, int64_t Wo, int64_t n, acc_t eps) {
-  const int64_t row = blockIdx.x;
-  const int64_t b = row / (Ho * Wo), i = (row / Wo) % Ho, j = row % Wo;
-  acc_t sums[2] = {0, 0};  // shifted sums around the row's first element: stable and one pass
-  const acc_t shift = static_cast<acc_t>(x[g.src_offset(b, i, j, 0)]);
-  for (int64_t k = threadIdx.x; k < n; k += blockDim.x) {
-    const acc_t d = static_cast<acc_t>(x[g.src_offset(b, i, j, k)]) - shift;
-    sums[0] += d;
-    sums[1] += d * d;
-  }
-  block_sum<acc_t, 2>(sums);
-  const acc_t mean_shifted = sums[0] / n;
-  const acc_t var = max(sums[1] / n - mean_shifted * mean_shifted, acc_t(0));
-  const acc_t mu = shift + mean_shifted;
-  const acc_t rs = acc_t(1) / sqrt(var + eps);
-  if (threadIdx.x == 0) {
-    mean[row] = mu;
-    rstd[row] = rs;
-  }
-  for (int64_t k = threadIdx.x; k < n; k += blockDim.x) {
-    const acc_t w = weight ? static_cast<acc_t>(weight[k]) : acc_t(1);
-    const acc_t bb = bias ? static_cast<acc_t>(bias[k]) : acc_t(0);
-    out[row * n + k] = static_cast<scalar_t>(layer_norm_apply(static_cast<acc_t>(x[g.src_offset(b, i, j, k)]), mu, rs, w, bb));
+                                          int64_t rows, int64_t Ho, int64_t Wo, int64_t n, acc_t eps) {
+  for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    const int64_t b = row / (Ho * Wo), i = (row / Wo) % Ho, j = row % Wo;
+    acc_t sums[2] = {0, 0};
+    const acc_t shift = static_cast<acc_t>(x[g.src_offset(b, i, j, 0)]);
+    for (int64_t k = threadIdx.x; k < n; k += blockDim.x) {
+      const acc_t d = static_cast<acc_t>(x[g.src_offset(b, i, j, k)]) - shift;
+      sums[0] += d;
+      sums[1] += d * d;
+    }
+    block_sum<acc_t, 2>(sums);
+    const acc_t mean_shifted = sums[0] / n;
+    const acc_t var = max(sums[1] / n - mean_shifted * mean_shifted, acc_t(0));
+    const acc_t mu = shift + mean_shifted;
+    const acc_t rs = acc_t(1) / sqrt(var + eps);
+    if (threadIdx.x == 0) {
+      mean[row] = mu;
+      rstd[row] = rs;
+    }
+    for (int64_t k = threadIdx.x; k < n; k += blockDim.x) {
+      const acc_t w = weight ? static_cast<acc_t>(weight[k]) : acc_t(1);
+      const acc_t bb = bias ? static_cast<acc_t>(bias[k]) : acc_t(0);
+      const acc_t xk = static_cast<acc_t>(x[g.src_offset(b, i, j, k)]);
+      out[row * n + k] = static_cast<scalar_t>(layer_norm_apply(xk, mu, rs, w, bb));
+    }
   }
 }
 
@@ -148,30 +177,38 @@ template <class scalar_t, class acc_t>
 __global__ void layer_norm_backward_input_kernel(const scalar_t* __restrict__ grad_out, const scalar_t* __restrict__ x,
                                                  const acc_t* __restrict__ mean, const acc_t* __restrict__ rstd,
                                                  const scalar_t* __restrict__ weight, scalar_t* __restrict__ grad_x,
-                                                 PixelShuffleGeometry g, PixelShuffleGeometry gx, ShuffledLayout ly) {
-  const int64_t row = blockIdx.x, n = ly.n;
-  const int64_t b = row / (ly.Ho * ly.Wo), i = (row / ly.Wo) % ly.Ho, j = row % ly.Wo;
-  const scalar_t* dy_row = grad_out + b * ly.stride[0] + i * ly.stride[1] + j * ly.stride[2];
-  const acc_t mu = mean[row], rs = rstd[row];
-  acc_t sums[2] = {0, 0};  // sum(g), sum(g * xhat)
-  for (int64_t k = threadIdx.x; k < n; k += blockDim.x) {
-    const acc_t xhat = (static_cast<acc_t>(x[g.src_offset(b, i, j, k)]) - mu) * rs;
-    const acc_t gk = static_cast<acc_t>(dy_row[k * ly.stride[3]]) * (weight ? static_cast<acc_t>(weight[k]) : acc_t(1));
-    sums[0] += gk;
-    sums[1] += gk * xhat;
-  }
-  block_sum<acc_t, 2>(sums);
-  const acc_t mean_g = sums[0] / n, mean_g_xhat = sums[1] / n;
-  for (int64_t k = threadIdx.x; k < n; k += blockDim.x) {
-    const acc_t xhat = (static_cast<acc_t>(x[g.src_offset(b, i, j, k)]) - mu) * rs;
-    const acc_t gk = static_cast<acc_t>(dy_row[k * ly.stride[3]]) * (weight ? static_cast<acc_t>(weight[k]) : acc_t(1));
-    grad_x[gx.src_offset(b, i, j, k)] = static_cast<scalar_t>(layer_norm_grad_input(gk, xhat, rs, mean_g, mean_g_xhat));
+                                                 PixelShuffleGeometry g, PixelShuffleGeometry gx, ShuffledLayout ly,
+                                                 int64_t rows) {
+  const int64_t n = ly.n;
+  for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    const int64_t b = row / (ly.Ho * ly.Wo), i = (row / ly.Wo) % ly.Ho, j = row % ly.Wo;
+    const scalar_t* dy_row = grad_out + b * ly.stride[0] + i * ly.stride[1] + j * ly.stride[2];
+    const acc_t mu = mean[row], rs = rstd[row];
+    acc_t sums[2] = {0, 0};  // sum(g), sum(g * xhat)
+    for (int64_t k = threadIdx.x; k < n; k += blockDim.x) {
+      const acc_t xhat = (static_cast<acc_t>(x[g.src_offset(b, i, j, k)]) - mu) * rs;
+      const acc_t wk = weight ? static_cast<acc_t>(weight[k]) : acc_t(1);
+      const acc_t gk = static_cast<acc_t>(dy_row[k * ly.stride[3]]) * wk;
+      sums[0] += gk;
+      sums[1] += gk * xhat;
+    }
+    block_sum<acc_t, 2>(sums);
+    const acc_t mean_g = sums[0] / n, mean_g_xhat = sums[1] / n;
+    for (int64_t k = threadIdx.x; k < n; k += blockDim.x) {
+      const acc_t xhat = (static_cast<acc_t>(x[g.src_offset(b, i, j, k)]) - mu) * rs;
+      const acc_t wk = weight ? static_cast<acc_t>(weight[k]) : acc_t(1);
+      const acc_t gk = static_cast<acc_t>(dy_row[k * ly.stride[3]]) * wk;
+      grad_x[gx.src_offset(b, i, j, k)] =
+          static_cast<scalar_t>(layer_norm_grad_input(gk, xhat, rs, mean_g, mean_g_xhat));
+    }
   }
 }
 
 constexpr int64_t kRowsPerTile = 64;
+constexpr int64_t kMaxTileBlocks = 65535;  // the grid's y limit
 
-// grad_weight / grad_bias partial sums: thread = channel, block.y = a tile of kRowsPerTile rows.
+// grad_weight / grad_bias partial sums: thread = channel; block.y sums the tiles of kRowsPerTile rows
+// blockIdx.y, blockIdx.y + gridDim.y, ... into row blockIdx.y of the partial buffers.
 template <class scalar_t, class acc_t>
 __global__ void layer_norm_backward_affine_kernel(const scalar_t* __restrict__ grad_out, const scalar_t* __restrict__ x,
                                                   const acc_t* __restrict__ mean, const acc_t* __restrict__ rstd,
@@ -180,42 +217,56 @@ __global__ void layer_norm_backward_affine_kernel(const scalar_t* __restrict__ g
   const int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (k >= ly.n) return;
   acc_t gw = 0, gb = 0;
-  const int64_t row_end = min(rows, (blockIdx.y + 1) * kRowsPerTile);
-  for (int64_t row = blockIdx.y * kRowsPerTile; row < row_end; ++row) {
-    const int64_t b = row / (ly.Ho * ly.Wo), i = (row / ly.Wo) % ly.Ho, j = row % ly.Wo;
-    const acc_t dy =
-        static_cast<acc_t>(grad_out[b * ly.stride[0] + i * ly.stride[1] + j * ly.stride[2] + k * ly.stride[3]]);
-    const acc_t xhat = (static_cast<acc_t>(x[g.src_offset(b, i, j, k)]) - mean[row]) * rstd[row];
-    gw += dy * xhat;
-    gb += dy;
+  for (int64_t start = blockIdx.y * kRowsPerTile; start < rows; start += int64_t(gridDim.y) * kRowsPerTile) {
+    const int64_t row_end = min(rows, start + kRowsPerTile);
+    for (int64_t row = start; row < row_end; ++row) {
+      const int64_t b = row / (ly.Ho * ly.Wo), i = (row / ly.Wo) % ly.Ho, j = row % ly.Wo;
+      const acc_t dy =
+          static_cast<acc_t>(grad_out[b * ly.stride[0] + i * ly.stride[1] + j * ly.stride[2] + k * ly.stride[3]]);
+      const acc_t xhat = (static_cast<acc_t>(x[g.src_offset(b, i, j, k)]) - mean[row]) * rstd[row];
+      gw += dy * xhat;
+      gb += dy;
+    }
   }
   gw_partial[blockIdx.y * ly.n + k] = gw;
   gb_partial[blockIdx.y * ly.n + k] = gb;
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> pixel_shuffle_layer_norm_cuda(const at::Tensor& x, int64_t scale,
-                                                                             const c10::optional<at::Tensor>& weight,
-                                                                             const c10::optional<at::Tensor>& bias,
+                                                                             const std::optional<at::Tensor>& weight,
+                                                                             const std::optional<at::Tensor>& bias,
                                                                              double eps) {
-  check_layer_norm_forward(x, scale, weight, bias, eps);
-  const int64_t s = scale, n = x.size(3) * s * s;
+  constexpr const char* op = "pixel_shuffle_layer_norm";
+  const PixelShuffleShape shape = check_pixel_shuffle_layer_norm(x, scale, weight, bias, eps);
+  if (cuda_backend_is_triton()) {
+    check_pixel_shuffle_triton_rows(op, shape);
+    check_pixel_shuffle_triton_patch(op, "x", shape.C, x.strides(), scale);
+    check_pixel_shuffle_triton_vector(op, "weight", weight);
+    check_pixel_shuffle_triton_vector(op, "bias", bias);
+    return triton_kernel<decltype(pixel_shuffle_layer_norm_cuda)>("vlmops::_pixel_shuffle_layer_norm_triton")
+        .call(x, scale, weight, bias, eps);
+  }
   c10::cuda::CUDAGuard guard(x.device());
   auto stream = c10::cuda::getCurrentCUDAStream();
-  at::Tensor out = at::empty({x.size(0), x.size(1) / s, x.size(2) / s, n}, x.options());
-  at::Tensor mean = at::empty({out.size(0), out.size(1), out.size(2)}, x.options().dtype(stats_dtype(x.scalar_type())));
+  at::Tensor out = at::empty({shape.B, shape.Ho, shape.Wo, shape.n}, x.options());
+  const auto stats_options = x.options().dtype(pixel_shuffle_stats_dtype(x.scalar_type()));
+  at::Tensor mean = at::empty({shape.B, shape.Ho, shape.Wo}, stats_options);
   at::Tensor rstd = at::empty_like(mean);
-  const at::Tensor w = weight.has_value() && weight->defined() ? weight->contiguous() : at::Tensor();
-  const at::Tensor bb = bias.has_value() && bias->defined() ? bias->contiguous() : at::Tensor();
-  const int64_t rows = mean.numel();
-  if (out.numel() == 0) return {out, mean, rstd};
-  TORCH_CHECK(rows < (int64_t(1) << 31), "vlmops.pixel_shuffle_layer_norm: too many output tokens (", rows, ")");
+  if (out.numel() == 0) {
+    // No features: the statistics of an empty row.
+    mean.fill_(std::numeric_limits<double>::quiet_NaN());
+    rstd.fill_(std::numeric_limits<double>::quiet_NaN());
+    return {out, mean, rstd};
+  }
+  const at::Tensor w = weight ? weight->contiguous() : at::Tensor();
+  const at::Tensor bb = bias ? bias->contiguous() : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "pixel_shuffle_layer_norm_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    layer_norm_forward_kernel<scalar_t, acc_t><<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(
+    layer_norm_forward_kernel<scalar_t, acc_t><<<row_blocks(shape.rows), kThreads, 0, stream>>>(
         x.const_data_ptr<scalar_t>(), w.defined() ? w.const_data_ptr<scalar_t>() : nullptr,
         bb.defined() ? bb.const_data_ptr<scalar_t>() : nullptr, out.mutable_data_ptr<scalar_t>(),
-        mean.mutable_data_ptr<acc_t>(), rstd.mutable_data_ptr<acc_t>(), geometry_of(x, s), out.size(1), out.size(2), n,
-        static_cast<acc_t>(eps));
+        mean.mutable_data_ptr<acc_t>(), rstd.mutable_data_ptr<acc_t>(), pixel_shuffle_geometry(x, scale), shape.rows,
+        shape.Ho, shape.Wo, shape.n, static_cast<acc_t>(eps));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return {out, mean, rstd};
@@ -223,48 +274,54 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pixel_shuffle_layer_norm_cuda(con
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> pixel_shuffle_layer_norm_backward_cuda(
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& mean, const at::Tensor& rstd,
-    const c10::optional<at::Tensor>& weight, int64_t scale) {
-  check_layer_norm_backward(grad_out, x, mean, rstd, weight, scale);
-  const int64_t s = scale, n = grad_out.size(3);
-  const auto acc_dtype = stats_dtype(x.scalar_type());
+    const std::optional<at::Tensor>& weight, int64_t scale) {
+  constexpr const char* op = "pixel_shuffle_layer_norm_backward";
+  const PixelShuffleShape shape = check_pixel_shuffle_layer_norm_backward(grad_out, x, mean, rstd, weight, scale);
+  if (cuda_backend_is_triton()) {
+    check_pixel_shuffle_triton_rows(op, shape);
+    check_pixel_shuffle_triton_patch(op, "x", shape.C, x.strides(), scale);
+    const int64_t contiguous[4] = {shape.H * shape.W * shape.C, shape.W * shape.C, shape.C, 1};
+    check_pixel_shuffle_triton_patch(op, "grad_x", shape.C, contiguous, scale);
+    check_pixel_shuffle_triton_vector(op, "weight", weight);
+    return triton_kernel<decltype(pixel_shuffle_layer_norm_backward_cuda)>(
+               "vlmops::_pixel_shuffle_layer_norm_backward_triton")
+        .call(grad_out, x, mean, rstd, weight, scale);
+  }
+  const int64_t n = shape.n, rows = shape.rows;
+  const auto acc_options = x.options().dtype(pixel_shuffle_stats_dtype(x.scalar_type()));
   c10::cuda::CUDAGuard guard(x.device());
   auto stream = c10::cuda::getCurrentCUDAStream();
-  const int64_t rows = mean.numel();
-  const int64_t tiles = std::max<int64_t>(1, (rows + kRowsPerTile - 1) / kRowsPerTile);
-  at::Tensor grad_x = at::empty({x.size(0), x.size(1), x.size(2), x.size(3)}, x.options());
-  at::Tensor gw_partial = at::empty({tiles, n}, x.options().dtype(acc_dtype));
-  at::Tensor gb_partial = at::empty({tiles, n}, x.options().dtype(acc_dtype));
-  const at::Tensor mean_c = mean.contiguous(), rstd_c = rstd.contiguous();
-  const at::Tensor w = weight.has_value() && weight->defined() ? weight->contiguous() : at::Tensor();
+  const int64_t tile_blocks = std::clamp<int64_t>((rows + kRowsPerTile - 1) / kRowsPerTile, 1, kMaxTileBlocks);
+  at::Tensor grad_x = at::empty({shape.B, shape.H, shape.W, shape.C}, x.options());
   if (rows == 0 || n == 0) {
-    gw_partial.zero_();
-    gb_partial.zero_();
-  } else {
-    TORCH_CHECK(rows < (int64_t(1) << 31) && tiles < 65536,
-                "vlmops.pixel_shuffle_layer_norm_backward: too many output tokens (", rows, ")");
-    const ShuffledLayout ly = layout_of(grad_out);
-    const PixelShuffleGeometry g = geometry_of(x, s);
-    const PixelShuffleGeometry gx = contiguous_geometry(x.size(1), x.size(2), x.size(3), s);
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "pixel_shuffle_layer_norm_backward_cuda",
-                                    [&] {
-                                      using acc_t = at::opmath_type<scalar_t>;
-                                      layer_norm_backward_input_kernel<scalar_t, acc_t>
-                                          <<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(
-                                              grad_out.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
-                                              mean_c.const_data_ptr<acc_t>(), rstd_c.const_data_ptr<acc_t>(),
-                                              w.defined() ? w.const_data_ptr<scalar_t>() : nullptr,
-                                              grad_x.mutable_data_ptr<scalar_t>(), g, gx, ly);
-                                      C10_CUDA_KERNEL_LAUNCH_CHECK();
-                                      const dim3 grid(static_cast<unsigned>((n + kThreads - 1) / kThreads),
-                                                      static_cast<unsigned>(tiles));
-                                      layer_norm_backward_affine_kernel<scalar_t, acc_t><<<grid, kThreads, 0, stream>>>(
-                                          grad_out.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
-                                          mean_c.const_data_ptr<acc_t>(), rstd_c.const_data_ptr<acc_t>(),
-                                          gw_partial.mutable_data_ptr<acc_t>(), gb_partial.mutable_data_ptr<acc_t>(), g,
-                                          ly, rows);
-                                      C10_CUDA_KERNEL_LAUNCH_CHECK();
-                                    });
+    return {grad_x, at::zeros({n}, x.options()), at::zeros({n}, x.options())};
   }
+  at::Tensor gw_partial = at::empty({tile_blocks, n}, acc_options);
+  at::Tensor gb_partial = at::empty({tile_blocks, n}, acc_options);
+  const at::Tensor mean_c = mean.contiguous(), rstd_c = rstd.contiguous();
+  const at::Tensor w = weight ? weight->contiguous() : at::Tensor();
+  const ShuffledLayout ly = layout_of(grad_out);
+  const PixelShuffleGeometry g = pixel_shuffle_geometry(x, scale);
+  const PixelShuffleGeometry gx = pixel_shuffle_contiguous_geometry(shape.H, shape.W, shape.C, scale);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "pixel_shuffle_layer_norm_backward_cuda",
+                                  [&] {
+                                    using acc_t = at::opmath_type<scalar_t>;
+                                    layer_norm_backward_input_kernel<scalar_t, acc_t>
+                                        <<<row_blocks(rows), kThreads, 0, stream>>>(
+                                            grad_out.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
+                                            mean_c.const_data_ptr<acc_t>(), rstd_c.const_data_ptr<acc_t>(),
+                                            w.defined() ? w.const_data_ptr<scalar_t>() : nullptr,
+                                            grad_x.mutable_data_ptr<scalar_t>(), g, gx, ly, rows);
+                                    C10_CUDA_KERNEL_LAUNCH_CHECK();
+                                    const dim3 grid(static_cast<unsigned>((n + kThreads - 1) / kThreads),
+                                                    static_cast<unsigned>(tile_blocks));
+                                    layer_norm_backward_affine_kernel<scalar_t, acc_t><<<grid, kThreads, 0, stream>>>(
+                                        grad_out.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
+                                        mean_c.const_data_ptr<acc_t>(), rstd_c.const_data_ptr<acc_t>(),
+                                        gw_partial.mutable_data_ptr<acc_t>(), gb_partial.mutable_data_ptr<acc_t>(), g,
+                                        ly, rows);
+                                    C10_CUDA_KERNEL_LAUNCH_CHECK();
+                                  });
   return {grad_x, gw_partial.sum(0).to(x.scalar_type()), gb_partial.sum(0).to(x.scalar_type())};
 }
 

@@ -1,5 +1,7 @@
 """Drop-in patch embedding: a Conv2d/Conv3d (kernel == stride) run as one GEMM by ``vlmops.patch_embed``."""
 
+import math
+
 import torch
 from torch import nn
 
@@ -59,8 +61,15 @@ class PatchEmbed(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         if hasattr(self, "proj"):
-            # Qwen: rows in (C, T, P, P) order, the Conv3d's weight flattened the same way.
-            rows = hidden_states.view(-1, self.proj.weight[0].numel())
+            # Qwen: rows in (C, T, P, P) order, the Conv3d's weight flattened the same way. A weight
+            # without columns goes to the op as it is: its contract names what is wrong with it.
+            columns = math.prod(self.proj.weight.shape[1:])
+            if columns and hidden_states.numel() % columns:
+                raise ValueError(
+                    f"vlmops.nn.PatchEmbed: hidden_states of shape {tuple(hidden_states.shape)} is not rows of "
+                    f"C*T*P*P = {columns} pixels for the weight of shape {tuple(self.proj.weight.shape)}"
+                )
+            rows = hidden_states.view(-1, columns) if columns else hidden_states
             return patch_embed(rows, self.proj.weight, self.proj.bias)
         embedded = patch_embed(hidden_states, self.weight, self.bias)  # cast to weight's dtype on load
         grid = [size // k for size, k in zip(hidden_states.shape[2:], self.kernel_size)]

@@ -4,6 +4,8 @@ Both keep the submodules (and so the parameter names, shapes and state_dict keys
 they replace; only the data path changes.
 """
 
+import math
+
 import torch
 from torch import nn
 
@@ -33,9 +35,13 @@ class PixelShuffleProjector(nn.Module):
     @classmethod
     def from_internvl(cls, projector: nn.Module, downsample_ratio: float) -> "PixelShuffleProjector":
         """Wraps the submodules of an ``InternVLMultiModalProjector`` (shared, not copied)."""
-        scale = round(1 / downsample_ratio)
-        if abs(scale * downsample_ratio - 1) > 1e-9:
-            raise ValueError(f"PixelShuffleProjector: downsample_ratio must be 1/integer, got {downsample_ratio}")
+        ratio = downsample_ratio
+        inverse = 1 / ratio if isinstance(ratio, (int, float)) and 0 < ratio <= 1 else math.nan
+        scale = round(inverse) if math.isfinite(inverse) else 0
+        if not 0 < scale < 2**63 or abs(scale * ratio - 1) > 1e-9:
+            raise ValueError(
+                f"vlmops.nn.PixelShuffleProjector: downsample_ratio must be 1/integer (0.5 for scale 2), got {ratio!r}"
+            )
         return cls(projector.layer_norm, projector.linear_1, projector.act, projector.linear_2, scale)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:

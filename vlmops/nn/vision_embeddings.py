@@ -34,6 +34,10 @@ class _VisionEmbeddings(nn.Module):
         self.embed_dim = config.hidden_size
         self.image_size = config.image_size
         self.patch_size = config.patch_size
+        if not (isinstance(self.patch_size, int) and self.patch_size >= 1):
+            raise ValueError(
+                f"vlmops.nn.{type(self).__name__}: config.patch_size must be an int >= 1, got {self.patch_size!r}"
+            )
         if self._HAS_CLS:
             self.class_embedding = nn.Parameter(torch.randn(self.embed_dim))
         self.patch_embedding = nn.Conv2d(
@@ -83,6 +87,12 @@ class _VisionEmbeddings(nn.Module):
             shape = torch.empty((1, int(self._HAS_CLS) + patches, self.embed_dim), device="meta")
             positions = self.interpolate_pos_encoding(shape, height, width)[0]
         else:
+            patches = (height // self.patch_size) * (width // self.patch_size)
+            if patches != self.num_patches:
+                raise ValueError(
+                    f"vlmops.nn.{type(self).__name__}: pixel_values of {height}x{width} make {patches} patches but "
+                    f"the position embeddings hold {self.num_patches}; pass interpolate_pos_encoding=True"
+                )
             # position_ids is arange(num_positions): the lookup is the table itself, read in place.
             positions = self.position_embedding.weight
         return patch_embed(

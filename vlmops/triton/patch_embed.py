@@ -1,4 +1,7 @@
-"""Triton CUDA kernel of vlmops::patch_embed (Triton owns the op's CUDA key), and its CUDA backward.
+"""Triton CUDA kernels of vlmops::patch_embed and vlmops::patch_embed_backward (Triton owns the ops' CUDA
+keys): the kernels of the private ``vlmops::_patch_embed_triton`` / ``_patch_embed_backward_triton``,
+which the ops' C++ CUDA entries (csrc/triton/patch_embed.cpp) call after their checks. The launchers
+take checked inputs.
 
 Forward: one GEMM out[m, n] = sum_k A[m, k] * W[n, k], where A is never written: each program
 loads its A tile straight from the pixels (the im2col gather is address arithmetic in the operand
@@ -7,16 +10,19 @@ float32, applies the processor's per-channel x * scale[c] + shift[c], casts to t
 and accumulates in float32 with tl.dot. Bias and position embeddings are added in the epilogue and
 each row is stored at its token position (after the CLS row when there is one).
 
-Backward on CUDA is composed of torch ops (one im2col copy of the operand, two matmuls): not fused.
-The forward with float64 weights runs vlmops.reference (cuDNN's conv), not this kernel: tl.dot has
-no float64 tensor-core path worth writing for.
+Backward on CUDA is vlmops.reference's composition of torch ops (one im2col copy of the operand, two
+matmuls): not fused. The forward with float64 weights runs vlmops.reference (cuDNN's conv), not this
+kernel: tl.dot has no float64 tensor-core path worth writing for.
 """
+
+import math
 
 import torch
 import triton
 import triton.language as tl
 
-from vlmops.reference.patch_embed import normalize_pixels
+from vlmops.reference.patch_embed import patch_embed as reference_patch_embed
+from vlmops.reference.patch_embed import patch_embed_backward as reference_patch_embed_backward
 from vlmops.triton import KERNEL_SPECS, make_spec
 
 
@@ -89,7 +95,7 @@ def _geometry(x: torch.Tensor, weight: torch.Tensor):
     C, kernel = weight.shape[1], tuple(weight.shape[2:])
     T, Ph, Pw = (1,) * (3 - len(kernel)) + kernel
     if x.dim() == 2:
-        s = x.stride(1)
+        s = x.stride(1) if C * T * Ph * Pw > 1 and x.shape[0] > 0 else 0  # a stride never read is 0
         strides = (x.stride(0), T * Ph * Pw * s, Ph * Pw * s, Pw * s, s)
         return x.shape[0], 1, C, T, Ph, Pw, 1, 1, strides
     F = x.shape[2] if x.dim() == 5 else 1
@@ -104,14 +110,14 @@ def _max_offset(t: torch.Tensor) -> int:
     return sum((size - 1) * abs(stride) for size, stride in zip(t.shape, t.stride()) if size > 0)
 
 
-def _normalization(mean, std, rescale, C, device, dtype=torch.float32):
-    """Per-channel (scale, shift) in dtype with x * scale + shift == (x * rescale - mean) / std; None when unused."""
+def _normalization(mean, std, rescale, C, device):
+    """Per-channel float32 (scale, shift) with x * scale + shift == (x * rescale - mean) / std; None when unused."""
     if mean is None and std is None and rescale is None:
         return None
     inv_std = torch.ones(C, device=device, dtype=torch.float64) if std is None else 1.0 / std.to(torch.float64)
     scale = inv_std * (1.0 if rescale is None else rescale)
     shift = torch.zeros_like(scale) if mean is None else -mean.to(torch.float64) * inv_std
-    return scale.to(dtype), shift.to(dtype)
+    return scale.to(torch.float32), shift.to(torch.float32)
 
 
 def _block_config(x: torch.Tensor, weight: torch.Tensor):
@@ -122,14 +128,12 @@ def _block_config(x: torch.Tensor, weight: torch.Tensor):
     return dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=32, GROUP_M=8), dict(num_warps=8, num_stages=3)
 
 
-def patch_embed_triton(x, weight, bias, mean, std, rescale, pos_embed, cls_token):
-    """The Triton forward; arguments and result as torch.ops.vlmops.patch_embed (checked by the wrapper)."""
+def patch_embed(x, weight, bias, mean, std, rescale, pos_embed, cls_token):
+    """``vlmops::_patch_embed_triton``: arguments and result as torch.ops.vlmops.patch_embed."""
     if weight.dtype == torch.float64:
-        from vlmops.reference import patch_embed as reference_patch_embed
-
         return reference_patch_embed(x, weight, bias, mean, std, rescale, pos_embed, cls_token)
     samples, L, C, T, Ph, Pw, patches_h, patches_w, strides = _geometry(x, weight)
-    D, K, M = weight.shape[0], weight[0].numel(), samples * L
+    D, K, M = weight.shape[0], math.prod(weight.shape[1:]), samples * L
     ncls = 0 if cls_token is None else 1
     if x.dim() == 2:
         out = weight.new_empty(M, D)
@@ -161,41 +165,10 @@ def patch_embed_triton(x, weight, bias, mean, std, rescale, pos_embed, cls_token
     return out
 
 
-def _im2col_layout(x, weight):
-    """(split shape, permutation) taking images/videos [B, C, G1*k1, G2*k2, ...] to [B, G1, G2, ..., C, k1, k2, ...]."""
-    kernel = tuple(weight.shape[2:])
-    split = [x.shape[0], x.shape[1]]
-    for size, k in zip(x.shape[2:], kernel):
-        split += [size // k, k]
-    n = len(kernel)
-    order = [0] + [2 + 2 * d for d in range(n)] + [1] + [3 + 2 * d for d in range(n)]
-    return split, order
-
-
-def patch_embed_backward_cuda(grad_patches, x, weight, mean, std, rescale, compute_grad_x):
-    """torch.ops.vlmops.patch_embed_backward on CUDA, composed of torch ops (float32 accumulation)."""
-    acc = torch.float64 if weight.dtype == torch.float64 else torch.float32
-    D, C, K = weight.shape[0], weight.shape[1], weight[0].numel()
-    grad2d = grad_patches.reshape(-1, D).to(acc)
-    if x.dim() == 2:
-        operand = normalize_pixels(x.view(x.shape[0], C, -1), mean, std, rescale, acc).reshape(-1, K)
-    else:
-        split, order = _im2col_layout(x, weight)
-        operand = normalize_pixels(x, mean, std, rescale, acc).reshape(split).permute(order).reshape(-1, K)
-    grad_weight = (grad2d.t() @ operand).view(weight.shape).to(weight.dtype)
-    grad_bias = grad2d.sum(0).to(weight.dtype)
-    if not compute_grad_x:
-        return x.new_empty(0), grad_weight, grad_bias
-    grad_operand = grad2d @ weight.reshape(D, K).to(acc)
-    if x.dim() == 2:
-        grad_x = grad_operand.view(x.shape[0], C, -1)
-    else:
-        grad_x = grad_operand.view([split[d] for d in order]).permute([order.index(d) for d in range(len(order))])
-        grad_x = grad_x.reshape(x.shape[0], C, -1)
-    norm = _normalization(mean, std, rescale, C, x.device, acc)
-    if norm is not None:
-        grad_x = grad_x * norm[0].view(1, C, 1)
-    return grad_x.reshape(x.shape).to(x.dtype).contiguous(), grad_weight, grad_bias
+def patch_embed_backward(grad_patches, x, weight, mean, std, rescale, compute_grad_x):
+    """``vlmops::_patch_embed_backward_triton``: torch ops only (vlmops.reference's composition), no
+    Triton kernel of its own."""
+    return reference_patch_embed_backward(grad_patches, x, weight, mean, std, rescale, compute_grad_x)
 
 
 def _specs():
@@ -229,5 +202,3 @@ def _specs():
 
 
 KERNEL_SPECS.extend(_specs())
-torch.library.register_kernel("vlmops::patch_embed", "cuda", patch_embed_triton)
-torch.library.register_kernel("vlmops::patch_embed_backward", "cuda", patch_embed_backward_cuda)

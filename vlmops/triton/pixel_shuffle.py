@@ -1,18 +1,19 @@
-"""Triton kernels of pixel shuffle and fused pixel shuffle + LayerNorm: the ``vlmops::_*_triton`` ops.
+"""Triton variant of pixel shuffle and fused pixel shuffle + LayerNorm: the kernels of the private
+``vlmops::_<op>_triton`` ops, which the CUDA entries of the public ops (csrc/cuda/pixel_shuffle.cu)
+call after their checks when VLMOPS_CUDA_BACKEND=triton. The launchers take checked inputs.
 
 Same semantics, shapes, dtypes and outputs as the C++ kernels (csrc/cpu/pixel_shuffle.cpp). Channel
 k of output token (b, i, j) reads x at ``PixelShuffleGeometry::src_offset`` of
 csrc/include/vlmops/pixel_shuffle_math.h: with dy = k // (s*C), dx = (k % (s*C)) // C, c = k % C,
 the element x[b, s*i + dy, s*j + dx, c], addressed through x's strides (x is never copied).
 
-Importing this module registers the launchers as the CUDA kernels of the four ops; their fake
-implementations and autograd live in vlmops/ops/pixel_shuffle.py. The launchers are plain functions
-of tensors, so the tests also call them on CPU tensors under the Triton interpreter.
+The launchers are plain functions of tensors, so the tests also call them on CPU tensors under the
+Triton interpreter; vlmops.ops.registry registers them as CUDA kernels.
 
 Design, from the static report (tools/kernel_report.py; registers per thread on sm_80 and sm_90a):
-- Offsets: an int64 base per token plus int32 offsets within its s x s patch (the launchers refuse
-  patches spanning 2**31 elements). All-int64 per-element offsets cost 167-198 registers in the
-  4096-wide backward; with int32 ones and 16-byte vector hints (VEC) it takes 74-80.
+- Offsets: an int64 base per token plus int32 offsets within its s x s patch (the op's CUDA entry
+  refuses patches spanning 2**31 elements). All-int64 per-element offsets cost 167-198 registers in
+  the 4096-wide backward; with int32 ones and 16-byte vector hints (VEC) it takes 74-80.
 - LayerNorm rows of up to 32 KiB of x live in registers (BLOCK = next_power_of_2(s*s*C)); wider rows
   (fp32 SmolVLM, 12288 features) are processed in chunks, re-read from cache, instead of spilling.
 - The backward is two kernels: grad_x one row per program, and dW/db as column-blocked sums over
@@ -25,9 +26,7 @@ import torch
 import triton
 import triton.language as tl
 
-from vlmops import _native
-from vlmops.ops import pixel_shuffle as _ops  # noqa: F401  (fake impls and autograd of the ops below)
-from vlmops.ops._checks import check_int, check_same_device, check_tensor
+from vlmops.ops import pixel_shuffle as _ops
 from vlmops.triton import KERNEL_SPECS, device_guard, make_spec
 
 # Elements one program of the pure shuffle moves: large enough for wide loads, small enough that
@@ -50,7 +49,7 @@ def _token_base(b, i, j, scale, stride_b, stride_h, stride_w):
 @triton.jit
 def _patch_offsets(k, scale, C, stride_h, stride_w, stride_c, VEC: tl.constexpr):
     """Offsets from the patch corner of the inputs feeding channels k (PixelShuffleGeometry::src_offset):
-    int32, as the launcher checks the patch spans less than 2**31 elements. VEC > 1 promises runs of
+    int32, as the op's CUDA entry checks the patch spans less than 2**31 elements. VEC > 1 promises runs of
     VEC contiguous, VEC-aligned offsets (unit channel stride, C and the strides multiples of VEC)."""
     chunk = scale * C
     dy = k // chunk
@@ -279,48 +278,6 @@ def _row_num_warps(chunk: int) -> int:
     return min(16, max(4, chunk // 512))
 
 
-def _stats_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-# Checks: the TORCH_CHECKs of csrc/include/vlmops/pixel_shuffle_checks.h, raised as the wrappers' errors.
-def _check_input(fn: str, x, scale) -> None:
-    check_tensor(fn, "x", x, ndim=4)
-    check_int(fn, "scale", scale, minimum=1)
-    if x.shape[1] % scale or x.shape[2] % scale:
-        raise ValueError(f"vlmops.{fn}: grid (H, W) = ({x.shape[1]}, {x.shape[2]}) is not divisible by scale {scale}")
-
-
-def _check_shuffled(fn: str, name: str, y, scale) -> None:
-    check_tensor(fn, name, y, ndim=4)
-    check_int(fn, "scale", scale, minimum=1)
-    if y.shape[3] % (scale * scale):
-        raise ValueError(
-            f"vlmops.{fn}: {name} has {y.shape[3]} channels, not a multiple of scale*scale = {scale * scale}"
-        )
-
-
-def _check_affine(fn: str, name: str, t, x, features: int) -> None:
-    if t is None:
-        return
-    check_tensor(fn, name, t, ndim=1)
-    if t.shape[0] != features:
-        raise ValueError(f"vlmops.{fn}: {name} must be [{features}] (s*s*C), got shape {tuple(t.shape)}")
-    if t.dtype != x.dtype:
-        raise ValueError(f"vlmops.{fn}: {name} dtype {t.dtype} must match x dtype {x.dtype}")
-    check_same_device(fn, "x", x, **{name: t})
-
-
-def _check_patch_span(fn: str, name: str, t: torch.Tensor, scale: int) -> None:
-    """The kernels address inputs within one token's s x s patch (and weight/bias) with int32 offsets."""
-    strides = t.stride()
-    span = (scale - 1) * (strides[1] + strides[2]) + (t.shape[3] - 1) * strides[3] if t.dim() == 4 else (
-        (t.shape[0] - 1) * strides[0])
-    if span >= 2**31:
-        raise ValueError(f"vlmops.{fn}: {name} with strides {tuple(strides)} spans {span} elements within one "
-                         "token's patch; the Triton kernels support at most 2**31 - 1")
-
-
 def _vector_width(x: torch.Tensor) -> int:
     """Elements per vector access of x [B, H, W, C] (the VEC promise of _patch_offsets): the largest power of
     two, up to 16 bytes, dividing C, the token strides and the data pointer, when channels are unit-stride."""
@@ -335,11 +292,8 @@ def _vector_width(x: torch.Tensor) -> int:
 
 def pixel_shuffle(x: torch.Tensor, scale: int) -> torch.Tensor:
     """``vlmops::_pixel_shuffle_triton``: x [B, H, W, C] (any strides) -> contiguous [B, H/s, W/s, s*s*C]."""
-    fn = "_pixel_shuffle_triton"
-    _check_input(fn, x, scale)
     B, H, W, C = x.shape
     s = scale
-    _check_patch_span(fn, "x", x, s)
     out = torch.empty(B, H // s, W // s, s * s * C, dtype=x.dtype, device=x.device)
     _launch_copy(x, out, s, to_shuffled=True)
     return out
@@ -348,12 +302,9 @@ def pixel_shuffle(x: torch.Tensor, scale: int) -> torch.Tensor:
 def pixel_shuffle_backward(grad_out: torch.Tensor, scale: int) -> torch.Tensor:
     """``vlmops::_pixel_shuffle_backward_triton``: grad_out [B, H/s, W/s, s*s*C] (any strides) -> contiguous
     grad_x [B, H, W, C], the inverse permutation."""
-    fn = "_pixel_shuffle_backward_triton"
-    _check_shuffled(fn, "grad_out", grad_out, scale)
     B, Ho, Wo, n = grad_out.shape
     s = scale
     grad_x = torch.empty(B, Ho * s, Wo * s, n // (s * s), dtype=grad_out.dtype, device=grad_out.device)
-    _check_patch_span(fn, "grad_x", grad_x, s)
     _launch_copy(grad_x, grad_out, s, to_shuffled=False)
     return grad_x
 
@@ -372,21 +323,15 @@ def _launch_copy(x: torch.Tensor, y: torch.Tensor, scale: int, *, to_shuffled: b
 def pixel_shuffle_layer_norm(x: torch.Tensor, scale: int, weight, bias, eps: float):
     """``vlmops::_pixel_shuffle_layer_norm_triton``: -> (out [B, H/s, W/s, s*s*C] in x's dtype,
     mean and rstd [B, H/s, W/s] in float32, float64 for float64 x), all contiguous."""
-    fn = "_pixel_shuffle_layer_norm_triton"
-    _check_input(fn, x, scale)
     B, H, W, C = x.shape
     s, n = scale, C * scale * scale
-    _check_affine(fn, "weight", weight, x, n)
-    _check_affine(fn, "bias", bias, x, n)
-    if not eps >= 0:
-        raise ValueError(f"vlmops.{fn}: eps must be >= 0, got {eps}")
-    for name, t in (("x", x), ("weight", weight), ("bias", bias)):
-        if t is not None:
-            _check_patch_span(fn, name, t, s)
     out = torch.empty(B, H // s, W // s, n, dtype=x.dtype, device=x.device)
-    mean = torch.empty(B, H // s, W // s, dtype=_stats_dtype(x.dtype), device=x.device)
+    mean = torch.empty(B, H // s, W // s, dtype=_ops._stats_dtype(x.dtype), device=x.device)
     rstd = torch.empty_like(mean)
-    if out.numel() > 0:
+    if out.numel() == 0:  # no features: the statistics of an empty row
+        mean.fill_(float("nan"))
+        rstd.fill_(float("nan"))
+    else:
         block = _row_block(n)
         chunk = _row_chunk(block, x)
         with device_guard(x):
@@ -419,28 +364,10 @@ def _dwdb_grid(rows: int, n: int, device: torch.device):
 def pixel_shuffle_layer_norm_backward(grad_out, x, mean, rstd, weight, scale: int):
     """``vlmops::_pixel_shuffle_layer_norm_backward_triton``: -> (grad_x contiguous [B, H, W, C],
     grad_weight [s*s*C], grad_bias [s*s*C]) in x's dtype. grad_out, x, mean, rstd: any strides."""
-    fn = "_pixel_shuffle_layer_norm_backward_triton"
-    _check_input(fn, x, scale)
-    _check_shuffled(fn, "grad_out", grad_out, scale)
     B, H, W, C = x.shape
     s, n = scale, C * scale * scale
-    if tuple(grad_out.shape) != (B, H // s, W // s, n):
-        raise ValueError(
-            f"vlmops.{fn}: grad_out {tuple(grad_out.shape)} does not match the shuffled shape of x {tuple(x.shape)}"
-        )
-    if grad_out.dtype != x.dtype:
-        raise ValueError(f"vlmops.{fn}: grad_out dtype {grad_out.dtype} != x dtype {x.dtype}")
-    stats_dtype = _stats_dtype(x.dtype)
-    for name, stat in (("mean", mean), ("rstd", rstd)):
-        check_tensor(fn, name, stat, dtypes=(stats_dtype,), ndim=3)
-        if tuple(stat.shape) != tuple(grad_out.shape[:3]):
-            raise ValueError(f"vlmops.{fn}: {name} must be [B, H/s, W/s] = {tuple(grad_out.shape[:3])}, got {tuple(stat.shape)}")
-    _check_affine(fn, "weight", weight, x, n)
-    check_same_device(fn, "x", x, grad_out=grad_out, mean=mean, rstd=rstd)
+    stats_dtype = mean.dtype
     grad_x = torch.empty(B, H, W, C, dtype=x.dtype, device=x.device)
-    for name, t in (("x", x), ("grad_x", grad_x), ("weight", weight)):
-        if t is not None:
-            _check_patch_span(fn, name, t, s)
     rows = mean.numel()
     vec = _vector_width(x)  # grad_x is contiguous: C % vec == 0 makes the promise hold for it too
     block_rows, dwdb_grid = _dwdb_grid(rows, n, x.device)
@@ -465,16 +392,6 @@ def pixel_shuffle_layer_norm_backward(grad_out, x, mean, rstd, weight, scale: in
                 *strided, VEC=vec, BLOCK_ROWS=block_rows, BLOCK_N=DWDB_BLOCK_N, num_warps=4,
             )
     return grad_x, partial_grad_weight.sum(0).to(x.dtype), partial_grad_bias.sum(0).to(x.dtype)
-
-
-if _native.available():
-    for _name, _launcher in (
-        ("_pixel_shuffle_triton", pixel_shuffle),
-        ("_pixel_shuffle_backward_triton", pixel_shuffle_backward),
-        ("_pixel_shuffle_layer_norm_triton", pixel_shuffle_layer_norm),
-        ("_pixel_shuffle_layer_norm_backward_triton", pixel_shuffle_layer_norm_backward),
-    ):
-        torch.library.register_kernel(f"vlmops::{_name}", "cuda", _launcher)
 
 
 def _specs():

@@ -9,20 +9,19 @@
 
 #include <cmath>
 #include <cstring>
+#include <optional>
 #include <type_traits>
 #include <vector>
 
 #include "kernels/pixel_shuffle_kernel.h"
 #include "vlmops/cpu_dispatch.h"
 #include "vlmops/pixel_shuffle_checks.h"
-#include "vlmops/pixel_shuffle_math.h"
 
 namespace vlmops::cpu::CPU_CAPABILITY {
 namespace {
 
 template <class acc_t>
 using Vec = at::vec::Vectorized<acc_t>;
-
 
 template <class acc_t>
 acc_t reduce_sum(const Vec<acc_t>& v) {
@@ -92,7 +91,7 @@ void store_run(scalar_t* dst, const acc_t* src, int64_t n) {
 }
 
 template <class scalar_t, class acc_t>
-std::vector<acc_t> affine_or(const c10::optional<at::Tensor>& t, int64_t n, acc_t fill) {
+std::vector<acc_t> affine_or(const std::optional<at::Tensor>& t, int64_t n, acc_t fill) {
   std::vector<acc_t> out(n, fill);
   if (t.has_value() && t->defined()) {
     const at::Tensor tc = t->contiguous();
@@ -120,7 +119,8 @@ void apply_run(scalar_t* dst, const acc_t* src, const acc_t* w, const acc_t* b, 
   const Vec<acc_t> vmu(mu), vrs(rs);
   int64_t k = 0;
   for (; k + kW <= n; k += kW) {
-    const Vec<acc_t> y = layer_norm_apply(Vec<acc_t>::loadu(src + k), vmu, vrs, Vec<acc_t>::loadu(w + k), Vec<acc_t>::loadu(b + k));
+    const Vec<acc_t> y =
+        layer_norm_apply(Vec<acc_t>::loadu(src + k), vmu, vrs, Vec<acc_t>::loadu(w + k), Vec<acc_t>::loadu(b + k));
     if constexpr (std::is_same_v<scalar_t, acc_t>) {
       y.store(dst + k);
     } else {
@@ -133,11 +133,11 @@ void apply_run(scalar_t* dst, const acc_t* src, const acc_t* w, const acc_t* b, 
 }
 
 template <class scalar_t>
-void forward_impl(const at::Tensor& x, int64_t s, const c10::optional<at::Tensor>& weight,
-                  const c10::optional<at::Tensor>& bias, double eps, at::Tensor& out, at::Tensor& mean,
+void forward_impl(const at::Tensor& x, int64_t s, const std::optional<at::Tensor>& weight,
+                  const std::optional<at::Tensor>& bias, double eps, at::Tensor& out, at::Tensor& mean,
                   at::Tensor& rstd) {
   using acc_t = at::opmath_type<scalar_t>;
-  const PixelShuffleGeometry g = geometry_of(x, s);
+  const PixelShuffleGeometry g = pixel_shuffle_geometry(x, s);
   const int64_t Ho = out.size(1), Wo = out.size(2), n = out.size(3), C = g.channels;
   const std::vector<acc_t> w = affine_or<scalar_t, acc_t>(weight, n, acc_t(1));
   const std::vector<acc_t> bb = affine_or<scalar_t, acc_t>(bias, n, acc_t(0));
@@ -187,13 +187,13 @@ void forward_impl(const at::Tensor& x, int64_t s, const c10::optional<at::Tensor
 
 template <class scalar_t>
 void backward_impl(const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& mean, const at::Tensor& rstd,
-                   const c10::optional<at::Tensor>& weight, int64_t s, at::Tensor& grad_x, at::Tensor& gw_partial,
+                   const std::optional<at::Tensor>& weight, int64_t s, at::Tensor& grad_x, at::Tensor& gw_partial,
                    at::Tensor& gb_partial) {
   using acc_t = at::opmath_type<scalar_t>;
   constexpr int64_t kW = Vec<acc_t>::size();
-  const PixelShuffleGeometry g = geometry_of(x, s);
-  const PixelShuffleGeometry gx = contiguous_geometry(x.size(1), x.size(2), x.size(3), s);
-  const PixelShuffleGeometry gy = geometry_of(grad_out, 1);  // scale 1: reads one row of grad_out in place
+  const PixelShuffleGeometry g = pixel_shuffle_geometry(x, s);
+  const PixelShuffleGeometry gx = pixel_shuffle_contiguous_geometry(x.size(1), x.size(2), x.size(3), s);
+  const PixelShuffleGeometry gy = pixel_shuffle_geometry(grad_out, 1);  // scale 1: reads one row of grad_out in place
   const int64_t Ho = grad_out.size(1), Wo = grad_out.size(2), n = grad_out.size(3), C = x.size(3);
   const std::vector<acc_t> w = affine_or<scalar_t, acc_t>(weight, n, acc_t(1));
   const scalar_t* xp = x.const_data_ptr<scalar_t>();
@@ -245,22 +245,24 @@ void backward_impl(const at::Tensor& grad_out, const at::Tensor& x, const at::Te
       }
       for (; k < n; ++k) gy_row[k] = layer_norm_grad_input(gy_row[k], xhat[k], rs, mean_g, mean_g_xhat);
       // Each chunk dy of the token is s*C contiguous elements of the contiguous grad_x.
-      for (int64_t dy = 0; dy < s; ++dy) store_run(gxp + gx.chunk_offset(b, i, j, dy), gy_row.data() + dy * s * C, s * C);
+      for (int64_t dy = 0; dy < s; ++dy) {
+        store_run(gxp + gx.chunk_offset(b, i, j, dy), gy_row.data() + dy * s * C, s * C);
+      }
     }
   });
 }
 
 }  // namespace
 
-void pixel_shuffle_layer_norm_kernel(const at::Tensor& x, int64_t scale, const c10::optional<at::Tensor>& weight,
-                                     const c10::optional<at::Tensor>& bias, double eps, at::Tensor& out,
+void pixel_shuffle_layer_norm_kernel(const at::Tensor& x, int64_t scale, const std::optional<at::Tensor>& weight,
+                                     const std::optional<at::Tensor>& bias, double eps, at::Tensor& out,
                                      at::Tensor& mean, at::Tensor& rstd) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "pixel_shuffle_layer_norm_cpu",
                                   [&] { forward_impl<scalar_t>(x, scale, weight, bias, eps, out, mean, rstd); });
 }
 
 void pixel_shuffle_layer_norm_backward_kernel(const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& mean,
-                                              const at::Tensor& rstd, const c10::optional<at::Tensor>& weight,
+                                              const at::Tensor& rstd, const std::optional<at::Tensor>& weight,
                                               int64_t scale, at::Tensor& grad_x, at::Tensor& grad_weight_partial,
                                               at::Tensor& grad_bias_partial) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "pixel_shuffle_layer_norm_backward_cpu",
