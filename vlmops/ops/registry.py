@@ -81,8 +81,16 @@ def op(name: str) -> Callable:
 
         return fallback
     packet = getattr(torch.ops.vlmops, name)
+    arguments = packet.default._schema.arguments
+    names = [argument.name for argument in arguments]
+    # A bool is an int to the dispatcher: numeric arguments refuse it here, by position and keyword.
+    numeric = {i: a.name for i, a in enumerate(arguments) if str(a.type).rstrip("?") in ("int", "float", "SymInt")}
 
     def call(*args, **kwargs):
+        for i, argument in numeric.items():
+            value = args[i] if i < len(args) else kwargs.get(argument)
+            if type(value) is bool:
+                raise TypeError(f"vlmops.{name}: {argument} must be a number, got bool")
         try:
             return packet(*args, **kwargs)
         except RuntimeError as error:
@@ -90,6 +98,10 @@ def op(name: str) -> Callable:
             if mismatch is None:
                 raise
             expected, argument, found = mismatch.groups()
+        if expected.rstrip("?") == found:  # a Python int beyond int64
+            index = names.index(argument)
+            value = args[index] if index < len(args) else kwargs.get(argument)
+            raise ValueError(f"vlmops.{name}: {argument} = {value} does not fit a 64-bit {found}")
         raise TypeError(f"vlmops.{name}: {argument} must be {expected}, got {found}")
 
     return call
