@@ -14,6 +14,9 @@ Every oracle is float64 on CPU (vlmops.reference). Tolerances:
   happens to round exactly cannot make the bound zero).
 """
 
+import importlib
+import inspect
+
 import pytest
 import torch
 
@@ -491,3 +494,18 @@ def test_float64_is_refused_on_cuda_with_the_argument_named():
                                                                                   device="cuda")
     with pytest.raises(ValueError, match="gated_cross_attention: q must be float32, float16 or bfloat16 on CUDA"):
         vlmops.gated_cross_attention(q, k, v, start, end)
+
+
+@pytest.mark.parametrize("name", ["varlen_attention", "varlen_attention_backward", "gated_cross_attention",
+                                  "gated_cross_attention_backward"])
+def test_triton_entry_has_the_public_schema_and_the_launcher_takes_it(name):
+    # The C++ CUDA entry checks, then calls vlmops::_<op>_triton with the public op's arguments; the
+    # registry makes the launcher its CUDA kernel.
+    from vlmops.ops import registry
+
+    public = [argument.name for argument in getattr(torch.ops.vlmops, name).default._schema.arguments]
+    private_op = getattr(torch.ops.vlmops, registry.triton_kernel_name(name)).default._schema
+    assert [argument.name for argument in private_op.arguments] == public
+    module, _, attr = registry.defined()[name].triton.partition(":")
+    launcher = getattr(importlib.import_module(module), attr)
+    assert list(inspect.signature(launcher).parameters)[: len(public)] == public

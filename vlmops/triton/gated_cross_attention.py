@@ -406,11 +406,13 @@ def gated_cross_attention_backward(grad_out, q, k, v, out, lse, kv_start, kv_end
 def _specs():
     """Representative launches for the static kernel report: Llama 3.2 Vision 11B's cross-attention
     (H=32, Hk=8, D=128; prefill and decode against 4 x 1601 keys) and OpenFlamingo-9B's
-    (MPT-7B: H=32, D=128 over 64 latents per image); bf16."""
+    (MPT-7B: H=32, D=128 over 64 latents per image), and D=8 of the tiny test configurations (one
+    masked 16-wide piece); bf16."""
     specs = []
     for config, H, Hk, D, Lq, Lk in (("mllama-11b:prefill", 32, 8, 128, 2048, 6404),
                                      ("mllama-11b:decode", 32, 8, 128, 1, 6404),
-                                     ("openflamingo-9b:prefill", 32, 32, 128, 2048, 5 * 64)):
+                                     ("openflamingo-9b:prefill", 32, 32, 128, 2048, 5 * 64),
+                                     ("tiny-test-config:prefill", 4, 2, 8, 64, 128)):
         D0, D1, D2 = head_dim_pieces(D)
         bm, bn, warps = _fwd_blocks(D, Lq)
         splits = num_splits(1, H, Lq, Lk, bm, bn)
