@@ -287,8 +287,8 @@ def _fwd_blocks(D: int, Lq: int) -> tuple:
     """(BLOCK_M, BLOCK_N, num_warps) of the forward; decode rows take the smallest tl.dot tile."""
     if Lq <= 16:
         return 16, 64, 4
-    if D <= 128:
-        return 128, 64, 8 if D > 64 else 4
+    if D <= 128:  # 8 warps for masked head dims, as varlen_attention's forward
+        return 128, 64, 8 if D > 64 or D % 16 else 4
     return 64, 32, 8
 
 
