@@ -112,7 +112,7 @@ def test_varlen_one_token_with_a_stride_smaller_than_the_row(operand, D):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_varlen_one_token_small_stride_in_float32_and_bfloat16(dtype):
-    # The issue's report: a 1-token q of float32 (read in place) and of bfloat16 (converted first).
+    # A 1-token q of float32 (read in place) and of bfloat16 (converted to float32 first, strides kept).
     q = one_token_small_stride(randn(1, 4, 64, seed=5, dtype=dtype))
     k, v = randn(7, 4, 64, seed=6, dtype=dtype), randn(7, 4, 64, seed=7, dtype=dtype)
     out = vlmops.varlen_attention(q, k, v, cu_of([1]), cu_of([7]))
@@ -144,7 +144,7 @@ def untouched(numel, dtype):
     """A 1-D tensor of numel elements in a fresh allocation whose pages stay unmapped until written."""
     try:
         return torch.empty(numel * dtype.itemsize, dtype=torch.uint8).view(dtype)
-    except RuntimeError as error:  # pragma: no cover - a machine without that much address space
+    except RuntimeError as error:  # pragma: no cover - without that much address space
         pytest.skip(f"cannot reserve {numel * dtype.itemsize} bytes: {error}")
 
 
