@@ -57,18 +57,29 @@ TORCH_LIBRARY_FRAGMENT(vlmops, m) {
 // Block-diagonal packed (varlen) attention, non-causal; q [Nq, H, D], k/v [Nk, Hk, D], cu_seqlens int32 [B + 1].
 TORCH_LIBRARY_FRAGMENT(vlmops, m) {
   // -> (out [Nq, H, D] in q's dtype, lse [H, Nq] float32 (float64 for float64 inputs)); scale defaults to D^-0.5.
-  m.def("varlen_attention(Tensor q, Tensor k, Tensor v, Tensor cu_seqlens_q, Tensor cu_seqlens_k, int? max_seqlen_q=None, int? max_seqlen_k=None, float? softmax_scale=None) -> (Tensor, Tensor)");
+  VLMOPS_DEF_WITH_TRITON(m, "varlen_attention", "_varlen_attention_triton",
+                         "(Tensor q, Tensor k, Tensor v, Tensor cu_seqlens_q, Tensor cu_seqlens_k, "
+                         "int? max_seqlen_q=None, int? max_seqlen_k=None, float? softmax_scale=None) "
+                         "-> (Tensor, Tensor)");
   // -> (grad_q, grad_k, grad_v): flash-attention 2 backward, probabilities recomputed from lse.
-  m.def("varlen_attention_backward(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, Tensor cu_seqlens_q, Tensor cu_seqlens_k, int? max_seqlen_q=None, int? max_seqlen_k=None, float? softmax_scale=None) -> (Tensor, Tensor, Tensor)");
+  VLMOPS_DEF_WITH_TRITON(m, "varlen_attention_backward", "_varlen_attention_backward_triton",
+                         "(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, "
+                         "Tensor cu_seqlens_q, Tensor cu_seqlens_k, int? max_seqlen_q=None, int? max_seqlen_k=None, "
+                         "float? softmax_scale=None) -> (Tensor, Tensor, Tensor)");
 }
 
 // Gated cross-attention (Flamingo, Llama 3.2 Vision): q [B, Lq, H, D] attends to k/v [B, Lk, Hk, D]
 // rows [kv_start, kv_end) (int32 [B, Lq] each; empty range: zero row), output times tanh(gate).
 TORCH_LIBRARY_FRAGMENT(vlmops, m) {
   // -> (out [B, Lq, H, D] in q's dtype, lse [B, H, Lq] float32 (float64 for float64 inputs)); scale defaults to D^-0.5.
-  m.def("gated_cross_attention(Tensor q, Tensor k, Tensor v, Tensor kv_start, Tensor kv_end, Tensor? gate=None, float? softmax_scale=None) -> (Tensor, Tensor)");
+  VLMOPS_DEF_WITH_TRITON(m, "gated_cross_attention", "_gated_cross_attention_triton",
+                         "(Tensor q, Tensor k, Tensor v, Tensor kv_start, Tensor kv_end, Tensor? gate=None, "
+                         "float? softmax_scale=None) -> (Tensor, Tensor)");
   // -> (grad_q, grad_k, grad_v, grad_gate (gate's shape; [0] without a gate)): flash-attention 2 backward.
-  m.def("gated_cross_attention_backward(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, Tensor kv_start, Tensor kv_end, Tensor? gate=None, float? softmax_scale=None) -> (Tensor, Tensor, Tensor, Tensor)");
+  VLMOPS_DEF_WITH_TRITON(m, "gated_cross_attention_backward", "_gated_cross_attention_backward_triton",
+                         "(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, Tensor kv_start, "
+                         "Tensor kv_end, Tensor? gate=None, float? softmax_scale=None) "
+                         "-> (Tensor, Tensor, Tensor, Tensor)");
 }
 
 // RMSNorm over the last dim, Qwen2/T5 convention: float32 statistics, normalized value rounded to x's

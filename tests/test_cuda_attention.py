@@ -14,6 +14,9 @@ Every oracle is float64 on CPU (vlmops.reference). Tolerances:
   happens to round exactly cannot make the bound zero).
 """
 
+import importlib
+import inspect
+
 import pytest
 import torch
 
@@ -63,7 +66,8 @@ VARLEN_BWD_LENGTHS = [1, 63, 64, 0, 65, 127, 129, 300]
 def varlen_ref(q, k, v, cu_q, cu_k=None, scale=None):
     """float64 CPU oracle of (out, lse)."""
     cu_k = cu_q if cu_k is None else cu_k
-    return reference_varlen(q.cpu().double(), k.cpu().double(), v.cpu().double(), cu_q.cpu(), cu_k.cpu(), scale)
+    return reference_varlen(q.cpu().double(), k.cpu().double(), v.cpu().double(), cu_q.cpu(), cu_k.cpu(),
+                            softmax_scale=scale)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -140,8 +144,8 @@ def test_varlen_cross_segments_and_rows_without_keys(device):
     cu_q, cu_k = cu_seqlens_of(q_lengths), cu_seqlens_of(k_lengths)
     grad_out = torch.randn(q.shape, generator=torch.Generator().manual_seed(6))
     ref_out, ref_lse = varlen_ref(q, k, v, cu_q, cu_k, 0.3)
-    ref = grads_of(lambda a, b, c: reference_varlen(a, b, c, cu_q, cu_k, 0.3)[0], [t.double() for t in (q, k, v)],
-                   grad_out.double())
+    ref = grads_of(lambda a, b, c: reference_varlen(a, b, c, cu_q, cu_k, softmax_scale=0.3)[0],
+                   [t.double() for t in (q, k, v)], grad_out.double())
     cu_qd, cu_kd = cu_q.to(device), cu_k.to(device)
 
     def run(a, b, c):
@@ -441,3 +445,67 @@ def test_gated_forward_captures_in_cuda_graph(Lq):
         assert torch.equal(out, eager_out) and torch.equal(lse, eager_lse)
         ref_out, _ = gated_ref(q, k, v, start, end, gate)
         assert max_abs(out, ref_out) <= bound(torch.bfloat16, ref_out, pytorch_gated(q, k, v, start, end, gate))
+
+
+# ---- both ops ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("D", [1, 8, 20, 100, 256])  # below one 16-wide piece, odd, three pieces, the largest
+def test_every_head_dim_forward_and_backward(device, D):
+    lengths = [1, 70, 0, 130]
+    q, k, v = make_qkv(lengths, 2, 1, D, torch.float32, seed=20)
+    cu = cu_seqlens_of(lengths)
+    grad_out = torch.randn(q.shape, generator=torch.Generator().manual_seed(21))
+    ref = grads_of(lambda a, b, c: reference_varlen(a, b, c, cu)[0], [t.double() for t in (q, k, v)],
+                   grad_out.double())
+    cud = cu.to(device)
+    tensors = [t.to(device) for t in (q, k, v)]
+    assert max_abs(vlmops.varlen_attention(*tensors, cud), varlen_ref(q, k, v, cu)[0]) < 2e-5
+    grads = grads_of(lambda a, b, c: vlmops.varlen_attention(a, b, c, cud), tensors, grad_out.to(device))
+    for name, g, r in zip("qkv", grads, ref):
+        assert max_abs(g, r) < 5e-5 * max(1.0, r.abs().max().item()), name
+
+    B, Lq, Lk = 2, 70, 150
+    q, k, v = make_gated(B, Lq, Lk, 4, 2, D, torch.float32, seed=22)
+    start, end = mixed_ranges(B, Lq, Lk, seed=23)
+    gate = torch.tensor([0.6])
+    grad_out = torch.randn(q.shape, generator=torch.Generator().manual_seed(24))
+    tensors = [q, k, v, gate]
+    ref = grads_of(lambda *t: reference_gated(*t[:3], start, end, t[3])[0], [t.double() for t in tensors],
+                   grad_out.double())
+    sd, ed = start.to(device), end.to(device)
+    dev = [t.to(device) for t in tensors]
+    out = vlmops.gated_cross_attention(*dev[:3], sd, ed, dev[3])
+    assert max_abs(out, gated_ref(q, k, v, start, end, gate)[0]) < 2e-5
+    grads = grads_of(lambda *t: vlmops.gated_cross_attention(*t[:3], sd, ed, t[3]), dev, grad_out.to(device))
+    for name, g, r in zip("qkvg", grads, ref):
+        assert max_abs(g, r) < (1e-3 if name == "g" else 1e-4) * max(1.0, r.abs().max().item()), name
+
+
+@pytest.mark.requires_cuda
+def test_float64_is_refused_on_cuda_with_the_argument_named():
+    q, k, v = (t.cuda() for t in make_qkv([3, 4], 2, 2, 16, torch.float64))
+    cu = cu_seqlens_of([3, 4], "cuda")
+    with pytest.raises(ValueError, match="varlen_attention: q must be float32, float16 or bfloat16 on CUDA"):
+        vlmops.varlen_attention(q, k, v, cu)
+    q, k, v = (t.cuda() for t in make_gated(1, 3, 5, 2, 2, 16, torch.float64))
+    start, end = torch.zeros(1, 3, dtype=torch.int32, device="cuda"), torch.full((1, 3), 5, dtype=torch.int32,
+                                                                                  device="cuda")
+    with pytest.raises(ValueError, match="gated_cross_attention: q must be float32, float16 or bfloat16 on CUDA"):
+        vlmops.gated_cross_attention(q, k, v, start, end)
+
+
+@pytest.mark.parametrize("name", ["varlen_attention", "varlen_attention_backward", "gated_cross_attention",
+                                  "gated_cross_attention_backward"])
+def test_triton_entry_has_the_public_schema_and_the_launcher_takes_it(name):
+    # The C++ CUDA entry checks, then calls vlmops::_<op>_triton with the public op's arguments; the
+    # registry makes the launcher its CUDA kernel.
+    from vlmops.ops import registry
+
+    public = [argument.name for argument in getattr(torch.ops.vlmops, name).default._schema.arguments]
+    private_op = getattr(torch.ops.vlmops, registry.triton_kernel_name(name)).default._schema
+    assert [argument.name for argument in private_op.arguments] == public
+    module, _, attr = registry.defined()[name].triton.partition(":")
+    launcher = getattr(importlib.import_module(module), attr)
+    assert list(inspect.signature(launcher).parameters)[: len(public)] == public

@@ -1,8 +1,9 @@
 #pragma once
 // Building blocks of the flash-style CPU attention kernels (varlen_attention, gated_cross_attention):
-// BLAS GEMMs on row-major tiles, the online-softmax and backward score-tile steps, and a dynamic
-// task scheduler whose workers run single-threaded BLAS.
+// operands laid out as BLAS reads them, BLAS GEMMs on row-major tiles, the online-softmax and backward
+// score-tile steps, and a dynamic task scheduler whose workers run single-threaded BLAS.
 #include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
 #include <algorithm>
@@ -31,8 +32,8 @@ __attribute__((weak)) void dgemm_(const char* transa, const char* transb, const 
                                   const double* alpha, const double* a, const int* lda, const double* b,
                                   const int* ldb, const double* beta, double* c, const int* ldc);
 // MKL's per-thread thread count (the C entry point; mkl_service.h maps mkl_set_num_threads_local to it):
-// each worker below runs its GEMMs on its own core; left alone, MKL
-// would start a thread team per call from every worker (measured 10x slower on 2 cores).
+// each worker below runs its GEMMs on its own core; left alone, MKL would start a thread team per
+// call from every worker and oversubscribe the cores.
 __attribute__((weak)) int MKL_Set_Num_Threads_Local(int threads);
 }
 
@@ -41,11 +42,17 @@ namespace flash_tiles {
 
 enum class TransposeType { NoTranspose, Transpose };
 
+inline bool fits_blas_int(int64_t v) { return v >= 0 && v <= std::numeric_limits<int>::max(); }
+
 // Column-major C [m, n] = alpha * op(A) @ op(B) + beta * C, as BLAS defines it; a row-major matrix
-// is the column-major view of its transpose, which is how the kernels below call it.
+// is the column-major view of its transpose, which is how the kernels below call it. Sizes and
+// leading dimensions are BLAS ints: the operands come from blas_operand() and the tiles are small.
 template <class T>
 inline void gemm(TransposeType transa, TransposeType transb, int64_t m, int64_t n, int64_t k, T alpha, const T* a,
                  int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
+  TORCH_INTERNAL_ASSERT(fits_blas_int(m) && fits_blas_int(n) && fits_blas_int(k) && fits_blas_int(lda) &&
+                            fits_blas_int(ldb) && fits_blas_int(ldc),
+                        "flash_tiles::gemm: a size or leading dimension does not fit a BLAS int");
   const char ta = transa == TransposeType::Transpose ? 'T' : 'N', tb = transb == TransposeType::Transpose ? 'T' : 'N';
   const int im = static_cast<int>(m), in = static_cast<int>(n), ik = static_cast<int>(k);
   const int ilda = static_cast<int>(lda), ildb = static_cast<int>(ldb), ildc = static_cast<int>(ldc);
@@ -54,6 +61,40 @@ inline void gemm(TransposeType transa, TransposeType transb, int64_t m, int64_t 
   } else {
     dgemm_(&ta, &tb, &im, &in, &ik, &alpha, a, &ilda, b, &ildb, &beta, c, &ildc);
   }
+}
+
+// Operands of the kernels are [..., rows, ..., D] tensors read as rows of D elements: unit stride
+// along D (the last dim) and a stride between rows that BLAS takes as its leading dimension.
+
+// The leading dimension of t's rows along dim `row_dim`: its stride, or D when the dim has size 1.
+// torch leaves the stride of a size-1 dim arbitrary (a [1, H, D] view with stride(0) == 1 is
+// "contiguous"), and BLAS rejects a leading dimension below D even when it reads a single row.
+inline int64_t leading_dim(const at::Tensor& t, int64_t row_dim) {
+  return t.size(row_dim) == 1 ? t.size(-1) : t.stride(row_dim);
+}
+
+inline bool unit_stride_rows(const at::Tensor& t) { return t.size(-1) == 1 || t.stride(-1) == 1; }
+
+// t in dtype `acc` with unit stride along D: t itself when it qualifies, else converted or copied once.
+inline at::Tensor unit_stride_operand(const at::Tensor& t, at::ScalarType acc) {
+  const at::Tensor out = t.scalar_type() == acc ? t : t.to(acc);
+  return unit_stride_rows(out) ? out : out.contiguous();
+}
+
+// t in dtype `acc` whose rows along `row_dim` BLAS reads in place: unit stride along D and a leading
+// dimension in [D, 2^31) (rows that are not overlapping, e.g. not expanded, and a stride that is a BLAS
+// int). t itself when it qualifies, else converted or copied once; the contracts bound the rows of a
+// contiguous copy (H * D < 2^31).
+inline at::Tensor blas_operand(const at::Tensor& t, int64_t row_dim, at::ScalarType acc) {
+  at::Tensor out = t.scalar_type() == acc ? t : t.to(acc);
+  const auto in_place = [row_dim](const at::Tensor& x) {
+    const int64_t ld = leading_dim(x, row_dim);
+    return x.numel() == 0 || (unit_stride_rows(x) && ld >= x.size(-1) && fits_blas_int(ld));
+  };
+  if (in_place(out)) return out;
+  out = out.contiguous();
+  TORCH_INTERNAL_ASSERT(in_place(out), "flash_tiles::blas_operand: a contiguous operand's rows do not fit BLAS");
+  return out;
 }
 
 inline void check_blas_available(const char* op) {

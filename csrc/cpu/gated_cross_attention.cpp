@@ -26,6 +26,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <optional>
 #include <tuple>
 #include <vector>
 
@@ -61,7 +62,8 @@ std::vector<Run> runs_of(const int32_t* start, const int32_t* end, int64_t B, in
   return runs;
 }
 
-// Element (b, row, head, 0) of a [B, L, heads, D] operand with unit stride along D.
+// Element (b, row, head, 0) of a [B, L, heads, D] operand with unit stride along D; sl, the stride
+// between rows, is their BLAS leading dimension (flash_tiles::leading_dim) where BLAS reads them in place.
 template <class acc_t>
 struct Operand {
   acc_t* data;
@@ -69,19 +71,11 @@ struct Operand {
   acc_t* at(int64_t b, int64_t row, int64_t head) const { return data + b * sb + row * sl + head * sh; }
 };
 
+// k, v (flash_tiles::blas_operand along dim 1), q, grad_out (flash_tiles::unit_stride_operand: their
+// rows are copied into packed tiles) or a fresh output.
 template <class acc_t>
 Operand<acc_t> operand_of(const at::Tensor& t) {
-  return Operand<acc_t>{static_cast<acc_t*>(t.data_ptr()), t.stride(0), t.stride(1), t.stride(2)};
-}
-
-// The kernels read k/v key blocks in place (BLAS leading dimension = the stride between keys, which
-// must be >= D) and q/grad_out rows through any strides with a unit-stride D; anything else, and any
-// dtype other than the accumulation one, is converted once here.
-at::Tensor as_kernel_operand(const at::Tensor& t, at::ScalarType acc) {
-  at::Tensor out = t.scalar_type() == acc ? t : t.to(acc);
-  const int64_t D = out.size(3);
-  const bool strided_ok = out.stride(3) == 1 && (out.size(1) <= 1 || out.stride(1) >= D);
-  return strided_ok ? out : out.contiguous();
+  return Operand<acc_t>{static_cast<acc_t*>(t.data_ptr()), t.stride(0), leading_dim(t, 1), t.stride(2)};
 }
 
 // Stacked row s of a run's tile: q head head_first + s / len, query row row_begin + s % len.
@@ -112,7 +106,8 @@ void forward_kernel(const at::Tensor& q, const at::Tensor& k, const at::Tensor& 
       }
     }
   }
-  std::stable_sort(tasks.begin(), tasks.end(), [](const ForwardTask& a, const ForwardTask& b) { return a.cost > b.cost; });
+  std::stable_sort(tasks.begin(), tasks.end(),
+                   [](const ForwardTask& a, const ForwardTask& b) { return a.cost > b.cost; });
   struct Scratch {
     std::vector<acc_t> q_tile, o_tile, scores, row_max, row_sum, rescale;
   };
@@ -180,115 +175,155 @@ void gated_score_grad_tile(const acc_t* p, acc_t* dp, int64_t m, int64_t n, cons
   }
 }
 
+// What every backward task reads and writes: the operands, lse [B, H, Lq] and delta [B, Lq, H].
+template <class acc_t>
+struct BackwardOperands {
+  Operand<acc_t> Q, K, V, dO, dQ, dK, dV;
+  const acc_t* lse;
+  const acc_t* delta;
+  int64_t Lq, H, D, group;
+  acc_t scale, gate;
+};
+
+// A worker's tiles: up to kBlockQ stacked rows of q, grad_out and dQ, their probabilities and
+// probability gradients against one key block, lse, delta, and sum(P * dP) per row.
+template <class acc_t>
+struct BackwardScratch {
+  std::vector<acc_t> q_tile, do_tile, dq_tile, probs, dprobs, lse_tile, delta_tile, row_dot;
+  explicit BackwardScratch(int64_t D)
+      : q_tile(kBlockQ * D), do_tile(kBlockQ * D), dq_tile(kBlockQ * D), probs(kBlockQ * kBlockK),
+        dprobs(kBlockQ * kBlockK), lse_tile(kBlockQ), delta_tile(kBlockQ), row_dot(kBlockQ) {}
+};
+
+// Packs the stacked rows [s0, s0 + m) of a run (batch entry b) into the tiles and clears dQ and the row dots.
+template <class acc_t>
+void load_row_tile(const BackwardOperands<acc_t>& o, const Stacked& stack, int64_t b, int64_t s0, int64_t m,
+                   BackwardScratch<acc_t>& s) {
+  const int64_t D = o.D;
+  for (int64_t i = 0; i < m; ++i) {
+    const int64_t row = stack.row(s0 + i), head = stack.head(s0 + i);
+    std::memcpy(s.q_tile.data() + i * D, o.Q.at(b, row, head), D * sizeof(acc_t));
+    std::memcpy(s.do_tile.data() + i * D, o.dO.at(b, row, head), D * sizeof(acc_t));
+    s.lse_tile[i] = o.lse[(b * o.H + head) * o.Lq + row];
+    s.delta_tile[i] = o.delta[(b * o.Lq + row) * o.H + head];
+  }
+  std::fill_n(s.dq_tile.begin(), m * D, acc_t(0));
+  std::fill_n(s.row_dot.begin(), m, acc_t(0));
+}
+
+// The row tile (m rows) against keys [kb, kb + n) of batch entry b and k/v head kv_head: adds the
+// block's dV and dK, the tile's dQ and its rows' sum(P * dP).
+template <class acc_t>
+void key_block_backward(const BackwardOperands<acc_t>& o, int64_t b, int64_t kv_head, int64_t kb, int64_t n,
+                        int64_t m, BackwardScratch<acc_t>& s) {
+  const int64_t D = o.D;
+  const acc_t* k_blk = o.K.at(b, kb, kv_head);
+  const acc_t* v_blk = o.V.at(b, kb, kv_head);
+  // P [m, n] = exp(scale * q_tile @ k_block^T - lse).
+  gemm(TransposeType::Transpose, TransposeType::NoTranspose, n, m, D, o.scale, k_blk, o.K.sl, s.q_tile.data(), D,
+       acc_t(0), s.probs.data(), n);
+  probabilities_tile(s.probs.data(), m, n, s.lse_tile.data());
+  // dV [n, D] += gate * P^T [n, m] @ dO [m, D] (the gated output's grad_out is gate * grad_out).
+  gemm(TransposeType::NoTranspose, TransposeType::Transpose, D, n, m, o.gate, s.do_tile.data(), D, s.probs.data(), n,
+       acc_t(1), o.dV.at(b, kb, kv_head), o.dV.sl);
+  // dP [m, n] = dO [m, D] @ V^T [D, n], ungated.
+  gemm(TransposeType::Transpose, TransposeType::NoTranspose, n, m, D, acc_t(1), v_blk, o.V.sl, s.do_tile.data(), D,
+       acc_t(0), s.dprobs.data(), n);
+  gated_score_grad_tile(s.probs.data(), s.dprobs.data(), m, n, s.delta_tile.data(), o.gate, s.row_dot.data());
+  // dQ [m, D] += scale * dS [m, n] @ K [n, D];  dK [n, D] += scale * dS^T [n, m] @ Q [m, D].
+  gemm(TransposeType::NoTranspose, TransposeType::NoTranspose, D, m, n, o.scale, k_blk, o.K.sl, s.dprobs.data(), n,
+       acc_t(1), s.dq_tile.data(), D);
+  gemm(TransposeType::NoTranspose, TransposeType::Transpose, D, n, m, o.scale, s.q_tile.data(), D, s.dprobs.data(), n,
+       acc_t(1), o.dK.at(b, kb, kv_head), o.dK.sl);
+}
+
+// Writes the tile's dQ rows; returns the sum of its row dots (the tile's share of the gate's gradient).
+template <class acc_t>
+double store_row_tile(const BackwardOperands<acc_t>& o, const Stacked& stack, int64_t b, int64_t s0, int64_t m,
+                      const BackwardScratch<acc_t>& s) {
+  double dot = 0;
+  for (int64_t i = 0; i < m; ++i) {
+    std::memcpy(o.dQ.at(b, stack.row(s0 + i), stack.head(s0 + i)), s.dq_tile.data() + i * o.D, o.D * sizeof(acc_t));
+    dot += s.row_dot[i];
+  }
+  return dot;
+}
+
+// One task: every run of batch entry b ([run_begin, run_end) of runs) against k/v head kv_head; returns
+// the task's share of the gate's gradient.
+template <class acc_t>
+double backward_task(const BackwardOperands<acc_t>& o, const std::vector<Run>& runs, int64_t run_begin,
+                     int64_t run_end, int64_t b, int64_t kv_head, BackwardScratch<acc_t>& s) {
+  double gate_dot = 0;
+  for (int64_t r = run_begin; r < run_end; ++r) {
+    const Run& run = runs[r];
+    const Stacked stack{run.row_end - run.row_begin, run.row_begin, kv_head * o.group};
+    const int64_t stacked = stack.len * o.group;
+    for (int64_t s0 = 0; s0 < stacked; s0 += kBlockQ) {
+      const int64_t m = std::min(kBlockQ, stacked - s0);
+      load_row_tile(o, stack, b, s0, m, s);
+      for (int64_t kb = run.key_begin; kb < run.key_end; kb += kBlockK) {
+        key_block_backward(o, b, kv_head, kb, std::min(kBlockK, run.key_end - kb), m, s);
+      }
+      gate_dot += store_row_tile(o, stack, b, s0, m, s);
+    }
+  }
+  return gate_dot;
+}
+
 template <class acc_t>
 void backward_kernel(const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                      const at::Tensor& lse, const at::Tensor& delta, const std::vector<Run>& runs, int64_t B,
                      acc_t scale, acc_t gate, at::Tensor& grad_q, at::Tensor& grad_k, at::Tensor& grad_v,
                      std::vector<double>& gate_dots) {
-  const int64_t Lq = q.size(1), H = q.size(2), D = q.size(3), Hk = k.size(2), group = H / Hk;
-  const Operand<acc_t> Q = operand_of<acc_t>(q), K = operand_of<acc_t>(k), V = operand_of<acc_t>(v),
-                       dO = operand_of<acc_t>(grad_out), dQ = operand_of<acc_t>(grad_q),
-                       dK = operand_of<acc_t>(grad_k), dV = operand_of<acc_t>(grad_v);
-  const acc_t* lse_data = lse.data_ptr<acc_t>();
-  const acc_t* delta_data = delta.data_ptr<acc_t>();  // [B, Lq, H]
+  const int64_t Hk = k.size(2), D = q.size(3);
+  const BackwardOperands<acc_t> operands{
+      operand_of<acc_t>(q),      operand_of<acc_t>(k),      operand_of<acc_t>(v),      operand_of<acc_t>(grad_out),
+      operand_of<acc_t>(grad_q), operand_of<acc_t>(grad_k), operand_of<acc_t>(grad_v), lse.data_ptr<acc_t>(),
+      delta.data_ptr<acc_t>(),   q.size(1),                 q.size(2),                 D,
+      q.size(2) / Hk,            scale,                     gate};
   // runs_by_b[b] .. runs_by_b[b + 1]: the runs of batch entry b (runs are ordered by b).
   std::vector<int64_t> runs_by_b(B + 1, 0);
   for (const Run& run : runs) ++runs_by_b[run.b + 1];
   for (int64_t b = 0; b < B; ++b) runs_by_b[b + 1] += runs_by_b[b];
-  struct Scratch {
-    std::vector<acc_t> q_tile, do_tile, dq_tile, probs, dprobs, lse_tile, delta_tile, row_dot;
-  };
+  // Tasks: (batch entry, k/v head); each owns the dK/dV rows of its entry and head.
   run_tasks(
-      B * Hk,
-      [D] {
-        return Scratch{std::vector<acc_t>(kBlockQ * D),       std::vector<acc_t>(kBlockQ * D),
-                       std::vector<acc_t>(kBlockQ * D),       std::vector<acc_t>(kBlockQ * kBlockK),
-                       std::vector<acc_t>(kBlockQ * kBlockK), std::vector<acc_t>(kBlockQ),
-                       std::vector<acc_t>(kBlockQ),           std::vector<acc_t>(kBlockQ)};
-      },
-      [&](int64_t t, Scratch& scratch) {
-        auto& [q_tile, do_tile, dq_tile, probs, dprobs, lse_tile, delta_tile, row_dot] = scratch;
-        const int64_t b = t / Hk, kv_head = t % Hk;
-        double gate_dot = 0;
-        for (int64_t r = runs_by_b[b]; r < runs_by_b[b + 1]; ++r) {
-          const Run& run = runs[r];
-          const Stacked stack{run.row_end - run.row_begin, run.row_begin, kv_head * group};
-          const int64_t stacked = stack.len * group;
-          for (int64_t s0 = 0; s0 < stacked; s0 += kBlockQ) {
-            const int64_t m = std::min(kBlockQ, stacked - s0);
-            for (int64_t i = 0; i < m; ++i) {
-              const int64_t row = stack.row(s0 + i), head = stack.head(s0 + i);
-              std::memcpy(q_tile.data() + i * D, Q.at(b, row, head), D * sizeof(acc_t));
-              std::memcpy(do_tile.data() + i * D, dO.at(b, row, head), D * sizeof(acc_t));
-              lse_tile[i] = lse_data[(b * H + head) * Lq + row];
-              delta_tile[i] = delta_data[(b * Lq + row) * H + head];
-            }
-            std::fill_n(dq_tile.begin(), m * D, acc_t(0));
-            std::fill_n(row_dot.begin(), m, acc_t(0));
-            for (int64_t kb = run.key_begin; kb < run.key_end; kb += kBlockK) {
-              const int64_t n = std::min(kBlockK, run.key_end - kb);
-              const acc_t* k_blk = K.at(b, kb, kv_head);
-              const acc_t* v_blk = V.at(b, kb, kv_head);
-              gemm(TransposeType::Transpose, TransposeType::NoTranspose, n, m, D, scale, k_blk, K.sl, q_tile.data(), D,
-                   acc_t(0), probs.data(), n);
-              probabilities_tile(probs.data(), m, n, lse_tile.data());
-              // dV [n, D] += gate * P^T [n, m] @ dO [m, D] (the gated output's grad_out is gate * grad_out).
-              gemm(TransposeType::NoTranspose, TransposeType::Transpose, D, n, m, gate, do_tile.data(), D,
-                   probs.data(), n, acc_t(1), dV.at(b, kb, kv_head), dV.sl);
-              // dP [m, n] = dO [m, D] @ V^T [D, n], ungated.
-              gemm(TransposeType::Transpose, TransposeType::NoTranspose, n, m, D, acc_t(1), v_blk, V.sl,
-                   do_tile.data(), D, acc_t(0), dprobs.data(), n);
-              gated_score_grad_tile(probs.data(), dprobs.data(), m, n, delta_tile.data(), gate, row_dot.data());
-              // dQ [m, D] += scale * dS [m, n] @ K [n, D];  dK [n, D] += scale * dS^T [n, m] @ Q [m, D].
-              gemm(TransposeType::NoTranspose, TransposeType::NoTranspose, D, m, n, scale, k_blk, K.sl,
-                   dprobs.data(), n, acc_t(1), dq_tile.data(), D);
-              gemm(TransposeType::NoTranspose, TransposeType::Transpose, D, n, m, scale, q_tile.data(), D,
-                   dprobs.data(), n, acc_t(1), dK.at(b, kb, kv_head), dK.sl);
-            }
-            for (int64_t i = 0; i < m; ++i) {
-              std::memcpy(dQ.at(b, stack.row(s0 + i), stack.head(s0 + i)), dq_tile.data() + i * D, D * sizeof(acc_t));
-              gate_dot += row_dot[i];
-            }
-          }
-        }
-        gate_dots[t] = gate_dot;
+      B * Hk, [D] { return BackwardScratch<acc_t>(D); },
+      [&](int64_t t, BackwardScratch<acc_t>& scratch) {
+        const int64_t b = t / Hk;
+        gate_dots[t] = backward_task(operands, runs, runs_by_b[b], runs_by_b[b + 1], b, t % Hk, scratch);
       });
 }
 
-at::ScalarType accumulation_dtype(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
-
-double resolve_scale(c10::optional<double> softmax_scale, int64_t D) {
+double resolve_scale(std::optional<double> softmax_scale, int64_t D) {
   return softmax_scale.has_value() ? *softmax_scale : 1.0 / std::sqrt(static_cast<double>(D));
 }
 
-double tanh_gate(const c10::optional<at::Tensor>& gate) {
+double tanh_gate(const std::optional<at::Tensor>& gate) {
   return gate.has_value() ? std::tanh(gate->to(at::kDouble).item<double>()) : 1.0;
 }
 
 // The runs of the (checked) CPU key ranges.
-std::vector<Run> checked_runs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& kv_start,
-                              const at::Tensor& kv_end) {
+std::vector<Run> runs_of(const at::Tensor& kv_start, const at::Tensor& kv_end) {
   const at::Tensor start = kv_start.contiguous(), end = kv_end.contiguous();
-  const int64_t B = q.size(0), Lq = q.size(1);
-  check_kv_range_values(start.data_ptr<int32_t>(), end.data_ptr<int32_t>(), B * Lq, Lq, k.size(1));
-  return runs_of(start.data_ptr<int32_t>(), end.data_ptr<int32_t>(), B, Lq);
+  return runs_of(start.data_ptr<int32_t>(), end.data_ptr<int32_t>(), start.size(0), start.size(1));
 }
 
 std::tuple<at::Tensor, at::Tensor> gated_cross_attention_cpu(const at::Tensor& q, const at::Tensor& k,
                                                              const at::Tensor& v, const at::Tensor& kv_start,
                                                              const at::Tensor& kv_end,
-                                                             const c10::optional<at::Tensor>& gate,
-                                                             c10::optional<double> softmax_scale) {
-  check_gated_cross_attention_inputs(q, k, v, kv_start, kv_end, gate);
+                                                             const std::optional<at::Tensor>& gate,
+                                                             std::optional<double> softmax_scale) {
+  check_gated_cross_attention(q, k, v, kv_start, kv_end, gate, softmax_scale);
   check_blas_available("gated_cross_attention");
-  const std::vector<Run> runs = checked_runs(q, k, kv_start, kv_end);
+  const std::vector<Run> runs = runs_of(kv_start, kv_end);
   const int64_t B = q.size(0), Lq = q.size(1), H = q.size(2), D = q.size(3);
-  const at::ScalarType acc = accumulation_dtype(q.scalar_type());
+  const at::ScalarType acc = attention_lse_dtype(q.scalar_type());
   const double scale = resolve_scale(softmax_scale, D), g = tanh_gate(gate);
   // Rows with an empty key range are never written by the kernel: zero output, -inf log-sum-exp.
   at::Tensor lse = at::full({B, H, Lq}, -std::numeric_limits<double>::infinity(), q.options().dtype(acc));
   at::Tensor out_acc = at::zeros({B, Lq, H, D}, q.options().dtype(acc));
-  const at::Tensor qa = as_kernel_operand(q, acc), ka = as_kernel_operand(k, acc), va = as_kernel_operand(v, acc);
+  const at::Tensor qa = unit_stride_operand(q, acc), ka = blas_operand(k, 1, acc), va = blas_operand(v, 1, acc);
   if (acc == at::kDouble) {
     forward_kernel<double>(qa, ka, va, runs, scale, g, out_acc, lse);
   } else {
@@ -299,27 +334,16 @@ std::tuple<at::Tensor, at::Tensor> gated_cross_attention_cpu(const at::Tensor& q
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gated_cross_attention_backward_cpu(
     const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
-    const at::Tensor& lse, const at::Tensor& kv_start, const at::Tensor& kv_end, const c10::optional<at::Tensor>& gate,
-    c10::optional<double> softmax_scale) {
-  check_gated_cross_attention_inputs(q, k, v, kv_start, kv_end, gate);
-  const int64_t B = q.size(0), Lq = q.size(1), H = q.size(2), D = q.size(3);
-  const at::ScalarType acc = accumulation_dtype(q.scalar_type());
-  for (const at::Tensor* t : {&grad_out, &out}) {
-    const char* name = t == &grad_out ? "grad_out" : "out";
-    TORCH_CHECK(t->sizes() == q.sizes(), "vlmops.gated_cross_attention_backward: ", name, " must have q's shape ",
-                q.sizes(), ", got ", t->sizes());
-    TORCH_CHECK(t->scalar_type() == q.scalar_type() && t->device() == q.device(),
-                "vlmops.gated_cross_attention_backward: ", name, " must match q's dtype and device");
-  }
-  TORCH_CHECK(lse.dim() == 3 && lse.size(0) == B && lse.size(1) == H && lse.size(2) == Lq &&
-                  lse.scalar_type() == acc && lse.device() == q.device(),
-              "vlmops.gated_cross_attention_backward: lse must be ", acc, " [B, H, Lq] = [", B, ", ", H, ", ", Lq,
-              "] on q's device, got ", lse.scalar_type(), " ", lse.sizes());
+    const at::Tensor& lse, const at::Tensor& kv_start, const at::Tensor& kv_end, const std::optional<at::Tensor>& gate,
+    std::optional<double> softmax_scale) {
+  check_gated_cross_attention_backward(grad_out, q, k, v, out, lse, kv_start, kv_end, gate, softmax_scale);
   check_blas_available("gated_cross_attention_backward");
-  const std::vector<Run> runs = checked_runs(q, k, kv_start, kv_end);
+  const std::vector<Run> runs = runs_of(kv_start, kv_end);
+  const int64_t B = q.size(0), Lq = q.size(1), H = q.size(2), D = q.size(3);
+  const at::ScalarType acc = attention_lse_dtype(q.scalar_type());
   const double scale = resolve_scale(softmax_scale, D), g = tanh_gate(gate);
-  const at::Tensor qa = as_kernel_operand(q, acc), ka = as_kernel_operand(k, acc), va = as_kernel_operand(v, acc),
-                   doa = as_kernel_operand(grad_out, acc);
+  const at::Tensor qa = unit_stride_operand(q, acc), ka = blas_operand(k, 1, acc), va = blas_operand(v, 1, acc),
+                   doa = unit_stride_operand(grad_out, acc);
   // delta [B, Lq, H] = rowsum(grad_out * out): the gated out already carries the gate that the
   // flash-attention 2 correction needs (rowsum(gate * grad_out * ungated out)).
   const at::Tensor delta = at::sum(at::mul(doa, out.to(acc)), {-1}).contiguous();

@@ -18,6 +18,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <optional>
 #include <tuple>
 #include <vector>
 
@@ -34,7 +35,8 @@ using namespace flash_tiles;
 constexpr int64_t kBlockQ = 256;
 constexpr int64_t kBlockK = 512;
 
-// Rows of one [N, heads, D] operand: element (row, head, d) at data[row * row_stride + head * head_stride + d].
+// Rows of one [N, heads, D] operand: element (row, head, d) at data[row * row_stride + head * head_stride + d];
+// row_stride is the BLAS leading dimension of the rows (flash_tiles::leading_dim).
 template <class acc_t>
 struct Rows {
   acc_t* data;
@@ -43,20 +45,10 @@ struct Rows {
   acc_t* at(int64_t row, int64_t head) const { return data + row * row_stride + head * head_stride; }
 };
 
-// The kernels read rows through strides; they need unit stride along D and rows that do not overlap
-// (BLAS leading dimensions >= D). Anything else, and any dtype other than the accumulation one, is
-// converted once here.
-at::Tensor as_kernel_operand(const at::Tensor& t, at::ScalarType acc) {
-  at::Tensor out = t.scalar_type() == acc ? t : t.to(acc);
-  const int64_t D = out.size(2);
-  const bool strided_ok = out.stride(2) == 1 && (out.size(0) <= 1 || out.stride(0) >= D) &&
-                          (out.size(1) <= 1 || out.stride(1) >= D);
-  return strided_ok ? out : out.contiguous();
-}
-
+// t laid out by flash_tiles::blas_operand (or a fresh output).
 template <class acc_t>
 Rows<acc_t> rows_of(const at::Tensor& t) {
-  return Rows<acc_t>{static_cast<acc_t*>(t.data_ptr()), t.stride(0), t.stride(1)};
+  return Rows<acc_t>{static_cast<acc_t*>(t.data_ptr()), leading_dim(t, 0), t.stride(1)};
 }
 
 struct QueryTile {
@@ -96,44 +88,43 @@ void forward_kernel(const at::Tensor& q, const at::Tensor& k, const at::Tensor& 
       static_cast<int64_t>(tiles.size()) * H, [] { return Scratch(); },
       [&](int64_t t, Scratch& scratch) {
         auto& [scores, row_max, row_sum, rescale] = scratch;
-      const QueryTile& tile = tiles[t / H];
-      const int64_t head = t % H, kv_head = head / group, m = tile.rows;
-      const int64_t k_begin = cu_k[tile.segment], keys = cu_k[tile.segment + 1] - k_begin;
-      acc_t* o = O.at(tile.q_begin, head);
-      acc_t* tile_lse = lse_data + head * Nq + tile.q_begin;
-      if (keys == 0) {  // no keys: the softmax is empty; the output is 0 and the log-sum-exp -inf
-        for (int64_t r = 0; r < m; ++r) {
-          std::fill(o + r * O.row_stride, o + r * O.row_stride + D, acc_t(0));
-          tile_lse[r] = -std::numeric_limits<acc_t>::infinity();
-        }
-        return;
-      }
-      std::fill(row_max.begin(), row_max.end(), -std::numeric_limits<acc_t>::infinity());
-      std::fill(row_sum.begin(), row_sum.end(), acc_t(0));
-      for (int64_t kb = 0; kb < keys; kb += kBlockK) {
-        const int64_t n = std::min<int64_t>(kBlockK, keys - kb);
-        // scores [m, n] = scale * q_tile [m, D] @ k_block [n, D]^T (column-major BLAS view: [n, m]).
-        gemm(TransposeType::Transpose, TransposeType::NoTranspose, n, m, D, scale,
-                      K.at(k_begin + kb, kv_head), K.row_stride, Q.at(tile.q_begin, head), Q.row_stride, acc_t(0),
-                      scores.data(), n);
-        online_softmax_tile(scores.data(), m, n, row_max.data(), row_sum.data(), rescale.data());
-        if (kb > 0) {
+        const QueryTile& tile = tiles[t / H];
+        const int64_t head = t % H, kv_head = head / group, m = tile.rows;
+        const int64_t k_begin = cu_k[tile.segment], keys = cu_k[tile.segment + 1] - k_begin;
+        acc_t* o = O.at(tile.q_begin, head);
+        acc_t* tile_lse = lse_data + head * Nq + tile.q_begin;
+        if (keys == 0) {  // no keys: the softmax is empty; the output is 0 and the log-sum-exp -inf
           for (int64_t r = 0; r < m; ++r) {
-            acc_t* orow = o + r * O.row_stride;
-            for (int64_t d = 0; d < D; ++d) orow[d] *= rescale[r];
+            std::fill(o + r * O.row_stride, o + r * O.row_stride + D, acc_t(0));
+            tile_lse[r] = -std::numeric_limits<acc_t>::infinity();
           }
+          return;
         }
-        // out [m, D] (+)= p [m, n] @ v_block [n, D].
-        gemm(TransposeType::NoTranspose, TransposeType::NoTranspose, D, m, n, acc_t(1),
-                      V.at(k_begin + kb, kv_head), V.row_stride, scores.data(), n, kb == 0 ? acc_t(0) : acc_t(1), o,
-                      O.row_stride);
-      }
-      for (int64_t r = 0; r < m; ++r) {
-        const acc_t inv = acc_t(1) / row_sum[r];
-        acc_t* orow = o + r * O.row_stride;
-        for (int64_t d = 0; d < D; ++d) orow[d] *= inv;
-        tile_lse[r] = row_max[r] + std::log(row_sum[r]);
-      }
+        std::fill(row_max.begin(), row_max.end(), -std::numeric_limits<acc_t>::infinity());
+        std::fill(row_sum.begin(), row_sum.end(), acc_t(0));
+        for (int64_t kb = 0; kb < keys; kb += kBlockK) {
+          const int64_t n = std::min<int64_t>(kBlockK, keys - kb);
+          // scores [m, n] = scale * q_tile [m, D] @ k_block [n, D]^T (column-major BLAS view: [n, m]).
+          gemm(TransposeType::Transpose, TransposeType::NoTranspose, n, m, D, scale, K.at(k_begin + kb, kv_head),
+               K.row_stride, Q.at(tile.q_begin, head), Q.row_stride, acc_t(0), scores.data(), n);
+          online_softmax_tile(scores.data(), m, n, row_max.data(), row_sum.data(), rescale.data());
+          if (kb > 0) {
+            for (int64_t r = 0; r < m; ++r) {
+              acc_t* orow = o + r * O.row_stride;
+              for (int64_t d = 0; d < D; ++d) orow[d] *= rescale[r];
+            }
+          }
+          // out [m, D] (+)= p [m, n] @ v_block [n, D].
+          gemm(TransposeType::NoTranspose, TransposeType::NoTranspose, D, m, n, acc_t(1),
+               V.at(k_begin + kb, kv_head), V.row_stride, scores.data(), n, kb == 0 ? acc_t(0) : acc_t(1), o,
+               O.row_stride);
+        }
+        for (int64_t r = 0; r < m; ++r) {
+          const acc_t inv = acc_t(1) / row_sum[r];
+          acc_t* orow = o + r * O.row_stride;
+          for (int64_t d = 0; d < D; ++d) orow[d] *= inv;
+          tile_lse[r] = row_max[r] + std::log(row_sum[r]);
+        }
       });
 }
 
@@ -163,75 +154,59 @@ void backward_kernel(const at::Tensor& grad_out, const at::Tensor& q, const at::
       static_cast<int64_t>(order.size()) * Hk, [] { return Scratch(); },
       [&](int64_t t, Scratch& scratch) {
         auto& [probs, dprobs] = scratch;
-      const int64_t b = order[t / Hk], kv_head = t % Hk;
-      const int64_t q_begin = cu_q[b], queries = cu_q[b + 1] - q_begin;
-      const int64_t k_begin = cu_k[b], keys = cu_k[b + 1] - k_begin;
-      for (int64_t kb = 0; kb < keys; kb += kBlockK) {
-        const int64_t n = std::min<int64_t>(kBlockK, keys - kb);
-        const acc_t* k_blk = K.at(k_begin + kb, kv_head);
-        const acc_t* v_blk = V.at(k_begin + kb, kv_head);
-        acc_t* dk_blk = dK.at(k_begin + kb, kv_head);
-        acc_t* dv_blk = dV.at(k_begin + kb, kv_head);
-        for (int64_t head = kv_head * group; head < (kv_head + 1) * group; ++head) {
-          for (int64_t qb = 0; qb < queries; qb += kBlockQ) {
-            const int64_t m = std::min<int64_t>(kBlockQ, queries - qb), row = q_begin + qb;
-            const acc_t* q_blk = Q.at(row, head);
-            const acc_t* do_blk = dO.at(row, head);
-            gemm(TransposeType::Transpose, TransposeType::NoTranspose, n, m, D, scale, k_blk, K.row_stride,
-                          q_blk, Q.row_stride, acc_t(0), probs.data(), n);
-            probabilities_tile(probs.data(), m, n, lse_data + head * Nq + row);
-            // dV [n, D] += P^T [n, m] @ dO [m, D].
-            gemm(TransposeType::NoTranspose, TransposeType::Transpose, D, n, m, acc_t(1), do_blk,
-                          dO.row_stride, probs.data(), n, acc_t(1), dv_blk, dV.row_stride);
-            // dP [m, n] = dO [m, D] @ V^T [D, n].
-            gemm(TransposeType::Transpose, TransposeType::NoTranspose, n, m, D, acc_t(1), v_blk,
-                          V.row_stride, do_blk, dO.row_stride, acc_t(0), dprobs.data(), n);
-            score_grad_tile(probs.data(), dprobs.data(), m, n, delta_data + head * Nq + row);
-            // dQ [m, D] += scale * dS [m, n] @ K [n, D];  dK [n, D] += scale * dS^T [n, m] @ Q [m, D].
-            gemm(TransposeType::NoTranspose, TransposeType::NoTranspose, D, m, n, scale, k_blk,
-                          K.row_stride, dprobs.data(), n, acc_t(1), dQ.at(row, head), dQ.row_stride);
-            gemm(TransposeType::NoTranspose, TransposeType::Transpose, D, n, m, scale, q_blk, Q.row_stride,
-                          dprobs.data(), n, acc_t(1), dk_blk, dK.row_stride);
+        const int64_t b = order[t / Hk], kv_head = t % Hk;
+        const int64_t q_begin = cu_q[b], queries = cu_q[b + 1] - q_begin;
+        const int64_t k_begin = cu_k[b], keys = cu_k[b + 1] - k_begin;
+        for (int64_t kb = 0; kb < keys; kb += kBlockK) {
+          const int64_t n = std::min<int64_t>(kBlockK, keys - kb);
+          const acc_t* k_blk = K.at(k_begin + kb, kv_head);
+          const acc_t* v_blk = V.at(k_begin + kb, kv_head);
+          acc_t* dk_blk = dK.at(k_begin + kb, kv_head);
+          acc_t* dv_blk = dV.at(k_begin + kb, kv_head);
+          for (int64_t head = kv_head * group; head < (kv_head + 1) * group; ++head) {
+            for (int64_t qb = 0; qb < queries; qb += kBlockQ) {
+              const int64_t m = std::min<int64_t>(kBlockQ, queries - qb), row = q_begin + qb;
+              const acc_t* q_blk = Q.at(row, head);
+              const acc_t* do_blk = dO.at(row, head);
+              gemm(TransposeType::Transpose, TransposeType::NoTranspose, n, m, D, scale, k_blk, K.row_stride,
+                   q_blk, Q.row_stride, acc_t(0), probs.data(), n);
+              probabilities_tile(probs.data(), m, n, lse_data + head * Nq + row);
+              // dV [n, D] += P^T [n, m] @ dO [m, D].
+              gemm(TransposeType::NoTranspose, TransposeType::Transpose, D, n, m, acc_t(1), do_blk,
+                   dO.row_stride, probs.data(), n, acc_t(1), dv_blk, dV.row_stride);
+              // dP [m, n] = dO [m, D] @ V^T [D, n].
+              gemm(TransposeType::Transpose, TransposeType::NoTranspose, n, m, D, acc_t(1), v_blk,
+                   V.row_stride, do_blk, dO.row_stride, acc_t(0), dprobs.data(), n);
+              score_grad_tile(probs.data(), dprobs.data(), m, n, delta_data + head * Nq + row);
+              // dQ [m, D] += scale * dS [m, n] @ K [n, D];  dK [n, D] += scale * dS^T [n, m] @ Q [m, D].
+              gemm(TransposeType::NoTranspose, TransposeType::NoTranspose, D, m, n, scale, k_blk,
+                   K.row_stride, dprobs.data(), n, acc_t(1), dQ.at(row, head), dQ.row_stride);
+              gemm(TransposeType::NoTranspose, TransposeType::Transpose, D, n, m, scale, q_blk, Q.row_stride,
+                   dprobs.data(), n, acc_t(1), dk_blk, dK.row_stride);
+            }
           }
         }
-      }
       });
 }
 
-at::ScalarType accumulation_dtype(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
-
-double resolve_scale(c10::optional<double> softmax_scale, int64_t D) {
+double resolve_scale(std::optional<double> softmax_scale, int64_t D) {
   return softmax_scale.has_value() ? *softmax_scale : 1.0 / std::sqrt(static_cast<double>(D));
-}
-
-// Checks shared by forward and backward; returns the contiguous cu_seqlens.
-std::tuple<at::Tensor, at::Tensor> checked_cu_seqlens(const at::Tensor& q, const at::Tensor& k,
-                                                      const at::Tensor& cu_seqlens_q, const at::Tensor& cu_seqlens_k,
-                                                      c10::optional<int64_t> max_seqlen_q,
-                                                      c10::optional<int64_t> max_seqlen_k) {
-  const at::Tensor cu_q = cu_seqlens_q.contiguous(), cu_k = cu_seqlens_k.contiguous();
-  const int64_t entries = cu_q.size(0);
-  check_cu_seqlens_values(cu_q.data_ptr<int32_t>(), entries, q.size(0), "cu_seqlens_q");
-  check_cu_seqlens_values(cu_k.data_ptr<int32_t>(), entries, k.size(0), "cu_seqlens_k");
-  check_max_seqlen(cu_q.data_ptr<int32_t>(), entries, max_seqlen_q, "q");
-  check_max_seqlen(cu_k.data_ptr<int32_t>(), entries, max_seqlen_k, "k");
-  return {cu_q, cu_k};
 }
 
 std::tuple<at::Tensor, at::Tensor> varlen_attention_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                                         const at::Tensor& cu_seqlens_q, const at::Tensor& cu_seqlens_k,
-                                                        c10::optional<int64_t> max_seqlen_q,
-                                                        c10::optional<int64_t> max_seqlen_k,
-                                                        c10::optional<double> softmax_scale) {
-  check_varlen_inputs(q, k, v, cu_seqlens_q, cu_seqlens_k);
+                                                        std::optional<int64_t> max_seqlen_q,
+                                                        std::optional<int64_t> max_seqlen_k,
+                                                        std::optional<double> softmax_scale) {
+  check_varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale);
   check_blas_available("varlen_attention");
-  auto [cu_q, cu_k] = checked_cu_seqlens(q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k);
+  const at::Tensor cu_q = cu_seqlens_q.contiguous(), cu_k = cu_seqlens_k.contiguous();
   const int64_t Nq = q.size(0), H = q.size(1), D = q.size(2), segments = cu_q.size(0) - 1;
-  const at::ScalarType acc = accumulation_dtype(q.scalar_type());
+  const at::ScalarType acc = attention_lse_dtype(q.scalar_type());
   const double scale = resolve_scale(softmax_scale, D);
   at::Tensor lse = at::empty({H, Nq}, q.options().dtype(acc));
   at::Tensor out_acc = at::empty({Nq, H, D}, q.options().dtype(acc));
-  const at::Tensor qa = as_kernel_operand(q, acc), ka = as_kernel_operand(k, acc), va = as_kernel_operand(v, acc);
+  const at::Tensor qa = blas_operand(q, 0, acc), ka = blas_operand(k, 0, acc), va = blas_operand(v, 0, acc);
   if (acc == at::kDouble) {
     forward_kernel<double>(qa, ka, va, cu_q.data_ptr<int32_t>(), cu_k.data_ptr<int32_t>(), segments, scale, out_acc,
                            lse);
@@ -245,26 +220,16 @@ std::tuple<at::Tensor, at::Tensor> varlen_attention_cpu(const at::Tensor& q, con
 std::tuple<at::Tensor, at::Tensor, at::Tensor> varlen_attention_backward_cpu(
     const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
     const at::Tensor& lse, const at::Tensor& cu_seqlens_q, const at::Tensor& cu_seqlens_k,
-    c10::optional<int64_t> max_seqlen_q, c10::optional<int64_t> max_seqlen_k, c10::optional<double> softmax_scale) {
-  check_varlen_inputs(q, k, v, cu_seqlens_q, cu_seqlens_k);
-  const int64_t Nq = q.size(0), H = q.size(1), D = q.size(2), segments = cu_seqlens_q.size(0) - 1;
-  const at::ScalarType acc = accumulation_dtype(q.scalar_type());
-  for (const at::Tensor* t : {&grad_out, &out}) {
-    const char* name = t == &grad_out ? "grad_out" : "out";
-    TORCH_CHECK(t->sizes() == q.sizes(), "vlmops.varlen_attention_backward: ", name, " must have q's shape ",
-                q.sizes(), ", got ", t->sizes());
-    TORCH_CHECK(t->scalar_type() == q.scalar_type() && t->device() == q.device(),
-                "vlmops.varlen_attention_backward: ", name, " must match q's dtype and device");
-  }
-  TORCH_CHECK(lse.dim() == 2 && lse.size(0) == H && lse.size(1) == Nq && lse.scalar_type() == acc &&
-                  lse.device() == q.device(),
-              "vlmops.varlen_attention_backward: lse must be ", acc, " [H, Nq] = [", H, ", ", Nq, "] on q's device, got ",
-              lse.scalar_type(), " ", lse.sizes());
-  auto [cu_q, cu_k] = checked_cu_seqlens(q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k);
-  check_blas_available("varlen_attention");
+    std::optional<int64_t> max_seqlen_q, std::optional<int64_t> max_seqlen_k, std::optional<double> softmax_scale) {
+  check_varlen_attention_backward(grad_out, q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+                                  softmax_scale);
+  check_blas_available("varlen_attention_backward");
+  const at::Tensor cu_q = cu_seqlens_q.contiguous(), cu_k = cu_seqlens_k.contiguous();
+  const int64_t Nq = q.size(0), H = q.size(1), D = q.size(2), segments = cu_q.size(0) - 1;
+  const at::ScalarType acc = attention_lse_dtype(q.scalar_type());
   const double scale = resolve_scale(softmax_scale, D);
-  const at::Tensor qa = as_kernel_operand(q, acc), ka = as_kernel_operand(k, acc), va = as_kernel_operand(v, acc),
-                   doa = as_kernel_operand(grad_out, acc);
+  const at::Tensor qa = blas_operand(q, 0, acc), ka = blas_operand(k, 0, acc), va = blas_operand(v, 0, acc),
+                   doa = blas_operand(grad_out, 0, acc);
   // delta [H, Nq] = rowsum(dO * O): the softmax-gradient correction of flash-attention 2.
   const at::Tensor delta = at::sum(at::mul(doa, out.to(acc)), {-1}).t().contiguous();
   const at::Tensor lse_c = lse.contiguous();

@@ -11,7 +11,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlmops import _native
 from vlmops.nn.rope import VisionRope
 from vlmops.ops.rope import apply_rope
 from vlmops.ops.varlen_attention import varlen_attention
@@ -64,17 +63,6 @@ def _rotate_cos_sin(q, k, cos, sin, fp32_math: bool):
     return q.to(dtype), k.to(dtype)
 
 
-def _packed_attention(q, k, v, cu_seqlens, scale):
-    """varlen self-attention without the wrapper's eager CPU reads of cu_seqlens: the tower built
-    them on device, and reading them back every layer is a host sync (and a graph break under
-    torch.compile). The op checks them again in C++ on CPU, where that costs no sync."""
-    if not _native.available() or q.device.type not in ("cpu", "cuda"):
-        return varlen_attention(q, k, v, cu_seqlens, softmax_scale=scale)
-    if q.device.type == "cuda":
-        import vlmops.triton.varlen_attention  # noqa: F401  (registers the CUDA kernels)
-    return torch.ops.vlmops.varlen_attention(q, k, v, cu_seqlens, cu_seqlens, None, None, scale)[0]
-
-
 class PackedVisionAttention(nn.Module):
     """Self-attention of a packed vision sequence: every segment of ``cu_seqlens`` (an image, a video
     frame or a Qwen2.5-VL window) attends only to itself.
@@ -98,7 +86,9 @@ class PackedVisionAttention(nn.Module):
         super().__init__()
         names = ("qkv", "proj") if fused_qkv else ("q_proj", "k_proj", "v_proj", "o_proj")
         if sorted(projections) != sorted(names):
-            raise ValueError(f"vlmops.nn.PackedVisionAttention: expected projections {names}, got {sorted(projections)}")
+            raise ValueError(
+                f"vlmops.nn.PackedVisionAttention: expected projections {names}, got {sorted(projections)}"
+            )
         for name, module in projections.items():  # in the replaced module's order: same state_dict order
             setattr(self, name, module)
         self.num_heads = num_heads
@@ -129,14 +119,16 @@ class PackedVisionAttention(nn.Module):
             q, k = apply_rope(q, k, positions, *tables, layout="nhd", inplace=inplace)
         elif position_embeddings is not None:
             q, k = _rotate_cos_sin(q, k, *position_embeddings, fp32_math=self.fused_qkv)
-        return _packed_attention(q, k, v, cu_seqlens, self.scaling)
+        return varlen_attention(q, k, v, cu_seqlens, softmax_scale=self.scaling)
 
     def forward(self, hidden_states, cu_seqlens=None, position_embeddings=None, max_seqlen=None,
                 attention_mask=None, **kwargs):
         if cu_seqlens is None:
             raise ValueError("vlmops.nn.PackedVisionAttention: cu_seqlens is required (the packed segment boundaries)")
         if attention_mask is not None:
-            raise ValueError("vlmops.nn.PackedVisionAttention: segments come from cu_seqlens; attention_mask must be None")
+            raise ValueError(
+                "vlmops.nn.PackedVisionAttention: segments come from cu_seqlens; attention_mask must be None"
+            )
         if self.fused_qkv:
             N = hidden_states.shape[0]
             q, k, v = self.qkv(hidden_states).view(N, 3, self.num_heads, -1).unbind(1)
@@ -144,7 +136,10 @@ class PackedVisionAttention(nn.Module):
             return self.proj(out.view(N, -1))
         batch, N, _ = hidden_states.shape
         if batch != 1:
-            raise ValueError(f"vlmops.nn.PackedVisionAttention: Pixtral packs all images into one sequence [1, N, dim], got batch {batch}")
+            raise ValueError(
+                "vlmops.nn.PackedVisionAttention: Pixtral packs all images into one sequence [1, N, dim], got "
+                f"batch {batch}"
+            )
         q, k, v = (p(hidden_states[0]).view(N, self.num_heads, -1) for p in (self.q_proj, self.k_proj, self.v_proj))
         out = self._attend(q, k, v, cu_seqlens, position_embeddings)
         return self.o_proj(out.view(1, N, -1)), None

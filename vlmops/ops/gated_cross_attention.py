@@ -5,60 +5,19 @@ image tokens within one key range per row, the result scaled by ``tanh(gate)``, 
 The visibility rules of the models become key ranges with the builders of ``vlmops.models`` (tensor
 code on the inputs' device, no host sync): ``flamingo_kv_ranges`` (OpenFlamingo's
 ``MaskedCrossAttention``) and ``mllama_kv_ranges`` (transformers' Mllama ``cross_attention_mask``).
+
+The contract (shapes, dtypes, devices, head dims, range values on CPU) is
+csrc/include/vlmops/gated_cross_attention_checks.h.
 """
 
 import torch
 
-from vlmops import _native, reference
-from vlmops.ops._checks import check_int, check_same_device, check_tensor
+from vlmops.ops import registry
+from vlmops.ops.varlen_attention import MAX_HEAD_DIM, MAX_TOKENS
+from vlmops.reference.gated_cross_attention import gated_cross_attention as _reference
+from vlmops.reference.gated_cross_attention import gated_cross_attention_backward as _reference_backward
 
 __all__ = ["gated_cross_attention"]
-
-_FN = "gated_cross_attention"
-
-
-def _check_range_values(kv_start, kv_end, Lk: int) -> None:
-    """Values of the key ranges (CPU only: reading them from a GPU would synchronize). Under
-    torch.compile the CPU kernel's own check raises instead (a data-dependent branch would break the graph)."""
-    if kv_start.device.type != "cpu" or torch.compiler.is_compiling():
-        return
-    bad = (kv_start < 0) | (kv_end > Lk) | (kv_start > kv_end)
-    if bool(bad.any()):
-        b, i = (int(x) for x in torch.nonzero(bad)[0])
-        raise ValueError(
-            f"vlmops.{_FN}: row {i} of batch {b} has key range [kv_start, kv_end) = [{int(kv_start[b, i])}, "
-            f"{int(kv_end[b, i])}), which must satisfy 0 <= kv_start <= kv_end <= Lk = {Lk}"
-        )
-
-
-def check_inputs(q, k, v, kv_start, kv_end, gate) -> None:
-    """Every argument check of the op (shared with the Triton launchers); range values on CPU only."""
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        check_tensor(_FN, name, t, ndim=4)
-    if k.dtype != q.dtype or v.dtype != q.dtype:
-        raise ValueError(f"vlmops.{_FN}: q, k and v must share one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
-    if v.shape != k.shape:
-        raise ValueError(f"vlmops.{_FN}: v must have k's shape {tuple(k.shape)}, got {tuple(v.shape)}")
-    B, Lq, H, D = q.shape
-    Bk, Lk, Hk, Dk = k.shape
-    if Bk != B:
-        raise ValueError(f"vlmops.{_FN}: k has batch {Bk} but q has {B}")
-    if Dk != D:
-        raise ValueError(f"vlmops.{_FN}: k has head dim {Dk} but q has {D}")
-    if not (8 <= D <= 256 and D % 8 == 0):
-        raise ValueError(f"vlmops.{_FN}: head dim must be a multiple of 8 in [8, 256], got {D}")
-    if Hk == 0 or H % Hk:
-        raise ValueError(f"vlmops.{_FN}: q heads ({H}) must be a multiple of k/v heads ({Hk})")
-    for name, r in (("kv_start", kv_start), ("kv_end", kv_end)):
-        check_tensor(_FN, name, r, dtypes=(torch.int32,), ndim=2)
-        if tuple(r.shape) != (B, Lq):
-            raise ValueError(f"vlmops.{_FN}: {name} must be [B, Lq] = [{B}, {Lq}], got {tuple(r.shape)}")
-    if gate is not None:
-        check_tensor(_FN, "gate", gate)
-        if gate.numel() != 1 or gate.dim() > 1:
-            raise ValueError(f"vlmops.{_FN}: gate must be a scalar tensor (shape [] or [1]), got {tuple(gate.shape)}")
-    check_same_device(_FN, "q", q, k=k, v=v, kv_start=kv_start, kv_end=kv_end, gate=gate)
-    _check_range_values(kv_start, kv_end, Lk)
 
 
 def gated_cross_attention(
@@ -79,37 +38,30 @@ def gated_cross_attention(
     any image) gets an all-zero output and zero gradients, never NaN.
 
     Args:
-        q: ``[B, Lq, H, D]``; float32, float64, float16 or bfloat16; D a multiple of 8 up to 256.
-            Read through its strides (e.g. a view of a projection) as long as D is unit-stride.
+        q: ``[B, Lq, H, D]``; float32, float64 (CPU), float16 or bfloat16; any head dim D from 1 to
+            256. Read through its strides (e.g. a view of a projection) as long as D is unit-stride.
         k, v: ``[B, Lk, Hk, D]`` in q's dtype, ``H % Hk == 0`` (grouped-query attention, never
             expanded in memory). ``[B, Hk, Lk, D]`` caches (transformers' layout) pass as
             ``cache.transpose(1, 2)`` without a copy.
         kv_start, kv_end: int32 ``[B, Lq]`` on q's device, ``0 <= kv_start <= kv_end <= Lk``. Build
             them with :func:`flamingo_kv_ranges` or :func:`mllama_kv_ranges`.
-        gate: optional scalar tensor ``alpha`` (shape ``[]`` or ``[1]``, any float dtype); the output is
-            multiplied by ``tanh(alpha)`` in the kernel's epilogue, and autograd returns its gradient.
+        gate: optional one-element tensor ``alpha`` (shape ``[]`` or ``[1]``; float32, float64,
+            float16 or bfloat16); the output is multiplied by ``tanh(alpha)`` in the kernel's
+            epilogue, and autograd returns its gradient.
         softmax_scale: scale of ``q @ k^T``; default ``D ** -0.5``.
         return_lse: also return the log-sum-exp ``[B, H, Lq]`` of each softmax row (float32, float64
             for float64 inputs; ``-inf`` on empty rows). It carries no gradient.
 
     Returns:
         ``out [B, Lq, H, D]`` in q's dtype, or ``(out, lse)`` with ``return_lse=True``.
-        Differentiable in q, k, v and gate.
+        Differentiable in q, k, v and gate; not twice.
 
-    Errors: bad shapes, dtypes, devices, head dims and ``H % Hk != 0`` raise ``ValueError`` /
-    ``TypeError``. On CPU the range values are checked eagerly; on CUDA they are not read on the
-    host (that would synchronize) and must be valid.
+    Errors: ``ValueError`` naming the argument for a shape, dtype, device or head dim mismatch and
+    ``H % Hk != 0``; on CPU also for range values. On CUDA the ranges are not read on the host (that
+    would synchronize) and must be valid: the kernels clamp them, so bad ones never read out of
+    bounds. ``TypeError`` for an argument of the wrong type.
     """
-    check_inputs(q, k, v, kv_start, kv_end, gate)
-    if softmax_scale is not None:
-        if isinstance(softmax_scale, bool) or not isinstance(softmax_scale, (int, float)):
-            raise TypeError(f"vlmops.{_FN}: softmax_scale must be a float or None, got {type(softmax_scale).__name__}")
-        softmax_scale = float(softmax_scale)
-    if _native.available():
-        out, lse = torch.ops.vlmops.gated_cross_attention(q, k, v, kv_start, kv_end, gate, softmax_scale)
-    else:
-        _native.warn_fallback(_FN)
-        out, lse = reference.gated_cross_attention(q, k, v, kv_start, kv_end, gate, softmax_scale)
+    out, lse = _gated_cross_attention(q, k, v, kv_start, kv_end, gate, softmax_scale)
     return (out, lse) if return_lse else out
 
 
@@ -117,35 +69,66 @@ def _lse_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _register() -> None:
-    @torch.library.register_fake("vlmops::gated_cross_attention")
-    def _(q, k, v, kv_start, kv_end, gate=None, softmax_scale=None):
-        B, Lq, H, D = q.shape
-        return q.new_empty(B, Lq, H, D), q.new_empty(B, H, Lq, dtype=_lse_dtype(q.dtype))
-
-    @torch.library.register_fake("vlmops::gated_cross_attention_backward")
-    def _(grad_out, q, k, v, out, lse, kv_start, kv_end, gate=None, softmax_scale=None):
-        grad_gate = gate.new_empty(gate.shape) if gate is not None else q.new_empty(0, dtype=_lse_dtype(q.dtype))
-        return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape), grad_gate
-
-    def setup_context(ctx, inputs, output):
-        q, k, v, kv_start, kv_end, gate, softmax_scale = inputs
-        out, lse = output
-        ctx.save_for_backward(q, k, v, out, lse, kv_start, kv_end, gate)
-        ctx.softmax_scale = softmax_scale
-        ctx.mark_non_differentiable(lse)
-
-    def backward(ctx, grad_out, _grad_lse):
-        q, k, v, out, lse, kv_start, kv_end, gate = ctx.saved_tensors
-        grad_q, grad_k, grad_v, grad_gate = torch.ops.vlmops.gated_cross_attention_backward(
-            grad_out, q, k, v, out, lse, kv_start, kv_end, gate, ctx.softmax_scale
-        )
-        return grad_q, grad_k, grad_v, None, None, grad_gate if gate is not None else None, None
-
-    torch.library.register_autograd("vlmops::gated_cross_attention", backward, setup_context=setup_context)
+def _check_shapes(op, q, k, v, kv_start, kv_end, gate):
+    """The contract's shape rules (gated_cross_attention_checks.h), for the fakes."""
+    torch._check(q.dim() == 4 and k.dim() == 4, lambda: f"vlmops.{op}: q must be [B, Lq, H, D] and k [B, Lk, Hk, D]")
+    torch._check(v.shape == k.shape, lambda: f"vlmops.{op}: v must have k's shape {tuple(k.shape)}")
+    B, Lq, H, D = q.shape
+    Hk = k.shape[2]
+    torch._check(k.shape[0] == B, lambda: f"vlmops.{op}: k's batch must equal q's")
+    torch._check(1 <= D <= MAX_HEAD_DIM, lambda: f"vlmops.{op}: q's head dim must be in [1, {MAX_HEAD_DIM}]")
+    torch._check(k.shape[3] == D, lambda: f"vlmops.{op}: k's head dim must equal q's")
+    torch._check(Hk >= 1 and H % Hk == 0, lambda: f"vlmops.{op}: k's heads must divide q's heads")
+    torch._check(H * D < 2**31, lambda: f"vlmops.{op}: q's heads * head dim must be < 2^31")
+    torch._check(Lq <= MAX_TOKENS and k.shape[1] <= MAX_TOKENS,
+                 lambda: f"vlmops.{op}: q and k take at most {MAX_TOKENS} tokens")
+    torch._check(kv_start.shape == (B, Lq) and kv_end.shape == (B, Lq),
+                 lambda: f"vlmops.{op}: kv_start and kv_end must be [B, Lq]")
+    if gate is not None:
+        torch._check(gate.numel() == 1 and gate.dim() <= 1, lambda: f"vlmops.{op}: gate must be a one-element tensor")
 
 
-if _native.available():
-    _register()
+def _fake(q, k, v, kv_start, kv_end, gate=None, softmax_scale=None):
+    _check_shapes("gated_cross_attention", q, k, v, kv_start, kv_end, gate)
+    B, Lq, H, D = q.shape
+    return q.new_empty(B, Lq, H, D), q.new_empty(B, H, Lq, dtype=_lse_dtype(q.dtype))
 
 
+def _backward_fake(grad_out, q, k, v, out, lse, kv_start, kv_end, gate=None, softmax_scale=None):
+    op = "gated_cross_attention_backward"
+    _check_shapes(op, q, k, v, kv_start, kv_end, gate)
+    torch._check(grad_out.shape == q.shape and out.shape == q.shape,
+                 lambda: f"vlmops.{op}: grad_out and out must have q's shape")
+    torch._check(lse.shape == (q.shape[0], q.shape[2], q.shape[1]), lambda: f"vlmops.{op}: lse must be [B, H, Lq]")
+    grad_gate = gate.new_empty(gate.shape) if gate is not None else q.new_empty(0, dtype=_lse_dtype(q.dtype))
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape), grad_gate
+
+
+def _setup_context(ctx, inputs, output):
+    q, k, v, kv_start, kv_end, gate, softmax_scale = inputs
+    out, lse = output
+    ctx.save_for_backward(q, k, v, out, lse, kv_start, kv_end, gate)
+    ctx.softmax_scale = softmax_scale
+    ctx.mark_non_differentiable(lse)
+
+
+def _backward(ctx, grad_out, _grad_lse):
+    q, k, v, out, lse, kv_start, kv_end, gate = ctx.saved_tensors
+    grad_q, grad_k, grad_v, grad_gate = torch.ops.vlmops.gated_cross_attention_backward(
+        grad_out, q, k, v, out, lse, kv_start, kv_end, gate, ctx.softmax_scale
+    )
+    needed = ctx.needs_input_grad
+    return (grad_q if needed[0] else None, grad_k if needed[1] else None, grad_v if needed[2] else None, None, None,
+            grad_gate if gate is not None and needed[5] else None, None)
+
+
+registry.define(registry.OpDef(
+    "gated_cross_attention", _fake, _reference, _backward, _setup_context,
+    triton="vlmops.triton.gated_cross_attention:gated_cross_attention",
+))
+registry.define(registry.OpDef(
+    "gated_cross_attention_backward", _backward_fake, _reference_backward,
+    triton="vlmops.triton.gated_cross_attention:gated_cross_attention_backward",
+    not_differentiable="double backward of gated_cross_attention is not implemented",
+))
+_gated_cross_attention = registry.op("gated_cross_attention")

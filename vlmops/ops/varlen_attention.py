@@ -5,78 +5,22 @@ The vision towers of Qwen2-VL / Qwen2.5-VL / Qwen3-VL, Pixtral and NaViT-style S
 images of a batch into one sequence; Qwen2.5-VL's window layers do the same with 64-token windows.
 The calling convention is flash-attn's ``flash_attn_varlen_func`` (non-causal), so callers can swap
 it in.
+
+The contract (shapes, dtypes, devices, head dims, cu_seqlens values on CPU) is
+csrc/include/vlmops/varlen_attention_checks.h.
 """
 
 import torch
 
-from vlmops import _native, reference
-from vlmops.ops._checks import check_int, check_same_device, check_tensor
+from vlmops.ops import registry
+from vlmops.reference.varlen_attention import varlen_attention as _reference
+from vlmops.reference.varlen_attention import varlen_attention_backward as _reference_backward
 
-__all__ = ["varlen_attention"]
+__all__ = ["MAX_HEAD_DIM", "varlen_attention"]
 
-_FN = "varlen_attention"
-
-
-def _check_cu_seqlens(name: str, cu: torch.Tensor, tokens: int, max_seqlen) -> None:
-    """Values of cu_seqlens (CPU only: reading them from a GPU would synchronize). Under torch.compile
-    they are not read here (a data-dependent branch breaks the graph); the CPU kernel checks them."""
-    if cu.device.type != "cpu" or torch.compiler.is_compiling():
-        return
-    if cu[0].item() != 0:
-        raise ValueError(f"vlmops.{_FN}: {name}[0] must be 0, got {cu[0].item()}")
-    lengths = cu[1:] - cu[:-1]
-    if lengths.numel() and lengths.min().item() < 0:
-        b = int(torch.nonzero(lengths < 0)[0, 0])
-        raise ValueError(
-            f"vlmops.{_FN}: {name} must be non-decreasing, but {name}[{b + 1}] = {cu[b + 1].item()} < "
-            f"{name}[{b}] = {cu[b].item()}"
-        )
-    if cu[-1].item() != tokens:
-        raise ValueError(f"vlmops.{_FN}: {name}[-1] must equal the token count {tokens}, got {cu[-1].item()}")
-    if max_seqlen is not None and lengths.numel() and lengths.max().item() > max_seqlen:
-        raise ValueError(
-            f"vlmops.{_FN}: max_seqlen for {name} is {max_seqlen} but its longest segment has {lengths.max().item()} tokens"
-        )
-
-
-def _check_max_seqlen(name: str, value) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"vlmops.{_FN}: {name} must be an int or None, got {type(value).__name__}")
-    if value < 0:
-        raise ValueError(f"vlmops.{_FN}: {name} must be >= 0, got {value}")
-
-
-def check_inputs(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k) -> None:
-    """Every argument check of the op (shared with the Triton launchers); cu_seqlens values on CPU only."""
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        check_tensor(_FN, name, t, ndim=3)
-    if k.dtype != q.dtype or v.dtype != q.dtype:
-        raise ValueError(f"vlmops.{_FN}: q, k and v must share one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
-    if v.shape != k.shape:
-        raise ValueError(f"vlmops.{_FN}: v must have k's shape {tuple(k.shape)}, got {tuple(v.shape)}")
-    Nq, H, D = q.shape
-    Nk, Hk, Dk = k.shape
-    if Dk != D:
-        raise ValueError(f"vlmops.{_FN}: k has head dim {Dk} but q has {D}")
-    if not (32 <= D <= 256 and D % 8 == 0):
-        raise ValueError(f"vlmops.{_FN}: head dim must be a multiple of 8 in [32, 256], got {D}")
-    if Hk == 0 or H % Hk:
-        raise ValueError(f"vlmops.{_FN}: q heads ({H}) must be a multiple of k/v heads ({Hk})")
-    for name, cu in (("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k)):
-        check_tensor(_FN, name, cu, dtypes=(torch.int32,), ndim=1)
-        if cu.numel() == 0:
-            raise ValueError(f"vlmops.{_FN}: {name} must have B + 1 >= 1 entries, got none")
-    if cu_seqlens_k.numel() != cu_seqlens_q.numel():
-        raise ValueError(
-            f"vlmops.{_FN}: cu_seqlens_q has {cu_seqlens_q.numel()} entries but cu_seqlens_k has {cu_seqlens_k.numel()}"
-        )
-    check_same_device(_FN, "q", q, k=k, v=v, cu_seqlens_q=cu_seqlens_q, cu_seqlens_k=cu_seqlens_k)
-    _check_max_seqlen("max_seqlen_q", max_seqlen_q)
-    _check_max_seqlen("max_seqlen_k", max_seqlen_k)
-    _check_cu_seqlens("cu_seqlens_q", cu_seqlens_q, Nq, max_seqlen_q)
-    _check_cu_seqlens("cu_seqlens_k", cu_seqlens_k, Nk, max_seqlen_k)
+# Head dims the kernels take, on every device: 1 to MAX_HEAD_DIM; tokens of q and of k: at most MAX_TOKENS.
+MAX_HEAD_DIM = 256
+MAX_TOKENS = 2**31 - 2**16
 
 
 def varlen_attention(
@@ -97,9 +41,9 @@ def varlen_attention(
     queries of a segment with no keys get a zero output (log-sum-exp ``-inf``).
 
     Args:
-        q: ``[Nq, H, D]``; float32, float64, float16 or bfloat16. D a multiple of 8 in [32, 256]
-            (64, 72, 80, 96, 128 ...). Read through its strides (e.g. a slice of a fused qkv
-            projection) as long as D is unit-stride.
+        q: ``[Nq, H, D]``; float32, float64 (CPU), float16 or bfloat16; any head dim D from 1 to 256.
+            Read through its strides (e.g. a slice of a fused qkv projection) without a copy as long
+            as D is unit-stride and tokens do not overlap.
         k, v: ``[Nk, Hk, D]`` in q's dtype, ``H % Hk == 0`` (grouped-query / multi-query attention).
         cu_seqlens_q: int32 ``[B + 1]`` segment boundaries of q on q's device: starts at 0,
             non-decreasing, ends at Nq.
@@ -114,32 +58,23 @@ def varlen_attention(
 
     Returns:
         ``out [Nq, H, D]`` in q's dtype, or ``(out, lse)`` with ``return_lse=True``. Differentiable
-        in q, k and v.
+        in q, k and v; not twice.
 
-    Errors: bad shapes, dtypes, devices and head dims raise ``ValueError``/``TypeError``. On CPU the
-    cu_seqlens values are checked eagerly too; on CUDA they are not read on the host (that would
-    synchronize) and must be valid.
+    Errors: ``ValueError`` naming the argument for a shape, dtype, device or head dim mismatch; on
+    CPU also for cu_seqlens values (start, order, end, max_seqlen bounds). On CUDA the cu_seqlens
+    values are not read on the host (that would synchronize) and must be valid: the kernels clamp
+    them, so bad ones never read out of bounds. ``TypeError`` for an argument of the wrong type.
     """
-    for name, t in (("q", q), ("k", k)):
-        check_tensor(_FN, name, t, ndim=3)
     if cu_seqlens_k is None:
-        if k.shape[0] != q.shape[0]:
+        if isinstance(q, torch.Tensor) and isinstance(k, torch.Tensor) and q.dim() and k.dim() and (
+            k.shape[0] != q.shape[0]
+        ):
             raise ValueError(
-                f"vlmops.{_FN}: cu_seqlens_k is required when k has {k.shape[0]} tokens and q has {q.shape[0]}"
+                f"vlmops.varlen_attention: cu_seqlens_k is required when k has {k.shape[0]} tokens and q has "
+                f"{q.shape[0]}"
             )
         cu_seqlens_k = cu_seqlens_q
-    check_inputs(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
-    if softmax_scale is not None:
-        if isinstance(softmax_scale, bool) or not isinstance(softmax_scale, (int, float)):
-            raise TypeError(f"vlmops.{_FN}: softmax_scale must be a float or None, got {type(softmax_scale).__name__}")
-        softmax_scale = float(softmax_scale)
-    if _native.available():
-        out, lse = torch.ops.vlmops.varlen_attention(
-            q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale
-        )
-    else:
-        _native.warn_fallback(_FN)
-        out, lse = reference.varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, softmax_scale)
+    out, lse = _varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale)
     return (out, lse) if return_lse else out
 
 
@@ -147,36 +82,63 @@ def _lse_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _register() -> None:
-    @torch.library.register_fake("vlmops::varlen_attention")
-    def _(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q=None, max_seqlen_k=None, softmax_scale=None):
-        Nq, H, D = q.shape
-        return q.new_empty(Nq, H, D), q.new_empty(H, Nq, dtype=_lse_dtype(q.dtype))
-
-    @torch.library.register_fake("vlmops::varlen_attention_backward")
-    def _(grad_out, q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, max_seqlen_q=None, max_seqlen_k=None,
-          softmax_scale=None):
-        return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
-
-    def setup_context(ctx, inputs, output):
-        q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale = inputs
-        out, lse = output
-        ctx.save_for_backward(q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k)
-        ctx.max_seqlens = (max_seqlen_q, max_seqlen_k)
-        ctx.softmax_scale = softmax_scale
-        ctx.mark_non_differentiable(lse)
-
-    def backward(ctx, grad_out, _grad_lse):
-        q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k = ctx.saved_tensors
-        grad_q, grad_k, grad_v = torch.ops.vlmops.varlen_attention_backward(
-            grad_out, q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, *ctx.max_seqlens, ctx.softmax_scale
-        )
-        return grad_q, grad_k, grad_v, None, None, None, None, None
-
-    torch.library.register_autograd("vlmops::varlen_attention", backward, setup_context=setup_context)
+def _check_shapes(op, q, k, v, cu_seqlens_q, cu_seqlens_k):
+    """The contract's shape rules (varlen_attention_checks.h), for the fakes."""
+    torch._check(q.dim() == 3 and k.dim() == 3, lambda: f"vlmops.{op}: q must be [Nq, H, D] and k [Nk, Hk, D]")
+    torch._check(v.shape == k.shape, lambda: f"vlmops.{op}: v must have k's shape {tuple(k.shape)}")
+    D, H, Hk = q.shape[2], q.shape[1], k.shape[1]
+    torch._check(1 <= D <= MAX_HEAD_DIM, lambda: f"vlmops.{op}: q's head dim must be in [1, {MAX_HEAD_DIM}]")
+    torch._check(k.shape[2] == D, lambda: f"vlmops.{op}: k's head dim must equal q's")
+    torch._check(Hk >= 1 and H % Hk == 0, lambda: f"vlmops.{op}: k's heads must divide q's heads")
+    torch._check(H * D < 2**31, lambda: f"vlmops.{op}: q's heads * head dim must be < 2^31")
+    torch._check(q.shape[0] <= MAX_TOKENS and k.shape[0] <= MAX_TOKENS,
+                 lambda: f"vlmops.{op}: q and k take at most {MAX_TOKENS} tokens")
+    torch._check(cu_seqlens_q.dim() == 1 and cu_seqlens_q.shape[0] >= 1,
+                 lambda: f"vlmops.{op}: cu_seqlens_q must be [B + 1]")
+    torch._check(cu_seqlens_k.shape == cu_seqlens_q.shape,
+                 lambda: f"vlmops.{op}: cu_seqlens_k must have cu_seqlens_q's shape")
 
 
-if _native.available():
-    _register()
+def _fake(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q=None, max_seqlen_k=None, softmax_scale=None):
+    _check_shapes("varlen_attention", q, k, v, cu_seqlens_q, cu_seqlens_k)
+    Nq, H, D = q.shape
+    return q.new_empty(Nq, H, D), q.new_empty(H, Nq, dtype=_lse_dtype(q.dtype))
 
 
+def _backward_fake(grad_out, q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, max_seqlen_q=None, max_seqlen_k=None,
+                   softmax_scale=None):
+    op = "varlen_attention_backward"
+    _check_shapes(op, q, k, v, cu_seqlens_q, cu_seqlens_k)
+    torch._check(grad_out.shape == q.shape and out.shape == q.shape,
+                 lambda: f"vlmops.{op}: grad_out and out must have q's shape")
+    torch._check(lse.shape == (q.shape[1], q.shape[0]), lambda: f"vlmops.{op}: lse must be [H, Nq]")
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
+
+
+def _setup_context(ctx, inputs, output):
+    q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale = inputs
+    out, lse = output
+    ctx.save_for_backward(q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k)
+    ctx.max_seqlens = (max_seqlen_q, max_seqlen_k)
+    ctx.softmax_scale = softmax_scale
+    ctx.mark_non_differentiable(lse)
+
+
+def _backward(ctx, grad_out, _grad_lse):
+    q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k = ctx.saved_tensors
+    grads = torch.ops.vlmops.varlen_attention_backward(
+        grad_out, q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, *ctx.max_seqlens, ctx.softmax_scale
+    )
+    return (*(g if needed else None for g, needed in zip(grads, ctx.needs_input_grad)), None, None, None, None, None)
+
+
+registry.define(registry.OpDef(
+    "varlen_attention", _fake, _reference, _backward, _setup_context,
+    triton="vlmops.triton.varlen_attention:varlen_attention",
+))
+registry.define(registry.OpDef(
+    "varlen_attention_backward", _backward_fake, _reference_backward,
+    triton="vlmops.triton.varlen_attention:varlen_attention_backward",
+    not_differentiable="double backward of varlen_attention is not implemented",
+))
+_varlen_attention = registry.op("varlen_attention")

@@ -42,6 +42,23 @@ def gated_cross_attention(q, k, v, kv_start, kv_end, gate=None, softmax_scale=No
     return masked_attention(q, k, v, dense_mask(kv_start, kv_end, k.shape[1]), gate, softmax_scale)
 
 
+def gated_cross_attention_backward(grad_out, q, k, v, out, lse, kv_start, kv_end, gate=None, softmax_scale=None):
+    """The op's backward, (grad_q, grad_k, grad_v, grad_gate): autograd of :func:`gated_cross_attention`
+    in its accumulation dtype (out and lse, saved by the forward, are recomputed). grad_gate has gate's
+    shape and dtype, or is an empty tensor of the accumulation dtype without a gate."""
+    acc = torch.float64 if q.dtype == torch.float64 else torch.float32
+    tensors = (q, k, v) if gate is None else (q, k, v, gate)
+    with torch.enable_grad():
+        leaves = [t.detach().to(acc).requires_grad_() for t in tensors]
+        gate_leaf = leaves[3] if gate is not None else None
+        recomputed, _ = gated_cross_attention(*leaves[:3], kv_start, kv_end, gate_leaf, softmax_scale)
+        grads = (torch.autograd.grad(recomputed, leaves, grad_out.to(acc), allow_unused=True)
+                 if recomputed.requires_grad else [None] * len(leaves))  # no segment or row sees a key
+    grads = [torch.zeros_like(t) if g is None else g.to(t.dtype) for g, t in zip(grads, tensors)]
+    grad_gate = grads[3] if gate is not None else q.new_empty(0, dtype=acc)
+    return grads[0], grads[1], grads[2], grad_gate
+
+
 def openflamingo_mask(media_locations, num_media, tokens_per_image, only_attend_immediate_media):
     """OpenFlamingo's MaskedCrossAttention visibility, bool [B, Lq, num_media * tokens_per_image].
 

@@ -1,6 +1,8 @@
 """Triton kernels of gated cross-attention: the CUDA kernels of the public ops
 ``vlmops::gated_cross_attention`` and ``vlmops::gated_cross_attention_backward`` (Triton is the CUDA
-owner; there is no CUDA C++ variant).
+owner; there is no CUDA C++ variant). The launchers take inputs that the op's C++ entry has checked
+(csrc/triton/gated_cross_attention.cpp); vlmops.ops.registry registers them as the CUDA kernels of the
+private ops ``vlmops::_gated_cross_attention_triton`` and ``_gated_cross_attention_backward_triton``.
 
 Same semantics, shapes and outputs as the C++ kernels (csrc/cpu/gated_cross_attention.cpp), for
 float32, float16 and bfloat16 (float64 is CPU-only).
@@ -27,15 +29,12 @@ import torch
 import triton
 import triton.language as tl
 
-from vlmops.ops import gated_cross_attention as _ops
 from vlmops.triton import KERNEL_SPECS, device_guard, make_spec
 from vlmops.triton.varlen_attention import (
-    _dot_nt, _load_pieces, _store_pieces, head_dim_pieces, unit_stride_d,
+    _dot_nt, _load_pieces, _store_pieces, head_dim_pieces, kernel_strides, unit_stride_d,
 )
 
 LOG2E = 1.4426950408889634
-
-_TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 @triton.jit
@@ -72,7 +71,7 @@ def _gated_xattn_fwd_kernel(
 ):
     tiles = tl.cdiv(Lq, BLOCK_M)
     tile = tl.program_id(0) % tiles
-    bh = tl.program_id(0) // tiles
+    bh = (tl.program_id(0) // tiles).to(tl.int64)  # int64 offsets: b * stride may pass 2^31
     split = tl.program_id(1)
     b = bh // H
     head = bh % H
@@ -84,10 +83,10 @@ def _gated_xattn_fwd_kernel(
         chunk = tl.cdiv(tl.cdiv(hi - lo, SPLITS), BLOCK_N) * BLOCK_N
         lo = lo + split * chunk
         hi = tl.minimum(hi, lo + chunk)
-    q0, q1, q2 = _load_pieces(Q + b.to(tl.int64) * stride_qb + head * stride_qh, rows, row_ok, stride_ql, D, D0, D1,
+    q0, q1, q2 = _load_pieces(Q + b * stride_qb + head * stride_qh, rows, row_ok, stride_ql, D, D0, D1,
                               D2)
-    k_base = K + b.to(tl.int64) * stride_kb + kv_head * stride_kh
-    v_base = V + b.to(tl.int64) * stride_vb + kv_head * stride_vh
+    k_base = K + b * stride_kb + kv_head * stride_kh
+    v_base = V + b * stride_vb + kv_head * stride_vh
     acc0 = tl.zeros([BLOCK_M, D0], tl.float32)
     acc1 = tl.zeros([BLOCK_M, D1 if D1 > 0 else D0], tl.float32)
     acc2 = tl.zeros([BLOCK_M, D2 if D2 > 0 else D0], tl.float32)
@@ -118,14 +117,14 @@ def _gated_xattn_fwd_kernel(
     lse = tl.where(has_keys, (m_i + tl.log2(tl.where(has_keys, l_i, 1.0))) * 0.6931471805599453, float("-inf"))
     if SPLITS > 1:
         # Partials [SPLITS, B, H, Lq, (D)] float32, normalized: the combine kernel weighs them by lse.
-        part = (split * (tl.num_programs(0) // tiles) + bh).to(tl.int64) * Lq
+        part = (split * (tl.num_programs(0) // tiles) + bh) * Lq
         tl.store(PartLse + part + rows, lse, mask=row_ok)
         _store_pieces(PartOut + part * D, rows, row_ok, D, acc0 * inv[:, None], acc1 * inv[:, None],
                       acc2 * inv[:, None], D, D0, D1, D2)
     else:
         factor = inv * _tanh_gate(Gate, HAS_GATE)
-        tl.store(Lse + bh.to(tl.int64) * Lq + rows, lse, mask=row_ok)
-        _store_pieces(Out + b.to(tl.int64) * stride_ob + head * stride_oh, rows, row_ok, stride_ol,
+        tl.store(Lse + bh * Lq + rows, lse, mask=row_ok)
+        _store_pieces(Out + b * stride_ob + head * stride_oh, rows, row_ok, stride_ol,
                       acc0 * factor[:, None], acc1 * factor[:, None], acc2 * factor[:, None], D, D0, D1, D2)
 
 
@@ -136,7 +135,7 @@ def _gated_xattn_combine_kernel(
 ):
     tiles = tl.cdiv(Lq, BLOCK_M)
     tile = tl.program_id(0) % tiles
-    bh = tl.program_id(0) // tiles
+    bh = (tl.program_id(0) // tiles).to(tl.int64)  # int64 offsets: b * stride may pass 2^31
     b = bh // H
     head = bh % H
     rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -144,12 +143,12 @@ def _gated_xattn_combine_kernel(
     cols = tl.arange(0, BLOCK_D)
     m = tl.full([BLOCK_M], float("-inf"), tl.float32)
     for s in range(SPLITS):
-        m = tl.maximum(m, tl.load(PartLse + (s * BH + bh).to(tl.int64) * Lq + rows, mask=row_ok, other=float("-inf")))
+        m = tl.maximum(m, tl.load(PartLse + (s * BH + bh) * Lq + rows, mask=row_ok, other=float("-inf")))
     m_safe = tl.where(m == float("-inf"), 0.0, m)
     total = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     for s in range(SPLITS):
-        part = (s * BH + bh).to(tl.int64) * Lq
+        part = (s * BH + bh) * Lq
         w = tl.exp(tl.load(PartLse + part + rows, mask=row_ok, other=float("-inf")) - m_safe)
         o = tl.load(PartOut + (part + rows[:, None]) * D + cols[None, :], mask=row_ok[:, None] & (cols < D)[None, :],
                     other=0.0)
@@ -158,8 +157,8 @@ def _gated_xattn_combine_kernel(
     has_keys = total > 0.0
     factor = tl.where(has_keys, 1.0 / tl.where(has_keys, total, 1.0), 0.0) * _tanh_gate(Gate, HAS_GATE)
     lse = tl.where(has_keys, m_safe + tl.log(tl.where(has_keys, total, 1.0)), float("-inf"))
-    tl.store(Lse + bh.to(tl.int64) * Lq + rows, lse, mask=row_ok)
-    out = Out + b.to(tl.int64) * stride_ob + head * stride_oh + rows.to(tl.int64)[:, None] * stride_ol + cols[None, :]
+    tl.store(Lse + bh * Lq + rows, lse, mask=row_ok)
+    out = Out + b * stride_ob + head * stride_oh + rows.to(tl.int64)[:, None] * stride_ol + cols[None, :]
     tl.store(out, (acc * factor[:, None]).to(Out.dtype.element_ty), mask=row_ok[:, None] & (cols < D)[None, :])
 
 
@@ -174,7 +173,7 @@ def _gated_xattn_bwd_dq_kernel(
 ):
     tiles = tl.cdiv(Lq, BLOCK_M)
     tile = tl.program_id(0) % tiles
-    bh = tl.program_id(0) // tiles
+    bh = (tl.program_id(0) // tiles).to(tl.int64)  # int64 offsets: b * stride may pass 2^31
     b = bh // H
     head = bh % H
     kv_head = head // GROUP
@@ -182,15 +181,15 @@ def _gated_xattn_bwd_dq_kernel(
     row_ok = rows < Lq
     start, end, lo, hi = _row_ranges(Start, End, b, rows, row_ok, Lq, Lk)
     gate = _tanh_gate(Gate, HAS_GATE)
-    q0, q1, q2 = _load_pieces(Q + b.to(tl.int64) * stride_qb + head * stride_qh, rows, row_ok, stride_ql, D, D0, D1,
+    q0, q1, q2 = _load_pieces(Q + b * stride_qb + head * stride_qh, rows, row_ok, stride_ql, D, D0, D1,
                               D2)
-    do0, do1, do2 = _load_pieces(GradOut + b.to(tl.int64) * stride_dob + head * stride_doh, rows, row_ok, stride_dol,
+    do0, do1, do2 = _load_pieces(GradOut + b * stride_dob + head * stride_doh, rows, row_ok, stride_dol,
                                  D, D0, D1, D2)
-    lse2 = tl.load(Lse + bh.to(tl.int64) * Lq + rows, mask=row_ok, other=0.0) * 1.4426950408889634
+    lse2 = tl.load(Lse + bh * Lq + rows, mask=row_ok, other=0.0) * 1.4426950408889634
     lse2 = tl.where(lse2 == float("-inf"), 0.0, lse2)  # empty rows: every score is masked
-    delta = tl.load(Delta + bh.to(tl.int64) * Lq + rows, mask=row_ok, other=0.0)
-    k_base = K + b.to(tl.int64) * stride_kb + kv_head * stride_kh
-    v_base = V + b.to(tl.int64) * stride_vb + kv_head * stride_vh
+    delta = tl.load(Delta + bh * Lq + rows, mask=row_ok, other=0.0)
+    k_base = K + b * stride_kb + kv_head * stride_kh
+    v_base = V + b * stride_vb + kv_head * stride_vh
     dq0 = tl.zeros([BLOCK_M, D0], tl.float32)
     dq1 = tl.zeros([BLOCK_M, D1 if D1 > 0 else D0], tl.float32)
     dq2 = tl.zeros([BLOCK_M, D2 if D2 > 0 else D0], tl.float32)
@@ -213,8 +212,8 @@ def _gated_xattn_bwd_dq_kernel(
         if D2 > 0:
             dq2 += tl.dot(ds, k2, input_precision=PRECISION)
     if HAS_GATE:
-        tl.store(RowDot + bh.to(tl.int64) * Lq + rows, row_dot, mask=row_ok)
-    _store_pieces(GradQ + b.to(tl.int64) * stride_dqb + head * stride_dqh, rows, row_ok, stride_dql, dq0 * scale,
+        tl.store(RowDot + bh * Lq + rows, row_dot, mask=row_ok)
+    _store_pieces(GradQ + b * stride_dqb + head * stride_dqh, rows, row_ok, stride_dql, dq0 * scale,
                   dq1 * scale, dq2 * scale, D, D0, D1, D2)
 
 
@@ -229,7 +228,7 @@ def _gated_xattn_bwd_dkdv_kernel(
 ):
     tiles = tl.cdiv(Lk, BLOCK_N)
     tile = tl.program_id(0) % tiles
-    bk = tl.program_id(0) // tiles
+    bk = (tl.program_id(0) // tiles).to(tl.int64)
     b = bk // Hk
     kv_head = bk % Hk
     cols = tile * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -237,9 +236,9 @@ def _gated_xattn_bwd_dkdv_kernel(
     col_first = tile * BLOCK_N
     col_last = tl.minimum(col_first + BLOCK_N, Lk)
     gate = _tanh_gate(Gate, HAS_GATE)
-    k0, k1, k2 = _load_pieces(K + b.to(tl.int64) * stride_kb + kv_head * stride_kh, cols, col_ok, stride_kl, D, D0,
+    k0, k1, k2 = _load_pieces(K + b * stride_kb + kv_head * stride_kh, cols, col_ok, stride_kl, D, D0,
                               D1, D2)
-    v0, v1, v2 = _load_pieces(V + b.to(tl.int64) * stride_vb + kv_head * stride_vh, cols, col_ok, stride_vl, D, D0,
+    v0, v1, v2 = _load_pieces(V + b * stride_vb + kv_head * stride_vh, cols, col_ok, stride_vl, D, D0,
                               D1, D2)
     dk0 = tl.zeros([BLOCK_N, D0], tl.float32)
     dk1 = tl.zeros([BLOCK_N, D1 if D1 > 0 else D0], tl.float32)
@@ -256,13 +255,13 @@ def _gated_xattn_bwd_dkdv_kernel(
             for g in range(GROUP):
                 head = kv_head * GROUP + g
                 bh = b * H + head
-                q0, q1, q2 = _load_pieces(Q + b.to(tl.int64) * stride_qb + head * stride_qh, rows, row_ok, stride_ql,
+                q0, q1, q2 = _load_pieces(Q + b * stride_qb + head * stride_qh, rows, row_ok, stride_ql,
                                           D, D0, D1, D2)
-                do0, do1, do2 = _load_pieces(GradOut + b.to(tl.int64) * stride_dob + head * stride_doh, rows, row_ok,
+                do0, do1, do2 = _load_pieces(GradOut + b * stride_dob + head * stride_doh, rows, row_ok,
                                              stride_dol, D, D0, D1, D2)
-                lse2 = tl.load(Lse + bh.to(tl.int64) * Lq + rows, mask=row_ok, other=0.0) * 1.4426950408889634
+                lse2 = tl.load(Lse + bh * Lq + rows, mask=row_ok, other=0.0) * 1.4426950408889634
                 lse2 = tl.where(lse2 == float("-inf"), 0.0, lse2)
-                delta = tl.load(Delta + bh.to(tl.int64) * Lq + rows, mask=row_ok, other=0.0)
+                delta = tl.load(Delta + bh * Lq + rows, mask=row_ok, other=0.0)
                 # Transposed tiles [keys, queries]: the accumulated gradients are per key.
                 s_t = _dot_nt(k0, k1, k2, q0, q1, q2, D1, D2, PRECISION) * scale_log2
                 p_t = tl.where(visible, tl.exp2(s_t - lse2[None, :]), 0.0)
@@ -278,9 +277,9 @@ def _gated_xattn_bwd_dkdv_kernel(
                     dv2 += tl.dot(p_t, do2, input_precision=PRECISION)
                     dk2 += tl.dot(ds_t, q2, input_precision=PRECISION)
     # The gated output's grad_out is gate * grad_out: dV takes the gate once here.
-    _store_pieces(GradK + b.to(tl.int64) * stride_dkb + kv_head * stride_dkh, cols, col_ok, stride_dkl, dk0 * scale,
+    _store_pieces(GradK + b * stride_dkb + kv_head * stride_dkh, cols, col_ok, stride_dkl, dk0 * scale,
                   dk1 * scale, dk2 * scale, D, D0, D1, D2)
-    _store_pieces(GradV + b.to(tl.int64) * stride_dvb + kv_head * stride_dvh, cols, col_ok, stride_dvl, dv0 * gate,
+    _store_pieces(GradV + b * stride_dvb + kv_head * stride_dvh, cols, col_ok, stride_dvl, dv0 * gate,
                   dv1 * gate, dv2 * gate, D, D0, D1, D2)
 
 
@@ -288,8 +287,8 @@ def _fwd_blocks(D: int, Lq: int) -> tuple:
     """(BLOCK_M, BLOCK_N, num_warps) of the forward; decode rows take the smallest tl.dot tile."""
     if Lq <= 16:
         return 16, 64, 4
-    if D <= 128:
-        return 128, 64, 8 if D > 64 else 4
+    if D <= 128:  # 8 warps for masked head dims, as varlen_attention's forward
+        return 128, 64, 8 if D > 64 or D % 16 else 4
     return 64, 32, 8
 
 
@@ -311,21 +310,19 @@ def num_splits(B: int, H: int, Lq: int, Lk: int, block_m: int, block_n: int) -> 
     return max(1, min(16, triton.cdiv(256, programs), triton.cdiv(Lk, 4 * block_n)))
 
 
-def _check(q, k, v, kv_start, kv_end, gate):
-    _ops.check_inputs(q, k, v, kv_start, kv_end, gate)
-    if q.dtype not in _TRITON_DTYPES:
-        raise ValueError(f"vlmops.gated_cross_attention: the Triton kernels take float32, float16 or bfloat16, got {q.dtype}")
+def _combine_block_d(D: int) -> int:
+    return max(16, triton.next_power_of_2(D))
 
 
 def _strides(t):
-    return t.stride(0), t.stride(1), t.stride(2)
+    """(batch, row, head) strides of a [B, L, heads, D] tensor, as the kernels take them."""
+    return kernel_strides(t)[:3]
 
 
 def gated_cross_attention(q, k, v, kv_start, kv_end, gate=None, softmax_scale=None, *, block_m=None, block_n=None,
                           splits=None, num_warps=None):
     """The forward launcher: (out [B, Lq, H, D], lse [B, H, Lq] float32). Block sizes and the number of
     key splits may be overridden (the interpreter tests use small ones)."""
-    _check(q, k, v, kv_start, kv_end, gate)
     q, k, v = unit_stride_d(q, k, v)
     B, Lq, H, D = q.shape
     Lk, Hk = k.shape[1], k.shape[2]
@@ -357,7 +354,7 @@ def gated_cross_attention(q, k, v, kv_start, kv_end, gate=None, softmax_scale=No
         if n_splits > 1:
             _gated_xattn_combine_kernel[(triton.cdiv(Lq, 16) * B * H,)](
                 part_out, part_lse, out, lse, gate_arg, *_strides(out), Lq, H, B * H,
-                D=D, BLOCK_D=triton.next_power_of_2(D), BLOCK_M=16, SPLITS=n_splits, HAS_GATE=has_gate, num_warps=4,
+                D=D, BLOCK_D=_combine_block_d(D), BLOCK_M=16, SPLITS=n_splits, HAS_GATE=has_gate, num_warps=4,
             )
     return out, lse
 
@@ -365,16 +362,9 @@ def gated_cross_attention(q, k, v, kv_start, kv_end, gate=None, softmax_scale=No
 def gated_cross_attention_backward(grad_out, q, k, v, out, lse, kv_start, kv_end, gate=None, softmax_scale=None, *,
                                    block_m=None, block_n=None, num_warps=None):
     """The backward launcher: (grad_q, grad_k, grad_v, grad_gate), deterministic (no atomics)."""
-    _check(q, k, v, kv_start, kv_end, gate)
     grad_out, q, k, v, out = unit_stride_d(grad_out, q, k, v, out)
     B, Lq, H, D = q.shape
     Lk, Hk = k.shape[1], k.shape[2]
-    if grad_out.shape != q.shape or out.shape != q.shape:
-        raise ValueError(f"vlmops.gated_cross_attention_backward: grad_out and out must have q's shape {tuple(q.shape)}")
-    if lse.shape != (B, H, Lq) or lse.dtype != torch.float32:
-        raise ValueError(
-            f"vlmops.gated_cross_attention_backward: lse must be float32 [{B}, {H}, {Lq}], got {lse.dtype} {tuple(lse.shape)}"
-        )
     grad_q = torch.zeros_like(q, memory_format=torch.contiguous_format)
     grad_k = torch.zeros_like(k, memory_format=torch.contiguous_format)
     grad_v = torch.zeros_like(v, memory_format=torch.contiguous_format)
@@ -413,18 +403,16 @@ def gated_cross_attention_backward(grad_out, q, k, v, out, lse, kv_start, kv_end
     return grad_q, grad_k, grad_v, grad_gate
 
 
-torch.library.register_kernel("vlmops::gated_cross_attention", "cuda", gated_cross_attention)
-torch.library.register_kernel("vlmops::gated_cross_attention_backward", "cuda", gated_cross_attention_backward)
-
-
 def _specs():
     """Representative launches for the static kernel report: Llama 3.2 Vision 11B's cross-attention
     (H=32, Hk=8, D=128; prefill and decode against 4 x 1601 keys) and OpenFlamingo-9B's
-    (MPT-7B: H=32, D=128 over 64 latents per image); bf16."""
+    (MPT-7B: H=32, D=128 over 64 latents per image), and D=8 of the tiny test configurations (one
+    masked 16-wide piece); bf16."""
     specs = []
     for config, H, Hk, D, Lq, Lk in (("mllama-11b:prefill", 32, 8, 128, 2048, 6404),
                                      ("mllama-11b:decode", 32, 8, 128, 1, 6404),
-                                     ("openflamingo-9b:prefill", 32, 32, 128, 2048, 5 * 64)):
+                                     ("openflamingo-9b:prefill", 32, 32, 128, 2048, 5 * 64),
+                                     ("tiny-test-config:prefill", 4, 2, 8, 64, 128)):
         D0, D1, D2 = head_dim_pieces(D)
         bm, bn, warps = _fwd_blocks(D, Lq)
         splits = num_splits(1, H, Lq, Lk, bm, bn)
@@ -441,7 +429,7 @@ def _specs():
         if splits > 1:
             specs.append(make_spec(
                 _gated_xattn_combine_kernel, config, 4,
-                dict(D=D, BLOCK_D=triton.next_power_of_2(D), BLOCK_M=16, SPLITS=splits, HAS_GATE=True),
+                dict(D=D, BLOCK_D=_combine_block_d(D), BLOCK_M=16, SPLITS=splits, HAS_GATE=True),
                 PartOut=torch.float32, PartLse=torch.float32, Out=torch.bfloat16, Lse=torch.float32,
                 Gate=torch.bfloat16, stride_ob=Lq * H * D, stride_ol=H * D, stride_oh=D, Lq=Lq, H=H, BH=H,
             ))

@@ -1,6 +1,8 @@
 """Triton kernels of block-diagonal packed (varlen) attention: the CUDA kernels of the public ops
 ``vlmops::varlen_attention`` and ``vlmops::varlen_attention_backward`` (attention's CUDA owner is
-Triton; there is no CUDA C++ variant).
+Triton; there is no CUDA C++ variant). The launchers take inputs that the op's C++ entry has checked
+(csrc/triton/varlen_attention.cpp); they are registered as the CUDA kernels of the private ops
+``vlmops::_varlen_attention_triton`` and ``_varlen_attention_backward_triton`` by vlmops.ops.registry.
 
 Same semantics, shapes and outputs as the C++ kernels (csrc/cpu/varlen_attention.cpp), for float32,
 float16 and bfloat16 (float64 is CPU-only).
@@ -14,10 +16,14 @@ Design:
   segments (Qwen2.5-VL's 64-token windows, 64-256-token video frames) are therefore packed several
   per tile instead of wasting a padded tile each; a long segment costs at most one partial tile at
   each of its ends.
-- Head dims are padded only to the next multiple of 16 and split into up to three power-of-two
-  pieces (80 = 64 + 16, 72 -> 64 + 16, 112 = 64 + 32 + 16): every ``tl.dot`` over D is a sum of
-  dots over the pieces, so at most 8 columns of math per tile are wasted. The exception is a padded
-  240 (D = 232 or 240), which would take four pieces and runs as one 256 piece (16-24 columns).
+- Any head dim from 1 to 256: D is padded only to the next multiple of 16 (the padded lanes are
+  loaded as zeros and never stored) and split into up to three power-of-two pieces (80 = 64 + 16,
+  72 -> 64 + 16, 112 = 64 + 32 + 16): every ``tl.dot`` over D is a sum of dots over the pieces, so at
+  most 8 columns of math per tile are wasted for D >= 16 (a D below 16 runs as one 16 piece). The
+  exception is a padded 240 (D = 232 or 240), which would take four pieces and runs as one 256 piece.
+- Strides are honoured as given (a copy only for a D that is not unit-stride); a size-1 dim's stride
+  is replaced by its contiguous value (``kernel_strides``). Batch and head offsets are int64, row
+  offsets are int64 products: views whose offsets pass 2^31 elements index correctly.
 - Invalid cu_seqlens are not detected on the GPU (that would synchronize) but cannot cause
   out-of-bounds reads: segment ids are clamped to [0, B), key and query ranges to [0, N].
 - Backward (flash-attention 2, probabilities recomputed from the saved log-sum-exp): one kernel for
@@ -29,13 +35,9 @@ import torch
 import triton
 import triton.language as tl
 
-from vlmops.ops import varlen_attention as _ops
 from vlmops.triton import KERNEL_SPECS, device_guard, make_spec
 
 LOG2E = 1.4426950408889634
-LN2 = 0.6931471805599453
-
-_TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def head_dim_pieces(D: int) -> tuple:
@@ -117,7 +119,7 @@ def _varlen_attention_fwd_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
 ):
     tile = tl.program_id(0)
-    head = tl.program_id(1)
+    head = tl.program_id(1).to(tl.int64)  # int64 head offsets: head * stride may pass 2^31
     kv_head = head // GROUP
     rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
     row_ok = rows < Nq
@@ -151,7 +153,7 @@ def _varlen_attention_fwd_kernel(
     has_keys = l_i > 0.0
     inv = tl.where(has_keys, 1.0 / tl.where(has_keys, l_i, 1.0), 0.0)
     lse = tl.where(has_keys, (m_i + tl.log2(tl.where(has_keys, l_i, 1.0))) * 0.6931471805599453, float("-inf"))
-    tl.store(Lse + head.to(tl.int64) * Nq + rows, lse, mask=row_ok)
+    tl.store(Lse + head * Nq + rows, lse, mask=row_ok)
     _store_pieces(Out + head * stride_oh, rows, row_ok, stride_on, acc0 * inv[:, None], acc1 * inv[:, None],
                   acc2 * inv[:, None], D, D0, D1, D2)
 
@@ -165,14 +167,14 @@ def _varlen_attention_bwd_dq_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
 ):
     tile = tl.program_id(0)
-    head = tl.program_id(1)
+    head = tl.program_id(1).to(tl.int64)  # int64 head offsets: head * stride may pass 2^31
     kv_head = head // GROUP
     rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
     row_ok = rows < Nq
     seg_rows, k_begin, k_end = _segment_range(SegmentsQ, CuK, rows, row_ok, Nk)
     q0, q1, q2 = _load_pieces(Q + head * stride_qh, rows, row_ok, stride_qn, D, D0, D1, D2)
     do0, do1, do2 = _load_pieces(GradOut + head * stride_doh, rows, row_ok, stride_don, D, D0, D1, D2)
-    lse2 = tl.load(Lse + head.to(tl.int64) * Nq + rows, mask=row_ok, other=0.0) * 1.4426950408889634
+    lse2 = tl.load(Lse + head * Nq + rows, mask=row_ok, other=0.0) * 1.4426950408889634
     lse2 = tl.where(lse2 == float("-inf"), 0.0, lse2)  # rows without keys: every score is masked
     delta = tl.load(Delta + head * Nq + rows, mask=row_ok, other=0.0)
     dq0 = tl.zeros([BLOCK_M, D0], tl.float32)
@@ -208,7 +210,7 @@ def _varlen_attention_bwd_dkdv_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
 ):
     tile = tl.program_id(0)
-    kv_head = tl.program_id(1)
+    kv_head = tl.program_id(1).to(tl.int64)
     cols = tile * BLOCK_N + tl.arange(0, BLOCK_N)
     col_ok = cols < Nk
     seg_cols, q_begin, q_end = _segment_range(SegmentsK, CuQ, cols, col_ok, Nq)
@@ -228,7 +230,7 @@ def _varlen_attention_bwd_dkdv_kernel(
             seg_rows = tl.load(SegmentsQ + rows, mask=row_ok, other=-1)
             q0, q1, q2 = _load_pieces(Q + head * stride_qh, rows, row_ok, stride_qn, D, D0, D1, D2)
             do0, do1, do2 = _load_pieces(GradOut + head * stride_doh, rows, row_ok, stride_don, D, D0, D1, D2)
-            lse2 = tl.load(Lse + head.to(tl.int64) * Nq + rows, mask=row_ok, other=0.0) * 1.4426950408889634
+            lse2 = tl.load(Lse + head * Nq + rows, mask=row_ok, other=0.0) * 1.4426950408889634
             lse2 = tl.where(lse2 == float("-inf"), 0.0, lse2)
             delta = tl.load(Delta + head * Nq + rows, mask=row_ok, other=0.0)
             # Transposed tiles [keys, queries]: the accumulated gradients are per key.
@@ -260,9 +262,10 @@ def segment_ids(cu_seqlens: torch.Tensor, tokens: int) -> torch.Tensor:
 
 
 def _block_sizes(D: int) -> tuple:
-    """(BLOCK_M, BLOCK_N, num_warps) of the forward on a GPU."""
+    """(BLOCK_M, BLOCK_N, num_warps) of the forward on a GPU. A head dim up to 64 that is not a multiple
+    of 16 (masked lanes) spilled on sm_80 with 4 warps (D = 1-15 and 56 in the static report): 8 warps."""
     if D <= 128:
-        return 128, 64, 8 if D > 64 else 4
+        return 128, 64, 8 if D > 64 or D % 16 else 4
     return 64, 32, 8
 
 
@@ -288,12 +291,20 @@ def unit_stride_d(*tensors):
     return tuple(t if t.stride(-1) == 1 or t.shape[-1] <= 1 else t.contiguous() for t in tensors)
 
 
-def _check(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k):
-    _ops.check_inputs(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
-    if q.dtype not in _TRITON_DTYPES:
-        raise ValueError(f"vlmops.varlen_attention: the Triton kernels take float32, float16 or bfloat16, got {q.dtype}")
-    if cu_seqlens_q.numel() == 1 and (q.shape[0] or k.shape[0]):
-        raise ValueError("vlmops.varlen_attention: cu_seqlens with no segment (B = 0) needs empty q and k")
+def kernel_strides(t: torch.Tensor) -> tuple:
+    """t's strides as the kernels take them: a size-1 dim indexes nothing and torch leaves its stride
+    arbitrary (a [1, H, D] view may have stride(0) == 1), so it gets its contiguous value instead and
+    the JIT specializes on the strides that matter only."""
+    strides, contiguous = [], 1
+    for size, stride in zip(reversed(t.shape), reversed(t.stride())):
+        strides.append(stride if size > 1 else contiguous)
+        contiguous *= max(size, 1)
+    return tuple(reversed(strides))
+
+
+def _token_head_strides(*tensors) -> tuple:
+    """(token stride, head stride) of each [N, heads, D] tensor, as the kernels take them."""
+    return tuple(stride for t in tensors for stride in kernel_strides(t)[:2])
 
 
 def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q=None, max_seqlen_k=None, softmax_scale=None,
@@ -301,13 +312,12 @@ def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q=None, max
     """The forward launcher: (out [Nq, H, D], lse [H, Nq] float32). Block sizes, warps and pipeline
     stages may be overridden (the interpreter tests use small blocks to cross many tile and segment
     boundaries; tools/tune_attention.py times the choices on a GPU)."""
-    _check(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
     q, k, v = unit_stride_d(q, k, v)
     Nq, H, D = q.shape
     Nk, Hk, _ = k.shape
     out = torch.empty_like(q, memory_format=torch.contiguous_format)
     lse = torch.empty(H, Nq, device=q.device, dtype=torch.float32)
-    if Nq == 0:
+    if q.numel() == 0:
         return out, lse
     scale = D**-0.5 if softmax_scale is None else softmax_scale
     bm, bn, warps = _block_sizes(D)
@@ -317,8 +327,7 @@ def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q=None, max
         seg_q, seg_k = segment_ids(cu_seqlens_q, Nq), segment_ids(cu_seqlens_k, Nk)
         _varlen_attention_fwd_kernel[(triton.cdiv(Nq, bm), H)](
             q, k, v, out, lse, seg_q, seg_k, cu_seqlens_k,
-            q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), out.stride(0), out.stride(1),
-            Nq, Nk, scale * LOG2E,
+            *_token_head_strides(q, k, v, out), Nq, Nk, scale * LOG2E,
             GROUP=H // Hk, D=D, D0=D0, D1=D1, D2=D2, BLOCK_M=bm, BLOCK_N=bn,
             PRECISION="ieee" if q.dtype == torch.float32 else "tf32", num_warps=warps,
             **({} if num_stages is None else {"num_stages": num_stages}),
@@ -329,18 +338,13 @@ def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q=None, max
 def varlen_attention_backward(grad_out, q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, max_seqlen_q=None,
                               max_seqlen_k=None, softmax_scale=None, *, block_m=None, block_n=None, num_warps=None):
     """The backward launcher: (grad_q, grad_k, grad_v), deterministic (no atomics)."""
-    _check(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
     grad_out, q, k, v, out = unit_stride_d(grad_out, q, k, v, out)
     Nq, H, D = q.shape
     Nk, Hk, _ = k.shape
-    if grad_out.shape != q.shape or out.shape != q.shape:
-        raise ValueError(f"vlmops.varlen_attention_backward: grad_out and out must have q's shape {tuple(q.shape)}")
-    if lse.shape != (H, Nq) or lse.dtype != torch.float32:
-        raise ValueError(f"vlmops.varlen_attention_backward: lse must be float32 [{H}, {Nq}], got {lse.dtype} {tuple(lse.shape)}")
     grad_q = torch.zeros_like(q, memory_format=torch.contiguous_format)
     grad_k = torch.zeros_like(k, memory_format=torch.contiguous_format)
     grad_v = torch.zeros_like(v, memory_format=torch.contiguous_format)
-    if Nq == 0 or Nk == 0:
+    if q.numel() == 0 or k.numel() == 0:
         return grad_q, grad_k, grad_v
     scale = D**-0.5 if softmax_scale is None else softmax_scale
     dq_blocks = (block_m or BWD_DQ_BLOCKS[0], block_n or BWD_DQ_BLOCKS[1])
@@ -355,29 +359,24 @@ def varlen_attention_backward(grad_out, q, k, v, out, lse, cu_seqlens_q, cu_seql
                       num_warps=num_warps or _bwd_num_warps(D))
         _varlen_attention_bwd_dq_kernel[(triton.cdiv(Nq, dq_blocks[0]), H)](
             q, k, v, grad_out, lse, delta, grad_q, seg_q, seg_k, cu_seqlens_k,
-            q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
-            grad_out.stride(0), grad_out.stride(1), grad_q.stride(0), grad_q.stride(1),
-            Nq, Nk, scale, scale * LOG2E, BLOCK_M=dq_blocks[0], BLOCK_N=dq_blocks[1], **common,
+            *_token_head_strides(q, k, v, grad_out, grad_q), Nq, Nk, scale, scale * LOG2E,
+            BLOCK_M=dq_blocks[0], BLOCK_N=dq_blocks[1], **common,
         )
         _varlen_attention_bwd_dkdv_kernel[(triton.cdiv(Nk, dkdv_blocks[1]), Hk)](
             q, k, v, grad_out, lse, delta, grad_k, grad_v, seg_q, seg_k, cu_seqlens_q,
-            q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
-            grad_out.stride(0), grad_out.stride(1), grad_k.stride(0), grad_k.stride(1), grad_v.stride(0),
-            grad_v.stride(1), Nq, Nk, scale, scale * LOG2E, BLOCK_M=dkdv_blocks[0], BLOCK_N=dkdv_blocks[1], **common,
+            *_token_head_strides(q, k, v, grad_out, grad_k, grad_v), Nq, Nk, scale, scale * LOG2E,
+            BLOCK_M=dkdv_blocks[0], BLOCK_N=dkdv_blocks[1], **common,
         )
     return grad_q, grad_k, grad_v
 
 
-torch.library.register_kernel("vlmops::varlen_attention", "cuda", varlen_attention)
-torch.library.register_kernel("vlmops::varlen_attention_backward", "cuda", varlen_attention_backward)
-
-
 def _specs():
     """Representative launches for the static kernel report (Qwen2.5-VL D=80, SigLIP-so400m D=72,
-    InternViT-6B D=128; bf16, the GPU dtype of these towers)."""
+    InternViT-6B D=128, and D=8 of the tiny test configurations (one masked 16-wide piece); bf16, the
+    GPU dtype of these towers)."""
     specs = []
     for config, D, H, Hk in (("qwen2.5-vl-vision", 80, 16, 16), ("siglip-so400m", 72, 16, 16),
-                             ("internvit-6b", 128, 25, 25)):
+                             ("internvit-6b", 128, 25, 25), ("tiny-test-config", 8, 4, 2)):
         D0, D1, D2 = head_dim_pieces(D)
         N = 16384
         qkv = dict(stride_qn=H * D, stride_qh=D, stride_kn=Hk * D, stride_kh=D, stride_vn=Hk * D, stride_vh=D)

@@ -1,58 +1,70 @@
 #pragma once
-// Host-side argument checks of the gated cross-attention ops, shared by every C++ entry point (the
-// Python wrapper checks the same things first, with the user's argument names).
+// The contract of vlmops::gated_cross_attention and vlmops::gated_cross_attention_backward, for every
+// device's entry point (the rules shared with varlen attention: vlmops/varlen_attention_checks.h).
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
-#include <c10/util/Optional.h>
 
 #include <cstdint>
+#include <optional>
+#include <utility>
+
+#include "vlmops/checks.h"
+#include "vlmops/varlen_attention_checks.h"
 
 namespace vlmops {
+namespace gated_checks {
 
-// Shapes, dtypes and devices of q [B, Lq, H, D], k/v [B, Lk, Hk, D], kv_start/kv_end int32 [B, Lq] and
-// the optional one-element gate.
-inline void check_gated_cross_attention_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                               const at::Tensor& kv_start, const at::Tensor& kv_end,
-                                               const c10::optional<at::Tensor>& gate) {
-  constexpr const char* fn = "vlmops.gated_cross_attention: ";
-  TORCH_CHECK(q.dim() == 4, fn, "q must be [B, Lq, H, D], got ", q.dim(), " dims");
-  TORCH_CHECK(k.dim() == 4, fn, "k must be [B, Lk, Hk, D], got ", k.dim(), " dims");
-  TORCH_CHECK(v.sizes() == k.sizes(), fn, "v must have k's shape ", k.sizes(), ", got ", v.sizes());
-  const at::ScalarType t = q.scalar_type();
-  TORCH_CHECK(t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16, fn,
-              "q must be float32, float64, float16 or bfloat16, got ", t);
-  TORCH_CHECK(k.scalar_type() == t && v.scalar_type() == t, fn, "q, k, v must share one dtype, got ", t, ", ",
-              k.scalar_type(), ", ", v.scalar_type());
-  TORCH_CHECK(k.device() == q.device() && v.device() == q.device(), fn, "q is on ", q.device(), " but k is on ",
-              k.device(), " and v on ", v.device());
-  const int64_t B = q.size(0), Lq = q.size(1), H = q.size(2), D = q.size(3), Hk = k.size(2);
-  TORCH_CHECK(k.size(0) == B, fn, "k has batch ", k.size(0), " but q has ", B);
-  TORCH_CHECK(k.size(3) == D, fn, "k has head dim ", k.size(3), " but q has ", D);
-  TORCH_CHECK(D >= 8 && D <= 256 && D % 8 == 0, fn, "head dim must be a multiple of 8 in [8, 256], got ", D);
-  TORCH_CHECK(Hk >= 1 && H % Hk == 0, fn, "q heads (", H, ") must be a multiple of k/v heads (", Hk, ")");
-  for (const at::Tensor* r : {&kv_start, &kv_end}) {
-    const char* name = r == &kv_start ? "kv_start" : "kv_end";
-    TORCH_CHECK(r->scalar_type() == at::kInt, fn, name, " must be int32, got ", r->scalar_type());
-    TORCH_CHECK(r->dim() == 2 && r->size(0) == B && r->size(1) == Lq, fn, name, " must be [B, Lq] = [", B, ", ", Lq,
-                "], got ", r->sizes());
-    TORCH_CHECK(r->device() == q.device(), fn, name, " is on ", r->device(), " but q is on ", q.device());
-  }
-  if (gate.has_value()) {
-    TORCH_CHECK(gate->numel() == 1 && gate->dim() <= 1, fn, "gate must be a scalar tensor (shape [] or [1]), got ",
-                gate->sizes());
-    TORCH_CHECK(at::isFloatingType(gate->scalar_type()), fn, "gate must be a float tensor, got ", gate->scalar_type());
-    TORCH_CHECK(gate->device() == q.device(), fn, "gate is on ", gate->device(), " but q is on ", q.device());
+// Values of CPU key ranges: 0 <= kv_start <= kv_end <= Lk on every row. The kernels index k and v with them.
+inline void range_values(const char* op, const at::Tensor& kv_start, const at::Tensor& kv_end, int64_t Lk) {
+  const auto start = kv_start.accessor<int32_t, 2>(), end = kv_end.accessor<int32_t, 2>();
+  for (int64_t b = 0; b < kv_start.size(0); ++b) {
+    for (int64_t i = 0; i < kv_start.size(1); ++i) {
+      TORCH_CHECK_VALUE(start[b][i] >= 0 && start[b][i] <= end[b][i] && end[b][i] <= Lk, "vlmops.", op,
+                        ": row ", i, " of batch ", b, " has key range [kv_start, kv_end) = [", start[b][i], ", ",
+                        end[b][i], "), which must satisfy 0 <= kv_start <= kv_end <= Lk = ", Lk);
+    }
   }
 }
 
-// Values of CPU key ranges: 0 <= kv_start <= kv_end <= Lk for every row. Checked eagerly because the
-// kernels index k/v with them.
-inline void check_kv_range_values(const int32_t* start, const int32_t* end, int64_t rows, int64_t Lq, int64_t Lk) {
-  for (int64_t i = 0; i < rows; ++i) {
-    TORCH_CHECK(start[i] >= 0 && end[i] <= Lk && start[i] <= end[i],
-                "vlmops.gated_cross_attention: row ", i % Lq, " of batch ", i / Lq, " has key range [", start[i], ", ",
-                end[i], "), which must satisfy 0 <= kv_start <= kv_end <= Lk = ", Lk);
+}  // namespace gated_checks
+
+// q [B, Lq, H, D], k/v [B, Lk, Hk, D] (float, one dtype and device), kv_start/kv_end int32 [B, Lq] on
+// q's device (values checked on CPU, where reading them costs no synchronization), gate a one-element
+// float tensor on q's device or none, softmax_scale finite.
+inline void check_gated_cross_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                        const at::Tensor& kv_start, const at::Tensor& kv_end,
+                                        const std::optional<at::Tensor>& gate, std::optional<double> softmax_scale,
+                                        const char* op = "gated_cross_attention") {
+  attention_checks::qkv(op, q, k, v, 4, "[B, Lq, H, D]", "[B, Lk, Hk, D]");
+  TORCH_CHECK_VALUE(k.size(0) == q.size(0), "vlmops.", op, ": k's batch ", k.size(0), " must equal q's ", q.size(0));
+  const int64_t B = q.size(0), Lq = q.size(1);
+  using attention_checks::Named;
+  for (const auto& [name, r] : {Named{"kv_start", &kv_start}, Named{"kv_end", &kv_end}}) {
+    checks::dtype_is(op, name, *r, at::kInt);
+    checks::shape_is(op, name, *r, {B, Lq}, "[B, Lq]");
+    checks::same_device(op, name, *r, "q", q);
   }
+  if (gate.has_value()) {
+    TORCH_CHECK_VALUE(gate->numel() == 1 && gate->dim() <= 1, "vlmops.", op,
+                      ": gate must be a one-element tensor (shape [] or [1]), got shape ", gate->sizes());
+    checks::float_dtype(op, "gate", *gate);
+    checks::same_device(op, "gate", *gate, "q", q);
+  }
+  attention_checks::softmax_scale(op, softmax_scale);
+  if (kv_start.is_cpu()) gated_checks::range_values(op, kv_start, kv_end, k.size(1));
+}
+
+// The forward's contract, and grad_out/out with q's shape, dtype and device, lse [B, H, Lq] in
+// attention_lse_dtype(q) on q's device.
+inline void check_gated_cross_attention_backward(const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k,
+                                                 const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse,
+                                                 const at::Tensor& kv_start, const at::Tensor& kv_end,
+                                                 const std::optional<at::Tensor>& gate,
+                                                 std::optional<double> softmax_scale) {
+  constexpr const char* op = "gated_cross_attention_backward";
+  check_gated_cross_attention(q, k, v, kv_start, kv_end, gate, softmax_scale, op);
+  attention_checks::grad_out_and_out(op, grad_out, out, q);
+  attention_checks::lse(op, lse, {q.size(0), q.size(2), q.size(1)}, "[B, H, Lq]", q);
 }
 
 }  // namespace vlmops
