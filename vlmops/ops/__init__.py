@@ -7,28 +7,29 @@ the private op `vlmops::_<op>_triton` that the C++ CUDA entry calls after its ch
 ops whose CUDA owner is Triton, and with VLMOPS_CUDA_BACKEND=triton (default: cuda) for the ops whose
 CUDA owner is CUDA C++ and that also have a Triton variant (benchmarks and tests).
 
-| op                                 | CPU                       | CUDA (public op)              | Triton variant                               |
-|------------------------------------|---------------------------|-------------------------------|----------------------------------------------|
-| pixel_shuffle                      | csrc/cpu/pixel_shuffle.cpp | csrc/cuda/pixel_shuffle.cu    | _pixel_shuffle_triton                        |
-| pixel_shuffle_backward             | csrc/cpu/pixel_shuffle.cpp | csrc/cuda/pixel_shuffle.cu    | _pixel_shuffle_backward_triton               |
-| pixel_shuffle_layer_norm           | csrc/cpu/pixel_shuffle.cpp | csrc/cuda/pixel_shuffle.cu    | _pixel_shuffle_layer_norm_triton             |
-| pixel_shuffle_layer_norm_backward  | csrc/cpu/pixel_shuffle.cpp | csrc/cuda/pixel_shuffle.cu    | _pixel_shuffle_layer_norm_backward_triton    |
-| patch_embed                        | csrc/cpu/patch_embed.cpp  | vlmops/triton/patch_embed.py  | (Triton owns the public op)                  |
-| patch_embed_backward               | csrc/cpu/patch_embed.cpp  | vlmops/triton/patch_embed.py  | (Triton owns the public op)                  |
-| rope (its backward: inverse=True)  | csrc/cpu/rope.cpp         | csrc/cuda/rope.cu             | _rope_triton                                 |
-| rope_ (in place)                   | csrc/cpu/rope.cpp         | csrc/cuda/rope.cu             | _rope_triton_                                |
-| varlen_attention                   | csrc/cpu/varlen_attention.cpp | vlmops/triton/varlen_attention.py (Triton) | none                    |
-| varlen_attention_backward          | csrc/cpu/varlen_attention.cpp | vlmops/triton/varlen_attention.py (Triton) | none                    |
-| gated_cross_attention              | csrc/cpu/gated_cross_attention.cpp | vlmops/triton/gated_cross_attention.py (Triton) | none          |
-| gated_cross_attention_backward     | csrc/cpu/gated_cross_attention.cpp | vlmops/triton/gated_cross_attention.py (Triton) | none          |
-| rms_norm                           | csrc/cpu/rms_norm.cpp     | vlmops/triton/rms_norm.py (Triton) | none                                  |
-| rms_norm_backward                  | csrc/cpu/rms_norm.cpp     | vlmops/triton/rms_norm.py (Triton) | none                                  |
-| silu_mul                           | csrc/cpu/silu_mul.cpp     | vlmops/triton/silu_mul.py (Triton) | none                                  |
-| silu_mul_backward                  | csrc/cpu/silu_mul.cpp     | vlmops/triton/silu_mul.py (Triton) | none                                  |
+| op                                 | CPU (C++)                          | CUDA (C++ entry, then kernel)                     | Triton kernel entry                        |
+|------------------------------------|------------------------------------|---------------------------------------------------|--------------------------------------------|
+| pixel_shuffle                      | csrc/cpu/pixel_shuffle.cpp         | csrc/cuda/pixel_shuffle.cu (CUDA C++)             | _pixel_shuffle_triton (variant)            |
+| pixel_shuffle_backward             | csrc/cpu/pixel_shuffle.cpp         | csrc/cuda/pixel_shuffle.cu (CUDA C++)             | _pixel_shuffle_backward_triton (variant)   |
+| pixel_shuffle_layer_norm           | csrc/cpu/pixel_shuffle.cpp         | csrc/cuda/pixel_shuffle.cu (CUDA C++)             | _pixel_shuffle_layer_norm_triton (variant) |
+| pixel_shuffle_layer_norm_backward  | csrc/cpu/pixel_shuffle.cpp         | csrc/cuda/pixel_shuffle.cu (CUDA C++)             | _pixel_shuffle_layer_norm_backward_triton (variant) |
+| rope (its backward: inverse=True)  | csrc/cpu/rope.cpp                  | csrc/cuda/rope.cu (CUDA C++)                      | _rope_triton (variant)                     |
+| rope_ (in place)                   | csrc/cpu/rope.cpp                  | csrc/cuda/rope.cu (CUDA C++)                      | _rope_triton_ (variant)                    |
+| patch_embed                        | csrc/cpu/patch_embed.cpp           | csrc/triton/patch_embed.cpp (Triton)              | _patch_embed_triton                        |
+| patch_embed_backward               | csrc/cpu/patch_embed.cpp           | csrc/triton/patch_embed.cpp (Triton)              | _patch_embed_backward_triton               |
+| varlen_attention                   | csrc/cpu/varlen_attention.cpp      | csrc/triton/varlen_attention.cpp (Triton)         | _varlen_attention_triton                   |
+| varlen_attention_backward          | csrc/cpu/varlen_attention.cpp      | csrc/triton/varlen_attention.cpp (Triton)         | _varlen_attention_backward_triton          |
+| gated_cross_attention              | csrc/cpu/gated_cross_attention.cpp | csrc/triton/gated_cross_attention.cpp (Triton)    | _gated_cross_attention_triton              |
+| gated_cross_attention_backward     | csrc/cpu/gated_cross_attention.cpp | csrc/triton/gated_cross_attention.cpp (Triton)    | _gated_cross_attention_backward_triton     |
+| rms_norm                           | csrc/cpu/rms_norm.cpp              | csrc/triton/rms_norm.cpp (Triton)                 | _rms_norm_triton                           |
+| rms_norm_backward                  | csrc/cpu/rms_norm.cpp              | csrc/triton/rms_norm.cpp (Triton)                 | _rms_norm_backward_triton                  |
+| silu_mul                           | csrc/cpu/silu_mul.cpp              | csrc/triton/silu_mul.cpp (Triton)                 | _silu_mul_triton                           |
+| silu_mul_backward                  | csrc/cpu/silu_mul.cpp              | csrc/triton/silu_mul.cpp (Triton)                 | _silu_mul_backward_triton                  |
+
+The Triton launchers live in vlmops/triton/<family>.py (``OpDef.triton`` names each).
 """
 
 import importlib
-import os
 
 from vlmops.ops import registry
 
@@ -43,31 +44,26 @@ FAMILIES = (
     "vlmops.ops.varlen_attention",
 )
 
-KERNEL_OWNERS = {
-    "pixel_shuffle": {"cpu": "C++", "cuda": "CUDA C++", "triton": "_pixel_shuffle_triton"},
-    "pixel_shuffle_backward": {"cpu": "C++", "cuda": "CUDA C++", "triton": "_pixel_shuffle_backward_triton"},
-    "pixel_shuffle_layer_norm": {"cpu": "C++", "cuda": "CUDA C++", "triton": "_pixel_shuffle_layer_norm_triton"},
-    "pixel_shuffle_layer_norm_backward": {
-        "cpu": "C++",
-        "cuda": "CUDA C++",
-        "triton": "_pixel_shuffle_layer_norm_backward_triton",
-    },
-    "patch_embed": {"cpu": "C++", "cuda": "Triton", "triton": None},
-    "patch_embed_backward": {"cpu": "C++", "cuda": "Triton", "triton": None},
-    "rope": {"cpu": "C++", "cuda": "CUDA C++", "triton": "_rope_triton"},
-    "rope_": {"cpu": "C++", "cuda": "CUDA C++", "triton": "_rope_triton_"},
-    # Attention's CUDA owner is Triton (registered on the public op); there is no CUDA C++ variant.
-    "varlen_attention": {"cpu": "C++", "cuda": "Triton", "triton": None},
-    "varlen_attention_backward": {"cpu": "C++", "cuda": "Triton", "triton": None},
-    "gated_cross_attention": {"cpu": "C++", "cuda": "Triton", "triton": None},
-    "gated_cross_attention_backward": {"cpu": "C++", "cuda": "Triton", "triton": None},
-    "rms_norm": {"cpu": "C++", "cuda": "Triton", "triton": None},
-    "rms_norm_backward": {"cpu": "C++", "cuda": "Triton", "triton": None},
-    "silu_mul": {"cpu": "C++", "cuda": "Triton", "triton": None},
-    "silu_mul_backward": {"cpu": "C++", "cuda": "Triton", "triton": None},
+# The CUDA kernel of each public op: "CUDA C++" (its Triton kernel entry, when it has one, is a variant
+# chosen with VLMOPS_CUDA_BACKEND=triton) or "Triton" (its C++ CUDA entry always calls the Triton kernel).
+CUDA_OWNERS = {
+    "pixel_shuffle": "CUDA C++",
+    "pixel_shuffle_backward": "CUDA C++",
+    "pixel_shuffle_layer_norm": "CUDA C++",
+    "pixel_shuffle_layer_norm_backward": "CUDA C++",
+    "rope": "CUDA C++",
+    "rope_": "CUDA C++",
+    "patch_embed": "Triton",
+    "patch_embed_backward": "Triton",
+    "varlen_attention": "Triton",
+    "varlen_attention_backward": "Triton",
+    "gated_cross_attention": "Triton",
+    "gated_cross_attention_backward": "Triton",
+    "rms_norm": "Triton",
+    "rms_norm_backward": "Triton",
+    "silu_mul": "Triton",
+    "silu_mul_backward": "Triton",
 }
-
-_BACKENDS = ("cuda", "triton")
 
 
 def register_all() -> None:
@@ -76,11 +72,3 @@ def register_all() -> None:
     for module in FAMILIES:
         importlib.import_module(module)
     registry.register_all()
-
-
-def cuda_backend() -> str:
-    """The CUDA kernel family the wrappers call: VLMOPS_CUDA_BACKEND=cuda (default) or triton."""
-    value = os.environ.get("VLMOPS_CUDA_BACKEND", "cuda").strip().lower()
-    if value not in _BACKENDS:
-        raise ValueError(f"VLMOPS_CUDA_BACKEND must be one of {_BACKENDS}, got {value!r}")
-    return value

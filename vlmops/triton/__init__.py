@@ -1,10 +1,12 @@
 """Triton kernels of vlmops, one module per op family, and their ahead-of-time compile specs.
 
-Importing a family module (e.g. ``vlmops.triton.pixel_shuffle``) registers its launchers as the CUDA
-kernels of the private ``vlmops::_<op>_triton`` ops. Each family module also appends to
-``KERNEL_SPECS`` one :class:`KernelSpec` per (kernel, representative configuration): the static
-kernel report (``tools/kernel_report.py``) compiles every spec for sm_80 and sm_90a without a GPU
-and reads registers, spills and shared memory. A new family adds its module name to ``FAMILIES``.
+A family module holds kernels and their launchers; it registers nothing when imported (the op
+registry, ``vlmops.ops.registry``, registers each launcher named by an ``OpDef`` as the CUDA kernel of
+the private ``vlmops::_<op>_triton`` op, which the op's C++ CUDA entry calls after its checks).
+Launchers take checked inputs. Each family module also appends to ``KERNEL_SPECS`` one
+:class:`KernelSpec` per (kernel, representative configuration): the static kernel report
+(``tools/kernel_report.py``) compiles every spec for sm_80 and sm_90a without a GPU and reads
+registers, spills, shared memory and access widths. A new family adds its module name to ``FAMILIES``.
 """
 
 import contextlib
@@ -97,16 +99,8 @@ def rows_2d(t: torch.Tensor) -> torch.Tensor:
     return t.reshape(-1, t.shape[-1])
 
 
-def register_kernels() -> None:
-    """Import every family module: registers its launchers with the dispatcher (the CUDA kernels of
-    the ops Triton owns, the ``_<op>_triton`` variants) and its specs in KERNEL_SPECS. ``import
-    vlmops`` calls it when CUDA is available, so ``torch.ops.vlmops.*`` have their CUDA kernels
-    before any wrapper runs."""
+def kernel_specs() -> list:
+    """Every family's specs (importing each family module fills KERNEL_SPECS)."""
     for module in FAMILIES:
         importlib.import_module(module)
-
-
-def kernel_specs() -> list:
-    """Every family's specs."""
-    register_kernels()
     return list(KERNEL_SPECS)
