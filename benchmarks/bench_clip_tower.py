@@ -8,7 +8,7 @@ alone (Conv2d + flatten + CLS concat + position add vs one ``patch_embed``).
 - `clip-vit-l14-336`: CLIP ViT-L/14 at 336 px (LLaVA-1.5's tower): hidden 1024, 16 heads, MLP 4096.
 - `siglip-so400m`: SigLIP so400m/14 at 384 px (LLaVA-OneVision's tower): hidden 1152, 16 heads, MLP 4304.
 
-Default sizes are reduced for the 2-core CPU (2 layers, 1 image at the real resolution); --full:
+Default sizes are reduced for CPU runs (2 layers, 1 image at the real resolution); --full:
 the real depth (24 / 27) and 8 images. fp32 on CPU, bf16 on CUDA. The FLOP count is the GEMMs'
 (projections, MLP, patch embedding, attention); the bytes are the pixels, the weights and the
 output, each once.

@@ -27,13 +27,13 @@ import torch.nn.functional as F
 import vlmops
 from benchmarks.harness import pick
 
-# Issue 5 (gated cross-attention), on this CPU in fp32 at the default (reduced) sizes, side by side.
+# CPU targets of gated cross-attention, fp32 at the default (reduced) sizes, side by side.
 CPU_TARGETS = [
     {
         "group": "gated_cross_attention:mllama-11b-1img:prefill",
         "baseline": "transformers",
         "min_speedup": 1.2,
-        "source": "issue 5: >= 1.2x the transformers Mllama cross-attention path, Lq=512, one image of 4x1601 keys, "
+        "source": ">= 1.2x the transformers Mllama cross-attention path, Lq=512, one image of 4x1601 keys, "
                   "37 text rows before it",
     },
 ]
@@ -115,7 +115,7 @@ def test_gated_cross_attention(benchmark, request, device, shape_name, impl, mod
         if impl == "transformers" and shape_name.startswith("openflamingo"):
             pytest.skip("transformers has no OpenFlamingo model")
         if device == "cpu" and pick(request, {"default": False, "full": True}) and impl != "vlmops" and Lq > 1:
-            pytest.skip("[B, Lq, Lk] masks at --full sizes on CPU: the issue's target is at the default sizes")
+            pytest.skip("[B, Lq, Lk] masks at --full sizes on CPU: the CPU target is at the default sizes")
         keys = torch.arange(Lk, device=device)
         visible = (keys >= start[..., None]) & (keys < end[..., None])  # built outside the timed call
         if impl == "dense-mask-sdpa":

@@ -8,7 +8,7 @@
   `[B, H*W, C]`) shuffles and eager PyTorch.
 
 Shapes: InternVL tiles (448 px / 14 = 32 x 32 tokens, 8 tiles) of InternViT-300M (C=1024) by
-default, which is also the shape of issue 2's CPU target; --full adds InternViT-6B (C=3200) and
+default, which is also the shape of the CPU targets; --full adds InternViT-6B (C=3200) and
 SmolVLM-256M (SigLIP-B 32 x 32 tokens, C=768, scale 4). Sizes are kept on CPU: 32 MiB fp32.
 """
 
@@ -18,20 +18,20 @@ import torch
 import vlmops
 from benchmarks.harness import pick, require_peer
 
-# Issue 2 (pixel shuffle): on this CPU the fused forward must be >= 2x the transformers path and
+# CPU targets of pixel shuffle: the fused forward must be >= 2x the transformers path and
 # faster than torch.compile of it. The runner checks these against the measured ratios.
 CPU_TARGETS = [
     {
         "group": "pixel_shuffle_layer_norm:internvl-300m:fwd",
         "baseline": "transformers",
         "min_speedup": 2.0,
-        "source": "issue 2: fused forward >= 2x the transformers path (InternVL shuffle + nn.LayerNorm)",
+        "source": "fused forward >= 2x the transformers path (InternVL shuffle + nn.LayerNorm)",
     },
     {
         "group": "pixel_shuffle_layer_norm:internvl-300m:fwd",
         "baseline": "torch.compile",
         "min_speedup": 1.0,
-        "source": "issue 2: fused forward faster than torch.compile of the transformers path",
+        "source": "fused forward faster than torch.compile of the transformers path",
     },
 ]
 

@@ -18,25 +18,25 @@ import torch
 import vlmops
 from benchmarks.harness import pick
 
-# Issue 3: on this CPU, forward at the vision shape (fp32) >= 3.5x transformers' rotary module +
+# CPU targets of RoPE: forward at the vision shape (fp32) >= 3.5x transformers' rotary module +
 # apply_rotary_pos_emb_vision and >= 2x torch.compile of that code.
 CPU_TARGETS = [
     {
         "group": "rope:qwen2-vl-vision:fwd",
         "baseline": "transformers",
         "min_speedup": 3.5,
-        "source": "issue 3: vision forward >= 3.5x transformers (rotary module + apply_rotary_pos_emb_vision)",
+        "source": "vision forward >= 3.5x transformers (rotary module + apply_rotary_pos_emb_vision)",
     },
     {
         "group": "rope:qwen2-vl-vision:fwd",
         "baseline": "torch.compile",
         "min_speedup": 2.0,
-        "source": "issue 3: vision forward >= 2x torch.compile of the transformers code",
+        "source": "vision forward >= 2x torch.compile of the transformers code",
     },
 ]
 
-# Vision: (grid side h = w in patches, heads, head_dim); N = side^2 tokens (128^2 = 16384, the issue's
-# shape, is also the default: it is the CPU target). Text: (batch, seq, q heads, kv heads, head_dim).
+# Vision: (grid side h = w in patches, heads, head_dim); N = side^2 tokens (128^2 = 16384, the
+# Qwen2.5-VL shape, is also the default: it is the CPU target). Text: (batch, seq, q heads, kv heads, head_dim).
 VISION_SHAPES = {"default": (128, 16, 80), "tiny": (4, 2, 16)}
 TEXT_SHAPES = {"default": (1, 2048, 28, 4, 128), "full": (1, 8192, 28, 4, 128), "tiny": (1, 8, 4, 2, 16)}
 IMPLS = ["vlmops", "vlmops-inplace", "vlmops-triton", "transformers", "torch.compile", "eager", "peer"]

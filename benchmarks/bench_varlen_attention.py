@@ -24,19 +24,19 @@ import torch.nn.functional as F
 import vlmops
 from benchmarks.harness import pick, require_peer
 
-# Issue 4 (varlen attention), on this CPU in fp32 at the --full sizes, side by side in one run.
+# CPU targets of varlen attention, fp32 at the --full sizes, side by side in one run.
 CPU_TARGETS = [
     {
         "group": "varlen_attention:qwen2.5-vl-4img:fwd",
         "baseline": "transformers-sdpa-loop",
         "min_speedup": 1.0,
-        "source": "issue 4: >= 1.0x the transformers sdpa per-image loop, 4 images of 1024-4096 tokens",
+        "source": ">= 1.0x the transformers sdpa per-image loop, 4 images of 1024-4096 tokens",
     },
     {
         "group": "varlen_attention:qwen2.5-vl-8img:fwd",
         "baseline": "dense-mask-sdpa",
         "min_speedup": 3.0,
-        "source": "issue 4: >= 3x dense-mask SDPA with 8 images of 1024 tokens",
+        "source": ">= 3x dense-mask SDPA with 8 images of 1024 tokens",
     },
 ]
 
@@ -150,15 +150,15 @@ def test_varlen_attention(benchmark, request, device, shape_name, impl, mode):
         attend = _transformers_sdpa_loop(lengths, scale)
     elif impl == "dense-mask-sdpa":
         if device == "cpu" and pick(request, {"default": False, "full": True}) and shape_name != "qwen2.5-vl-8img":
-            pytest.skip("N x N mask: at --full sizes on CPU only the issue's 8-image target shape is run")
+            pytest.skip("N x N mask: at --full sizes on CPU only the 8-image target shape is run")
         if device == "cpu" and backward and not pick(request, {"default": False, "full": True}):
-            pytest.skip("N x N mask backward: about 4 minutes of `make bench` on this CPU for no target (the "
-                        "issue's CPU targets are forward); run at --full and on CUDA")
+            pytest.skip("N x N mask backward: minutes of `make bench` on CPU for no target (the CPU "
+                        "targets are forward); run at --full and on CUDA")
         attend = _dense_mask_sdpa(lengths, q.detach(), scale)
     elif impl == "flex-attention":
         if device == "cpu":
-            pytest.skip("FlexAttention on CPU compiles for minutes per shape on 2 cores (2.7x slower than the "
-                        "per-image loop in TOOLCHAIN.md); measured on CUDA")
+            pytest.skip("FlexAttention on CPU compiles for minutes per shape and runs slower than the "
+                        "per-image loop; measured on CUDA")
         attend = _flex_attention(lengths, q.detach(), scale)
     else:
         require_peer("flash_attn", device=device)

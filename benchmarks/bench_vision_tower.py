@@ -19,10 +19,10 @@ equal the unpatched one's (fp32 tolerance on CPU).
   takes ~20 s, so `make bench` leaves that split to the non-linear entries.
 - Peak memory is that of the fixture's untimed output-check forward of each tower.
 
-Default size: the issue's reduced config (depth 8, hidden 1280, 16 heads, intermediate 3420, fp32 on
+Default size: a reduced config (depth 8, hidden 1280, 16 heads, intermediate 3420, fp32 on
 CPU; bf16 on CUDA) with 2 of its 4 images of 448x448 (2048 patches): each image is its own attention
 segment and every other op is per token, so the ratios do not depend on the image count, while one
-forward drops from ~20 s to ~10 s on the 2-core CPU, which keeps `make bench` under 15 minutes.
+forward on CPU takes half as long, which keeps `make bench` short.
 --full: depth 32 (Qwen2.5-VL-7B) and 4 images.
 """
 
@@ -34,20 +34,20 @@ from torch import nn
 
 import vlmops
 
-# Issue 7: on this CPU (fp32) everything except the Linear layers >= 2.5x faster and the whole tower
+# CPU targets of the Qwen2.5-VL tower (fp32): everything except the Linear layers >= 2.5x faster and the whole tower
 # >= 1.07x faster than the unpatched tower, measured side by side in one run.
 CPU_TARGETS = [
     {
         "group": "vision_tower:qwen2.5-vl:fwd",
         "baseline": "transformers",
         "min_speedup": 1.07,
-        "source": "issue 7: the whole Qwen2.5-VL vision tower >= 1.07x the unpatched tower",
+        "source": "the whole Qwen2.5-VL vision tower >= 1.07x the unpatched tower",
     },
     {
         "group": "vision_tower:qwen2.5-vl-non-linear:fwd",
         "baseline": "transformers",
         "min_speedup": 2.5,
-        "source": "issue 7: everything except the Linear layers >= 2.5x the unpatched tower",
+        "source": "everything except the Linear layers >= 2.5x the unpatched tower",
     },
 ]
 
@@ -59,7 +59,7 @@ SHAPES = {
 }
 PATCH, TEMPORAL, MERGE = 14, 2, 2
 LINEAR_OPS = ("aten::addmm", "aten::mm", "aten::linear")
-# One forward of the default size takes about 10 s on the 2-core CPU: fixed rounds instead of the
+# One forward of the default size takes seconds on CPU: fixed rounds instead of the
 # harness's >= 10 (medians of 3 rounds, side by side in one run), so that `make bench` stays under
 # 15 minutes. The untimed forwards before them (the output check or the Linear recording) are the
 # warm-up.

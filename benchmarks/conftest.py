@@ -1,7 +1,7 @@
 """Options and fixtures of the benchmark modules (run them with `python -m benchmarks`).
 
 - `--full`: the models' real sizes (default: reduced sizes that keep `make bench` short on a
-  2-core CPU); tests marked `@pytest.mark.full_only` (extra shapes) are deselected without it.
+  CPU); tests marked `@pytest.mark.full_only` (extra shapes) are deselected without it.
 - `--tiny`: every shape shrunk to a few elements, for the harness self-test only.
 - `--device cpu|cuda|auto`: where the entries run (auto: cuda when available).
 - Fixtures: `device`, `bench_settings`, `roofline` (the machine's copy bandwidth and matmul

@@ -57,7 +57,7 @@ def settings_for(tier: str, device: str) -> Settings:
         warmup_rounds=3 if on_cuda else 0,
         min_rounds=10 if on_cuda else 7,
         max_rounds=1000 if on_cuda else 200,
-        # A GPU entry settles within a few hundred rounds; a lent GPU's time is scarce.
+        # A GPU entry settles within a few hundred rounds; GPU time is scarce.
         max_time=0.4 if on_cuda else 3.0 if tier == "full" else 1.0,
         min_round_time=1e-3,
         # Buffers far above the last-level cache (H100 L2: 50 MiB; this CPU's L3: 32 MiB or less).

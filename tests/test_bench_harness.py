@@ -200,7 +200,7 @@ def test_missing_peer_is_a_skip_with_its_reason():
 
 def test_roofline_times_on_every_thread(monkeypatch):
     # torch.utils.benchmark.Timer defaults to one thread: a roofline measured that way reads about
-    # half this machine's GEMM rate, and multi-threaded entries then show more than 100% of it.
+    # half a multi-core machine's GEMM rate, and multi-threaded entries then show more than 100% of it.
     import torch
     from torch.utils import benchmark as tbench
 

@@ -150,7 +150,7 @@ def triton_rows(shard: tuple = (0, 1)) -> list:
 
 def triton_rows_parallel() -> list:
     """triton_rows() split over one process per CPU (each compile is a single-threaded Python pass plus
-    ptxas; a cold Triton cache took 95 s serially on 2 cores), merged back into job order."""
+    ptxas; with a cold Triton cache, compiling serially takes minutes), merged back into job order."""
     workers = os.cpu_count() or 1
     rows = triton_rows() if workers == 1 else _triton_rows_in_processes(workers)
     return [{k: v for k, v in row.items() if k != "job"} for row in sorted(rows, key=lambda row: row["job"])]

@@ -21,7 +21,7 @@ if str(ROOT) not in sys.path:
 from benchmarks.bench_varlen_attention import _transformers_sdpa_loop  # noqa: E402
 from vlmops.triton import varlen_attention as triton_attention  # noqa: E402
 
-# (segment lengths, heads, head dim): the shapes at full size.
+# (segment lengths, heads, head dim): the benchmark's shapes at full size.
 SHAPES = {
     "qwen2.5-vl-4img": ([1024, 2048, 3072, 4096], 16, 80),
     "qwen2.5-vl-window": ([64] * 256, 16, 80),

@@ -38,7 +38,7 @@ namespace vlmops {
 namespace {
 
 // Each worker runs its GEMMs on one thread: MKL called inside the parallel region would otherwise
-// start a team of its own on every worker (measured: 2x slower than one thread on 2 cores).
+// start a team of its own on every worker (measured 2x slower than one thread per worker with two workers).
 class SequentialBlasGuard {
  public:
 #if AT_MKL_ENABLED()

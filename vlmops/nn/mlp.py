@@ -3,7 +3,7 @@
 Two changes, same parameters and same values:
 - the gate and up GEMMs write their output rows 64-byte aligned (:class:`RowAlignedLinear`): on CPU,
   BLAS writing fp32 rows of Qwen2.5-VL's 3420 features runs ~30% slower than writing rows padded to
-  3424 (MKL on an AMD EPYC CPU, the same GEMM either way);
+  3424 (MKL on an x86-64 CPU, the same GEMM either way);
 - ``silu(gate) * up`` is one ``vlmops.silu_mul`` pass that reads those padded rows in place.
 """
 
