@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One lent-GPU session in one command: build for the GPU at hand, run every CUDA test, then the GPU
+# A time-boxed GPU run in one command: build for the GPU at hand, run every CUDA test, then the GPU
 # benchmarks group by group (the most wanted first), each stage capped by one deadline so that a slow
 # stage cannot starve the rest. After every stage the logs, the pytest junit XML and the benchmark
 # JSON/PNG so far are archived to $OUT/gpu-results.tgz, so a run killed from outside still returns
