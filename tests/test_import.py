@@ -78,6 +78,14 @@ class WithoutTriton(importlib.machinery.PathFinder):
 sys.meta_path = [WithoutTriton if finder is importlib.machinery.PathFinder else finder for finder in sys.meta_path]
 """
 
+# An editable install of this checkout (`make build`) adds a finder that would find the checkout's library
+# for the copy's vlmops._C: the copy must be the only vlmops.
+ONLY_THE_COPY = """
+import sys
+
+sys.meta_path = [finder for finder in sys.meta_path if not getattr(finder, "__module__", "").startswith("__editable__")]
+"""
+
 # Run with the JSON of {"inputs": INPUTS, "ops": OPS} as its argument; prints one JSON report.
 PROBE = """
 import importlib.util, json, sys, warnings
@@ -129,7 +137,8 @@ def report(tmp_path_factory):
             shutil.copytree(ROOT / "vlmops", cwd / "vlmops", ignore=shutil.ignore_patterns("*.so", "__pycache__"))
         env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "TRITON_INTERPRET")}
         env["PYTHONDONTWRITEBYTECODE"] = "1"
-        code = (BLOCK_TRITON if "no_triton" in mode else "") + PROBE
+        code = (ONLY_THE_COPY if mode.startswith("unbuilt") else "") + (BLOCK_TRITON if "no_triton" in mode else "")
+        code += PROBE
         argument = json.dumps({"inputs": INPUTS, "ops": OPS})
         result = subprocess.run(
             [sys.executable, "-c", code, argument], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
