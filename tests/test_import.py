@@ -6,9 +6,11 @@ with plain PyTorch:
 - "unbuilt": a copy of the vlmops package without its compiled library;
 - "no_triton": this checkout, with a meta-path finder that makes triton look not installed (``import
   triton`` raises ModuleNotFoundError, ``importlib.util.find_spec("triton")`` is None);
-- "unbuilt_no_triton": both.
+- "unbuilt_no_triton": both;
+- "broken_library": a copy whose compiled library cannot be loaded (as one built against another torch).
 """
 
+import importlib.machinery
 import json
 import os
 import re
@@ -119,7 +121,8 @@ print(json.dumps({
 }))
 """
 
-MODES = ("unbuilt", "no_triton", "unbuilt_no_triton")
+MODES = ("unbuilt", "no_triton", "unbuilt_no_triton", "broken_library")
+COPIES = ("unbuilt", "unbuilt_no_triton", "broken_library")  # the modes that import a copy of the package
 BUILT = any((ROOT / "vlmops").glob("_C*.so"))
 
 
@@ -132,12 +135,14 @@ def report(tmp_path_factory):
         if mode in reports:
             return reports[mode]
         cwd = ROOT
-        if mode.startswith("unbuilt"):
-            cwd = tmp_path_factory.mktemp("unbuilt")
+        if mode in COPIES:
+            cwd = tmp_path_factory.mktemp(mode)
             shutil.copytree(ROOT / "vlmops", cwd / "vlmops", ignore=shutil.ignore_patterns("*.so", "__pycache__"))
+        if mode == "broken_library":
+            (cwd / "vlmops" / f"_C{importlib.machinery.EXTENSION_SUFFIXES[0]}").write_bytes(b"not a shared object")
         env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "TRITON_INTERPRET")}
         env["PYTHONDONTWRITEBYTECODE"] = "1"
-        code = (ONLY_THE_COPY if mode.startswith("unbuilt") else "") + (BLOCK_TRITON if "no_triton" in mode else "")
+        code = (ONLY_THE_COPY if mode in COPIES else "") + (BLOCK_TRITON if "no_triton" in mode else "")
         code += PROBE
         argument = json.dumps({"inputs": INPUTS, "ops": OPS})
         result = subprocess.run(
@@ -157,9 +162,18 @@ def test_an_unbuilt_checkout_warns_once_at_import(report, mode):
     assert not seen["native"]
     assert len(seen["warnings_at_import"]) == 1, seen["warnings_at_import"]
     warning = seen["warnings_at_import"][0]
-    assert warning.startswith("RuntimeWarning: vlmops: the native library vlmops._C is not built"), warning
+    assert warning.startswith("RuntimeWarning: vlmops: the native library is not built (vlmops._C)"), warning
     assert "pip install --no-build-isolation --no-deps -e ." in warning
     assert seen["warnings_at_call"] == []
+
+
+def test_a_library_that_fails_to_load_is_named_in_the_warning(report):
+    seen = report("broken_library")
+    assert not seen["native"]
+    assert len(seen["warnings_at_import"]) == 1, seen["warnings_at_import"]
+    warning = seen["warnings_at_import"][0]
+    assert warning.startswith("RuntimeWarning: vlmops: the native library failed to load ("), warning
+    assert "_C" in warning and "pip install --no-build-isolation --no-deps -e ." in warning
 
 
 @pytest.mark.parametrize("mode", ["no_triton", "unbuilt_no_triton"])

@@ -51,14 +51,14 @@ def warn_fallback(op: str | None = None) -> None:
     if _warned or _C is not None:
         return
     _warned = True
-    if isinstance(_IMPORT_ERROR, ModuleNotFoundError) and importlib.util.find_spec("vlmops._C") is None:
-        reason = "is not built"
-    else:
-        reason = f"failed to load ({_IMPORT_ERROR})"
+    missing = not isinstance(_IMPORT_ERROR, ImportError) or (
+        isinstance(_IMPORT_ERROR, ModuleNotFoundError) and importlib.util.find_spec("vlmops._C") is None
+    )
+    reason = "is not built (vlmops._C)" if missing else f"failed to load ({_IMPORT_ERROR})"
     warnings.warn(
-        f"vlmops: the native library vlmops._C {reason}; every op runs its pure-PyTorch reference "
-        "instead. Build it in the checkout with "
-        "`pip install --no-build-isolation --no-deps -e .` (see the README's Install section).",
+        f"vlmops: the native library {reason}; every op runs its pure-PyTorch reference instead. "
+        "Build it in the checkout with `pip install --no-build-isolation --no-deps -e .` "
+        "(see the README's Install section).",
         RuntimeWarning,
         stacklevel=_caller_stacklevel(),
     )
