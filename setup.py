@@ -161,9 +161,14 @@ def require_cmake() -> str:
     )
 
 
-def generator() -> list[str]:
-    """CMake's generator arguments: Ninja when a ninja is found, else Unix Makefiles."""
+def generator(build_dir: Path) -> list[str]:
+    """CMake's generator arguments: Ninja when a ninja is found, else Unix Makefiles. A build folder keeps
+    the ninja it was configured with while it exists (another ninja version may not read its build log,
+    and then rebuilds everything)."""
     ninjas = _executables("ninja", _search_path(_package_bin_dir("ninja", "BIN_DIR"), []))
+    configured = _cached(build_dir, "CMAKE_MAKE_PROGRAM")
+    if _cached(build_dir, "CMAKE_GENERATOR") == "Ninja" and configured and os.access(configured, os.X_OK):
+        ninjas.insert(0, configured)
     if ninjas:
         return ["-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={ninjas[0]}"]
     if shutil.which("make"):
@@ -189,14 +194,17 @@ def _cached(build_dir: Path, name: str) -> str | None:
 
 
 def _forget_stale_configuration(build_dir: Path, generator_name: str, torch_dir: str) -> None:
-    """A build folder configured with another generator, or against another torch (whose CMake package
-    location CMake caches), is configured afresh; objects whose command lines did not change are kept."""
-    cached_generator, cached_torch = _cached(build_dir, "CMAKE_GENERATOR"), _cached(build_dir, "VLMOPS_TORCH_DIR")
+    """A build folder configured against another torch (whose CMake package location CMake caches) is
+    configured afresh, keeping the objects (those whose command lines change are rebuilt); one made by
+    another generator is emptied (CMake cannot switch generators in place)."""
+    cached_generator = _cached(build_dir, "CMAKE_GENERATOR")
     if cached_generator is None:
         return
-    if cached_generator != generator_name or cached_torch != torch_dir:
+    if cached_generator != generator_name:
+        shutil.rmtree(build_dir)
+        build_dir.mkdir(parents=True)
+    elif _cached(build_dir, "VLMOPS_TORCH_DIR") != torch_dir:
         (build_dir / "CMakeCache.txt").unlink()
-        shutil.rmtree(build_dir / "CMakeFiles", ignore_errors=True)
 
 
 class CMakeExtension(Extension):
@@ -209,10 +217,10 @@ class CMakeBuild(build_ext):
         import torch
 
         cmake = require_cmake()
-        generator_args = generator()
         out_dir = Path(self.get_ext_fullpath(ext.name)).resolve().parent
         build_dir = cmake_build_dir()
         build_dir.mkdir(parents=True, exist_ok=True)
+        generator_args = generator(build_dir)
         torch_dir = str(Path(torch.__file__).parent)
         _forget_stale_configuration(build_dir, generator_args[1], torch_dir)
         cuda_version = torch.version.cuda or ""

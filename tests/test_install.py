@@ -177,6 +177,20 @@ def test_the_build_requirements_ask_for_the_cmake_cmakelists_needs():
     assert f'"{CMAKE_REQUIREMENT}"' in requires, requires
 
 
+def test_a_build_folder_is_reconfigured_for_another_torch_and_emptied_for_another_generator(tmp_path):
+    (tmp_path / "CMakeFiles").mkdir()
+    (tmp_path / "CMakeFiles" / "object.o").touch()
+    cache = "CMAKE_GENERATOR:INTERNAL=Ninja\nVLMOPS_TORCH_DIR:PATH=/torch\n"
+    (tmp_path / "CMakeCache.txt").write_text(cache)
+    setup_py._forget_stale_configuration(tmp_path, "Ninja", "/torch")
+    assert (tmp_path / "CMakeCache.txt").exists()
+    setup_py._forget_stale_configuration(tmp_path, "Ninja", "/another/torch")
+    assert not (tmp_path / "CMakeCache.txt").exists() and (tmp_path / "CMakeFiles" / "object.o").exists()
+    (tmp_path / "CMakeCache.txt").write_text(cache)
+    setup_py._forget_stale_configuration(tmp_path, "Unix Makefiles", "/torch")
+    assert tmp_path.is_dir() and not any(tmp_path.iterdir())
+
+
 @builds
 def test_without_a_new_enough_cmake_the_build_says_what_to_run(env_a, tmp_path):
     for name in ("setup.py", "pyproject.toml", "CMakeLists.txt", "README.md"):
