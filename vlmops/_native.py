@@ -1,16 +1,20 @@
 """Loading of the native library vlmops._C, which registers torch.ops.vlmops.*.
 
-When it was not built, every op falls back to its pure-PyTorch reference (vlmops.reference) and a
-warning says so once.
+When it is missing (a checkout that was not built) or cannot be loaded, importing vlmops warns once
+(RuntimeWarning) and every op runs its pure-PyTorch reference (vlmops.reference) instead.
 """
 
+import importlib
+import importlib.util
+import os
+import sys
 import warnings
 
 import torch  # noqa: F401  (libtorch must be loaded before the op library)
 
 try:
-    from vlmops import _C
-except ImportError as error:  # pragma: no cover - exercised only on an unbuilt checkout
+    _C = importlib.import_module("vlmops._C")
+except ImportError as error:
     _C = None
     _IMPORT_ERROR = error
 else:
@@ -24,16 +28,40 @@ def available() -> bool:
     return _C is not None
 
 
-def warn_fallback(op: str) -> None:
+def _caller_stacklevel() -> int:
+    """warnings.warn's stacklevel, from the function calling it, that points at the code importing or
+    calling vlmops: the first frame outside this package (warnings skips the import machinery's frames
+    without counting them)."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    frame, level = sys._getframe(1), 1
+    while frame.f_back is not None:
+        filename = frame.f_code.co_filename
+        internal = "importlib" in filename and "_bootstrap" in filename
+        if not internal and not filename.startswith(package):
+            break
+        frame, level = frame.f_back, level + (not internal)
+    return level
+
+
+def warn_fallback(op: str | None = None) -> None:
+    """Warn, once per process, that the ops run their references because the native library is missing.
+    Importing vlmops does it, so the wrappers' calls (``op``: the op about to run its reference) find the
+    warning given."""
     global _warned
-    if not _warned:
-        warnings.warn(
-            f"vlmops: the native library is not built ({_IMPORT_ERROR}); vlmops.{op} and every other op "
-            "run their pure-PyTorch reference instead. Build with `pip install --no-build-isolation -e .`.",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-        _warned = True
+    if _warned or _C is not None:
+        return
+    _warned = True
+    missing = not isinstance(_IMPORT_ERROR, ImportError) or (
+        isinstance(_IMPORT_ERROR, ModuleNotFoundError) and importlib.util.find_spec("vlmops._C") is None
+    )
+    reason = "is not built (vlmops._C)" if missing else f"failed to load ({_IMPORT_ERROR})"
+    warnings.warn(
+        f"vlmops: the native library {reason}; every op runs its pure-PyTorch reference instead. "
+        "Build it in the checkout with `pip install --no-build-isolation --no-deps -e .` "
+        "(see the README's Install section).",
+        RuntimeWarning,
+        stacklevel=_caller_stacklevel(),
+    )
 
 
 def build_info() -> dict:
@@ -48,3 +76,6 @@ def build_info() -> dict:
         "openmp": bool(_C.openmp),
         "torch_version": _C.torch_version,
     }
+
+
+warn_fallback()
