@@ -36,13 +36,23 @@ def parse_args(argv):
     sizes.add_argument("--tiny", action="store_true", help="shrink every shape: checks the harness, not the ops")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="default: cuda if available")
     parser.add_argument("--only", metavar="EXPR", help="pytest -k expression selecting entries (e.g. pixel_shuffle)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where the JSON and PNG go (default: %(default)s)")
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help="where the JSON and PNG go (default: %(default)s)"
+    )
     readme = parser.add_mutually_exclusive_group()
-    readme.add_argument("--readme", type=Path, help="write the Markdown summary into this README (default: "
-                        "README.md, for a CPU run of the whole suite at default or full sizes into the default --out)")
+    readme.add_argument(
+        "--readme",
+        type=Path,
+        help="write the Markdown summary into this README (default: "
+        "README.md, for a CPU run of the whole suite at default or full sizes into the default --out)",
+    )
     readme.add_argument("--no-readme", action="store_true", help="never write a README summary")
-    parser.add_argument("--kernel-report", type=Path, default=ROOT / "tools" / "kernel_report.py",
-                        help="module with collect() -> list[dict] (default: %(default)s)")
+    parser.add_argument(
+        "--kernel-report",
+        type=Path,
+        default=ROOT / "tools" / "kernel_report.py",
+        help="module with collect() -> list[dict] (default: %(default)s)",
+    )
     return parser.parse_args(argv)
 
 
@@ -65,8 +75,14 @@ def run_kernel_report(path: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     code = "import json, runpy, sys; print(json.dumps(runpy.run_path(sys.argv[1])['collect']()))"
     try:
-        proc = subprocess.run([sys.executable, "-c", code, str(path)], cwd=ROOT, env=env, capture_output=True,
-                              text=True, timeout=KERNEL_REPORT_TIMEOUT_S)
+        proc = subprocess.run(
+            [sys.executable, "-c", code, str(path)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=KERNEL_REPORT_TIMEOUT_S,
+        )
     except subprocess.TimeoutExpired:
         return {"status": "error", "reason": f"timed out after {KERNEL_REPORT_TIMEOUT_S} s", "kernels": []}
     lines = proc.stdout.strip().splitlines()
@@ -79,10 +95,16 @@ def run_kernel_report(path: Path) -> dict:
 def git_commit() -> str | None:
     """The checked-out commit (with "+dirty" when the tree has changes), None outside a git checkout."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                                check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
     return commit + ("+dirty" if dirty else "")
@@ -114,8 +136,17 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         bench_json_path = Path(tmp) / "pytest-benchmark.json"
         pytest_args = [
-            str(ROOT / "benchmarks"), "-o", "python_files=bench_*.py", "-p", "no:cacheprovider", "-q", "-rfEs",
-            f"--rootdir={ROOT}", f"--benchmark-json={bench_json_path}", "--benchmark-disable-gc", f"--device={device}",
+            str(ROOT / "benchmarks"),
+            "-o",
+            "python_files=bench_*.py",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            "-rfEs",
+            f"--rootdir={ROOT}",
+            f"--benchmark-json={bench_json_path}",
+            "--benchmark-disable-gc",
+            f"--device={device}",
         ]
         pytest_args += ["--full"] if args.full else ["--tiny"] if args.tiny else []
         pytest_args += ["-k", args.only] if args.only else []

@@ -23,10 +23,12 @@ import vlmops
 from benchmarks.harness import pick
 
 TOWERS = {
-    "clip-vit-l14-336": dict(hidden_size=1024, num_attention_heads=16, intermediate_size=4096, image_size=336,
-                             patch_size=14),
-    "siglip-so400m": dict(hidden_size=1152, num_attention_heads=16, intermediate_size=4304, image_size=384,
-                          patch_size=14),
+    "clip-vit-l14-336": dict(
+        hidden_size=1024, num_attention_heads=16, intermediate_size=4096, image_size=336, patch_size=14
+    ),
+    "siglip-so400m": dict(
+        hidden_size=1152, num_attention_heads=16, intermediate_size=4304, image_size=384, patch_size=14
+    ),
 }
 # (layers, images, image side)
 SHAPES = {
@@ -38,8 +40,9 @@ SHAPES = {
 def _tower(name, layers, side, device, dtype):
     from transformers import CLIPVisionConfig, CLIPVisionModel, SiglipVisionConfig, SiglipVisionModel
 
-    config_cls, model_cls = (CLIPVisionConfig, CLIPVisionModel) if name.startswith("clip") else \
-        (SiglipVisionConfig, SiglipVisionModel)
+    config_cls, model_cls = (
+        (CLIPVisionConfig, CLIPVisionModel) if name.startswith("clip") else (SiglipVisionConfig, SiglipVisionModel)
+    )
     torch.manual_seed(0)
     config = config_cls(**{**TOWERS[name], "image_size": side}, num_hidden_layers=layers)
     return model_cls(config).to(device=device, dtype=dtype).eval()
@@ -71,9 +74,13 @@ def test_vision_tower(benchmark, request, device, name, impl, part):
     weights = (model.embeddings if part == "embeddings" else model).parameters()
     moved = sum(t.numel() * t.element_size() for t in (pixel_values, expected, *weights))
     benchmark.group = f"clip_tower:{name}{'-embeddings' if part == 'embeddings' else ''}:fwd"
-    benchmark.extra_info.update(impl=impl, role="vlmops" if impl == "vlmops" else "baseline",
-                                dtype=str(dtype).replace("torch.", ""), bytes=moved,
-                                flops=_flops(name, 0 if part == "embeddings" else layers, images, side))
+    benchmark.extra_info.update(
+        impl=impl,
+        role="vlmops" if impl == "vlmops" else "baseline",
+        dtype=str(dtype).replace("torch.", ""),
+        bytes=moved,
+        flops=_flops(name, 0 if part == "embeddings" else layers, images, side),
+    )
     tol = 2e-2 if dtype == torch.bfloat16 else 1e-3
     with torch.no_grad():
         torch.testing.assert_close(function(pixel_values).float(), expected.float(), rtol=tol, atol=tol)

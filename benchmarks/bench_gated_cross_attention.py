@@ -34,21 +34,28 @@ CPU_TARGETS = [
         "baseline": "transformers",
         "min_speedup": 1.2,
         "source": ">= 1.2x the transformers Mllama cross-attention path, Lq=512, one image of 4x1601 keys, "
-                  "37 text rows before it",
+        "37 text rows before it",
     },
 ]
 
 TILE_TOKENS = 1601
 # (B, Lq, H, Hk, D, images, tokens per image, text rows before the first image) per tier.
 SHAPES = {
-    "mllama-11b-1img": {"default": (1, 512, 32, 8, 128, 1, 4 * TILE_TOKENS, 37),
-                        "full": (1, 2048, 32, 8, 128, 1, 4 * TILE_TOKENS, 37),
-                        "tiny": (1, 16, 4, 2, 32, 1, 40, 3)},
-    "mllama-11b-4img": {"default": (1, 64, 32, 8, 128, 4, 4 * TILE_TOKENS, 37),
-                        "full": (1, 2048, 32, 8, 128, 4, 4 * TILE_TOKENS, 37),
-                        "tiny": (1, 16, 4, 2, 32, 2, 40, 3)},
-    "openflamingo-9b": {"default": (1, 512, 32, 32, 128, 5, 64, 0), "full": (1, 2048, 32, 32, 128, 5, 64, 0),
-                        "tiny": (1, 16, 4, 4, 32, 2, 8, 0)},
+    "mllama-11b-1img": {
+        "default": (1, 512, 32, 8, 128, 1, 4 * TILE_TOKENS, 37),
+        "full": (1, 2048, 32, 8, 128, 1, 4 * TILE_TOKENS, 37),
+        "tiny": (1, 16, 4, 2, 32, 1, 40, 3),
+    },
+    "mllama-11b-4img": {
+        "default": (1, 64, 32, 8, 128, 4, 4 * TILE_TOKENS, 37),
+        "full": (1, 2048, 32, 8, 128, 4, 4 * TILE_TOKENS, 37),
+        "tiny": (1, 16, 4, 2, 32, 2, 40, 3),
+    },
+    "openflamingo-9b": {
+        "default": (1, 512, 32, 32, 128, 5, 64, 0),
+        "full": (1, 2048, 32, 32, 128, 5, 64, 0),
+        "tiny": (1, 16, 4, 4, 32, 2, 8, 0),
+    },
 }
 SHAPE_NAMES = list(SHAPES)
 IMPLS = ["vlmops", "transformers", "dense-mask-sdpa", "compiled-eager"]
@@ -103,9 +110,13 @@ def test_gated_cross_attention(benchmark, request, device, shape_name, impl, mod
     pairs = int((end - start).sum()) * H
     # Ideal kernel: reads q, k, v once and writes out; 4 * D flops per visible (row, key, head).
     benchmark.group = f"gated_cross_attention:{shape_name}:{mode}"
-    benchmark.extra_info.update(impl=impl, role="vlmops" if impl == "vlmops" else "baseline",
-                                bytes=(2 * q.numel() + k.numel() + v.numel()) * dtype.itemsize, flops=4 * pairs * D,
-                                dtype=str(dtype).replace("torch.", ""))
+    benchmark.extra_info.update(
+        impl=impl,
+        role="vlmops" if impl == "vlmops" else "baseline",
+        bytes=(2 * q.numel() + k.numel() + v.numel()) * dtype.itemsize,
+        flops=4 * pairs * D,
+        dtype=str(dtype).replace("torch.", ""),
+    )
     scale = D**-0.5
     qt, kt, vt = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
     seen = (end > start)[:, None, :, None]  # the full-text-row mask, [B, 1, Lq, 1]

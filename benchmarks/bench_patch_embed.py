@@ -117,7 +117,9 @@ def test_qwen_rows(benchmark, request, device, impl, mode):
     gen = torch.Generator().manual_seed(0)
     rows = torch.randn(N, 3 * TEMPORAL * PATCH * PATCH, generator=gen).to(device=device, dtype=dtype)
     weight = module.proj.weight
-    _record(benchmark, f"patch_embed:qwen2.5-vl:{mode}", impl, dtype, pixels=rows, weight=weight, out_elems=N * D, rows=N)
+    _record(
+        benchmark, f"patch_embed:qwen2.5-vl:{mode}", impl, dtype, pixels=rows, weight=weight, out_elems=N * D, rows=N
+    )
     if impl == "vlmops":
         function = lambda rows: vlmops.patch_embed(rows, weight)  # noqa: E731
     elif impl == "F.linear":
@@ -141,19 +143,28 @@ def _vision_module(name, side, D, device, dtype):
         from transformers.models.siglip.modeling_siglip import SiglipVisionEmbeddings
 
         module = SiglipVisionEmbeddings(SiglipVisionConfig(hidden_size=D, image_size=side, patch_size=PATCH))
-        params = dict(weight=module.patch_embedding.weight, bias=module.patch_embedding.bias,
-                      pos_embed=module.position_embedding.weight)
+        params = dict(
+            weight=module.patch_embedding.weight,
+            bias=module.patch_embedding.bias,
+            pos_embed=module.position_embedding.weight,
+        )
     else:
         from transformers import InternVLVisionConfig
         from transformers.models.internvl.modeling_internvl import InternVLVisionEmbeddings
 
-        config = InternVLVisionConfig(hidden_size=D, image_size=side, patch_size=PATCH, use_absolute_position_embeddings=True)
+        config = InternVLVisionConfig(
+            hidden_size=D, image_size=side, patch_size=PATCH, use_absolute_position_embeddings=True
+        )
         module = InternVLVisionEmbeddings(config)
         with torch.no_grad():  # zero-initialized in transformers: random values make the check meaningful
             module.cls_token.normal_()
             module.position_embeddings.normal_()
-        params = dict(weight=module.patch_embeddings.projection.weight, bias=module.patch_embeddings.projection.bias,
-                      pos_embed=module.position_embeddings[0], cls_token=module.cls_token.view(D))
+        params = dict(
+            weight=module.patch_embeddings.projection.weight,
+            bias=module.patch_embeddings.projection.bias,
+            pos_embed=module.position_embeddings[0],
+            cls_token=module.cls_token.view(D),
+        )
     module = module.to(device=device, dtype=dtype).eval()
     return module, {k: v.to(device=device, dtype=dtype) for k, v in params.items()}
 
@@ -168,8 +179,16 @@ def test_image_embeddings(benchmark, request, device, name, impl):
     module, params = _vision_module(name, side, D, device, dtype)
     images = torch.randn(B, 3, side, side, generator=torch.Generator().manual_seed(0)).to(device=device, dtype=dtype)
     L = (side // PATCH) ** 2
-    _record(benchmark, f"patch_embed:{name}:fwd", impl, dtype, pixels=images, weight=params["weight"],
-            out_elems=B * (L + ("cls_token" in params)) * D, rows=B * L)
+    _record(
+        benchmark,
+        f"patch_embed:{name}:fwd",
+        impl,
+        dtype,
+        pixels=images,
+        weight=params["weight"],
+        out_elems=B * (L + ("cls_token" in params)) * D,
+        rows=B * L,
+    )
     with torch.no_grad():
         expected = module(images)
     args = (images,)
@@ -198,8 +217,16 @@ def test_siglip_uint8_normalization(benchmark, request, device, impl):
     mean = torch.full((3,), SIGLIP_MEAN_STD[0], device=device)
     std = torch.full((3,), SIGLIP_MEAN_STD[1], device=device)
     L = (side // PATCH) ** 2
-    _record(benchmark, "patch_embed:siglip-so400m-uint8:fwd", impl, dtype, pixels=pixels, weight=params["weight"],
-            out_elems=B * L * D, rows=B * L)
+    _record(
+        benchmark,
+        "patch_embed:siglip-so400m-uint8:fwd",
+        impl,
+        dtype,
+        pixels=pixels,
+        weight=params["weight"],
+        out_elems=B * L * D,
+        rows=B * L,
+    )
 
     def normalize_then_module(pixels):
         # What users run: the processor's rescale + normalize in float32 (a separate pass), then the model.
@@ -221,10 +248,20 @@ def test_video(benchmark, request, device, impl):
     (frames, side), D, dtype = pick(request, SHAPES["qwen2.5-vl-video"]), MODEL_DIMS["qwen2.5-vl-video"], _dtype(device)
     kernel = (TEMPORAL, PATCH, PATCH)
     conv = torch.nn.Conv3d(3, D, kernel, stride=kernel, bias=False).to(device=device, dtype=dtype)
-    video = torch.randn(1, 3, frames, side, side, generator=torch.Generator().manual_seed(0)).to(device=device, dtype=dtype)
+    video = torch.randn(1, 3, frames, side, side, generator=torch.Generator().manual_seed(0)).to(
+        device=device, dtype=dtype
+    )
     L = (frames // TEMPORAL) * (side // PATCH) ** 2
-    _record(benchmark, "patch_embed:qwen2.5-vl-video:fwd", impl, dtype, pixels=video, weight=conv.weight,
-            out_elems=L * D, rows=L)
+    _record(
+        benchmark,
+        "patch_embed:qwen2.5-vl-video:fwd",
+        impl,
+        dtype,
+        pixels=video,
+        weight=conv.weight,
+        out_elems=L * D,
+        rows=L,
+    )
     with torch.no_grad():
         expected = conv(video).flatten(2).transpose(1, 2)
     args = (video,)

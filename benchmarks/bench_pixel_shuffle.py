@@ -89,7 +89,10 @@ def _ln_callable(impl, x, weight, bias, scale, device, monkeypatch):
             _use_triton(device, monkeypatch)
         return (lambda x: vlmops.pixel_shuffle_layer_norm(x, scale, weight, bias).flatten(1, 2)), (weight, bias)
     if impl == "eager":
-        return (lambda x: vlmops.reference.pixel_shuffle_layer_norm(x, scale, weight, bias).flatten(1, 2)), (weight, bias)
+        return (lambda x: vlmops.reference.pixel_shuffle_layer_norm(x, scale, weight, bias).flatten(1, 2)), (
+            weight,
+            bias,
+        )
     if impl == "liger-kernel":
         require_peer("liger_kernel", device=device)
         from liger_kernel.transformers import LigerLayerNorm
@@ -132,7 +135,9 @@ def test_pixel_shuffle_layer_norm(benchmark, request, device, monkeypatch, shape
         weight.requires_grad_()
         bias.requires_grad_()
     function, params = _ln_callable(impl, x, weight, bias, scale, device, monkeypatch)
-    expected = vlmops.reference.pixel_shuffle_layer_norm(x.detach(), scale, weight.detach(), bias.detach()).flatten(1, 2)
+    expected = vlmops.reference.pixel_shuffle_layer_norm(x.detach(), scale, weight.detach(), bias.detach()).flatten(
+        1, 2
+    )
 
     if backward:
         grad_out = torch.randn(expected.shape, generator=gen, dtype=DTYPE).to(device)

@@ -34,8 +34,11 @@ def _run(function, x, mode):
 
 
 # fp32 forward and forward+backward, and one bf16 forward entry.
-@pytest.mark.parametrize("mode, dtype", [("fwd", torch.float32), ("fwd+bwd", torch.float32), ("fwd", torch.bfloat16)],
-                         ids=["fwd-fp32", "fwd+bwd-fp32", "fwd-bf16"])
+@pytest.mark.parametrize(
+    "mode, dtype",
+    [("fwd", torch.float32), ("fwd+bwd", torch.float32), ("fwd", torch.bfloat16)],
+    ids=["fwd-fp32", "fwd+bwd-fp32", "fwd-bf16"],
+)
 @pytest.mark.parametrize("impl", IMPLS)
 def test_rms_norm_qwen2_5_vl_vision(benchmark, request, device, impl, mode, dtype):
     from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLRMSNorm
@@ -43,9 +46,13 @@ def test_rms_norm_qwen2_5_vl_vision(benchmark, request, device, impl, mode, dtyp
     tokens, C = pick(request, SHAPES)
     benchmark.group = f"rms_norm:qwen2.5-vl-vision:{mode}:{str(dtype).replace('torch.', '')}"
     io_bytes = tokens * C * dtype.itemsize
-    benchmark.extra_info.update(impl=impl, role="vlmops" if impl == "vlmops" else "baseline",
-                                bytes=(2 if mode == "fwd" else 5) * io_bytes, flops=0,
-                                dtype=str(dtype).replace("torch.", ""))
+    benchmark.extra_info.update(
+        impl=impl,
+        role="vlmops" if impl == "vlmops" else "baseline",
+        bytes=(2 if mode == "fwd" else 5) * io_bytes,
+        flops=0,
+        dtype=str(dtype).replace("torch.", ""),
+    )
     gen = torch.Generator().manual_seed(0)
     norm = Qwen2_5_VLRMSNorm(C, eps=EPS).to(device=device, dtype=dtype)
     with torch.no_grad():

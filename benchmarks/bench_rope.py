@@ -83,8 +83,13 @@ def test_rope_qwen2_vl_vision(benchmark, request, device, monkeypatch, impl, mod
     N = side * side
     qk_bytes = 2 * N * heads * head_dim * DTYPE.itemsize
     benchmark.group = f"rope:qwen2-vl-vision:{mode}"
-    benchmark.extra_info.update(impl=impl, role=_role(impl), bytes=(2 if mode == "fwd" else 4) * qk_bytes, flops=0,
-                                dtype=str(DTYPE).replace("torch.", ""))
+    benchmark.extra_info.update(
+        impl=impl,
+        role=_role(impl),
+        bytes=(2 if mode == "fwd" else 4) * qk_bytes,
+        flops=0,
+        dtype=str(DTYPE).replace("torch.", ""),
+    )
     if impl.startswith("vlmops"):
         _prepare_vlmops(impl, mode, device, monkeypatch)
 
@@ -110,7 +115,8 @@ def test_rope_qwen2_vl_vision(benchmark, request, device, monkeypatch, impl, mod
         function = torch.compile(transformers_rope, dynamic=False)
     elif impl == "eager":
         function = lambda q, k: tuple(  # noqa: E731
-            t[0] for t in vlmops.reference.rope(q[None], k[None], positions[None], tables.axis, tables.inv_freq, True))
+            t[0] for t in vlmops.reference.rope(q[None], k[None], positions[None], tables.axis, tables.inv_freq, True)
+        )
     else:
         if device != "cuda":
             pytest.skip("flash-attn's rotary kernel needs a CUDA device")
@@ -122,8 +128,10 @@ def test_rope_qwen2_vl_vision(benchmark, request, device, monkeypatch, impl, mod
         def function(q, k):
             cos, sin = rotary(q, positions)
             half = head_dim // 2
-            return (apply_rotary_emb(q[None], cos[:, :half], sin[:, :half])[0],
-                    apply_rotary_emb(k[None], cos[:, :half], sin[:, :half])[0])
+            return (
+                apply_rotary_emb(q[None], cos[:, :half], sin[:, :half])[0],
+                apply_rotary_emb(k[None], cos[:, :half], sin[:, :half])[0],
+            )
 
     expected = transformers_rope(q, k)
     got = function(q.clone(), k.clone())
@@ -141,14 +149,23 @@ def test_rope_qwen2_5_vl_text(benchmark, request, device, monkeypatch, impl, mod
     B, S, heads, kv_heads, head_dim = pick(request, TEXT_SHAPES)
     qk_bytes = B * S * (heads + kv_heads) * head_dim * DTYPE.itemsize
     benchmark.group = f"rope:qwen2.5-vl-7b-text:{mode}"
-    benchmark.extra_info.update(impl=impl, role=_role(impl), bytes=(2 if mode == "fwd" else 4) * qk_bytes, flops=0,
-                                dtype=str(DTYPE).replace("torch.", ""))
+    benchmark.extra_info.update(
+        impl=impl,
+        role=_role(impl),
+        bytes=(2 if mode == "fwd" else 4) * qk_bytes,
+        flops=0,
+        dtype=str(DTYPE).replace("torch.", ""),
+    )
     if impl.startswith("vlmops"):
         _prepare_vlmops(impl, mode, device, monkeypatch)
 
     section = [head_dim // 8, 3 * head_dim // 16, 3 * head_dim // 16]  # [16, 24, 24] at head_dim 128
-    config = Qwen2_5_VLTextConfig(hidden_size=heads * head_dim, num_attention_heads=heads, num_key_value_heads=kv_heads,
-                                  rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": section})
+    config = Qwen2_5_VLTextConfig(
+        hidden_size=heads * head_dim,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": section},
+    )
     rotary = modeling_qwen2_5_vl.Qwen2_5_VLRotaryEmbedding(config).to(device)
     gen = torch.Generator().manual_seed(0)
     # t/h/w ids of an image span inside text: distinct per axis.
@@ -172,8 +189,11 @@ def test_rope_qwen2_5_vl_text(benchmark, request, device, monkeypatch, impl, mod
         function = torch.compile(transformers_rope, dynamic=False)
     elif impl == "eager":
         function = lambda q, k: tuple(  # noqa: E731
-            t.transpose(1, 2) for t in vlmops.reference.rope(
-                q.transpose(1, 2), k.transpose(1, 2), positions, tables.axis, tables.inv_freq, False))
+            t.transpose(1, 2)
+            for t in vlmops.reference.rope(
+                q.transpose(1, 2), k.transpose(1, 2), positions, tables.axis, tables.inv_freq, False
+            )
+        )
     else:
         if device != "cuda":
             pytest.skip("Liger-Kernel's M-RoPE is a Triton kernel for CUDA devices")

@@ -63,9 +63,13 @@ def test_silu_mul(benchmark, request, device, impl, config, dtype, mode):
     M, I = pick(request, SHAPES)
     tensor_bytes = M * I * dtype.itemsize
     benchmark.group = f"silu_mul:{config}:{mode}"
-    benchmark.extra_info.update(impl=impl, role="vlmops" if impl == "vlmops" else "baseline",
-                                bytes=(3 if mode == "fwd" else 8) * tensor_bytes, flops=0,
-                                dtype=str(dtype).replace("torch.", ""))
+    benchmark.extra_info.update(
+        impl=impl,
+        role="vlmops" if impl == "vlmops" else "baseline",
+        bytes=(3 if mode == "fwd" else 8) * tensor_bytes,
+        flops=0,
+        dtype=str(dtype).replace("torch.", ""),
+    )
     function = _function(impl, device)
     gen = torch.Generator().manual_seed(0)
     gate = _padded_rows(M, I, dtype, device, gen)

@@ -42,8 +42,11 @@ CPU_TARGETS = [
 
 # (segment lengths, H, D) per tier.
 SHAPES = {
-    "qwen2.5-vl-4img": {"default": ([256, 512, 768, 1024], 16, 80), "full": ([1024, 2048, 3072, 4096], 16, 80),
-                        "tiny": ([8, 16], 2, 32)},
+    "qwen2.5-vl-4img": {
+        "default": ([256, 512, 768, 1024], 16, 80),
+        "full": ([1024, 2048, 3072, 4096], 16, 80),
+        "tiny": ([8, 16], 2, 32),
+    },
     "qwen2.5-vl-8img": {"default": ([512] * 8, 16, 80), "full": ([1024] * 8, 16, 80), "tiny": ([8] * 3, 2, 32)},
     "qwen2.5-vl-video": {"default": ([256] * 16, 16, 80), "full": ([256] * 64, 16, 80), "tiny": ([8] * 3, 2, 32)},
     "qwen2.5-vl-window": {"default": ([64] * 64, 16, 80), "full": ([64] * 256, 16, 80), "tiny": ([8] * 3, 2, 32)},
@@ -78,8 +81,9 @@ def _transformers_sdpa_loop(lengths, scale):
 
     def attend(q, k, v):
         splits = [torch.split(t.transpose(0, 1).unsqueeze(0), lengths, dim=2) for t in (q, k, v)]
-        outs = [sdpa_attention_forward(module, a, b, c, None, scaling=scale, is_causal=False)[0]
-                for a, b, c in zip(*splits)]
+        outs = [
+            sdpa_attention_forward(module, a, b, c, None, scaling=scale, is_causal=False)[0] for a, b, c in zip(*splits)
+        ]
         return torch.cat(outs, dim=1).squeeze(0)  # sdpa_attention_forward returns [1, n, H, D]
 
     return attend
@@ -92,8 +96,9 @@ def _dense_mask_sdpa(lengths, q, scale):
     mask = generate_block_attention_mask(lengths, q.unsqueeze(0))
 
     def attend(q, k, v):
-        out = F.scaled_dot_product_attention(q.transpose(0, 1)[None], k.transpose(0, 1)[None], v.transpose(0, 1)[None],
-                                             attn_mask=mask, scale=scale)
+        out = F.scaled_dot_product_attention(
+            q.transpose(0, 1)[None], k.transpose(0, 1)[None], v.transpose(0, 1)[None], attn_mask=mask, scale=scale
+        )
         return out[0].transpose(0, 1)
 
     return attend
@@ -108,13 +113,19 @@ def _flex_attention(lengths, q, scale):
 
     documents = _document_ids(lengths, q.device)
     N = q.shape[0]
-    block_mask = create_block_mask(lambda b, h, qi, ki: documents[qi] == documents[ki], None, None, N, N,
-                                   device=q.device)
+    block_mask = create_block_mask(
+        lambda b, h, qi, ki: documents[qi] == documents[ki], None, None, N, N, device=q.device
+    )
     compiled = torch.compile(flex_attention, dynamic=False)
 
     def attend(q, k, v):
-        out = compiled(q.transpose(0, 1)[None], k.transpose(0, 1)[None], v.transpose(0, 1)[None],
-                       block_mask=block_mask, scale=scale)
+        out = compiled(
+            q.transpose(0, 1)[None],
+            k.transpose(0, 1)[None],
+            v.transpose(0, 1)[None],
+            block_mask=block_mask,
+            scale=scale,
+        )
         return out[0].transpose(0, 1)
 
     return attend
@@ -140,8 +151,13 @@ def test_varlen_attention(benchmark, request, device, shape_name, impl, mode):
     moved = (4 + (6 if backward else 0)) * N * H * D * dtype.itemsize
     flops = 4 * pairs * H * D * (3.5 if backward else 1)
     benchmark.group = f"varlen_attention:{shape_name}:{mode}"
-    benchmark.extra_info.update(impl=impl, role="vlmops" if impl == "vlmops" else "baseline", bytes=moved,
-                                flops=flops, dtype=str(dtype).replace("torch.", ""))
+    benchmark.extra_info.update(
+        impl=impl,
+        role="vlmops" if impl == "vlmops" else "baseline",
+        bytes=moved,
+        flops=flops,
+        dtype=str(dtype).replace("torch.", ""),
+    )
     scale = D**-0.5
     q, k, v, cu = _inputs(lengths, H, D, dtype, device, backward)
     if impl == "vlmops":
@@ -152,13 +168,17 @@ def test_varlen_attention(benchmark, request, device, shape_name, impl, mode):
         if device == "cpu" and pick(request, {"default": False, "full": True}) and shape_name != "qwen2.5-vl-8img":
             pytest.skip("N x N mask: at --full sizes on CPU only the 8-image target shape is run")
         if device == "cpu" and backward and not pick(request, {"default": False, "full": True}):
-            pytest.skip("N x N mask backward: minutes of `make bench` on CPU for no target (the CPU "
-                        "targets are forward); run at --full and on CUDA")
+            pytest.skip(
+                "N x N mask backward: minutes of `make bench` on CPU for no target (the CPU "
+                "targets are forward); run at --full and on CUDA"
+            )
         attend = _dense_mask_sdpa(lengths, q.detach(), scale)
     elif impl == "flex-attention":
         if device == "cpu":
-            pytest.skip("FlexAttention on CPU compiles for minutes per shape and runs slower than the "
-                        "per-image loop; measured on CUDA")
+            pytest.skip(
+                "FlexAttention on CPU compiles for minutes per shape and runs slower than the "
+                "per-image loop; measured on CUDA"
+            )
         attend = _flex_attention(lengths, q.detach(), scale)
     else:
         require_peer("flash_attn", device=device)
@@ -190,5 +210,6 @@ def test_flex_attention_mask_build(benchmark, request, device, shape_name):
     from torch.nn.attention.flex_attention import create_block_mask
 
     documents = _document_ids(lengths, device)
-    benchmark(lambda: create_block_mask(lambda b, h, qi, ki: documents[qi] == documents[ki], None, None, N, N,
-                                        device=device))
+    benchmark(
+        lambda: create_block_mask(lambda b, h, qi, ki: documents[qi] == documents[ki], None, None, N, N, device=device)
+    )

@@ -72,9 +72,18 @@ def build_towers(shape, device, dtype):
     from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VisionTransformerPretrainedModel
 
     depth, hidden, heads, intermediate, out_hidden, full_layers, images, side = shape
-    config = Qwen2_5_VLVisionConfig(depth=depth, hidden_size=hidden, num_heads=heads, intermediate_size=intermediate,
-                                    out_hidden_size=out_hidden, fullatt_block_indexes=full_layers, window_size=112,
-                                    patch_size=PATCH, temporal_patch_size=TEMPORAL, spatial_merge_size=MERGE)
+    config = Qwen2_5_VLVisionConfig(
+        depth=depth,
+        hidden_size=hidden,
+        num_heads=heads,
+        intermediate_size=intermediate,
+        out_hidden_size=out_hidden,
+        fullatt_block_indexes=full_layers,
+        window_size=112,
+        patch_size=PATCH,
+        temporal_patch_size=TEMPORAL,
+        spatial_merge_size=MERGE,
+    )
     torch.manual_seed(0)
     tower = Qwen2_5_VisionTransformerPretrainedModel._from_config(config, attn_implementation="sdpa")
     tower = tower.to(device=device, dtype=dtype).eval()
@@ -111,8 +120,9 @@ def record_linears(tower, forward):
     projection's output) is kept as a snapshot and replayed as a fresh copy each call, standing in for
     the write an out-of-place RoPE would do; the others are replayed as they are (no copy)."""
     recorded, names = {}, {m: n for n, m in tower.named_modules() if isinstance(m, nn.Linear)}
-    hooks = [m.register_forward_hook(lambda m, args, out: recorded.__setitem__(names[m], (out, out.clone())))
-             for m in names]
+    hooks = [
+        m.register_forward_hook(lambda m, args, out: recorded.__setitem__(names[m], (out, out.clone()))) for m in names
+    ]
     try:
         out = forward()
     finally:
@@ -155,6 +165,7 @@ def towers(request, device):
     tower, patched, rows, grid_thw = build_towers(pick(request, SHAPES), device, dtype)
     peaks, outs = {}, {}
     for impl, model in (("transformers", tower), ("vlmops", patched)):
+
         def forward(model=model):
             with torch.no_grad():
                 return model(rows, grid_thw=grid_thw).pooler_output
@@ -184,9 +195,14 @@ def _peak_info(peak_bytes, device) -> dict:
 def test_vision_tower_qwen2_5_vl(benchmark, device, towers, impl):
     tower, rows, grid_thw = towers[impl], towers["rows"], towers["grid_thw"]
     benchmark.group = "vision_tower:qwen2.5-vl:fwd"
-    benchmark.extra_info.update(impl=impl, role="vlmops" if impl == "vlmops" else "baseline",
-                                bytes=_ideal_bytes(tower, rows), flops=_linear_work(tower, rows)[0],
-                                dtype=str(rows.dtype).replace("torch.", ""), **_peak_info(towers["peaks"][impl], device))
+    benchmark.extra_info.update(
+        impl=impl,
+        role="vlmops" if impl == "vlmops" else "baseline",
+        bytes=_ideal_bytes(tower, rows),
+        flops=_linear_work(tower, rows)[0],
+        dtype=str(rows.dtype).replace("torch.", ""),
+        **_peak_info(towers["peaks"][impl], device),
+    )
     if device == "cuda":  # a forward costs milliseconds there; on CPU the non-linear entries are the split
         benchmark.extra_info.update({f"profile_{k}": v for k, v in profile_split(tower, rows, grid_thw).items()})
 
@@ -210,8 +226,13 @@ def test_vision_tower_qwen2_5_vl_non_linear(benchmark, device, towers, impl):
     replay_linears(tower, recorded)
     benchmark.group = "vision_tower:qwen2.5-vl-non-linear:fwd"
     # bytes: every Linear output, which the rest of the tower reads at least once.
-    benchmark.extra_info.update(impl=impl, role="vlmops" if impl == "vlmops" else "baseline",
-                                bytes=_linear_work(tower, rows)[1], flops=0, dtype=str(rows.dtype).replace("torch.", ""))
+    benchmark.extra_info.update(
+        impl=impl,
+        role="vlmops" if impl == "vlmops" else "baseline",
+        bytes=_linear_work(tower, rows)[1],
+        flops=0,
+        dtype=str(rows.dtype).replace("torch.", ""),
+    )
     torch.testing.assert_close(forward(), expected)  # the replay reproduces the forward
     benchmark.pedantic(forward, **ROUNDS)
 
@@ -223,10 +244,15 @@ def main():
     for name, model in (("transformers", tower), ("vlmops", patched)):
         profile_split(model, rows, grid_thw)  # warm-up
         splits[name] = profile_split(model, rows, grid_thw)
-        print(f"{name:>12}: Linear layers {splits[name]['linear_s']:.3f} s, everything else {splits[name]['other_s']:.3f} s")
+        print(
+            f"{name:>12}: Linear layers {splits[name]['linear_s']:.3f} s, "
+            f"everything else {splits[name]['other_s']:.3f} s"
+        )
     base, mine = splits["transformers"], splits["vlmops"]
-    print(f"everything except Linear: {base['other_s'] / mine['other_s']:.2f}x faster; whole tower (profiled): "
-          f"{(base['linear_s'] + base['other_s']) / (mine['linear_s'] + mine['other_s']):.2f}x faster")
+    print(
+        f"everything except Linear: {base['other_s'] / mine['other_s']:.2f}x faster; whole tower (profiled): "
+        f"{(base['linear_s'] + base['other_s']) / (mine['linear_s'] + mine['other_s']):.2f}x faster"
+    )
 
 
 if __name__ == "__main__":

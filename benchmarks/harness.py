@@ -48,8 +48,16 @@ class Settings:
 
 def settings_for(tier: str, device: str) -> Settings:
     if tier == "tiny":
-        return Settings(tier, warmup_rounds=1, min_rounds=3, max_rounds=5, max_time=0.02, min_round_time=1e-4,
-                        copy_bytes=1 << 22, matmul_size=256)
+        return Settings(
+            tier,
+            warmup_rounds=1,
+            min_rounds=3,
+            max_rounds=5,
+            max_time=0.02,
+            min_round_time=1e-4,
+            copy_bytes=1 << 22,
+            matmul_size=256,
+        )
     on_cuda = device == "cuda"
     return Settings(
         tier,

@@ -13,17 +13,38 @@ from pathlib import Path
 import pytest
 
 ROW_COLUMNS = (
-    "group", "op", "shape", "mode", "impl", "role", "status", "reason", "dtype",
-    "median_s", "iqr_s", "mean_s", "min_s", "rounds", "iterations",
-    "bytes", "flops", "bytes_per_s", "pct_copy_bandwidth", "flops_per_s", "pct_matmul",
-    "pct_datasheet_bandwidth", "pct_datasheet_flops", "peak_bytes", "test",
+    "group",
+    "op",
+    "shape",
+    "mode",
+    "impl",
+    "role",
+    "status",
+    "reason",
+    "dtype",
+    "median_s",
+    "iqr_s",
+    "mean_s",
+    "min_s",
+    "rounds",
+    "iterations",
+    "bytes",
+    "flops",
+    "bytes_per_s",
+    "pct_copy_bandwidth",
+    "flops_per_s",
+    "pct_matmul",
+    "pct_datasheet_bandwidth",
+    "pct_datasheet_flops",
+    "peak_bytes",
+    "test",
 )
 README_BEGIN = "<!-- bench-summary:begin -->"
 README_END = "<!-- bench-summary:end -->"
 
 
 def _split_group(group: str) -> tuple[str, str, str]:
-    """"<op>:<shape-name>:<fwd|fwd+bwd>" -> its three parts (a group not named so is its own op)."""
+    """ "<op>:<shape-name>:<fwd|fwd+bwd>" -> its three parts (a group not named so is its own op)."""
     parts = group.split(":")
     return tuple(parts) if len(parts) == 3 else (group, "", "")
 
@@ -76,9 +97,17 @@ class Collector:
             status = "error"
             reason = f"{report.when}: " + (call.excinfo.exconly().splitlines()[0] if call.excinfo else "failed")
         self.unfinished_rows.append(
-            {"group": group, "impl": extra.get("impl", item.name), "role": extra.get("role", ""), "status": status,
-             "reason": reason, "dtype": extra.get("dtype"), "bytes": extra.get("bytes"), "flops": extra.get("flops"),
-             "test": item.nodeid}
+            {
+                "group": group,
+                "impl": extra.get("impl", item.name),
+                "role": extra.get("role", ""),
+                "status": status,
+                "reason": reason,
+                "dtype": extra.get("dtype"),
+                "bytes": extra.get("bytes"),
+                "flops": extra.get("flops"),
+                "test": item.nodeid,
+            }
         )
 
 
@@ -88,7 +117,9 @@ def _pct(numerator, denominator):
     return 100.0 * numerator / denominator
 
 
-def build_rows(pytest_benchmark_json: dict, unfinished_rows: list, collected: list, datasheet: dict | None) -> list[dict]:
+def build_rows(
+    pytest_benchmark_json: dict, unfinished_rows: list, collected: list, datasheet: dict | None
+) -> list[dict]:
     """One row per collected entry (and per failure), with every column of ROW_COLUMNS."""
     rows = []
     for entry in pytest_benchmark_json.get("benchmarks", []):
@@ -125,9 +156,18 @@ def build_rows(pytest_benchmark_json: dict, unfinished_rows: list, collected: li
         rows.append(row)
     rows.extend(unfinished_rows)
     reported = {row["test"] for row in rows}
-    rows.extend({"group": nodeid, "impl": nodeid.split("::")[-1], "role": "", "status": "error",
-                 "reason": "passed without timing anything (no benchmark(...) call)", "test": nodeid}
-                for nodeid in collected if nodeid not in reported)
+    rows.extend(
+        {
+            "group": nodeid,
+            "impl": nodeid.split("::")[-1],
+            "role": "",
+            "status": "error",
+            "reason": "passed without timing anything (no benchmark(...) call)",
+            "test": nodeid,
+        }
+        for nodeid in collected
+        if nodeid not in reported
+    )
     complete = []
     for row in rows:
         op, shape, mode = _split_group(row["group"])
@@ -149,8 +189,14 @@ def build_ratios(rows: list[dict]) -> list[dict]:
     for group, members in groups.items():
         for mine in (r for r in members if r["role"] == "vlmops"):
             for base in (r for r in members if r["role"] == "baseline"):
-                ratios.append({"group": group, "vlmops_impl": mine["impl"], "baseline": base["impl"],
-                               "speedup": base["median_s"] / mine["median_s"]})
+                ratios.append(
+                    {
+                        "group": group,
+                        "vlmops_impl": mine["impl"],
+                        "baseline": base["impl"],
+                        "speedup": base["median_s"] / mine["median_s"],
+                    }
+                )
     return ratios
 
 
@@ -158,9 +204,20 @@ def check_targets(targets: list[dict], ratios: list[dict], device: str) -> list[
     """Each CPU target with the measured speedups of every vlmops impl in its group(s)."""
     checked = []
     for target in targets:
-        found = [r for r in ratios if fnmatch.fnmatchcase(r["group"], target["group"]) and r["baseline"] == target["baseline"]]
-        measured = [{"group": r["group"], "vlmops_impl": r["vlmops_impl"], "speedup": r["speedup"],
-                     "met": r["speedup"] >= target["min_speedup"]} for r in found]
+        found = [
+            r
+            for r in ratios
+            if fnmatch.fnmatchcase(r["group"], target["group"]) and r["baseline"] == target["baseline"]
+        ]
+        measured = [
+            {
+                "group": r["group"],
+                "vlmops_impl": r["vlmops_impl"],
+                "speedup": r["speedup"],
+                "met": r["speedup"] >= target["min_speedup"],
+            }
+            for r in found
+        ]
         if device != "cpu":
             status = "not applicable (CPU target, this run is on " + device + ")"
         elif not measured:
@@ -193,7 +250,7 @@ def fmt_bytes(n) -> str:
 
 
 def fmt_rate(value, pct, unit, pct_datasheet=None) -> str:
-    """"0.42 GB/s (11%)": the achieved rate and its share of the measured roofline (and of the datasheet)."""
+    """ "0.42 GB/s (11%)": the achieved rate and its share of the measured roofline (and of the datasheet)."""
     if value is None:
         return "-"
     text = f"{value / 1e9:.3g} G{unit}"
@@ -222,14 +279,32 @@ def terminal_table(result: dict) -> str:
     lines = []
     for row in rows:
         if row["status"] == "ok":
-            lines.append((row["group"], row["impl"], row["role"], fmt_time(row["median_s"]), fmt_time(row["iqr_s"]),
-                          fmt_rate(row["bytes_per_s"], row["pct_copy_bandwidth"], "B/s", row["pct_datasheet_bandwidth"]),
-                          fmt_rate(row["flops_per_s"], row["pct_matmul"], "FLOP/s", row["pct_datasheet_flops"]),
-                          fmt_bytes(row["peak_bytes"]), _speedup_text(row, ratios)))
+            lines.append(
+                (
+                    row["group"],
+                    row["impl"],
+                    row["role"],
+                    fmt_time(row["median_s"]),
+                    fmt_time(row["iqr_s"]),
+                    fmt_rate(row["bytes_per_s"], row["pct_copy_bandwidth"], "B/s", row["pct_datasheet_bandwidth"]),
+                    fmt_rate(row["flops_per_s"], row["pct_matmul"], "FLOP/s", row["pct_datasheet_flops"]),
+                    fmt_bytes(row["peak_bytes"]),
+                    _speedup_text(row, ratios),
+                )
+            )
         else:
             lines.append((row["group"], row["impl"], row["role"], row["status"], "", "", "", "", row["reason"]))
-    headers = ("group", "impl", "role", "median", "IQR", "bandwidth (% copy)", "compute (% matmul)", "peak mem",
-               "speedup of vlmops vs this baseline")
+    headers = (
+        "group",
+        "impl",
+        "role",
+        "median",
+        "IQR",
+        "bandwidth (% copy)",
+        "compute (% matmul)",
+        "peak mem",
+        "speedup of vlmops vs this baseline",
+    )
     parts = [_table(headers, lines), "", roofline_text(result)]
     for target in result["targets"]:
         parts.append(target_text(target))
@@ -239,21 +314,27 @@ def terminal_table(result: dict) -> str:
 
 def roofline_text(result: dict) -> str:
     roof = result["roofline"]
-    text = f"roofline ({result['meta']['device_name']}): copy {roof['copy_bytes_per_s'] / 1e9:.3g} GB/s" if roof[
-        "copy_bytes_per_s"] else "roofline: not measured"
+    text = (
+        f"roofline ({result['meta']['device_name']}): copy {roof['copy_bytes_per_s'] / 1e9:.3g} GB/s"
+        if roof["copy_bytes_per_s"]
+        else "roofline: not measured"
+    )
     for dtype, value in sorted(roof["matmul_flops_per_s"].items()):
         text += f", matmul {dtype} {value / 1e9:.3g} GFLOP/s"
     if roof.get("datasheet"):
         sheet = roof["datasheet"]
         text += f"; datasheet {sheet['name']}: {sheet['bytes_per_s'] / 1e12:.3g} TB/s, " + ", ".join(
-            f"{d} {v / 1e12:.4g} TFLOP/s" for d, v in sheet["flops_per_s"].items())
+            f"{d} {v / 1e12:.4g} TFLOP/s" for d, v in sheet["flops_per_s"].items()
+        )
     return text
 
 
 def target_text(target: dict) -> str:
     measured = ", ".join(f"{m['vlmops_impl']} {m['speedup']:.2f}x" for m in target["measured"]) or "no measurement"
-    return (f"CPU target ({target['source']}): >= {target['min_speedup']:g}x vs {target['baseline']} "
-            f"in {target['group']} -> measured {measured}: {target['status']}")
+    return (
+        f"CPU target ({target['source']}): >= {target['min_speedup']:g}x vs {target['baseline']} "
+        f"in {target['group']} -> measured {measured}: {target['status']}"
+    )
 
 
 def kernel_report_text(report: dict) -> str:
@@ -262,14 +343,38 @@ def kernel_report_text(report: dict) -> str:
     kernels = report["kernels"]
     if not kernels:
         return "kernel report: no kernels"
-    headers = ("kernel", "config", "arch", "registers", "spill stores", "spill loads", "shared", "wgmma",
-               "ld 128-bit/all", "st 128-bit/all")
-    lines = [(k.get("kernel"), k.get("config"), k.get("arch"), k.get("registers"), k.get("spill_stores"),
-              k.get("spill_loads"), fmt_bytes(k.get("shared_bytes")), k.get("wgmma"),
-              f"{k.get('ld_global_128')}/{k.get('ld_global')}", f"{k.get('st_global_128')}/{k.get('st_global')}")
-             for k in kernels]
-    spilled = [f"{k.get('kernel')} [{k.get('config')}] on {k.get('arch')}" for k in kernels
-               if k.get("spill_stores") or k.get("spill_loads")]
+    headers = (
+        "kernel",
+        "config",
+        "arch",
+        "registers",
+        "spill stores",
+        "spill loads",
+        "shared",
+        "wgmma",
+        "ld 128-bit/all",
+        "st 128-bit/all",
+    )
+    lines = [
+        (
+            k.get("kernel"),
+            k.get("config"),
+            k.get("arch"),
+            k.get("registers"),
+            k.get("spill_stores"),
+            k.get("spill_loads"),
+            fmt_bytes(k.get("shared_bytes")),
+            k.get("wgmma"),
+            f"{k.get('ld_global_128')}/{k.get('ld_global')}",
+            f"{k.get('st_global_128')}/{k.get('st_global')}",
+        )
+        for k in kernels
+    ]
+    spilled = [
+        f"{k.get('kernel')} [{k.get('config')}] on {k.get('arch')}"
+        for k in kernels
+        if k.get("spill_stores") or k.get("spill_loads")
+    ]
     verdict = "SPILLS: " + "; ".join(spilled) if spilled else "no spills"
     return f"kernel report ({len(kernels)} kernels, {verdict}):\n" + _table(headers, lines)
 
@@ -300,8 +405,15 @@ def write_plot(result: dict, path: Path) -> None:
         # Bars grow from 1x: right when vlmops is faster, left when it is slower.
         ax.barh(y, [s - 1 for s in speedups], left=1, color=[colors[r["baseline"]] for r in ratios])
         for position, speedup in zip(y, speedups):
-            ax.annotate(f"{speedup:.2f}x", (speedup, position), xytext=(3 if speedup >= 1 else -3, 0),
-                        textcoords="offset points", va="center", ha="left" if speedup >= 1 else "right", fontsize=7)
+            ax.annotate(
+                f"{speedup:.2f}x",
+                (speedup, position),
+                xytext=(3 if speedup >= 1 else -3, 0),
+                textcoords="offset points",
+                va="center",
+                ha="left" if speedup >= 1 else "right",
+                fontsize=7,
+            )
         ax.set_yticks(y, labels, fontsize=7)
         ax.invert_yaxis()
         ax.set_xscale("log")
@@ -311,17 +423,32 @@ def write_plot(result: dict, path: Path) -> None:
         ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}x"))
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         handles = [plt.Rectangle((0, 0), 1, 1, color=colors[b]) for b in baselines]
-        ax.legend(handles, baselines, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), title="baseline",
-                  title_fontsize=7)
+        ax.legend(
+            handles,
+            baselines,
+            fontsize=7,
+            loc="upper left",
+            bbox_to_anchor=(1.01, 1),
+            title="baseline",
+            title_fontsize=7,
+        )
     else:
-        ax.text(0.5, 0.5, "no ratios: no group had a vlmops and a baseline entry that ran", ha="center",
-                transform=ax.transAxes)
+        ax.text(
+            0.5,
+            0.5,
+            "no ratios: no group had a vlmops and a baseline entry that ran",
+            ha="center",
+            transform=ax.transAxes,
+        )
         ax.set_xscale("log")
     ax.axvline(1.0, color="black", linewidth=0.8)
     ax.set_xlabel("speedup of vlmops (baseline median / vlmops median), log scale; > 1 means vlmops is faster")
     meta = result["meta"]
-    ax.set_title(f"vlmops speedups on {meta['device_name']} ({meta['date']}, {meta['tier']} sizes, "
-                 f"load average {meta['load_average'][0]:.1f} on {meta['cpu_count']} CPUs)", fontsize=9)
+    ax.set_title(
+        f"vlmops speedups on {meta['device_name']} ({meta['date']}, {meta['tier']} sizes, "
+        f"load average {meta['load_average'][0]:.1f} on {meta['cpu_count']} CPUs)",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -339,22 +466,28 @@ def markdown_summary(result: dict) -> str:
         "",
         roofline_text(result) + ".",
         "",
-        "| group | impl | median | bandwidth (% of copy) | compute (% of matmul) | peak memory | speedup of vlmops vs this |",
+        "| group | impl | median | bandwidth (% of copy) | compute (% of matmul) | peak memory "
+        "| speedup of vlmops vs this |",
         "|---|---|---|---|---|---|---|",
     ]
     for row in result["rows"]:
         if row["status"] == "ok":
-            lines.append(f"| {row['group']} | {row['impl']} | {fmt_time(row['median_s'])} | "
-                         f"{fmt_rate(row['bytes_per_s'], row['pct_copy_bandwidth'], 'B/s')} | "
-                         f"{fmt_rate(row['flops_per_s'], row['pct_matmul'], 'FLOP/s')} | "
-                         f"{fmt_bytes(row['peak_bytes'])} | {_speedup_text(row, result['ratios'])} |")
+            lines.append(
+                f"| {row['group']} | {row['impl']} | {fmt_time(row['median_s'])} | "
+                f"{fmt_rate(row['bytes_per_s'], row['pct_copy_bandwidth'], 'B/s')} | "
+                f"{fmt_rate(row['flops_per_s'], row['pct_matmul'], 'FLOP/s')} | "
+                f"{fmt_bytes(row['peak_bytes'])} | {_speedup_text(row, result['ratios'])} |"
+            )
         else:
             lines.append(f"| {row['group']} | {row['impl']} | {row['status']}: {row['reason']} | | | | |")
     if result["targets"]:
         lines += ["", "Targets from the op issues:", ""]
         lines += [f"- {target_text(t)}" for t in result["targets"]]
-    lines += ["", f"All columns: `benchmarks/results/{meta['device']}-{meta['date']}.json`; speedup plot: the `.png` "
-              "beside it (not committed)."]
+    lines += [
+        "",
+        f"All columns: `benchmarks/results/{meta['device']}-{meta['date']}.json`; speedup plot: the `.png` "
+        "beside it (not committed).",
+    ]
     lines += ["", kernel_report_text(result["kernel_report"]).split("\n")[0].rstrip(":") + "."]
     return "\n".join(lines)
 

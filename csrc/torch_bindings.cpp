@@ -29,11 +29,13 @@ TORCH_LIBRARY(vlmops, m) {
 
 // Patch embedding (Conv2d/Conv3d with kernel == stride) as one GEMM; see vlmops/ops/patch_embed.py.
 TORCH_LIBRARY_FRAGMENT(vlmops, m) {
-  // x [N, C*T*Ph*Pw] rows | [B, C, H, W] | [B, C, F, H, W] (uint8 or float), weight [D, C, (T,) Ph, Pw] -> [N, D] | [B, ncls + L, D].
+  // x [N, C*T*Ph*Pw] rows | [B, C, H, W] | [B, C, F, H, W] (uint8 or float), weight [D, C, (T,) Ph, Pw] -> [N, D] | [B,
+  // ncls + L, D].
   VLMOPS_DEF_WITH_TRITON(m, "patch_embed", "_patch_embed_triton",
                          "(Tensor x, Tensor weight, Tensor? bias, Tensor? mean, Tensor? std, float? rescale, "
                          "Tensor? pos_embed, Tensor? cls_token) -> Tensor");
-  // grad_patches [N, D] | [B, L, D] (no CLS row) -> (grad_x (x's shape, or [0] unless compute_grad_x), grad_weight, grad_bias [D]).
+  // grad_patches [N, D] | [B, L, D] (no CLS row) -> (grad_x (x's shape, or [0] unless compute_grad_x), grad_weight,
+  // grad_bias [D]).
   VLMOPS_DEF_WITH_TRITON(m, "patch_embed_backward", "_patch_embed_backward_triton",
                          "(Tensor grad_patches, Tensor x, Tensor weight, Tensor? mean, Tensor? std, float? rescale, "
                          "bool compute_grad_x) -> (Tensor, Tensor, Tensor)");
@@ -86,7 +88,8 @@ TORCH_LIBRARY_FRAGMENT(vlmops, m) {
 // dtype, then times weight (out dtype = promote(x, weight)); x [..., C] (any strides), weight [C].
 TORCH_LIBRARY_FRAGMENT(vlmops, m) {
   // -> (out [..., C], rstd [...] float32 (float64 for float64 inputs)).
-  VLMOPS_DEF_WITH_TRITON(m, "rms_norm", "_rms_norm_triton", "(Tensor x, Tensor? weight, float eps) -> (Tensor, Tensor)");
+  VLMOPS_DEF_WITH_TRITON(m, "rms_norm", "_rms_norm_triton",
+                         "(Tensor x, Tensor? weight, float eps) -> (Tensor, Tensor)");
   // -> (grad_x (x's shape and dtype), grad_weight [C] (weight's dtype; [0] without a weight)).
   VLMOPS_DEF_WITH_TRITON(m, "rms_norm_backward", "_rms_norm_backward_triton",
                          "(Tensor grad_out, Tensor x, Tensor? weight, Tensor rstd) -> (Tensor, Tensor)");

@@ -104,8 +104,12 @@ def test_varlen_one_token_with_a_stride_smaller_than_the_row(operand, D):
     # One query (q, grad_out) or one key (k, v) whose size-1 dim has stride 1 < D: is_contiguous() is
     # True, and BLAS must never see that stride as a leading dimension.
     Nq, Nk = (1, 6) if operand in ("q", "grad_out") else (5, 1)
-    tensors = dict(q=randn(Nq, 2, D, seed=1), k=randn(Nk, 2, D, seed=2), v=randn(Nk, 2, D, seed=3),
-                   grad_out=randn(Nq, 2, D, seed=4))
+    tensors = dict(
+        q=randn(Nq, 2, D, seed=1),
+        k=randn(Nk, 2, D, seed=2),
+        v=randn(Nk, 2, D, seed=3),
+        grad_out=randn(Nq, 2, D, seed=4),
+    )
     tensors[operand] = one_token_small_stride(tensors[operand])
     check_varlen(tensors["q"], tensors["k"], tensors["v"], cu_of([Nq]), cu_of([Nk]), tensors["grad_out"])
 
@@ -125,8 +129,12 @@ def test_varlen_one_token_small_stride_in_float32_and_bfloat16(dtype):
 def test_gated_one_row_or_key_with_a_stride_smaller_than_the_row(operand, D):
     # Lq = 1 (decode) for q/grad_out, Lk = 1 for k/v; B = 1 and Hk = 1 with arbitrary strides too.
     Lq, Lk = (1, 6) if operand in ("q", "grad_out") else (4, 1)
-    tensors = dict(q=randn(1, Lq, 2, D, seed=1), k=randn(1, Lk, 1, D, seed=2), v=randn(1, Lk, 1, D, seed=3),
-                   grad_out=randn(1, Lq, 2, D, seed=4))
+    tensors = dict(
+        q=randn(1, Lq, 2, D, seed=1),
+        k=randn(1, Lk, 1, D, seed=2),
+        v=randn(1, Lk, 1, D, seed=3),
+        grad_out=randn(1, Lq, 2, D, seed=4),
+    )
     t = tensors[operand]
     strides = list(t.stride())
     strides[0], strides[1] = 3, 1  # B = 1 and the size-1 token dim, both smaller than a row
@@ -136,8 +144,15 @@ def test_gated_one_row_or_key_with_a_stride_smaller_than_the_row(operand, D):
     start = torch.zeros(1, Lq, dtype=torch.int32)
     end = torch.full((1, Lq), Lk, dtype=torch.int32)
     end[0, 0] = max(Lk - 1, 1)
-    check_gated(tensors["q"], tensors["k"], tensors["v"], start, end, torch.tensor([0.3], dtype=torch.float64),
-                tensors["grad_out"])
+    check_gated(
+        tensors["q"],
+        tensors["k"],
+        tensors["v"],
+        start,
+        end,
+        torch.tensor([0.3], dtype=torch.float64),
+        tensors["grad_out"],
+    )
 
 
 def untouched(numel, dtype):
@@ -161,8 +176,9 @@ def test_varlen_token_stride_past_2_31_is_copied_not_truncated():
     ref, _ = varlen_reference(q.double(), k_values.double(), v.double(), cu_q, cu_k)
     assert (out.double() - ref).abs().max().item() < 1e-5
     grads = varlen_backward_op(torch.ones_like(out), q, k, v, out, lse, cu_q, cu_k)
-    ref_grads = varlen_reference_backward(torch.ones(3, 1, D, dtype=torch.float64), q.double(), k_values.double(),
-                                          v.double(), ref, None, cu_q, cu_k)
+    ref_grads = varlen_reference_backward(
+        torch.ones(3, 1, D, dtype=torch.float64), q.double(), k_values.double(), v.double(), ref, None, cu_q, cu_k
+    )
     for g, r in zip(grads, ref_grads):
         assert (g.double() - r).abs().max().item() < 1e-4
 
@@ -211,18 +227,42 @@ def test_expanded_operands_and_gradients(op):
 def test_head_dim_strided_or_of_size_one_with_any_stride(op):
     # D strided (every other element) is copied; D = 1 reads whatever its stride.
     if op == "varlen":
-        check_varlen(randn(5, 2, 48, seed=1)[..., ::2], randn(5, 2, 24, seed=2), randn(5, 2, 48, seed=3)[..., 1::2],
-                     cu_of([5]), cu_of([5]), randn(5, 2, 48, seed=4)[..., ::2])
-        check_varlen(with_strides(randn(5, 2, 1, seed=5), (2, 1, 3)), with_strides(randn(5, 2, 1, seed=6), (2, 1, 7)),
-                     with_strides(randn(5, 2, 1, seed=7), (1, 5, 0)), cu_of([2, 3]), cu_of([4, 1]),
-                     with_strides(randn(5, 2, 1, seed=8), (2, 1, 9)))
+        check_varlen(
+            randn(5, 2, 48, seed=1)[..., ::2],
+            randn(5, 2, 24, seed=2),
+            randn(5, 2, 48, seed=3)[..., 1::2],
+            cu_of([5]),
+            cu_of([5]),
+            randn(5, 2, 48, seed=4)[..., ::2],
+        )
+        check_varlen(
+            with_strides(randn(5, 2, 1, seed=5), (2, 1, 3)),
+            with_strides(randn(5, 2, 1, seed=6), (2, 1, 7)),
+            with_strides(randn(5, 2, 1, seed=7), (1, 5, 0)),
+            cu_of([2, 3]),
+            cu_of([4, 1]),
+            with_strides(randn(5, 2, 1, seed=8), (2, 1, 9)),
+        )
     else:
         start, end = torch.tensor([[0, 1, 0]], dtype=torch.int32), torch.tensor([[4, 4, 0]], dtype=torch.int32)
-        check_gated(randn(1, 3, 2, 48, seed=1)[..., ::2], randn(1, 4, 1, 24, seed=2),
-                    randn(1, 4, 1, 48, seed=3)[..., ::2], start, end, None, randn(1, 3, 2, 48, seed=4)[..., 1::2])
-        check_gated(with_strides(randn(1, 3, 2, 1, seed=5), (1, 2, 1, 5)),
-                    with_strides(randn(1, 4, 1, 1), (0, 1, 1, 3)), randn(1, 4, 1, 1, seed=6), start, end,
-                    torch.tensor(0.5, dtype=torch.float64), with_strides(randn(1, 3, 2, 1, seed=7), (6, 2, 1, 11)))
+        check_gated(
+            randn(1, 3, 2, 48, seed=1)[..., ::2],
+            randn(1, 4, 1, 24, seed=2),
+            randn(1, 4, 1, 48, seed=3)[..., ::2],
+            start,
+            end,
+            None,
+            randn(1, 3, 2, 48, seed=4)[..., 1::2],
+        )
+        check_gated(
+            with_strides(randn(1, 3, 2, 1, seed=5), (1, 2, 1, 5)),
+            with_strides(randn(1, 4, 1, 1), (0, 1, 1, 3)),
+            randn(1, 4, 1, 1, seed=6),
+            start,
+            end,
+            torch.tensor(0.5, dtype=torch.float64),
+            with_strides(randn(1, 3, 2, 1, seed=7), (6, 2, 1, 11)),
+        )
 
 
 # Hypothesis over layouts: for each operand a dim order (the last dim need not be innermost), padding
@@ -302,9 +342,22 @@ def test_opcheck_on_adversarial_layouts(op):
         cu_q, cu_k = cu_of([1]), cu_of([3])
         torch.library.opcheck(varlen_op.default, (q.requires_grad_(), k, v, cu_q, cu_k, None, None, None))
         out, lse = varlen_op(q, k, v, cu_q, cu_k)
-        torch.library.opcheck(varlen_backward_op.default,
-                              (torch.ones(()).double().expand(1, 2, 8), q.detach(), k, v, out.detach(), lse, cu_q,
-                               cu_k, None, None, None))
+        torch.library.opcheck(
+            varlen_backward_op.default,
+            (
+                torch.ones(()).double().expand(1, 2, 8),
+                q.detach(),
+                k,
+                v,
+                out.detach(),
+                lse,
+                cu_q,
+                cu_k,
+                None,
+                None,
+                None,
+            ),
+        )
     else:
         q = with_strides(randn(1, 1, 2, 8, seed=1), (1, 1, 8, 1))
         k, v = randn(1, 3, 1, 8, seed=2).expand(1, 3, 2, 8), randn(1, 3, 2, 8, seed=3)
@@ -312,9 +365,21 @@ def test_opcheck_on_adversarial_layouts(op):
         gate = torch.tensor(0.2, dtype=torch.float64, requires_grad=True)
         torch.library.opcheck(gated_op.default, (q.requires_grad_(), k, v, start, end, gate, None))
         out, lse = gated_op(q, k, v, start, end, gate, None)
-        torch.library.opcheck(gated_backward_op.default,
-                              (torch.ones(()).double().expand(1, 1, 2, 8), q.detach(), k, v, out.detach(), lse, start,
-                               end, gate.detach(), None))
+        torch.library.opcheck(
+            gated_backward_op.default,
+            (
+                torch.ones(()).double().expand(1, 1, 2, 8),
+                q.detach(),
+                k,
+                v,
+                out.detach(),
+                lse,
+                start,
+                end,
+                gate.detach(),
+                None,
+            ),
+        )
 
 
 # ---- the Triton launchers on the same layouts (interpreter) ----------------------------------------------
@@ -332,17 +397,18 @@ def test_triton_launchers_one_token_small_strides_and_size_one_head_dim():
         out, lse = triton_varlen.varlen_attention(q, k, v, cu, cu, block_m=16, block_n=16)
         ref, ref_lse = varlen_reference(q.double(), k.double(), v.double(), cu, cu)
         assert (out.double() - ref).abs().max().item() < 1e-5
-        grads = triton_varlen.varlen_attention_backward(one_token_small_stride(torch.ones(1, 2, D)), q, k, v, out,
-                                                        lse, cu, cu, block_m=16, block_n=16)
-        ref_grads = varlen_reference_backward(torch.ones(1, 2, D, dtype=torch.float64), q.double(), k.double(),
-                                              v.double(), ref, ref_lse, cu, cu)
+        grads = triton_varlen.varlen_attention_backward(
+            one_token_small_stride(torch.ones(1, 2, D)), q, k, v, out, lse, cu, cu, block_m=16, block_n=16
+        )
+        ref_grads = varlen_reference_backward(
+            torch.ones(1, 2, D, dtype=torch.float64), q.double(), k.double(), v.double(), ref, ref_lse, cu, cu
+        )
         for g, r in zip(grads, ref_grads):
             assert (g.double() - r).abs().max().item() < 1e-4
         qg = with_strides(randn(1, 1, 2, D, seed=4, dtype=torch.float32), (1, 1, D, 1))
         kg = with_strides(randn(1, 1, 1, D, seed=5, dtype=torch.float32), (2, 1, 1, 1))
         start, end = torch.zeros(1, 1, dtype=torch.int32), torch.ones(1, 1, dtype=torch.int32)
-        out, _ = triton_gated.gated_cross_attention(qg, kg, kg, start, end, torch.tensor(0.4), block_m=16,
-                                                    block_n=16)
+        out, _ = triton_gated.gated_cross_attention(qg, kg, kg, start, end, torch.tensor(0.4), block_m=16, block_n=16)
         ref, _ = gated_reference(qg.double(), kg.double(), kg.double(), start, end, torch.tensor(0.4).double())
         assert (out.double() - ref).abs().max().item() < 1e-5
 
@@ -375,8 +441,9 @@ _TRITON_HEAD_OFFSETS = textwrap.dedent("""
 
 def test_triton_head_offsets_past_2_31_in_a_subprocess():
     # An int32 head offset wraps to a negative address (a segfault under the interpreter): run apart.
-    result = subprocess.run([sys.executable, "-c", _TRITON_HEAD_OFFSETS], capture_output=True, text=True,
-                            timeout=600, cwd=REPO)
+    result = subprocess.run(
+        [sys.executable, "-c", _TRITON_HEAD_OFFSETS], capture_output=True, text=True, timeout=600, cwd=REPO
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     errors = dict(line.split() for line in result.stdout.strip().splitlines())
     assert set(errors) == {"varlen", "gated"}
@@ -414,12 +481,18 @@ def test_varlen_nan_and_inf_stay_in_their_segment(dtype, operand, value):
     assert all(g.shape == t.shape for g, t in zip(grads, bad))
 
 
-@pytest.mark.parametrize("operand,index,rows", [("q", (0, 1, 0, 2), [1]), ("k", (0, 1, 0, 3), [0, 1]),
-                                                ("v", (0, 1, 0, 3), [0, 1]), ("gate", (0,), [0, 1, 2])])
+@pytest.mark.parametrize(
+    "operand,index,rows",
+    [("q", (0, 1, 0, 2), [1]), ("k", (0, 1, 0, 3), [0, 1]), ("v", (0, 1, 0, 3), [0, 1]), ("gate", (0,), [0, 1, 2])],
+)
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
 def test_gated_nan_and_inf_stay_in_the_rows_that_see_them(operand, index, rows, value):
-    clean = dict(q=randn(1, 4, 2, 8, seed=1), k=randn(1, 5, 1, 8, seed=2), v=randn(1, 5, 1, 8, seed=3),
-                 gate=torch.tensor([0.5], dtype=torch.float64))
+    clean = dict(
+        q=randn(1, 4, 2, 8, seed=1),
+        k=randn(1, 5, 1, 8, seed=2),
+        v=randn(1, 5, 1, 8, seed=3),
+        gate=torch.tensor([0.5], dtype=torch.float64),
+    )
     bad = {name: t.clone() for name, t in clean.items()}
     bad[operand][index] = value
     # Rows 0 and 1 see keys [0, 2), row 2 keys [3, 5), row 3 none.
@@ -438,15 +511,25 @@ def test_gated_nan_and_inf_stay_in_the_rows_that_see_them(operand, index, rows, 
 def test_empty_segments_rows_and_operands():
     # Every segment empty; queries without keys; keys without queries; a zero-token batch.
     for q_lengths, k_lengths in (([0, 0, 0], [0, 0, 0]), ([3, 2], [0, 0]), ([0, 4], [5, 0]), ([2], [0])):
-        q, k, v = randn(sum(q_lengths), 2, 8, seed=1), randn(sum(k_lengths), 1, 8, seed=2), randn(sum(k_lengths), 1,
-                                                                                                   8, seed=3)
+        q, k, v = (
+            randn(sum(q_lengths), 2, 8, seed=1),
+            randn(sum(k_lengths), 1, 8, seed=2),
+            randn(sum(k_lengths), 1, 8, seed=3),
+        )
         check_varlen(q, k, v, cu_of(q_lengths), cu_of(k_lengths), randn(sum(q_lengths), 2, 8, seed=4))
     out, lse = varlen_op(randn(0, 2, 8), randn(0, 1, 8), randn(0, 1, 8), cu_of([]), cu_of([]))
     assert out.shape == (0, 2, 8) and lse.shape == (2, 0)
     for B, Lq, Lk in ((0, 3, 4), (2, 0, 4), (2, 3, 0)):
         start, end = torch.zeros(B, Lq, dtype=torch.int32), torch.zeros(B, Lq, dtype=torch.int32)
-        check_gated(randn(B, Lq, 2, 8), randn(B, Lk, 2, 8), randn(B, Lk, 2, 8), start, end,
-                    torch.tensor([1.0], dtype=torch.float64), randn(B, Lq, 2, 8))
+        check_gated(
+            randn(B, Lq, 2, 8),
+            randn(B, Lk, 2, 8),
+            randn(B, Lk, 2, 8),
+            start,
+            end,
+            torch.tensor([1.0], dtype=torch.float64),
+            randn(B, Lq, 2, 8),
+        )
 
 
 BAD_INDEX_VALUES = [
@@ -460,7 +543,7 @@ BAD_INDEX_VALUES = [
     ("gated", "kv_start", dict(start=-1), r"row 1 of batch 0 has key range \[kv_start, kv_end\) = \[-1, 5\)"),
     ("gated", "kv_end", dict(end=6), r"row 1 of batch 0 has key range \[kv_start, kv_end\) = \[0, 6\)"),
     ("gated", "kv_start", dict(start=4, end=2), r"= \[4, 2\), which must satisfy 0 <= kv_start <= kv_end"),
-    ("gated", "kv_end", dict(end=-2**31), r"= \[0, -2147483648\)"),
+    ("gated", "kv_end", dict(end=-(2**31)), r"= \[0, -2147483648\)"),
 ]
 
 
@@ -478,8 +561,9 @@ def test_bad_index_values_raise_value_errors_on_cpu(op, argument, bad, message, 
         calls = {
             "wrapper": lambda: vlmops.varlen_attention(q, k, v, cu_q, cu_k, max_seqlen_k=max_k),
             "forward op": lambda: varlen_op(q, k, v, cu_q, cu_k, None, max_k, None),
-            "backward op": lambda: varlen_backward_op(q, q, k, v, q, torch.zeros(2, 9, dtype=torch.float64), cu_q,
-                                                      cu_k, None, max_k, None),
+            "backward op": lambda: varlen_backward_op(
+                q, q, k, v, q, torch.zeros(2, 9, dtype=torch.float64), cu_q, cu_k, None, max_k, None
+            ),
         }
     else:
         q, k, v = randn(1, 3, 2, 8), randn(1, 5, 1, 8), randn(1, 5, 1, 8)
@@ -489,8 +573,9 @@ def test_bad_index_values_raise_value_errors_on_cpu(op, argument, bad, message, 
         calls = {
             "wrapper": lambda: vlmops.gated_cross_attention(q, k, v, start, end),
             "forward op": lambda: gated_op(q, k, v, start, end, None, None),
-            "backward op": lambda: gated_backward_op(q, q, k, v, q, torch.zeros(1, 2, 3, dtype=torch.float64), start,
-                                                     end, None, None),
+            "backward op": lambda: gated_backward_op(
+                q, q, k, v, q, torch.zeros(1, 2, 3, dtype=torch.float64), start, end, None, None
+            ),
         }
     with pytest.raises(ValueError, match=rf"^vlmops\.{name}: .*{message}") as error:
         calls[entry]()
@@ -506,23 +591,33 @@ def test_varlen_double_backward_raises(wrt):
     out = vlmops.varlen_attention(*tensors, cu_of([2, 3]))
     (grad,) = torch.autograd.grad((out * randn(5, 2, 8, seed=4)).sum(), tensors[wrt], create_graph=True)
     assert grad.requires_grad  # not None, not a constant
-    with pytest.raises(RuntimeError, match="vlmops.varlen_attention_backward cannot be differentiated: double "
-                                           "backward of varlen_attention is not implemented"):
+    with pytest.raises(
+        RuntimeError,
+        match="vlmops.varlen_attention_backward cannot be differentiated: double "
+        "backward of varlen_attention is not implemented",
+    ):
         grad.sum().backward()
 
 
 @pytest.mark.parametrize("wrt", ["q", "k", "v", "gate"])
 def test_gated_double_backward_raises(wrt):
-    leaves = dict(q=randn(1, 3, 2, 8, seed=1), k=randn(1, 4, 1, 8, seed=2), v=randn(1, 4, 1, 8, seed=3),
-                  gate=torch.tensor([0.3], dtype=torch.float64))
+    leaves = dict(
+        q=randn(1, 3, 2, 8, seed=1),
+        k=randn(1, 4, 1, 8, seed=2),
+        v=randn(1, 4, 1, 8, seed=3),
+        gate=torch.tensor([0.3], dtype=torch.float64),
+    )
     for t in leaves.values():
         t.requires_grad_()
     start, end = torch.tensor([[0, 1, 0]], dtype=torch.int32), torch.tensor([[4, 4, 0]], dtype=torch.int32)
     out = vlmops.gated_cross_attention(leaves["q"], leaves["k"], leaves["v"], start, end, leaves["gate"])
     (grad,) = torch.autograd.grad(out.sum(), leaves[wrt], create_graph=True)
     assert grad.requires_grad
-    with pytest.raises(RuntimeError, match="vlmops.gated_cross_attention_backward cannot be differentiated: double "
-                                           "backward of gated_cross_attention is not implemented"):
+    with pytest.raises(
+        RuntimeError,
+        match="vlmops.gated_cross_attention_backward cannot be differentiated: double "
+        "backward of gated_cross_attention is not implemented",
+    ):
         torch.autograd.grad(grad.sum(), list(leaves.values()), allow_unused=True)
 
 
@@ -530,18 +625,36 @@ def test_gated_double_backward_raises(wrt):
 
 
 def varlen_args(**changes):
-    args = dict(grad_out=randn(5, 4, 8), q=randn(5, 4, 8), k=randn(6, 2, 8), v=randn(6, 2, 8), out=randn(5, 4, 8),
-                lse=torch.zeros(4, 5, dtype=torch.float64), cu_seqlens_q=cu_of([2, 3]), cu_seqlens_k=cu_of([4, 2]),
-                max_seqlen_q=None, max_seqlen_k=None, softmax_scale=None)
+    args = dict(
+        grad_out=randn(5, 4, 8),
+        q=randn(5, 4, 8),
+        k=randn(6, 2, 8),
+        v=randn(6, 2, 8),
+        out=randn(5, 4, 8),
+        lse=torch.zeros(4, 5, dtype=torch.float64),
+        cu_seqlens_q=cu_of([2, 3]),
+        cu_seqlens_k=cu_of([4, 2]),
+        max_seqlen_q=None,
+        max_seqlen_k=None,
+        softmax_scale=None,
+    )
     args.update(changes)
     return args
 
 
 def gated_args(**changes):
-    args = dict(grad_out=randn(2, 3, 4, 8), q=randn(2, 3, 4, 8), k=randn(2, 5, 2, 8), v=randn(2, 5, 2, 8),
-                out=randn(2, 3, 4, 8), lse=torch.zeros(2, 4, 3, dtype=torch.float64),
-                kv_start=torch.zeros(2, 3, dtype=torch.int32), kv_end=torch.full((2, 3), 5, dtype=torch.int32),
-                gate=None, softmax_scale=None)
+    args = dict(
+        grad_out=randn(2, 3, 4, 8),
+        q=randn(2, 3, 4, 8),
+        k=randn(2, 5, 2, 8),
+        v=randn(2, 5, 2, 8),
+        out=randn(2, 3, 4, 8),
+        lse=torch.zeros(2, 4, 3, dtype=torch.float64),
+        kv_start=torch.zeros(2, 3, dtype=torch.int32),
+        kv_end=torch.full((2, 3), 5, dtype=torch.int32),
+        gate=None,
+        softmax_scale=None,
+    )
     args.update(changes)
     return args
 
@@ -557,8 +670,15 @@ CONTRACT_ERRORS = [
     ("varlen", dict(k=randn(6, 3, 8), v=randn(6, 3, 8)), "k"),
     # Views of a tiny storage with sizes past the limits: 2^31 tokens, H * D = 2^31.
     ("varlen", dict(q=torch.empty(8, dtype=torch.float64).as_strided((2**31, 4, 8), (0, 0, 1))), "q"),
-    ("varlen", dict(q=torch.empty(256, dtype=torch.float64).as_strided((1, 2**23, 256), (0, 0, 1)),
-                    k=randn(6, 2, 256), v=randn(6, 2, 256)), "q"),
+    (
+        "varlen",
+        dict(
+            q=torch.empty(256, dtype=torch.float64).as_strided((1, 2**23, 256), (0, 0, 1)),
+            k=randn(6, 2, 256),
+            v=randn(6, 2, 256),
+        ),
+        "q",
+    ),
     ("varlen", dict(cu_seqlens_q=cu_of([2, 3]).long()), "cu_seqlens_q"),
     ("varlen", dict(cu_seqlens_k=cu_of([4, 2])[None]), "cu_seqlens_k"),
     ("varlen", dict(cu_seqlens_k=cu_of([6])), "cu_seqlens_k"),
@@ -588,16 +708,21 @@ CONTRACT_ERRORS = [
 BACKWARD_ONLY = ("grad_out", "out", "lse")
 
 
-@pytest.mark.parametrize("op,changes,argument,entry", [
-    (*case, entry) for case in CONTRACT_ERRORS for entry in ("forward", "backward")
-    if entry == "backward" or case[2] not in BACKWARD_ONLY
-])
+@pytest.mark.parametrize(
+    "op,changes,argument,entry",
+    [
+        (*case, entry)
+        for case in CONTRACT_ERRORS
+        for entry in ("forward", "backward")
+        if entry == "backward" or case[2] not in BACKWARD_ONLY
+    ],
+)
 def test_contract_errors_name_the_argument(op, changes, argument, entry):
     args = varlen_args(**changes) if op == "varlen" else gated_args(**changes)
     name = {"varlen": "varlen_attention", "gated": "gated_cross_attention"}[op]
     if entry == "forward":
         forward = {key: value for key, value in args.items() if key not in BACKWARD_ONLY}
-        call = (varlen_op if op == "varlen" else gated_op)
+        call = varlen_op if op == "varlen" else gated_op
         with pytest.raises(ValueError, match=rf"^vlmops\.{name}: {argument}\b"):
             call(*forward.values())
     else:
@@ -611,13 +736,22 @@ def test_wrappers_raise_the_contract_errors_and_type_errors():
     with pytest.raises(TypeError, match=r"^vlmops\.varlen_attention: cu_seqlens_q must be Tensor, got list"):
         vlmops.varlen_attention(randn(5, 4, 8), randn(5, 2, 8), randn(5, 2, 8), [0, 5])
     with pytest.raises(ValueError, match=r"^vlmops\.gated_cross_attention: gate must be a one-element tensor"):
-        vlmops.gated_cross_attention(*list(gated_args(gate=torch.zeros(2)).values())[1:4],
-                                     torch.zeros(2, 3, dtype=torch.int32), torch.zeros(2, 3, dtype=torch.int32),
-                                     torch.zeros(2))
+        vlmops.gated_cross_attention(
+            *list(gated_args(gate=torch.zeros(2)).values())[1:4],
+            torch.zeros(2, 3, dtype=torch.int32),
+            torch.zeros(2, 3, dtype=torch.int32),
+            torch.zeros(2),
+        )
     with pytest.raises(TypeError, match=r"^vlmops\.gated_cross_attention: softmax_scale must be Optional\[float\]"):
-        vlmops.gated_cross_attention(randn(1, 1, 1, 8), randn(1, 1, 1, 8), randn(1, 1, 1, 8),
-                                     torch.zeros(1, 1, dtype=torch.int32), torch.ones(1, 1, dtype=torch.int32),
-                                     None, "0.5")
+        vlmops.gated_cross_attention(
+            randn(1, 1, 1, 8),
+            randn(1, 1, 1, 8),
+            randn(1, 1, 1, 8),
+            torch.zeros(1, 1, dtype=torch.int32),
+            torch.ones(1, 1, dtype=torch.int32),
+            None,
+            "0.5",
+        )
 
 
 _UNBUILT = textwrap.dedent("""

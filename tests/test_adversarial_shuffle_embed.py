@@ -21,6 +21,7 @@ import textwrap
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import RecordVlmopsCalls
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -30,7 +31,6 @@ from vlmops.reference.patch_embed import patch_embed_backward as reference_patch
 from vlmops.reference.pixel_shuffle import pixel_shuffle_backward as reference_shuffle_backward
 from vlmops.reference.pixel_shuffle import pixel_shuffle_layer_norm_backward as reference_layer_norm_backward
 from vlmops.reference.pixel_shuffle import pixel_shuffle_layer_norm_stats as reference_layer_norm_stats
-from conftest import RecordVlmopsCalls
 
 OPS = torch.ops.vlmops
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -40,8 +40,9 @@ INTS = [0, -1, 1, 2**31, 2**32, 2**62, 2**63 - 1]
 def run_python(code: str) -> subprocess.CompletedProcess:
     """code in a fresh interpreter importing this checkout's vlmops (a crash is its exit status)."""
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env,
-                          cwd=ROOT, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300
+    )
 
 
 def strided_like(values: torch.Tensor, sizes, strides, offset=0) -> torch.Tensor:
@@ -100,8 +101,9 @@ def int_probes():
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("op", ["pixel_shuffle", "pixel_shuffle_backward", "pixel_shuffle_layer_norm",
-                                "pixel_shuffle_layer_norm_backward"])
+@pytest.mark.parametrize(
+    "op", ["pixel_shuffle", "pixel_shuffle_backward", "pixel_shuffle_layer_norm", "pixel_shuffle_layer_norm_backward"]
+)
 @pytest.mark.parametrize("scale", INTS)
 def test_absurd_scales_raise_value_error_naming_scale(int_probes, op, scale):
     outcome = int_probes[f"{op}:{scale}"]
@@ -134,8 +136,9 @@ def test_pixel_shuffle_backward_scale_2_pow_32_does_not_crash():
     assert "vlmops.pixel_shuffle_backward: scale * scale = 4294967296 * 4294967296 overflows int64" in result.stdout
 
 
-@pytest.mark.parametrize("grid", [(0, 16), (-4, -4), (2**31, 0), (2**62, 2**62), (2**63 - 1, 1), (4,), (4.0, 4), 16,
-                                  (True, 16), "44"])
+@pytest.mark.parametrize(
+    "grid", [(0, 16), (-4, -4), (2**31, 0), (2**62, 2**62), (2**63 - 1, 1), (4,), (4.0, 4), 16, (True, 16), "44"]
+)
 def test_grid_argument_is_checked_and_named(grid):
     x = torch.randn(1, 16, 2)
     with pytest.raises(ValueError, match="grid"):
@@ -165,73 +168,139 @@ def _pe(x_shape, w_shape, **kwargs):
     return lambda: vlmops.patch_embed(torch.randn(x_shape), torch.randn(w_shape), **kwargs)
 
 
-@pytest.mark.parametrize("call, argument", [
-    (_pe((1, 3, 4, 4), (8, 3, 0, 4)), "weight"),  # was ZeroDivisionError
-    (_pe((1, 3, 4, 4), (8, 3, 4, 0)), "weight"),
-    (_pe((1, 0, 4, 4), (8, 0, 2, 2)), "weight"),
-    (_pe((1, 3, 4, 4, 4), (8, 3, 0, 2, 2)), "weight"),
-    (_pe((5, 0), (8, 3, 0, 2, 2)), "weight"),
-    (_pe((1, 3, 4, 4), (0, 3, 2, 2)), "weight"),  # no outputs: nn.Conv2d refuses it too
-    (_pe((5, 12), (0, 3, 2, 2)), "weight"),
-    (_pe((1, 3, 4, 4), (8, 3, 2)), "weight"),
-    (_pe((1, 3, 4, 4), (8, 3, 1, 1, 1, 1)), "weight"),
-    (_pe((1, 3, 4, 4), ()), "weight"),
-    (_pe((3, 4, 4), (8, 3, 2, 2)), "x"),
-    (_pe((12,), (8, 3, 2, 2)), "x"),
-    (_pe((), (8, 3, 2, 2)), "x"),
-    (_pe((1, 3, 2, 4, 4), (8, 3, 2, 2)), "weight"),
-    (_pe((1, 3, 5, 4), (8, 3, 2, 2)), "x"),
-    (_pe((1, 3, 3, 4, 4), (8, 3, 2, 2, 2)), "x"),
-    (_pe((5, 13), (8, 3, 2, 2)), "x"),
-    (_pe((1, 3, 4, 4), (8, 3, 2, 2), bias=torch.randn(())), "bias"),
-    (_pe((1, 3, 4, 4), (8, 3, 2, 2), bias=torch.randn(9)), "bias"),
-    (_pe((1, 3, 4, 4), (8, 3, 2, 2), mean=torch.randn(0)), "mean"),
-    (_pe((1, 3, 4, 4), (8, 3, 2, 2), std=torch.ones(3, 1)), "std"),
-    (_pe((1, 3, 4, 4), (8, 3, 2, 2), pos_embed=torch.randn(3, 8)), "pos_embed"),  # was IndexError-prone
-    (_pe((1, 3, 4, 4), (8, 3, 2, 2), pos_embed=torch.randn(4)), "pos_embed"),
-    (_pe((1, 3, 4, 4), (8, 3, 2, 2), pos_embed=torch.randn(4, 8), cls_token=torch.randn(8)), "pos_embed"),
-    (_pe((1, 3, 4, 4), (8, 3, 2, 2), cls_token=torch.randn(9)), "cls_token"),
-    (_pe((1, 3, 4, 4), (8, 3, 2, 2), cls_token=torch.randn(())), "cls_token"),
-    (_pe((5, 12), (8, 3, 2, 2), pos_embed=torch.randn(5, 8)), "pos_embed"),
-    (_pe((1, 3, 4, 4), (8, 3, 2, 2), mean=torch.tensor([0.0, float("nan"), 0.0])), "mean"),
-    (_pe((1, 3, 4, 4), (8, 3, 2, 2), std=torch.tensor([1.0, 1.0, float("inf")])), "std"),
-    (lambda: vlmops.pixel_shuffle(torch.randn(1, 5, 4), 2), "x"),
-    (lambda: vlmops.pixel_shuffle(torch.randn(4, 4), 2), "x"),
-    (lambda: vlmops.pixel_shuffle(torch.randn(1, 2, 2, 2, 2), 2), "x"),
-    (lambda: vlmops.pixel_shuffle(torch.randn(1, 0, 3, 2), 2), "x"),
-    (lambda: vlmops.pixel_shuffle_layer_norm(torch.randn(1, 2, 2, 0), 2, torch.randn(1)), "weight"),
-    (lambda: vlmops.pixel_shuffle_layer_norm(torch.randn(1, 2, 2, 3), 2, torch.randn(3, 4)), "weight"),
-    (lambda: vlmops.pixel_shuffle_layer_norm(torch.randn(1, 2, 2, 3), 2, None, torch.randn(())), "bias"),
-])
+@pytest.mark.parametrize(
+    "call, argument",
+    [
+        (_pe((1, 3, 4, 4), (8, 3, 0, 4)), "weight"),  # was ZeroDivisionError
+        (_pe((1, 3, 4, 4), (8, 3, 4, 0)), "weight"),
+        (_pe((1, 0, 4, 4), (8, 0, 2, 2)), "weight"),
+        (_pe((1, 3, 4, 4, 4), (8, 3, 0, 2, 2)), "weight"),
+        (_pe((5, 0), (8, 3, 0, 2, 2)), "weight"),
+        (_pe((1, 3, 4, 4), (0, 3, 2, 2)), "weight"),  # no outputs: nn.Conv2d refuses it too
+        (_pe((5, 12), (0, 3, 2, 2)), "weight"),
+        (_pe((1, 3, 4, 4), (8, 3, 2)), "weight"),
+        (_pe((1, 3, 4, 4), (8, 3, 1, 1, 1, 1)), "weight"),
+        (_pe((1, 3, 4, 4), ()), "weight"),
+        (_pe((3, 4, 4), (8, 3, 2, 2)), "x"),
+        (_pe((12,), (8, 3, 2, 2)), "x"),
+        (_pe((), (8, 3, 2, 2)), "x"),
+        (_pe((1, 3, 2, 4, 4), (8, 3, 2, 2)), "weight"),
+        (_pe((1, 3, 5, 4), (8, 3, 2, 2)), "x"),
+        (_pe((1, 3, 3, 4, 4), (8, 3, 2, 2, 2)), "x"),
+        (_pe((5, 13), (8, 3, 2, 2)), "x"),
+        (_pe((1, 3, 4, 4), (8, 3, 2, 2), bias=torch.randn(())), "bias"),
+        (_pe((1, 3, 4, 4), (8, 3, 2, 2), bias=torch.randn(9)), "bias"),
+        (_pe((1, 3, 4, 4), (8, 3, 2, 2), mean=torch.randn(0)), "mean"),
+        (_pe((1, 3, 4, 4), (8, 3, 2, 2), std=torch.ones(3, 1)), "std"),
+        (_pe((1, 3, 4, 4), (8, 3, 2, 2), pos_embed=torch.randn(3, 8)), "pos_embed"),  # was IndexError-prone
+        (_pe((1, 3, 4, 4), (8, 3, 2, 2), pos_embed=torch.randn(4)), "pos_embed"),
+        (_pe((1, 3, 4, 4), (8, 3, 2, 2), pos_embed=torch.randn(4, 8), cls_token=torch.randn(8)), "pos_embed"),
+        (_pe((1, 3, 4, 4), (8, 3, 2, 2), cls_token=torch.randn(9)), "cls_token"),
+        (_pe((1, 3, 4, 4), (8, 3, 2, 2), cls_token=torch.randn(())), "cls_token"),
+        (_pe((5, 12), (8, 3, 2, 2), pos_embed=torch.randn(5, 8)), "pos_embed"),
+        (_pe((1, 3, 4, 4), (8, 3, 2, 2), mean=torch.tensor([0.0, float("nan"), 0.0])), "mean"),
+        (_pe((1, 3, 4, 4), (8, 3, 2, 2), std=torch.tensor([1.0, 1.0, float("inf")])), "std"),
+        (lambda: vlmops.pixel_shuffle(torch.randn(1, 5, 4), 2), "x"),
+        (lambda: vlmops.pixel_shuffle(torch.randn(4, 4), 2), "x"),
+        (lambda: vlmops.pixel_shuffle(torch.randn(1, 2, 2, 2, 2), 2), "x"),
+        (lambda: vlmops.pixel_shuffle(torch.randn(1, 0, 3, 2), 2), "x"),
+        (lambda: vlmops.pixel_shuffle_layer_norm(torch.randn(1, 2, 2, 0), 2, torch.randn(1)), "weight"),
+        (lambda: vlmops.pixel_shuffle_layer_norm(torch.randn(1, 2, 2, 3), 2, torch.randn(3, 4)), "weight"),
+        (lambda: vlmops.pixel_shuffle_layer_norm(torch.randn(1, 2, 2, 3), 2, None, torch.randn(())), "bias"),
+    ],
+)
 def test_degenerate_and_mismatched_shapes_name_the_argument(call, argument):
     with pytest.raises(ValueError, match=rf"vlmops\.\w+: (.* )?{argument}\b"):
         call()
 
 
-@pytest.mark.parametrize("call, argument", [
-    (lambda: OPS.pixel_shuffle_backward(torch.randn(1, 2, 2), 2), "grad_out"),
-    (lambda: OPS.pixel_shuffle_backward(torch.randn(1, 2, 2, 8, dtype=torch.float64).int(), 2), "grad_out"),
-    (lambda: OPS.pixel_shuffle_layer_norm_backward(torch.randn(1, 2, 2, 8, dtype=torch.float64),
-                                                   torch.randn(1, 4, 4, 2), torch.zeros(1, 2, 2), torch.zeros(1, 2, 2),
-                                                   None, 2), "grad_out"),
-    (lambda: OPS.pixel_shuffle_layer_norm_backward(torch.randn(1, 2, 2, 8), torch.randn(1, 4, 4, 2),
-                                                   torch.zeros(1, 2, 2), torch.zeros(1, 2, 2, dtype=torch.float64),
-                                                   None, 2), "rstd"),
-    (lambda: OPS.pixel_shuffle_layer_norm_backward(torch.randn(1, 2, 2, 8), torch.randn(1, 4, 4, 2),
-                                                   torch.zeros(1, 2, 2), torch.zeros(1, 2, 2), torch.randn(7), 2),
-     "weight"),
-    (lambda: OPS.pixel_shuffle_layer_norm_backward(torch.randn(1, 2, 2, 8), torch.randn(1, 4, 4, 2),
-                                                   torch.zeros(1, 2, 2, device="meta"), torch.zeros(1, 2, 2), None, 2),
-     "mean"),
-    (lambda: OPS.patch_embed_backward(torch.randn(1, 4, 8), torch.randn(1, 3, 4, 4), torch.randn(8, 3, 0, 2),
-                                      None, None, None, True), "weight"),
-    (lambda: OPS.patch_embed_backward(torch.randn(1, 5, 8), torch.randn(1, 3, 4, 4), torch.randn(8, 3, 2, 2),
-                                      None, None, None, True), "grad_patches"),
-    (lambda: OPS.patch_embed_backward(torch.randn(1, 4, 8, dtype=torch.float64), torch.randn(1, 3, 4, 4),
-                                      torch.randn(8, 3, 2, 2), None, None, None, True), "grad_patches"),
-    (lambda: OPS.patch_embed_backward(torch.randn(1, 4, 8), torch.randn(1, 3, 4, 4), torch.randn(8, 3, 2, 2),
-                                      torch.zeros(3), torch.zeros(3), None, True), "std"),
-])
+@pytest.mark.parametrize(
+    "call, argument",
+    [
+        (lambda: OPS.pixel_shuffle_backward(torch.randn(1, 2, 2), 2), "grad_out"),
+        (lambda: OPS.pixel_shuffle_backward(torch.randn(1, 2, 2, 8, dtype=torch.float64).int(), 2), "grad_out"),
+        (
+            lambda: OPS.pixel_shuffle_layer_norm_backward(
+                torch.randn(1, 2, 2, 8, dtype=torch.float64),
+                torch.randn(1, 4, 4, 2),
+                torch.zeros(1, 2, 2),
+                torch.zeros(1, 2, 2),
+                None,
+                2,
+            ),
+            "grad_out",
+        ),
+        (
+            lambda: OPS.pixel_shuffle_layer_norm_backward(
+                torch.randn(1, 2, 2, 8),
+                torch.randn(1, 4, 4, 2),
+                torch.zeros(1, 2, 2),
+                torch.zeros(1, 2, 2, dtype=torch.float64),
+                None,
+                2,
+            ),
+            "rstd",
+        ),
+        (
+            lambda: OPS.pixel_shuffle_layer_norm_backward(
+                torch.randn(1, 2, 2, 8),
+                torch.randn(1, 4, 4, 2),
+                torch.zeros(1, 2, 2),
+                torch.zeros(1, 2, 2),
+                torch.randn(7),
+                2,
+            ),
+            "weight",
+        ),
+        (
+            lambda: OPS.pixel_shuffle_layer_norm_backward(
+                torch.randn(1, 2, 2, 8),
+                torch.randn(1, 4, 4, 2),
+                torch.zeros(1, 2, 2, device="meta"),
+                torch.zeros(1, 2, 2),
+                None,
+                2,
+            ),
+            "mean",
+        ),
+        (
+            lambda: OPS.patch_embed_backward(
+                torch.randn(1, 4, 8), torch.randn(1, 3, 4, 4), torch.randn(8, 3, 0, 2), None, None, None, True
+            ),
+            "weight",
+        ),
+        (
+            lambda: OPS.patch_embed_backward(
+                torch.randn(1, 5, 8), torch.randn(1, 3, 4, 4), torch.randn(8, 3, 2, 2), None, None, None, True
+            ),
+            "grad_patches",
+        ),
+        (
+            lambda: OPS.patch_embed_backward(
+                torch.randn(1, 4, 8, dtype=torch.float64),
+                torch.randn(1, 3, 4, 4),
+                torch.randn(8, 3, 2, 2),
+                None,
+                None,
+                None,
+                True,
+            ),
+            "grad_patches",
+        ),
+        (
+            lambda: OPS.patch_embed_backward(
+                torch.randn(1, 4, 8),
+                torch.randn(1, 3, 4, 4),
+                torch.randn(8, 3, 2, 2),
+                torch.zeros(3),
+                torch.zeros(3),
+                None,
+                True,
+            ),
+            "std",
+        ),
+    ],
+)
 def test_backward_ops_name_the_argument(call, argument):
     with pytest.raises(ValueError, match=rf"vlmops\.\w+: {argument}\b"):
         call()
@@ -266,8 +335,15 @@ def test_pixel_shuffle_projector_downsample_ratio_is_checked(ratio):
 def _siglip_config(**overrides):
     from transformers import SiglipVisionConfig
 
-    kwargs = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=28,
-                  patch_size=7, num_channels=3)
+    kwargs = dict(
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=28,
+        patch_size=7,
+        num_channels=3,
+    )
     kwargs.update(overrides)
     return SiglipVisionConfig(**kwargs)
 
@@ -351,8 +427,18 @@ def _layouts_4d(B, H, W, C):
     yield "channel_stride_0", values[..., :1].expand(B, H, W, C)
 
 
-@pytest.mark.parametrize("layout", ["contiguous", "channels_strided", "transposed", "size1_small_strides",
-                                    "size1_channel", "expanded", "channel_stride_0"])
+@pytest.mark.parametrize(
+    "layout",
+    [
+        "contiguous",
+        "channels_strided",
+        "transposed",
+        "size1_small_strides",
+        "size1_channel",
+        "expanded",
+        "channel_stride_0",
+    ],
+)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
 def test_pixel_shuffle_family_on_odd_strides(layout, dtype):
     x = dict(_layouts_4d(2, 4, 6, 3))[layout]
@@ -483,8 +569,12 @@ def test_triton_launchers_on_odd_strides_under_interpreter(layout):
     # weight whose size-1 dim has a stride smaller than its row.
     images = x.permute(0, 3, 1, 2)
     conv = strided_like(torch.randn(1, x.shape[3], 2, 2), (1, x.shape[3], 2, 2), (1, 4, 2, 1))
-    torch.testing.assert_close(triton_pe.patch_embed(images, conv, None, None, None, None, None, None),
-                               reference.patch_embed(images, conv), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        triton_pe.patch_embed(images, conv, None, None, None, None, None, None),
+        reference.patch_embed(images, conv),
+        rtol=1e-4,
+        atol=1e-4,
+    )
 
 
 # --- hypothesis over strides and sizes ----------------------------------------------------------------
@@ -528,8 +618,7 @@ def test_hypothesis_pixel_shuffle_family_strides(data, scale, affine):
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(data=st.data(), form=st.sampled_from(["image", "video", "rows"]), uint8=st.booleans(),
-       cls=st.booleans())
+@given(data=st.data(), form=st.sampled_from(["image", "video", "rows"]), uint8=st.booleans(), cls=st.booleans())
 def test_hypothesis_patch_embed_strides(data, form, uint8, cls):
     C, D = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 4))
     kernel = tuple(data.draw(st.integers(1, 3)) for _ in range(3 if form == "video" else 2))
@@ -555,7 +644,7 @@ def test_hypothesis_patch_embed_strides(data, form, uint8, cls):
     got = vlmops.patch_embed(x, w, None, mean=mean, std=std, rescale=rescale, pos_embed=pos, cls_token=token)
     want = reference.patch_embed(x.contiguous(), w.contiguous(), None, mean, std, rescale, pos, token)
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
-    grad_patches = torch.randn(want[:, int(use_cls):].shape if form != "rows" else want.shape, dtype=torch.float64)
+    grad_patches = torch.randn(want[:, int(use_cls) :].shape if form != "rows" else want.shape, dtype=torch.float64)
     got = OPS.patch_embed_backward(grad_patches, x, w, mean, std, rescale, not uint8)
     want = reference_patch_embed_backward(grad_patches, x, w, mean, std, rescale, not uint8)
     for g, r in zip(got, want):
@@ -573,8 +662,9 @@ def test_opcheck_all_six_ops_on_odd_layouts():
     torch.library.opcheck(OPS.pixel_shuffle_backward, (grad, 2))
     torch.library.opcheck(OPS.pixel_shuffle_layer_norm, (x, 2, weight.requires_grad_(), bias, 1e-5))
     _, mean, rstd = OPS.pixel_shuffle_layer_norm(x.detach(), 2, weight.detach(), bias, 1e-5)
-    torch.library.opcheck(OPS.pixel_shuffle_layer_norm_backward,
-                          (grad.detach(), x.detach(), mean, rstd, weight.detach(), 2))
+    torch.library.opcheck(
+        OPS.pixel_shuffle_layer_norm_backward, (grad.detach(), x.detach(), mean, rstd, weight.detach(), 2)
+    )
     pixels = strided_like(torch.randint(0, 256, (2, 3, 4, 6), dtype=torch.uint8), (2, 3, 4, 6), (0, 30, 7, 1))
     conv = strided_like(torch.randn(5, 3, 2, 2), (5, 3, 2, 2), (1, 5, 2, 1)).requires_grad_()
     pos, cls = torch.randn(7, 5, requires_grad=True), torch.randn(5, requires_grad=True)
@@ -584,8 +674,9 @@ def test_opcheck_all_six_ops_on_odd_layouts():
     torch.library.opcheck(OPS.patch_embed, (images, conv, torch.randn(5), None, None, None, None, None))
     grad_patches = strided_like(torch.randn(2, 6, 5), (2, 6, 5), (0, 5, 1))
     for compute_grad_x in (True, False):
-        torch.library.opcheck(OPS.patch_embed_backward,
-                              (grad_patches, images.detach(), conv.detach(), mean, std, 0.5, compute_grad_x))
+        torch.library.opcheck(
+            OPS.patch_embed_backward, (grad_patches, images.detach(), conv.detach(), mean, std, 0.5, compute_grad_x)
+        )
 
 
 # --- the references behind an unbuilt checkout ------------------------------------------------------------
@@ -626,7 +717,7 @@ def test_unbuilt_checkout_runs_the_references_with_the_ops_signatures(tmp_path):
         import vlmops.triton.patch_embed, vlmops.triton.pixel_shuffle  # import without the native library
         from vlmops.ops import registry
         assert not vlmops.build_info()["native"]
-        calls = torch.load({str(tmp_path / 'calls.pt')!r})
+        calls = torch.load({str(tmp_path / "calls.pt")!r})
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             results = {{name: registry.op(name)(*args) for name, args in calls.items()}}
@@ -635,7 +726,7 @@ def test_unbuilt_checkout_runs_the_references_with_the_ops_signatures(tmp_path):
                                   vlmops.pixel_shuffle_layer_norm(x, 2, w, b),
                                   vlmops.patch_embed(*calls["patch_embed"][:2], mean=calls["patch_embed"][3],
                                                      std=calls["patch_embed"][4], rescale=1 / 255))
-        torch.save(results, {str(tmp_path / 'results.pt')!r})
+        torch.save(results, {str(tmp_path / "results.pt")!r})
     """)
     assert result.returncode == 0, result.stderr[-3000:]
     results = torch.load(tmp_path / "results.pt")

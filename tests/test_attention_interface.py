@@ -24,10 +24,17 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 import vlmops
 from vlmops.transformers.attention_interface import vlmops_attention_forward
 
-VISION = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, image_size=56,
-              patch_size=14)
-TEXT = dict(hidden_size=64, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, intermediate_size=128,
-            vocab_size=100)
+VISION = dict(
+    hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, image_size=56, patch_size=14
+)
+TEXT = dict(
+    hidden_size=64,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    intermediate_size=128,
+    vocab_size=100,
+)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -63,8 +70,9 @@ def projections(batch, length, heads, kv_heads, head_dim, dtype=torch.float32):
     return q, k, v
 
 
-@pytest.mark.parametrize("batch,length,heads,kv_heads,head_dim",
-                         [(3, 17, 4, 4, 32), (2, 9, 4, 2, 64), (1, 1, 2, 1, 40)])
+@pytest.mark.parametrize(
+    "batch,length,heads,kv_heads,head_dim", [(3, 17, 4, 4, 32), (2, 9, 4, 2, 64), (1, 1, 2, 1, 40)]
+)
 def test_matches_transformers_sdpa(batch, length, heads, kv_heads, head_dim):
     torch.manual_seed(0)
     q, k, v = projections(batch, length, heads, kv_heads, head_dim, torch.float64)
@@ -86,7 +94,9 @@ def test_packed_views_are_not_copied():
     q, k, v = projections(2, 8, 2, 2, 32)
     with RecordOps() as recorder:
         vlmops_attention_forward(Attention(), q, k, v, None)
-    assert not {"aten::clone", "aten::copy_", "aten::_to_copy", "aten::contiguous"} & set(recorder.calls), recorder.calls
+    assert not {"aten::clone", "aten::copy_", "aten::_to_copy", "aten::contiguous"} & set(recorder.calls), (
+        recorder.calls
+    )
 
 
 def test_no_host_synchronization():
@@ -103,11 +113,24 @@ def test_flash_style_cu_seq_lens_are_honored():
     lengths = [5, 0, 11, 3]
     cu = torch.tensor([0, 5, 5, 16, 19], dtype=torch.int32)
     q, k, v = projections(1, sum(lengths), 2, 2, 32, torch.float64)
-    got, _ = vlmops_attention_forward(Attention(), q, k, v, None, cu_seq_lens_q=cu, cu_seq_lens_k=cu,
-                                      max_length_q=11, max_length_k=11, is_causal=False)
+    got, _ = vlmops_attention_forward(
+        Attention(),
+        q,
+        k,
+        v,
+        None,
+        cu_seq_lens_q=cu,
+        cu_seq_lens_k=cu,
+        max_length_q=11,
+        max_length_k=11,
+        is_causal=False,
+    )
     # Per segment, transformers' sdpa on that segment alone (as Qwen-VL's vision attention does).
-    pieces = [sdpa_attention_forward(Attention(), *(t[:, :, s:e] for t in (q, k, v)), None)[0]
-              for s, e in zip(cu[:-1].tolist(), cu[1:].tolist()) if e > s]
+    pieces = [
+        sdpa_attention_forward(Attention(), *(t[:, :, s:e] for t in (q, k, v)), None)[0]
+        for s, e in zip(cu[:-1].tolist(), cu[1:].tolist())
+        if e > s
+    ]
     torch.testing.assert_close(got, torch.cat(pieces, dim=1))
 
 
@@ -130,8 +153,10 @@ def test_refusals():
 @pytest.mark.parametrize("family", ["CLIP", "SigLIP"])
 @pytest.mark.parametrize("factory", ["_from_config", "AutoModel.from_config"])
 def test_from_config_matches_sdpa(family, factory):
-    config_cls, model_cls = {"CLIP": (CLIPVisionConfig, CLIPVisionModel),
-                             "SigLIP": (SiglipVisionConfig, SiglipVisionModel)}[family]
+    config_cls, model_cls = {
+        "CLIP": (CLIPVisionConfig, CLIPVisionModel),
+        "SigLIP": (SiglipVisionConfig, SiglipVisionModel),
+    }[family]
     build = model_cls._from_config if factory == "_from_config" else AutoModel.from_config
     torch.manual_seed(0)
     reference = build(config_cls(**VISION), attn_implementation="sdpa").eval()
@@ -150,11 +175,15 @@ def test_from_config_matches_sdpa(family, factory):
 
 def test_llava_vision_config_only():
     torch.manual_seed(0)
-    config = LlavaConfig(vision_config=dict(VISION, model_type="clip_vision_model"),
-                         text_config=dict(TEXT, model_type="llama"), image_token_id=99)
+    config = LlavaConfig(
+        vision_config=dict(VISION, model_type="clip_vision_model"),
+        text_config=dict(TEXT, model_type="llama"),
+        image_token_id=99,
+    )
     reference = LlavaForConditionalGeneration._from_config(config, attn_implementation="sdpa").eval()
     model = LlavaForConditionalGeneration._from_config(
-        config, attn_implementation={"vision_config": "vlmops", "text_config": "sdpa"}).eval()
+        config, attn_implementation={"vision_config": "vlmops", "text_config": "sdpa"}
+    ).eval()
     model.load_state_dict(reference.state_dict())
     assert model.model.vision_tower.config._attn_implementation == "vlmops"
     inputs = dict(input_ids=torch.tensor([[1] + [99] * 16 + [2]]), pixel_values=torch.randn(1, 3, 56, 56))
@@ -177,15 +206,20 @@ def test_padding_mask_is_refused_not_dropped():
     input_ids = torch.tensor([[1, 2, 3, 4], [5, 6, 7, 8]])
     with torch.no_grad():
         full = torch.ones_like(input_ids)
-        torch.testing.assert_close(model(input_ids, attention_mask=full).last_hidden_state,
-                                   reference(input_ids, attention_mask=full).last_hidden_state, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            model(input_ids, attention_mask=full).last_hidden_state,
+            reference(input_ids, attention_mask=full).last_hidden_state,
+            rtol=1e-5,
+            atol=1e-5,
+        )
         with pytest.raises(ValueError, match="attention mask of shape"):
             model(input_ids, attention_mask=torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]]))
 
 
 def test_training_dropout_is_refused():
-    model = CLIPVisionModel._from_config(CLIPVisionConfig(**VISION, attention_dropout=0.1),
-                                         attn_implementation="vlmops").train()
+    model = CLIPVisionModel._from_config(
+        CLIPVisionConfig(**VISION, attention_dropout=0.1), attn_implementation="vlmops"
+    ).train()
     with pytest.raises(ValueError, match="dropout"):
         model(torch.randn(1, 3, 56, 56))
     model.eval()(torch.randn(1, 3, 56, 56))

@@ -18,14 +18,14 @@ from benchmarks.__main__ import run_kernel_report
 
 ROOT = Path(__file__).resolve().parent.parent
 
-FAKE_KERNEL_REPORT = '''
+FAKE_KERNEL_REPORT = """
 import os
 
 def collect():
     return [{"kernel": "fake_kernel", "config": "BLOCK=64", "arch": "sm_90a", "registers": 40, "spill_stores": 0,
              "spill_loads": 0, "shared_bytes": 1024, "wgmma": True,
              "triton_interpret": os.environ.get("TRITON_INTERPRET")}]
-'''
+"""
 
 
 def _fingerprint(path: Path):
@@ -44,8 +44,23 @@ def tiny_run(tmp_path_factory):
     protected = {p: _fingerprint(p) for p in (ROOT / "README.md", ROOT / "benchmarks" / "results")}
     env = dict(os.environ, TRITON_INTERPRET="1")  # the kernel report must run without it all the same
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--tiny", "--device", "cpu", "--out", str(out), "--kernel-report", str(fake)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--tiny",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+            "--kernel-report",
+            str(fake),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     for path, before in protected.items():
@@ -61,7 +76,16 @@ def test_every_row_has_every_column(tiny_run):
     for row in result["rows"]:
         assert set(row) == set(report.ROW_COLUMNS), row
         if row["status"] == "ok":
-            for column in ("median_s", "iqr_s", "rounds", "bytes", "bytes_per_s", "pct_copy_bandwidth", "peak_bytes", "dtype"):
+            for column in (
+                "median_s",
+                "iqr_s",
+                "rounds",
+                "bytes",
+                "bytes_per_s",
+                "pct_copy_bandwidth",
+                "peak_bytes",
+                "dtype",
+            ):
                 assert row[column] is not None, (column, row)
             # peak_bytes may be 0: an in-place entry (rope's vlmops-inplace) allocates nothing.
             assert row["median_s"] > 0 and row["peak_bytes"] >= 0
@@ -82,7 +106,9 @@ def test_every_entry_ran_or_was_skipped_with_a_reason(tiny_run):
     for group in {row["group"] for row in result["rows"]}:
         ran = [row for row in result["rows"] if row["group"] == group and row["status"] == "ok"]
         pairs = {(r["vlmops_impl"], r["baseline"]) for r in result["ratios"] if r["group"] == group}
-        expected = {(m["impl"], b["impl"]) for m in ran if m["role"] == "vlmops" for b in ran if b["role"] == "baseline"}
+        expected = {
+            (m["impl"], b["impl"]) for m in ran if m["role"] == "vlmops" for b in ran if b["role"] == "baseline"
+        }
         assert pairs == expected
 
 
@@ -147,10 +173,21 @@ def test_ratios_and_targets():
 
 def test_readme_summary_replaces_only_its_section(tmp_path):
     result = {
-        "meta": {"command": "python -m benchmarks", "date": "2026-01-01", "device": "cpu", "device_name": "cpu", "cpu_count": 2,
-                 "torch": "x", "transformers": "y", "tier": "default", "load_average": [1.0, 1.0]},
+        "meta": {
+            "command": "python -m benchmarks",
+            "date": "2026-01-01",
+            "device": "cpu",
+            "device_name": "cpu",
+            "cpu_count": 2,
+            "torch": "x",
+            "transformers": "y",
+            "tier": "default",
+            "load_average": [1.0, 1.0],
+        },
         "roofline": {"copy_bytes_per_s": 1e10, "matmul_flops_per_s": {"float32": 5e10}, "datasheet": None},
-        "rows": [], "ratios": [], "targets": [],
+        "rows": [],
+        "ratios": [],
+        "targets": [],
         "kernel_report": {"status": "not available", "reason": "absent", "kernels": []},
     }
     readme = tmp_path / "README.md"
@@ -169,13 +206,34 @@ def test_readme_summary_replaces_only_its_section(tmp_path):
 
 def test_rows_from_pytest_benchmark_json():
     stats = {"median": 0.5, "iqr": 0.1, "mean": 0.55, "min": 0.4, "rounds": 10, "iterations": 1}
-    bench_json = {"benchmarks": [{
-        "group": "op:s:fwd", "name": "test[vlmops]", "fullname": "b.py::test[vlmops]", "stats": stats,
-        "extra_info": {"impl": "vlmops", "role": "vlmops", "bytes": 4e9, "flops": 1e10, "dtype": "bfloat16",
-                       "copy_bytes_per_s": 1e10, "matmul_flops_per_s": 1e11, "peak_bytes": 123},
-    }]}
-    skipped = {"group": "op:s:fwd", "impl": "peer", "role": "baseline", "status": "skipped", "reason": "not installed",
-               "test": "b.py::test[peer]"}
+    bench_json = {
+        "benchmarks": [
+            {
+                "group": "op:s:fwd",
+                "name": "test[vlmops]",
+                "fullname": "b.py::test[vlmops]",
+                "stats": stats,
+                "extra_info": {
+                    "impl": "vlmops",
+                    "role": "vlmops",
+                    "bytes": 4e9,
+                    "flops": 1e10,
+                    "dtype": "bfloat16",
+                    "copy_bytes_per_s": 1e10,
+                    "matmul_flops_per_s": 1e11,
+                    "peak_bytes": 123,
+                },
+            }
+        ]
+    }
+    skipped = {
+        "group": "op:s:fwd",
+        "impl": "peer",
+        "role": "baseline",
+        "status": "skipped",
+        "reason": "not installed",
+        "test": "b.py::test[peer]",
+    }
     datasheet = {"name": "H100", "bytes_per_s": 4e10, "flops_per_s": {"bfloat16": 1e12}}
     collected = ["b.py::test[vlmops]", "b.py::test[peer]", "b.py::test[silent]"]
     rows = {row["test"]: row for row in report.build_rows(bench_json, [skipped], collected, datasheet)}

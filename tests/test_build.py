@@ -20,8 +20,9 @@ def test_build_info_reports_the_build():
 def test_cpu_kernels_share_torchs_openmp_runtime():
     # at::parallel_for inlines an OpenMP pragma into the kernels: without -fopenmp they run on one thread.
     assert vlmops.build_info()["openmp"]
-    loaded = {line.split()[-1] for line in pathlib.Path("/proc/self/maps").read_text().splitlines()
-              if "libgomp" in line}
+    loaded = {
+        line.split()[-1] for line in pathlib.Path("/proc/self/maps").read_text().splitlines() if "libgomp" in line
+    }
     # One runtime: a second libgomp would run its own thread pool beside torch's (oversubscription).
     assert len({pathlib.Path(p).resolve() for p in loaded}) == 1, loaded
 
@@ -46,5 +47,6 @@ def test_every_op_has_its_cuda_entry_and_triton_kernel_entry():
             public = getattr(torch.ops.vlmops, name).default._schema
             private = getattr(torch.ops.vlmops, entry).default._schema
             assert [(a.name, str(a.type)) for a in private.arguments] == [
-                (a.name, str(a.type)) for a in public.arguments], name
+                (a.name, str(a.type)) for a in public.arguments
+            ], name
             assert [str(r.type) for r in private.returns] == [str(r.type) for r in public.returns], name

@@ -19,12 +19,12 @@ import inspect
 
 import pytest
 import torch
-
-import vlmops
 from conftest import DEVICES, capture_cuda_graph
 from test_gated_cross_attention import make_qkv as make_gated
 from test_gated_cross_attention import mixed_ranges
 from test_varlen_attention import cu_seqlens_of, make_qkv, sdpa_per_segment
+
+import vlmops
 from vlmops.reference import gated_cross_attention as reference_gated
 from vlmops.reference import varlen_attention as reference_varlen
 from vlmops.reference.gated_cross_attention import dense_mask
@@ -66,8 +66,9 @@ VARLEN_BWD_LENGTHS = [1, 63, 64, 0, 65, 127, 129, 300]
 def varlen_ref(q, k, v, cu_q, cu_k=None, scale=None):
     """float64 CPU oracle of (out, lse)."""
     cu_k = cu_q if cu_k is None else cu_k
-    return reference_varlen(q.cpu().double(), k.cpu().double(), v.cpu().double(), cu_q.cpu(), cu_k.cpu(),
-                            softmax_scale=scale)
+    return reference_varlen(
+        q.cpu().double(), k.cpu().double(), v.cpu().double(), cu_q.cpu(), cu_k.cpu(), softmax_scale=scale
+    )
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -94,8 +95,14 @@ def test_varlen_forward_matches_reference_across_tile_edges(device, dtype, D):
 
 # Every head dim in bfloat16 (the GPU dtype of the towers), float32 at a padded and a 128 dim,
 # float16 once.
-BWD_CASES = [(torch.bfloat16, 64), (torch.bfloat16, 72), (torch.bfloat16, 80), (torch.bfloat16, 128),
-             (torch.float32, 128), (torch.float16, 80)]
+BWD_CASES = [
+    (torch.bfloat16, 64),
+    (torch.bfloat16, 72),
+    (torch.bfloat16, 80),
+    (torch.bfloat16, 128),
+    (torch.float32, 128),
+    (torch.float16, 80),
+]
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -104,13 +111,15 @@ def test_varlen_backward_matches_reference(device, dtype, D):
     q, k, v = make_qkv(VARLEN_BWD_LENGTHS, 4, 2, D, dtype, seed=1)
     cu = cu_seqlens_of(VARLEN_BWD_LENGTHS)
     grad_out = torch.randn(q.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64).to(dtype)
-    ref = grads_of(lambda a, b, c: reference_varlen(a, b, c, cu)[0], [t.double() for t in (q, k, v)],
-                   grad_out.double())
+    ref = grads_of(lambda a, b, c: reference_varlen(a, b, c, cu)[0], [t.double() for t in (q, k, v)], grad_out.double())
     cud = cu.to(device)
     tensors = [t.to(device) for t in (q, k, v)]
     ours = grads_of(lambda a, b, c: vlmops.varlen_attention(a, b, c, cud), tensors, grad_out.to(device))
-    pytorch = (grads_of(lambda a, b, c: sdpa_per_segment(a, b, c, cud, cud), tensors, grad_out.to(device))
-               if dtype in LOW else [None] * 3)
+    pytorch = (
+        grads_of(lambda a, b, c: sdpa_per_segment(a, b, c, cud, cud), tensors, grad_out.to(device))
+        if dtype in LOW
+        else [None] * 3
+    )
     for name, g, p, r in zip("qkv", ours, pytorch, ref):
         assert g.dtype == dtype and g.shape == r.shape and g.device.type == device, name
         assert_finite(g)
@@ -125,13 +134,13 @@ def test_varlen_grouped_query_heads_forward_and_backward(device, H, Hk):
     cu = cu_seqlens_of(lengths)
     grad_out = torch.randn(q.shape, generator=torch.Generator().manual_seed(4))
     ref_out, _ = varlen_ref(q, k, v, cu)
-    ref = grads_of(lambda a, b, c: reference_varlen(a, b, c, cu)[0], [t.double() for t in (q, k, v)],
-                   grad_out.double())
+    ref = grads_of(lambda a, b, c: reference_varlen(a, b, c, cu)[0], [t.double() for t in (q, k, v)], grad_out.double())
     cud = cu.to(device)
     tensors = [t.to(device) for t in (q, k, v)]
     assert max_abs(vlmops.varlen_attention(*tensors, cud), ref_out) < 2e-5
-    for name, g, r in zip("qkv", grads_of(lambda a, b, c: vlmops.varlen_attention(a, b, c, cud), tensors,
-                                          grad_out.to(device)), ref):
+    for name, g, r in zip(
+        "qkv", grads_of(lambda a, b, c: vlmops.varlen_attention(a, b, c, cud), tensors, grad_out.to(device)), ref
+    ):
         assert max_abs(g, r) < 5e-5 * max(1.0, r.abs().max().item()), name
 
 
@@ -144,13 +153,17 @@ def test_varlen_cross_segments_and_rows_without_keys(device):
     cu_q, cu_k = cu_seqlens_of(q_lengths), cu_seqlens_of(k_lengths)
     grad_out = torch.randn(q.shape, generator=torch.Generator().manual_seed(6))
     ref_out, ref_lse = varlen_ref(q, k, v, cu_q, cu_k, 0.3)
-    ref = grads_of(lambda a, b, c: reference_varlen(a, b, c, cu_q, cu_k, softmax_scale=0.3)[0],
-                   [t.double() for t in (q, k, v)], grad_out.double())
+    ref = grads_of(
+        lambda a, b, c: reference_varlen(a, b, c, cu_q, cu_k, softmax_scale=0.3)[0],
+        [t.double() for t in (q, k, v)],
+        grad_out.double(),
+    )
     cu_qd, cu_kd = cu_q.to(device), cu_k.to(device)
 
     def run(a, b, c):
-        return vlmops.varlen_attention(a, b, c, cu_qd, cu_kd, max_seqlen_q=129, max_seqlen_k=130,
-                                       softmax_scale=0.3, return_lse=True)
+        return vlmops.varlen_attention(
+            a, b, c, cu_qd, cu_kd, max_seqlen_q=129, max_seqlen_k=130, softmax_scale=0.3, return_lse=True
+        )
 
     tensors = [t.to(device) for t in (q, k, v)]
     out, lse = run(*tensors)
@@ -180,8 +193,9 @@ def test_varlen_reads_strided_views_of_packed_qkv(device, dtype):
     grad_out = torch.randn(H, N, D, generator=gen, dtype=torch.float64).to(dtype).transpose(0, 1)
     cu = cu_seqlens_of(lengths)
     ref_out, _ = varlen_ref(*qkv.unbind(1), cu)
-    ref = grads_of(lambda a, b, c: reference_varlen(a, b, c, cu)[0], [t.double() for t in qkv.unbind(1)],
-                   grad_out.double())
+    ref = grads_of(
+        lambda a, b, c: reference_varlen(a, b, c, cu)[0], [t.double() for t in qkv.unbind(1)], grad_out.double()
+    )
     qkv_d, cud, grad_d = qkv.to(device), cu.to(device), grad_out.to(device)
     assert not grad_d.is_contiguous()
     q, k, v = qkv_d.unbind(1)
@@ -243,8 +257,15 @@ def test_varlen_forward_and_window_builder_capture_in_cuda_graph():
 
 
 def gated_ref(q, k, v, start, end, gate=None, scale=None):
-    return reference_gated(q.cpu().double(), k.cpu().double(), v.cpu().double(), start.cpu(), end.cpu(),
-                           None if gate is None else gate.cpu().double(), scale)
+    return reference_gated(
+        q.cpu().double(),
+        k.cpu().double(),
+        v.cpu().double(),
+        start.cpu(),
+        end.cpu(),
+        None if gate is None else gate.cpu().double(),
+        scale,
+    )
 
 
 def pytorch_gated(q, k, v, start, end, gate=None, scale=None):
@@ -284,7 +305,8 @@ def test_gated_prefill_matches_reference(device, dtype, D):
     assert torch.equal(torch.isneginf(lse).cpu(), torch.isneginf(ref_lse))
     finite = torch.isfinite(ref_lse)
     assert max_abs(lse.cpu()[finite], ref_lse[finite]) <= (2e-5 if dtype == torch.float32 else 2e-3) * max(
-        1.0, ref_lse[finite].abs().max().item())
+        1.0, ref_lse[finite].abs().max().item()
+    )
     assert torch.all(out[ed == sd] == 0)
     direct, direct_lse = torch.ops.vlmops.gated_cross_attention(qd, kd, vd, sd, ed, gd, None)
     assert torch.equal(direct, out) and torch.equal(direct_lse, lse)
@@ -293,8 +315,10 @@ def test_gated_prefill_matches_reference(device, dtype, D):
 def decode_ranges(Lk):
     """One text row per batch entry: 3 of 4 Mllama images, no image, a short range (most key splits
     see nothing), a range that is not block-aligned."""
-    return (torch.tensor([[1601], [0], [5], [0]], dtype=torch.int32),
-            torch.tensor([[Lk], [0], [70], [3333]], dtype=torch.int32))
+    return (
+        torch.tensor([[1601], [0], [5], [0]], dtype=torch.int32),
+        torch.tensor([[Lk], [0], [70], [3333]], dtype=torch.int32),
+    )
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -310,8 +334,9 @@ def test_gated_decode_split_keys_forward_and_backward(device, dtype, gated):
     tensors = [q, k, v] + ([gate] if gated else [])
     grad_out = torch.randn(q.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64).to(dtype)
     ref_out, ref_lse = gated_ref(q, k, v, start, end, gate)
-    ref = grads_of(lambda *t: reference_gated(*t[:3], start, end, *t[3:])[0], [t.double() for t in tensors],
-                   grad_out.double())
+    ref = grads_of(
+        lambda *t: reference_gated(*t[:3], start, end, *t[3:])[0], [t.double() for t in tensors], grad_out.double()
+    )
     sd, ed = start.to(device), end.to(device)
     dev = [t.to(device) for t in tensors]
     out, lse = vlmops.gated_cross_attention(*dev[:3], sd, ed, *dev[3:], return_lse=True)
@@ -322,10 +347,14 @@ def test_gated_decode_split_keys_forward_and_backward(device, dtype, gated):
     finite = torch.isfinite(ref_lse)
     assert torch.equal(torch.isfinite(lse).cpu(), finite)
     assert max_abs(lse.cpu()[finite], ref_lse[finite]) <= (2e-5 if dtype == torch.float32 else 2e-3) * max(
-        1.0, ref_lse[finite].abs().max().item())
+        1.0, ref_lse[finite].abs().max().item()
+    )
     grads = grads_of(lambda *t: vlmops.gated_cross_attention(*t[:3], sd, ed, *t[3:]), dev, grad_out.to(device))
-    pytorch_grads = (grads_of(lambda *t: pytorch_gated(*t[:3], sd, ed, *t[3:]), dev, grad_out.to(device))
-                     if dtype in LOW else [None] * len(dev))
+    pytorch_grads = (
+        grads_of(lambda *t: pytorch_gated(*t[:3], sd, ed, *t[3:]), dev, grad_out.to(device))
+        if dtype in LOW
+        else [None] * len(dev)
+    )
     for name, g, p, r in zip("qkvg", grads, pytorch_grads, ref):
         assert g.dtype == dtype and g.shape == r.shape, name
         assert_finite(g)
@@ -335,10 +364,18 @@ def test_gated_decode_split_keys_forward_and_backward(device, dtype, gated):
 
 @pytest.mark.parametrize("device", DEVICES)
 # alpha 0 is Flamingo's initialization: the gate must still get a gradient (and q/k/v zero ones).
-@pytest.mark.parametrize("dtype,D,H,Hk,alpha", [
-    (torch.float32, 128, 4, 2, None), (torch.float32, 128, 4, 2, -0.8), (torch.bfloat16, 128, 4, 2, None),
-    (torch.bfloat16, 128, 4, 2, -0.8), (torch.float16, 128, 4, 2, -0.8), (torch.float32, 40, 8, 1, 0.0),
-    (torch.float32, 40, 8, 1, -0.8)])
+@pytest.mark.parametrize(
+    "dtype,D,H,Hk,alpha",
+    [
+        (torch.float32, 128, 4, 2, None),
+        (torch.float32, 128, 4, 2, -0.8),
+        (torch.bfloat16, 128, 4, 2, None),
+        (torch.bfloat16, 128, 4, 2, -0.8),
+        (torch.float16, 128, 4, 2, -0.8),
+        (torch.float32, 40, 8, 1, 0.0),
+        (torch.float32, 40, 8, 1, -0.8),
+    ],
+)
 def test_gated_prefill_backward_matches_reference(device, dtype, D, H, Hk, alpha):
     # 150 rows cross the backward's 64-row dQ and 32-row dK/dV tiles; 200 keys cross 32/64-key blocks.
     B, Lq, Lk = 2, 150, 200
@@ -346,13 +383,17 @@ def test_gated_prefill_backward_matches_reference(device, dtype, D, H, Hk, alpha
     start, end = mixed_ranges(B, Lq, Lk, seed=4)
     grad_out = torch.randn(q.shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64).to(dtype)
     tensors = [q, k, v] + ([] if alpha is None else [torch.tensor([alpha], dtype=dtype)])
-    ref = grads_of(lambda *t: reference_gated(*t[:3], start, end, *t[3:])[0], [t.double() for t in tensors],
-                   grad_out.double())
+    ref = grads_of(
+        lambda *t: reference_gated(*t[:3], start, end, *t[3:])[0], [t.double() for t in tensors], grad_out.double()
+    )
     sd, ed = start.to(device), end.to(device)
     dev = [t.to(device) for t in tensors]
     grads = grads_of(lambda *t: vlmops.gated_cross_attention(*t[:3], sd, ed, *t[3:]), dev, grad_out.to(device))
-    pytorch_grads = (grads_of(lambda *t: pytorch_gated(*t[:3], sd, ed, *t[3:]), dev, grad_out.to(device))
-                     if dtype in LOW else [None] * len(dev))
+    pytorch_grads = (
+        grads_of(lambda *t: pytorch_gated(*t[:3], sd, ed, *t[3:]), dev, grad_out.to(device))
+        if dtype in LOW
+        else [None] * len(dev)
+    )
     for name, g, p, r in zip("qkvg", grads, pytorch_grads, ref):
         assert g.dtype == dtype and g.shape == r.shape and g.device.type == device, name
         assert_finite(g)
@@ -408,16 +449,22 @@ def test_gated_reads_strided_views_and_transformers_cache_layout(device):
     start, end = mixed_ranges(B, Lq, Lk, seed=8)
     tensors = [qkv[:, :, 0], k_cache.transpose(1, 2), v_cache.transpose(1, 2), gate]
     ref_out, _ = gated_ref(*tensors[:3], start, end, gate, 0.3)
-    ref = grads_of(lambda *t: reference_gated(*t[:3], start, end, t[3], 0.3)[0],
-                   [t.double().contiguous() for t in tensors], grad_out.double())
+    ref = grads_of(
+        lambda *t: reference_gated(*t[:3], start, end, t[3], 0.3)[0],
+        [t.double().contiguous() for t in tensors],
+        grad_out.double(),
+    )
     sd, ed = start.to(device), end.to(device)
     qkv_d, kc, vc, gd = qkv.to(device), k_cache.to(device), v_cache.to(device), gate.to(device)
     q, k, v = qkv_d[:, :, 0], kc.transpose(1, 2), vc.transpose(1, 2)
     assert not (q.is_contiguous() or k.is_contiguous() or v.is_contiguous())
     out = vlmops.gated_cross_attention(q, k, v, sd, ed, gd, softmax_scale=0.3)
     assert max_abs(out, ref_out) < 2e-5
-    grads = grads_of(lambda *t: vlmops.gated_cross_attention(*t[:3], sd, ed, t[3], softmax_scale=0.3),
-                     [q, k, v, gd], grad_out.to(device))
+    grads = grads_of(
+        lambda *t: vlmops.gated_cross_attention(*t[:3], sd, ed, t[3], softmax_scale=0.3),
+        [q, k, v, gd],
+        grad_out.to(device),
+    )
     for name, g, r in zip("qkvg", grads, ref):
         assert max_abs(g, r) < (1e-3 if name == "g" else 1e-4) * max(1.0, r.abs().max().item()), name
 
@@ -457,8 +504,7 @@ def test_every_head_dim_forward_and_backward(device, D):
     q, k, v = make_qkv(lengths, 2, 1, D, torch.float32, seed=20)
     cu = cu_seqlens_of(lengths)
     grad_out = torch.randn(q.shape, generator=torch.Generator().manual_seed(21))
-    ref = grads_of(lambda a, b, c: reference_varlen(a, b, c, cu)[0], [t.double() for t in (q, k, v)],
-                   grad_out.double())
+    ref = grads_of(lambda a, b, c: reference_varlen(a, b, c, cu)[0], [t.double() for t in (q, k, v)], grad_out.double())
     cud = cu.to(device)
     tensors = [t.to(device) for t in (q, k, v)]
     assert max_abs(vlmops.varlen_attention(*tensors, cud), varlen_ref(q, k, v, cu)[0]) < 2e-5
@@ -472,8 +518,9 @@ def test_every_head_dim_forward_and_backward(device, D):
     gate = torch.tensor([0.6])
     grad_out = torch.randn(q.shape, generator=torch.Generator().manual_seed(24))
     tensors = [q, k, v, gate]
-    ref = grads_of(lambda *t: reference_gated(*t[:3], start, end, t[3])[0], [t.double() for t in tensors],
-                   grad_out.double())
+    ref = grads_of(
+        lambda *t: reference_gated(*t[:3], start, end, t[3])[0], [t.double() for t in tensors], grad_out.double()
+    )
     sd, ed = start.to(device), end.to(device)
     dev = [t.to(device) for t in tensors]
     out = vlmops.gated_cross_attention(*dev[:3], sd, ed, dev[3])
@@ -490,14 +537,17 @@ def test_float64_is_refused_on_cuda_with_the_argument_named():
     with pytest.raises(ValueError, match="varlen_attention: q must be float32, float16 or bfloat16 on CUDA"):
         vlmops.varlen_attention(q, k, v, cu)
     q, k, v = (t.cuda() for t in make_gated(1, 3, 5, 2, 2, 16, torch.float64))
-    start, end = torch.zeros(1, 3, dtype=torch.int32, device="cuda"), torch.full((1, 3), 5, dtype=torch.int32,
-                                                                                  device="cuda")
+    start, end = (
+        torch.zeros(1, 3, dtype=torch.int32, device="cuda"),
+        torch.full((1, 3), 5, dtype=torch.int32, device="cuda"),
+    )
     with pytest.raises(ValueError, match="gated_cross_attention: q must be float32, float16 or bfloat16 on CUDA"):
         vlmops.gated_cross_attention(q, k, v, start, end)
 
 
-@pytest.mark.parametrize("name", ["varlen_attention", "varlen_attention_backward", "gated_cross_attention",
-                                  "gated_cross_attention_backward"])
+@pytest.mark.parametrize(
+    "name", ["varlen_attention", "varlen_attention_backward", "gated_cross_attention", "gated_cross_attention_backward"]
+)
 def test_triton_entry_has_the_public_schema_and_the_launcher_takes_it(name):
     # The C++ CUDA entry checks, then calls vlmops::_<op>_triton with the public op's arguments; the
     # registry makes the launcher its CUDA kernel.

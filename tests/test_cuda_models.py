@@ -12,11 +12,13 @@ import math
 
 import pytest
 import torch
+from conftest import DEVICES, RecordVlmopsCalls, capture_cuda_graph
+from test_patch_mllama import VISION as MLLAMA_VISION
 from transformers import (
-    MllamaConfig,
-    MllamaForConditionalGeneration,
     Mistral3Config,
     Mistral3ForConditionalGeneration,
+    MllamaConfig,
+    MllamaForConditionalGeneration,
     PixtralVisionConfig,
     PixtralVisionModel,
     Qwen2_5_VLConfig,
@@ -27,8 +29,6 @@ from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VisionTra
 
 import vlmops
 from vlmops import reference
-from conftest import DEVICES, RecordVlmopsCalls, capture_cuda_graph
-from test_patch_mllama import VISION as MLLAMA_VISION
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -112,8 +112,8 @@ def strided(x):
     """A non-contiguous view with x's values: channels-last pixels, or rows inside a wider buffer."""
     if x.dim() == 2:
         wide = torch.zeros(x.shape[0], x.shape[1] + 40, dtype=x.dtype, device=x.device)
-        wide[:, 7:7 + x.shape[1]] = x
-        out = wide[:, 7:7 + x.shape[1]]
+        wide[:, 7 : 7 + x.shape[1]] = x
+        out = wide[:, 7 : 7 + x.shape[1]]
     else:
         out = x.movedim(1, -1).contiguous().movedim(-1, 1)
     assert not out.is_contiguous() and torch.equal(out, x)
@@ -129,8 +129,13 @@ def opt(t, fn):
 @pytest.mark.parametrize("form", FORMS)
 def test_patch_embed_forms_with_pos_cls_and_strides_match_float64(device, form, dtype):
     x, weight, bias, pos, cls = make_patch_case(form, dtype)
-    truth = reference.patch_embed(x.double(), weight.double(), bias.double(), pos_embed=opt(pos, torch.Tensor.double),
-                                  cls_token=opt(cls, torch.Tensor.double))
+    truth = reference.patch_embed(
+        x.double(),
+        weight.double(),
+        bias.double(),
+        pos_embed=opt(pos, torch.Tensor.double),
+        cls_token=opt(cls, torch.Tensor.double),
+    )
     xd, wd, bd, posd, clsd = (opt(t, lambda t: t.to(device)) for t in (x, weight, bias, pos, cls))
     torch_result = reference.patch_embed(xd, wd, bd, pos_embed=posd, cls_token=clsd)
     torch_err = max_err(torch_result, truth)
@@ -152,8 +157,16 @@ def test_patch_embed_uint8_normalization_channels_last_matches_float64(device, f
     pixels, weight, bias, pos, _ = make_patch_case(form, dtype, pixels_uint8=True, seed=1)
     mean, std = torch.tensor(CLIP_MEAN), torch.tensor(CLIP_STD)
     pos = opt(pos, lambda t: t[1:].contiguous())  # no CLS token here: one position per patch
-    truth = reference.patch_embed(pixels, weight.double(), bias.double(), mean.double(), std.double(), 1 / 255,
-                                  opt(pos, torch.Tensor.double), None)
+    truth = reference.patch_embed(
+        pixels,
+        weight.double(),
+        bias.double(),
+        mean.double(),
+        std.double(),
+        1 / 255,
+        opt(pos, torch.Tensor.double),
+        None,
+    )
     args = [opt(t, lambda t: t.to(device)) for t in (pixels, weight, bias, mean, std)]
     posd = opt(pos, lambda t: t.to(device))
     torch_result = reference.patch_embed(*args, 1 / 255, posd, None)
@@ -173,8 +186,9 @@ def test_patch_embed_backward_grads_of_all_inputs_match_float64(device, form, dt
     # Normalization constants on a float input: grad_x is scaled by rescale / std per channel.
     mean, std, rescale = torch.tensor([0.1, -0.2, 0.3]), torch.tensor([0.5, 2.0, 0.7]), 0.75
     inputs = [t for t in (x, weight, bias, pos, cls) if t is not None]
-    shape = reference.patch_embed(x.double(), weight.double(), pos_embed=opt(pos, torch.Tensor.double),
-                                  cls_token=opt(cls, torch.Tensor.double)).shape
+    shape = reference.patch_embed(
+        x.double(), weight.double(), pos_embed=opt(pos, torch.Tensor.double), cls_token=opt(cls, torch.Tensor.double)
+    ).shape
     grad = torch.randn(shape, generator=torch.Generator().manual_seed(3))
 
     def run(tensors, device, fn):
@@ -218,11 +232,15 @@ def test_patch_embed_uint8_pixels_train_weight_only(device):
 @pytest.mark.parametrize("device", DEVICES)
 def test_patch_embed_empty_batch_returns_empty(device):
     x, weight, bias, pos, cls = make_patch_case("image", torch.float32)
-    out = vlmops.patch_embed(x[:0].to(device), weight.to(device), bias.to(device), pos_embed=pos.to(device),
-                             cls_token=cls.to(device))
+    out = vlmops.patch_embed(
+        x[:0].to(device), weight.to(device), bias.to(device), pos_embed=pos.to(device), cls_token=cls.to(device)
+    )
     assert out.shape == (0, 1 + GH * GW, D) and out.device.type == device
-    rows = vlmops.patch_embed(torch.zeros(0, C * T * P * P, device=device), weight.to(device).view(D, C, 1, P, P)
-                              .expand(D, C, T, P, P).contiguous(), bias.to(device))
+    rows = vlmops.patch_embed(
+        torch.zeros(0, C * T * P * P, device=device),
+        weight.to(device).view(D, C, 1, P, P).expand(D, C, T, P, P).contiguous(),
+        bias.to(device),
+    )
     assert rows.shape == (0, D)
 
 
@@ -242,8 +260,10 @@ def test_patch_embed_opcheck(device, form):
     mean, std = torch.tensor([0.1, 0.2, 0.3], device=device), torch.tensor([0.5, 2.0, 0.7], device=device)
     args[0].requires_grad_()
     args[1].requires_grad_()
-    torch.library.opcheck(torch.ops.vlmops.patch_embed,
-                          (*args, mean, std, 0.5, opt(pos, lambda t: t.to(device)), opt(cls, lambda t: t.to(device))))
+    torch.library.opcheck(
+        torch.ops.vlmops.patch_embed,
+        (*args, mean, std, 0.5, opt(pos, lambda t: t.to(device)), opt(cls, lambda t: t.to(device))),
+    )
 
 
 @pytest.mark.requires_cuda
@@ -253,12 +273,14 @@ def test_patch_embed_captures_in_cuda_graph():
     mean, std = torch.tensor(CLIP_MEAN, device="cuda"), torch.tensor(CLIP_STD, device="cuda")
 
     def fwd():
-        return vlmops.patch_embed(pixels, weight, bias, mean=mean, std=std, rescale=1 / 255, pos_embed=pos,
-                                  cls_token=cls)
+        return vlmops.patch_embed(
+            pixels, weight, bias, mean=mean, std=std, rescale=1 / 255, pos_embed=pos, cls_token=cls
+        )
 
     graph, out = capture_cuda_graph(fwd)
-    new = torch.randint(0, 256, pixels.shape, dtype=torch.uint8, device="cuda",
-                        generator=torch.Generator("cuda").manual_seed(7))
+    new = torch.randint(
+        0, 256, pixels.shape, dtype=torch.uint8, device="cuda", generator=torch.Generator("cuda").manual_seed(7)
+    )
     pixels.copy_(new)
     graph.replay()
     torch.cuda.synchronize()
@@ -273,18 +295,36 @@ PATCH_ROW = 3 * 2 * 14 * 14
 # 4x4 patches), a 6x10 image (windows cut by its edges) and a video of two temporal patches.
 IMAGE_GRID = torch.tensor([[1, 12, 16], [1, 6, 10]])
 VIDEO_GRID = torch.tensor([[2, 4, 8]])
-TEXT = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, intermediate_size=128,
-            vocab_size=200, pad_token_id=0, bos_token_id=1, eos_token_id=2,
-            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 6, 6]})
+TEXT = dict(
+    hidden_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    intermediate_size=128,
+    vocab_size=200,
+    pad_token_id=0,
+    bos_token_id=1,
+    eos_token_id=2,
+    rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 6, 6]},
+)
 TOKENS = dict(image_token_id=IMAGE, video_token_id=VIDEO, vision_start_token_id=VISION_START)
 # Vision head dim 80 = 160 / 2 heads, as in every Qwen2/2.5-VL checkpoint (1280 / 16).
 VISION = dict(depth=4, num_heads=2, spatial_merge_size=2, patch_size=14, temporal_patch_size=2)
 
 
 def qwen2_5_tower(dtype=torch.float32):
-    cfg = Qwen2_5_VLConfig(text_config=TEXT, vision_config=dict(VISION, hidden_size=160, intermediate_size=128,
-                                                                out_hidden_size=64, window_size=56,
-                                                                fullatt_block_indexes=[1, 3]), **TOKENS)
+    cfg = Qwen2_5_VLConfig(
+        text_config=TEXT,
+        vision_config=dict(
+            VISION,
+            hidden_size=160,
+            intermediate_size=128,
+            out_hidden_size=64,
+            window_size=56,
+            fullatt_block_indexes=[1, 3],
+        ),
+        **TOKENS,
+    )
     torch.manual_seed(0)
     tower = Qwen2_5_VisionTransformerPretrainedModel._from_config(cfg.vision_config, attn_implementation="sdpa")
     g = torch.Generator().manual_seed(1)
@@ -310,7 +350,7 @@ def test_qwen2_5_vl_tower_window_and_full_blocks_match_on_device(device):
     assert len(got.hidden_states) == len(expected.hidden_states) == 5
     for layer, (a, b) in enumerate(zip(got.hidden_states, expected.hidden_states)):
         assert a.device.type == device and not a.isnan().any()
-        torch.testing.assert_close(a, b, **fp32_tol(device), msg=lambda m: f"block {layer}: {m}")
+        torch.testing.assert_close(a, b, **fp32_tol(device), msg=lambda m, layer=layer: f"block {layer}: {m}")
     torch.testing.assert_close(got.pooler_output, expected.pooler_output, **fp32_tol(device))
 
 
@@ -353,8 +393,9 @@ def test_qwen2_5_vl_tower_backward_parameter_grads_match_unpatched(device):
         assert a[name].grad is not None, name
         assert not a[name].grad.isnan().any(), name
         scale = max(1.0, b[name].grad.abs().max().item())
-        torch.testing.assert_close(a[name].grad, b[name].grad, rtol=1e-3, atol=1e-4 * scale,
-                                   msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(
+            a[name].grad, b[name].grad, rtol=1e-3, atol=1e-4 * scale, msg=lambda m, name=name: f"{name}: {m}"
+        )
 
 
 def qwen2_vl():
@@ -370,8 +411,14 @@ def qwen2_vl():
     ids = [3, 4, VISION_START] + [IMAGE] * units[0] + [5, VISION_START] + [IMAGE] * units[1] + video + [6, 7]
     input_ids = torch.tensor([ids])
     mm_token_type_ids = (input_ids == IMAGE).int() + 2 * (input_ids == VIDEO).int()
-    return model, dict(input_ids=input_ids, mm_token_type_ids=mm_token_type_ids, pixel_values=pixel_values,
-                       image_grid_thw=IMAGE_GRID, pixel_values_videos=pixel_values_videos, video_grid_thw=VIDEO_GRID)
+    return model, dict(
+        input_ids=input_ids,
+        mm_token_type_ids=mm_token_type_ids,
+        pixel_values=pixel_values,
+        image_grid_thw=IMAGE_GRID,
+        pixel_values_videos=pixel_values_videos,
+        video_grid_thw=VIDEO_GRID,
+    )
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -397,14 +444,25 @@ def test_qwen2_vl_generate_gives_identical_tokens_on_device(device):
 # --- Mllama -----------------------------------------------------------------------------------------
 
 # Cross-attention head dim 128 (256 / 2 heads) with one KV head: Llama 3.2 Vision's head dim and GQA.
-MLLAMA_TEXT = dict(vocab_size=64, hidden_size=256, intermediate_size=96, num_hidden_layers=3, num_attention_heads=2,
-                   num_key_value_heads=1, cross_attention_layers=[1], bos_token_id=1, eos_token_id=2, pad_token_id=0)
+MLLAMA_TEXT = dict(
+    vocab_size=64,
+    hidden_size=256,
+    intermediate_size=96,
+    num_hidden_layers=3,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    cross_attention_layers=[1],
+    bos_token_id=1,
+    eos_token_id=2,
+    pad_token_id=0,
+)
 
 
 def mllama():
     torch.manual_seed(0)
-    model = MllamaForConditionalGeneration(MllamaConfig(vision_config=MLLAMA_VISION, text_config=MLLAMA_TEXT,
-                                                        image_token_index=63)).eval()
+    model = MllamaForConditionalGeneration(
+        MllamaConfig(vision_config=MLLAMA_VISION, text_config=MLLAMA_TEXT, image_token_index=63)
+    ).eval()
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith("_gate"):
@@ -419,9 +477,14 @@ def mllama():
     cross_attention_mask[0, 3:7, 0, :2] = 1  # rows 0-2 of sample 0: text before the first image
     cross_attention_mask[0, 7:, 1, :] = 1
     cross_attention_mask[1, 1:, 0, :] = 1
-    return model, dict(input_ids=input_ids, pixel_values=pixel_values, aspect_ratio_ids=aspect_ratio_ids,
-                       aspect_ratio_mask=aspect_ratio_mask, cross_attention_mask=cross_attention_mask,
-                       attention_mask=torch.ones(Bm, Lq, dtype=torch.int64))
+    return model, dict(
+        input_ids=input_ids,
+        pixel_values=pixel_values,
+        aspect_ratio_ids=aspect_ratio_ids,
+        aspect_ratio_mask=aspect_ratio_mask,
+        cross_attention_mask=cross_attention_mask,
+        attention_mask=torch.ones(Bm, Lq, dtype=torch.int64),
+    )
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -450,8 +513,15 @@ def test_mllama_logits_and_generate_match_on_device(device):
 PIX_IMAGE = 10
 # Head dim 64 as in Pixtral-12B (1024 / 16). 224 px / 14 = 16x16 = 256 patches for the largest image:
 # a segment of two 128-row tiles; the others are 8x16 = 128 (exactly one tile) and 4x9 = 36.
-PIX_VISION = dict(hidden_size=128, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2, head_dim=64,
-                  image_size=224, patch_size=14)
+PIX_VISION = dict(
+    hidden_size=128,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    head_dim=64,
+    image_size=224,
+    patch_size=14,
+)
 IMAGE_SIZES = torch.tensor([[224, 224], [112, 224], [56, 126]])
 
 
@@ -483,10 +553,22 @@ def test_pixtral_tower_matches_every_layer_on_device(device):
 @pytest.mark.parametrize("device", DEVICES)
 def test_mistral3_features_and_logits_match_on_device(device):
     torch.manual_seed(0)
-    text = dict(model_type="mistral", hidden_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
-                intermediate_size=128, vocab_size=100, head_dim=32)
-    config = Mistral3Config(vision_config=dict(PIX_VISION, model_type="pixtral"), text_config=text,
-                            image_token_index=PIX_IMAGE, spatial_merge_size=2)
+    text = dict(
+        model_type="mistral",
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        intermediate_size=128,
+        vocab_size=100,
+        head_dim=32,
+    )
+    config = Mistral3Config(
+        vision_config=dict(PIX_VISION, model_type="pixtral"),
+        text_config=text,
+        image_token_index=PIX_IMAGE,
+        spatial_merge_size=2,
+    )
     model = Mistral3ForConditionalGeneration._from_config(config, attn_implementation="sdpa").eval().to(device)
     tokens = [int(n) for n in (IMAGE_SIZES // 28).prod(-1)]
     ids = [1, 2] + [PIX_IMAGE] * tokens[0] + [3] + [PIX_IMAGE] * tokens[1] + [4] + [PIX_IMAGE] * tokens[2] + [5]

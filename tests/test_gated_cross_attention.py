@@ -5,11 +5,11 @@ hypothesis-drawn ranges. Adversarial strides, sizes and values: tests/test_adver
 
 import pytest
 import torch
+from conftest import DEVICES
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import vlmops
-from conftest import DEVICES
 from vlmops.reference import gated_cross_attention as reference_attention
 from vlmops.reference.gated_cross_attention import masked_attention, openflamingo_mask
 
@@ -91,10 +91,17 @@ def test_strided_inputs_and_transformers_cache_layout():
     k_cache = torch.randn(B, Hk, Lk, D, dtype=torch.float64)  # transformers' [B, Hk, Lk, D]
     v_cache = torch.randn(B, Hk, Lk, D, dtype=torch.float64)
     start, end = mixed_ranges(B, Lq, Lk, seed=3)
-    out = vlmops.gated_cross_attention(q, k_cache.transpose(1, 2), v_cache.transpose(1, 2), start, end,
-                                       softmax_scale=0.3)
-    ref, _ = reference_attention(q.contiguous(), k_cache.transpose(1, 2).contiguous(),
-                                 v_cache.transpose(1, 2).contiguous(), start, end, softmax_scale=0.3)
+    out = vlmops.gated_cross_attention(
+        q, k_cache.transpose(1, 2), v_cache.transpose(1, 2), start, end, softmax_scale=0.3
+    )
+    ref, _ = reference_attention(
+        q.contiguous(),
+        k_cache.transpose(1, 2).contiguous(),
+        v_cache.transpose(1, 2).contiguous(),
+        start,
+        end,
+        softmax_scale=0.3,
+    )
     assert max_abs(out, ref) < 1e-12
 
 
@@ -115,8 +122,7 @@ def test_low_precision_within_pytorch_rounding(dtype):
     ref, _ = reference_attention(q.double(), k.double(), v.double(), start, end, gate.double())
     mask = reference_attention.__globals__["dense_mask"](start, end, 300)
     k_rep, v_rep = (t.transpose(1, 2).repeat_interleave(2, 1) for t in (k, v))
-    pytorch = torch.nn.functional.scaled_dot_product_attention(q.transpose(1, 2), k_rep, v_rep,
-                                                                attn_mask=mask[:, None])
+    pytorch = torch.nn.functional.scaled_dot_product_attention(q.transpose(1, 2), k_rep, v_rep, attn_mask=mask[:, None])
     pytorch = (pytorch.transpose(1, 2) * torch.tanh(gate)).nan_to_num().masked_fill((end == start)[..., None, None], 0)
     ours = vlmops.gated_cross_attention(q, k, v, start, end, gate)
     assert ours.dtype == dtype
@@ -140,8 +146,9 @@ def test_backward_matches_reference(dtype, H, Hk, alpha):
     grad_out = torch.randn(q.shape, dtype=torch.float64).to(dtype)
     tensors = [q, k, v] + ([] if alpha is None else [torch.tensor([alpha], dtype=dtype)])
     ours = grads_of(lambda *t: vlmops.gated_cross_attention(*t[:3], start, end, *t[3:]), tensors, grad_out)
-    ref = grads_of(lambda *t: reference_attention(*t[:3], start, end, *t[3:])[0], [t.double() for t in tensors],
-                   grad_out.double())
+    ref = grads_of(
+        lambda *t: reference_attention(*t[:3], start, end, *t[3:])[0], [t.double() for t in tensors], grad_out.double()
+    )
     for name, g, r in zip("qkvg", ours, ref):
         assert g.dtype == dtype and g.shape == r.shape, name
         tol = TIGHT[dtype] * (50 if name == "g" else 5)  # the gate's gradient sums every element
@@ -168,8 +175,18 @@ def test_opcheck_forward_and_backward(device):
             args = (q.requires_grad_(), k.requires_grad_(), v.requires_grad_(), start, end, gate, None)
             torch.library.opcheck(torch.ops.vlmops.gated_cross_attention.default, args)
             out, lse = torch.ops.vlmops.gated_cross_attention(*args)
-            bwd = (torch.randn_like(out), q.detach(), k.detach(), v.detach(), out.detach(), lse, start, end,
-                   None if gate is None else gate.detach(), 0.25)
+            bwd = (
+                torch.randn_like(out),
+                q.detach(),
+                k.detach(),
+                v.detach(),
+                out.detach(),
+                lse,
+                start,
+                end,
+                None if gate is None else gate.detach(),
+                0.25,
+            )
             torch.library.opcheck(torch.ops.vlmops.gated_cross_attention_backward.default, bwd)
 
 
@@ -215,19 +232,31 @@ def _bad(**overrides):
     [
         (dict(kv_end=ranges([[(0, 11)] * 3, [(2, 4)] * 3])[1]), ValueError, "kv_end <= Lk = 10"),
         (dict(kv_start=torch.full((2, 3), -1, dtype=torch.int32)), ValueError, "0 <= kv_start"),
-        (dict(kv_start=torch.full((2, 3), 5, dtype=torch.int32), kv_end=torch.full((2, 3), 4, dtype=torch.int32)),
-         ValueError, "kv_start <= kv_end"),
+        (
+            dict(kv_start=torch.full((2, 3), 5, dtype=torch.int32), kv_end=torch.full((2, 3), 4, dtype=torch.int32)),
+            ValueError,
+            "kv_start <= kv_end",
+        ),
         (dict(kv_start=torch.zeros(2, 3, dtype=torch.int64)), ValueError, "kv_start must be Int, got Long"),
         (dict(kv_end=torch.zeros(2, 4, dtype=torch.int32)), ValueError, r"kv_end must be \[B, Lq\] = \[2, 3\]"),
-        (dict(kv_end=torch.zeros(2, 3, dtype=torch.int32, device="meta")), ValueError,
-         "kv_end is on meta but q is on cpu"),
+        (
+            dict(kv_end=torch.zeros(2, 3, dtype=torch.int32, device="meta")),
+            ValueError,
+            "kv_end is on meta but q is on cpu",
+        ),
         (dict(q=torch.randn(2, 3, 3, 16)), ValueError, r"k's heads \(2\) must .*divide q's heads \(3\)"),
         (dict(q=torch.randn(2, 3, 4, 16, dtype=torch.float64)), ValueError, "k dtype Float must match q dtype Double"),
         (dict(q=torch.randn(2, 3, 4, 16).int()), ValueError, "q must be float32, float64, float16 or bfloat16"),
-        (dict(q=torch.randn(2, 3, 4, 0), k=torch.randn(2, 10, 2, 0), v=torch.randn(2, 10, 2, 0)), ValueError,
-         r"q's head dim \(last dim\) must be in \[1, 256\], got 0"),
-        (dict(q=torch.randn(2, 3, 4, 260), k=torch.randn(2, 10, 2, 260), v=torch.randn(2, 10, 2, 260)), ValueError,
-         r"must be in \[1, 256\], got 260"),
+        (
+            dict(q=torch.randn(2, 3, 4, 0), k=torch.randn(2, 10, 2, 0), v=torch.randn(2, 10, 2, 0)),
+            ValueError,
+            r"q's head dim \(last dim\) must be in \[1, 256\], got 0",
+        ),
+        (
+            dict(q=torch.randn(2, 3, 4, 260), k=torch.randn(2, 10, 2, 260), v=torch.randn(2, 10, 2, 260)),
+            ValueError,
+            r"must be in \[1, 256\], got 260",
+        ),
         (dict(k=torch.randn(1, 10, 2, 16), v=torch.randn(1, 10, 2, 16)), ValueError, "k's batch 1 must equal q's 2"),
         (dict(q=torch.randn(2, 3, 4, 16, device="meta")), ValueError, "is on"),
         (dict(gate=torch.zeros(2)), ValueError, "gate must be a one-element tensor"),
@@ -310,10 +339,10 @@ def test_triton_forward_and_backward_match_reference(D, H, Hk, splits, gated):
     q, k, v = make_qkv(B, Lq, Lk, H, Hk, D, torch.float32)
     start, end = mixed_ranges(B, Lq, Lk, seed=2)
     gate = torch.tensor([-0.6]) if gated else None
-    out, lse = triton_attention.gated_cross_attention(q, k, v, start, end, gate, block_m=16, block_n=16,
-                                                      splits=splits)
-    ref_out, ref_lse = reference_attention(q.double(), k.double(), v.double(), start, end,
-                                           None if gate is None else gate.double())
+    out, lse = triton_attention.gated_cross_attention(q, k, v, start, end, gate, block_m=16, block_n=16, splits=splits)
+    ref_out, ref_lse = reference_attention(
+        q.double(), k.double(), v.double(), start, end, None if gate is None else gate.double()
+    )
     assert max_abs(out, ref_out) < 2e-5
     assert torch.equal(torch.isneginf(lse), torch.isneginf(ref_lse))
     finite = torch.isfinite(ref_lse)
@@ -321,8 +350,9 @@ def test_triton_forward_and_backward_match_reference(D, H, Hk, splits, gated):
     if splits > 1:
         return  # the backward does not split
     grad_out = torch.randn(q.shape)
-    grads = triton_attention.gated_cross_attention_backward(grad_out, q, k, v, out, lse, start, end, gate,
-                                                            block_m=16, block_n=16)
+    grads = triton_attention.gated_cross_attention_backward(
+        grad_out, q, k, v, out, lse, start, end, gate, block_m=16, block_n=16
+    )
     tensors = [t.double() for t in (q, k, v)] + ([] if gate is None else [gate.double()])
     ref = grads_of(lambda *t: reference_attention(*t[:3], start, end, *t[3:])[0], tensors, grad_out.double())
     for g, r in zip(grads, ref):
@@ -340,14 +370,17 @@ def test_triton_copies_operands_strided_along_head_dim():
     k_strided = torch.empty(*k.shape[:-1], 2 * k.shape[-1])[..., ::2].copy_(k)
     gate = torch.tensor([0.7])
     out, lse = triton_attention.gated_cross_attention(q, k_strided, v, start, end, gate, block_m=16, block_n=16)
-    expected_out, expected_lse = triton_attention.gated_cross_attention(q, k, v, start, end, gate, block_m=16,
-                                                                        block_n=16)
+    expected_out, expected_lse = triton_attention.gated_cross_attention(
+        q, k, v, start, end, gate, block_m=16, block_n=16
+    )
     assert torch.equal(out, expected_out) and torch.equal(lse, expected_lse)
     ones = torch.ones(()).expand(q.shape)
-    grads = triton_attention.gated_cross_attention_backward(ones, q, k_strided, v, out, lse, start, end, gate,
-                                                            block_m=16, block_n=16)
-    expected = triton_attention.gated_cross_attention_backward(ones.contiguous(), q, k, v, out, lse, start, end,
-                                                               gate, block_m=16, block_n=16)
+    grads = triton_attention.gated_cross_attention_backward(
+        ones, q, k_strided, v, out, lse, start, end, gate, block_m=16, block_n=16
+    )
+    expected = triton_attention.gated_cross_attention_backward(
+        ones.contiguous(), q, k, v, out, lse, start, end, gate, block_m=16, block_n=16
+    )
     for g, e in zip(grads, expected):
         assert torch.equal(g, e)
 
@@ -386,16 +419,28 @@ def test_flamingo_block_matches_openflamingo(only_immediate, use_cached_media):
     from vlmops.reference.gated_cross_attention import openflamingo_block
 
     torch.manual_seed(0)
-    block = vlmops.nn.GatedCrossAttentionBlock(dim=48, dim_visual=40, dim_head=16, heads=3,
-                                               only_attend_immediate_media=only_immediate).double()
+    block = vlmops.nn.GatedCrossAttentionBlock(
+        dim=48, dim_visual=40, dim_head=16, heads=3, only_attend_immediate_media=only_immediate
+    ).double()
     with torch.no_grad():
         block.attn_gate.fill_(0.7)
         block.ff_gate.fill_(-0.4)
     state = block.state_dict()
-    assert sorted(state) == sorted([
-        "attn.norm.weight", "attn.norm.bias", "attn.to_q.weight", "attn.to_kv.weight", "attn.to_out.weight",
-        "attn_gate", "ff.0.weight", "ff.0.bias", "ff.1.weight", "ff.3.weight", "ff_gate",
-    ])
+    assert sorted(state) == sorted(
+        [
+            "attn.norm.weight",
+            "attn.norm.bias",
+            "attn.to_q.weight",
+            "attn.to_kv.weight",
+            "attn.to_out.weight",
+            "attn_gate",
+            "ff.0.weight",
+            "ff.0.bias",
+            "ff.1.weight",
+            "ff.3.weight",
+            "ff_gate",
+        ]
+    )
     x = torch.randn(2, 11, 48, dtype=torch.float64)
     media = torch.randn(2, 3, 5, 40, dtype=torch.float64)
     locations = torch.zeros(2, 11, dtype=torch.bool)
@@ -432,9 +477,16 @@ def test_flamingo_block_gradients_reach_both_gates_at_zero():
 def tiny_mllama_text_config(**overrides):
     from transformers import MllamaTextConfig
 
-    config = dict(vocab_size=64, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-                  num_key_value_heads=2, cross_attention_layers=[1], rope_parameters={"rope_type": "default",
-                                                                                      "rope_theta": 10000.0})
+    config = dict(
+        vocab_size=64,
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        cross_attention_layers=[1],
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+    )
     config.update(overrides)
     return MllamaTextConfig(**config)
 
@@ -470,11 +522,13 @@ def test_mllama_cross_attention_matches_transformers_with_cache(attn_implementat
         expected, _ = theirs(hidden, states, cache=cache_theirs, attention_mask=additive)
         got, _ = ours(hidden, states, cache=cache_ours, attention_mask=additive)
         assert max_abs(got, expected) < tol
-        for a, b in ((cache_ours.layers[1].keys, cache_theirs.layers[1].keys),
-                     (cache_ours.layers[1].values, cache_theirs.layers[1].values)):
+        for a, b in (
+            (cache_ours.layers[1].keys, cache_theirs.layers[1].keys),
+            (cache_ours.layers[1].values, cache_theirs.layers[1].values),
+        ):
             assert torch.equal(a, b)
         # Decode steps: no new image, K/V read from the cache; one row of the mask per step.
-        for step in range(2):
+        for _ in range(2):
             token = torch.randn(2, 1, 64, dtype=torch.float64)
             row = additive[:, :, -1:]
             expected, _ = theirs(token, None, cache=cache_theirs, attention_mask=row)

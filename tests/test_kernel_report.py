@@ -24,8 +24,14 @@ ARCHS = {"sm_80", "sm_90a"}
 def report_rows(tmp_path_factory):
     out = tmp_path_factory.mktemp("kernel_report") / "report.json"
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    result = subprocess.run([sys.executable, str(REPORT), "--json", str(out)], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, str(REPORT), "--json", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, f"kernel_report failed:\n{result.stdout}\n{result.stderr}"
     return json.loads(out.read_text())
 
@@ -40,8 +46,20 @@ def test_every_triton_spec_compiles_for_both_archs(report_rows):
 
 def test_no_spills_and_sane_registers(report_rows):
     for row in report_rows:
-        assert set(row) == {"kernel", "config", "arch", "registers", "spill_stores", "spill_loads", "shared_bytes",
-                            "wgmma", "ld_global", "ld_global_128", "st_global", "st_global_128"}, row
+        assert set(row) == {
+            "kernel",
+            "config",
+            "arch",
+            "registers",
+            "spill_stores",
+            "spill_loads",
+            "shared_bytes",
+            "wgmma",
+            "ld_global",
+            "ld_global_128",
+            "st_global",
+            "st_global_128",
+        }, row
         assert row["spill_stores"] == 0 and row["spill_loads"] == 0, row
         assert 0 < row["registers"] <= 255, row
         assert row["shared_bytes"] >= 0, row
@@ -100,7 +118,9 @@ def test_cuobjdump_resource_usage_parsing(kernel_report):
     )
     rows = kernel_report._parse_resource_usage(dump)
     assert [(r["arch"], r["registers"], r["spill_stores"], r["shared_bytes"]) for r in rows] == [
-        ("sm_80", 30, 0, 0), ("sm_90a", 40, 16, 2048)]
+        ("sm_80", 30, 0, 0),
+        ("sm_90a", 40, 16, 2048),
+    ]
 
 
 def test_sass_wgmma_detection(kernel_report):
@@ -124,7 +144,11 @@ def test_ptx_global_access_widths(kernel_report):
         "\tld.shared.v4.b32 { %r1, %r2, %r3, %r4 }, [ %r11 + 0 ];\n"
     )
     assert kernel_report._ptx_global_accesses(ptx) == {
-        "ld_global": 6, "ld_global_128": 3, "st_global": 2, "st_global_128": 1}
+        "ld_global": 6,
+        "ld_global_128": 3,
+        "st_global": 2,
+        "st_global_128": 1,
+    }
 
 
 def test_sass_global_access_widths(kernel_report):
@@ -138,4 +162,3 @@ def test_sass_global_access_widths(kernel_report):
         "_Z4copyv": {"ld_global": 2, "ld_global_128": 1, "st_global": 1, "st_global_128": 1},
         "_Z4normv": {"ld_global": 1, "ld_global_128": 0, "st_global": 1, "st_global_128": 0},
     }
-

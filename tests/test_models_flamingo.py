@@ -36,11 +36,18 @@ def test_flamingo_ranges_follow_openflamingo(only_immediate, num_media):
 
 
 @settings(max_examples=40, deadline=None)
-@given(B=st.integers(1, 3), Lq=st.integers(0, 12), T=st.integers(1, 4), n=st.integers(1, 4),
-       only_immediate=st.booleans(), data=st.data())
+@given(
+    B=st.integers(1, 3),
+    Lq=st.integers(0, 12),
+    T=st.integers(1, 4),
+    n=st.integers(1, 4),
+    only_immediate=st.booleans(),
+    data=st.data(),
+)
 def test_hypothesis_flamingo_ranges_follow_openflamingo(B, Lq, T, n, only_immediate, data):
-    locations = torch.tensor(data.draw(st.lists(st.lists(st.booleans(), min_size=Lq, max_size=Lq), min_size=B,
-                                                max_size=B)), dtype=torch.bool).view(B, Lq)
+    locations = torch.tensor(
+        data.draw(st.lists(st.lists(st.booleans(), min_size=Lq, max_size=Lq), min_size=B, max_size=B)), dtype=torch.bool
+    ).view(B, Lq)
     start, end = vlmops.flamingo_kv_ranges(locations, n, only_immediate, num_media=T)
     text_time = locations.long().cumsum(-1)
     seen = (text_time > 0) & ((text_time <= T) if only_immediate else True)
@@ -52,8 +59,11 @@ def test_hypothesis_flamingo_ranges_follow_openflamingo(B, Lq, T, n, only_immedi
 def test_flamingo_ranges_refuse_key_counts_past_int32():
     """kv_start/kv_end are int32: the largest end, min(Lq, num_media) * tokens_per_image, must fit."""
     locations = torch.tensor([[True, False, True]])
-    with pytest.raises(ValueError, match=r"vlmops.flamingo_kv_ranges: min\(Lq, num_media\) \* tokens_per_image = "
-                                         r"1 \* 2147483648 = 2147483648 keys do not fit the int32 kv_start/kv_end"):
+    with pytest.raises(
+        ValueError,
+        match=r"vlmops.flamingo_kv_ranges: min\(Lq, num_media\) \* tokens_per_image = "
+        r"1 \* 2147483648 = 2147483648 keys do not fit the int32 kv_start/kv_end",
+    ):
         vlmops.flamingo_kv_ranges(locations, 2**31, num_media=1)
     with pytest.raises(ValueError, match=r"= 3 \* 1073741824 = 3221225472 keys do not fit"):
         vlmops.flamingo_kv_ranges(locations, 2**30)  # without num_media a row may reach media time Lq

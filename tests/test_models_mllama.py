@@ -31,8 +31,14 @@ def test_mllama_ranges_follow_transformers_mask():
 
 
 @settings(max_examples=40, deadline=None)
-@given(B=st.integers(1, 2), Lq=st.integers(1, 6), images=st.integers(1, 3), tiles=st.integers(1, 4),
-       tokens=st.integers(1, 3), data=st.data())
+@given(
+    B=st.integers(1, 2),
+    Lq=st.integers(1, 6),
+    images=st.integers(1, 3),
+    tiles=st.integers(1, 4),
+    tokens=st.integers(1, 3),
+    data=st.data(),
+)
 def test_hypothesis_mllama_ranges_follow_transformers_mask(B, Lq, images, tiles, tokens, data):
     """Each row sees one contiguous run of (image, tile) chunks, or none: the ranges are transformers' mask."""
     C = images * tiles
@@ -40,13 +46,14 @@ def test_hypothesis_mllama_ranges_follow_transformers_mask(B, Lq, images, tiles,
     for b in range(B):
         for i in range(Lq):
             first = data.draw(st.integers(0, C))
-            mask[b, i, first:data.draw(st.integers(first, C))] = 1
+            mask[b, i, first : data.draw(st.integers(first, C))] = 1
     mask = mask.view(B, Lq, images, tiles)
     start, end = vlmops.mllama_kv_ranges(mask, tokens, masked_rows="all")
     additive, _ = _prepare_cross_attention_mask(mask, num_vision_tokens=tokens, dtype=torch.float32)
     assert torch.equal(dense_mask(start, end, C * tokens), additive[:, 0] == 0)
-    assert all(torch.equal(a, b) for a, b in zip(vlmops.mllama_kv_ranges_from_additive_mask(additive, tokens),
-                                                 (start, end)))
+    assert all(
+        torch.equal(a, b) for a, b in zip(vlmops.mllama_kv_ranges_from_additive_mask(additive, tokens), (start, end))
+    )
 
 
 def test_mllama_ranges_refuse_non_contiguous_tiles():
@@ -66,8 +73,11 @@ def test_mllama_ranges_refuse_non_contiguous_tiles():
 def test_mllama_ranges_refuse_key_counts_past_int32():
     """kv_start/kv_end are int32: n_images * n_tiles * tokens_per_tile (Lk) must fit, or the ends wrap."""
     mask = torch.ones(1, 2, 2, 2, dtype=torch.int64)
-    with pytest.raises(ValueError, match=r"vlmops.mllama_kv_ranges: n_images \* n_tiles \* tokens_per_tile = "
-                                         r"4294967296 keys do not fit the int32 kv_start/kv_end"):
+    with pytest.raises(
+        ValueError,
+        match=r"vlmops.mllama_kv_ranges: n_images \* n_tiles \* tokens_per_tile = "
+        r"4294967296 keys do not fit the int32 kv_start/kv_end",
+    ):
         vlmops.mllama_kv_ranges(mask, 2**30)
     mask = torch.ones(1, 2, 1, 1, dtype=torch.int64)  # one tile of 2**31 - 1 keys: the largest that fits
     start, end = vlmops.mllama_kv_ranges(mask, 2**31 - 1)
@@ -76,8 +86,11 @@ def test_mllama_ranges_refuse_key_counts_past_int32():
         vlmops.mllama_kv_ranges(mask, 2**31)
     # Lk = 2**31 keys of an additive mask: a stride-0 view, no memory.
     additive = torch.zeros(1, 1, 2, 1).expand(1, 1, 2, 2**31)
-    with pytest.raises(ValueError, match=r"vlmops.mllama_kv_ranges_from_additive_mask: Lk = 2147483648 keys do not "
-                                         "fit the int32"):
+    with pytest.raises(
+        ValueError,
+        match=r"vlmops.mllama_kv_ranges_from_additive_mask: Lk = 2147483648 keys do not "
+        "fit the int32",
+    ):
         vlmops.mllama_kv_ranges_from_additive_mask(additive, 2**30)
 
 

@@ -18,8 +18,16 @@ PATCH = 4
 
 @functools.cache
 def _pixtral_model():
-    cfg = PixtralVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                              head_dim=16, image_size=64, patch_size=PATCH, num_channels=3)
+    cfg = PixtralVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        head_dim=16,
+        image_size=64,
+        patch_size=PATCH,
+        num_channels=3,
+    )
     return modeling_pixtral.PixtralVisionModel(cfg).eval()
 
 
@@ -28,7 +36,8 @@ def _pixtral_model_positions(grid_hw):
     model = _pixtral_model()
     captured = {}
     hook = model.patch_positional_embedding.register_forward_hook(
-        lambda mod, args, out: captured.update(positions=args[1]))
+        lambda mod, args, out: captured.update(positions=args[1])
+    )
     sizes = [(h * PATCH, w * PATCH) for h, w in grid_hw]
     pixels = torch.randn(len(sizes), 3, max(s[0] for s in sizes), max(s[1] for s in sizes))
     try:
@@ -45,8 +54,9 @@ def test_pixtral_positions_match_transformers():
     got = vlmops.pixtral_rope_positions(torch.tensor(grid_hw), num_tokens=expected.shape[0])
     assert torch.equal(got, expected)
     assert torch.equal(vlmops.pixtral_rope_positions(torch.tensor(grid_hw)), expected)
-    assert torch.equal(vlmops.pixtral_rope_positions(torch.tensor(grid_hw).int(), expected.shape[0],
-                                                     check_values=False), expected)
+    assert torch.equal(
+        vlmops.pixtral_rope_positions(torch.tensor(grid_hw).int(), expected.shape[0], check_values=False), expected
+    )
 
 
 @settings(max_examples=25, deadline=None)

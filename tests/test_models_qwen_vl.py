@@ -56,8 +56,9 @@ def test_vision_positions_match_transformers(grid, merge):
 @settings(max_examples=40, deadline=None)
 @given(merge=st.integers(1, 3), data=st.data())
 def test_hypothesis_vision_positions_match_transformers(merge, data):
-    grid = data.draw(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 5), st.integers(0, 5)), min_size=0,
-                              max_size=4))
+    grid = data.draw(
+        st.lists(st.tuples(st.integers(0, 3), st.integers(0, 5), st.integers(0, 5)), min_size=0, max_size=4)
+    )
     grid = [[t, h * merge, w * merge] for t, h, w in grid]
     grid_thw = torch.tensor(grid, dtype=torch.long).view(-1, 3)
     got = vlmops.vision_rope_positions(grid_thw, merge, num_tokens=tokens(grid))
@@ -78,8 +79,12 @@ BAD_VISION_GRIDS = [
     ([[-1, 4, 4]], 0, r"grid_thw entries must be >= 0"),
     ([[1, 8, 4]], 28, r"num_tokens = 28 must equal the token count of grid_thw, sum\(t\*h\*w\) = 32"),
     ([[1, 8, 4]], 36, r"num_tokens = 36 must equal the token count of grid_thw, sum\(t\*h\*w\) = 32"),
-    ([[2**32, 2**32, 2]], 0, r"grid_thw\[0\] = \(t=4294967296, h=4294967296, w=2\) has t\*h\*w = \d+ tokens, "
-                             "more than int64 can count"),
+    (
+        [[2**32, 2**32, 2]],
+        0,
+        r"grid_thw\[0\] = \(t=4294967296, h=4294967296, w=2\) has t\*h\*w = \d+ tokens, "
+        "more than int64 can count",
+    ),
     ([[1, 2**31, 2**31]] * 4, 0, r"grid_thw has sum\(t\*h\*w\) = 18446744073709551616 tokens, more than int64"),
 ]
 
@@ -119,8 +124,9 @@ def test_position_builders_are_pure_tensor_code():
     grid_thw = torch.tensor([[1, 8, 4], [2, 4, 4]], device="meta")
     for check_values in (True, False):
         assert vlmops.vision_rope_positions(grid_thw, 2, num_tokens=64, check_values=check_values).shape == (64, 2)
-        index, reverse, cu = vlmops.qwen2_5_vl_window_index(grid_thw, 112, 14, 2, num_patches=64,
-                                                            check_values=check_values)
+        index, reverse, cu = vlmops.qwen2_5_vl_window_index(
+            grid_thw, 112, 14, 2, num_patches=64, check_values=check_values
+        )
         assert index.shape == reverse.shape == (16,) and cu.shape == (17,)
 
 
@@ -129,8 +135,14 @@ def test_mrope_position_ids_are_pure_tensor_code():
     grid = torch.ones(2, 3, dtype=torch.long, device="meta")
     for check_values in (True, False):
         position_ids, deltas = vlmops.mrope_position_ids(
-            types, grid, grid, spatial_merge_size=2, attention_mask=torch.ones(2, 40, device="meta"),
-            video_time_interval=torch.ones(2, device="meta"), split_video_frames=True, check_values=check_values,
+            types,
+            grid,
+            grid,
+            spatial_merge_size=2,
+            attention_mask=torch.ones(2, 40, device="meta"),
+            video_time_interval=torch.ones(2, device="meta"),
+            split_video_frames=True,
+            check_values=check_values,
         )
         assert position_ids.shape == (3, 2, 40) and deltas.shape == (2, 1)
 
@@ -143,7 +155,9 @@ def host_reads(monkeypatch):
     """Every Python-level read of a tensor's values (``.tolist()`` does not pass the dispatcher)."""
     reads = []
     for name in HOST_READS:
-        def read(self, *args, _name=name, _original=getattr(torch.Tensor, name), **kwargs):
+        original = getattr(torch.Tensor, name)
+
+        def read(self, *args, _name=name, _original=original, **kwargs):
             reads.append(_name)
             return _original(self, *args, **kwargs)
 
@@ -174,9 +188,11 @@ def test_builders_compile_fullgraph_with_device_side_checks():
 
     @torch.compile(fullgraph=True, backend="aot_eager")
     def build(grid_thw, types):
-        return (vlmops.vision_rope_positions(grid_thw, 2, num_tokens=64),
-                vlmops.qwen2_5_vl_window_index(grid_thw, 112, 14, 2, num_patches=64),
-                vlmops.mrope_position_ids(types, grid_thw[:1], grid_thw[1:], spatial_merge_size=2))
+        return (
+            vlmops.vision_rope_positions(grid_thw, 2, num_tokens=64),
+            vlmops.qwen2_5_vl_window_index(grid_thw, 112, 14, 2, num_patches=64),
+            vlmops.mrope_position_ids(types, grid_thw[:1], grid_thw[1:], spatial_merge_size=2),
+        )
 
     got = build(grid_thw, types)
     assert torch.equal(got[0], vlmops.vision_rope_positions(grid_thw, 2))
@@ -255,14 +271,16 @@ def test_window_index_matches_transformers(grids, window_size, patch_size, merge
 @settings(max_examples=40, deadline=None)
 @given(window=st.integers(1, 4), merge=st.integers(1, 2), data=st.data())
 def test_hypothesis_window_index_matches_transformers(window, merge, data):
-    grid = data.draw(st.lists(st.tuples(st.integers(1, 3), st.integers(1, 9), st.integers(1, 9)), min_size=1,
-                              max_size=3))
+    grid = data.draw(
+        st.lists(st.tuples(st.integers(1, 3), st.integers(1, 9), st.integers(1, 9)), min_size=1, max_size=3)
+    )
     grid = [[t, h * merge, w * merge] for t, h, w in grid]
     grid_thw = torch.tensor(grid)
     patch = 2
     expected_index, expected_cu = get_vision_window_index(grid_thw, merge, window * merge * patch, patch)
-    window_index, reverse_index, cu = vlmops.qwen2_5_vl_window_index(grid_thw, window * merge * patch, patch, merge,
-                                                                     num_patches=tokens(grid))
+    window_index, reverse_index, cu = vlmops.qwen2_5_vl_window_index(
+        grid_thw, window * merge * patch, patch, merge, num_patches=tokens(grid)
+    )
     assert torch.equal(window_index, expected_index)
     assert torch.equal(reverse_index, torch.argsort(expected_index))
     assert torch.equal(torch.unique_consecutive(cu), expected_cu)
@@ -290,18 +308,28 @@ def test_window_index_bad_inputs():
 @functools.cache
 def _tiny_qwen_model(model):
     """A tiny language+vision model: only its get_rope_index (and config) is used."""
-    text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
-                vocab_size=100, bos_token_id=0, eos_token_id=1,
-                rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]})
+    text = dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        vocab_size=100,
+        bos_token_id=0,
+        eos_token_id=1,
+        rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]},
+    )
     vision = dict(depth=1, hidden_size=32, num_heads=2, spatial_merge_size=2)
     if model == "qwen2_vl":
         return modeling_qwen2_vl.Qwen2VLModel(Qwen2VLConfig(text_config=text, vision_config=dict(vision, embed_dim=32)))
     vision.update(intermediate_size=64, out_hidden_size=32)
     if model == "qwen2_5_vl":
         return modeling_qwen2_5_vl.Qwen2_5_VLModel(
-            Qwen2_5_VLConfig(text_config=text, vision_config=dict(vision, tokens_per_second=2)))
+            Qwen2_5_VLConfig(text_config=text, vision_config=dict(vision, tokens_per_second=2))
+        )
     return modeling_qwen3_vl.Qwen3VLModel(
-        Qwen3VLConfig(text_config=dict(text, head_dim=16), vision_config=dict(vision, deepstack_visual_indexes=[])))
+        Qwen3VLConfig(text_config=dict(text, head_dim=16), vision_config=dict(vision, deepstack_visual_indexes=[]))
+    )
 
 
 def _mm_sequence(rows, image_grids, video_grids, split_frames, merge=2):
@@ -339,8 +367,9 @@ def _both(model, types, image_grids, video_grids, mask=None, seconds=None):
     tiny = _tiny_qwen_model(model)
     image_grid_thw = None if image_grids is None else torch.tensor(image_grids, dtype=torch.long).view(-1, 3)
     video_grid_thw = None if video_grids is None else torch.tensor(video_grids, dtype=torch.long).view(-1, 3)
-    kwargs = dict(mm_token_type_ids=types, image_grid_thw=image_grid_thw, video_grid_thw=video_grid_thw,
-                  attention_mask=mask)
+    kwargs = dict(
+        mm_token_type_ids=types, image_grid_thw=image_grid_thw, video_grid_thw=video_grid_thw, attention_mask=mask
+    )
     interval = None
     if model == "qwen2_5_vl" and seconds is not None:
         # Fractional seconds per temporal patch: temporal ids long(t * tokens_per_second * seconds).
@@ -351,9 +380,15 @@ def _both(model, types, image_grids, video_grids, mask=None, seconds=None):
         return tiny.get_rope_index(torch.randint(0, 100, types.shape), **kwargs)
 
     def ours():
-        return vlmops.mrope_position_ids(types, image_grid_thw, video_grid_thw, spatial_merge_size=2,
-                                         attention_mask=mask, video_time_interval=interval,
-                                         split_video_frames=model == "qwen3_vl")
+        return vlmops.mrope_position_ids(
+            types,
+            image_grid_thw,
+            video_grid_thw,
+            spatial_merge_size=2,
+            attention_mask=mask,
+            video_time_interval=interval,
+            split_video_frames=model == "qwen3_vl",
+        )
 
     return theirs, ours
 
@@ -369,7 +404,7 @@ def test_mrope_position_ids_match_get_rope_index(model, padded):
     ]
     types, mask = _mm_sequence(rows, image_grids, video_grids, model == "qwen3_vl")
     if not padded:
-        types, mask = types[:, (mask == 0).sum(1).min():], None
+        types, mask = types[:, (mask == 0).sum(1).min() :], None
     theirs, ours = _both(model, types, image_grids, video_grids, mask, torch.tensor([0.75, 1.3]))
     expected, expected_deltas = theirs()
     got, deltas = ours()
@@ -377,15 +412,19 @@ def test_mrope_position_ids_match_get_rope_index(model, padded):
     assert torch.equal(deltas, expected_deltas.to(deltas.dtype))
 
 
-_SEGMENT = st.one_of(st.tuples(st.just("text"), st.integers(1, 3)),
-                     st.tuples(st.just("image"), st.tuples(st.integers(1, 2), st.integers(1, 3), st.integers(1, 3))),
-                     st.tuples(st.just("video"), st.tuples(st.integers(1, 3), st.integers(1, 2), st.integers(1, 3))))
+_SEGMENT = st.one_of(
+    st.tuples(st.just("text"), st.integers(1, 3)),
+    st.tuples(st.just("image"), st.tuples(st.integers(1, 2), st.integers(1, 3), st.integers(1, 3))),
+    st.tuples(st.just("video"), st.tuples(st.integers(1, 3), st.integers(1, 2), st.integers(1, 3))),
+)
 
 
 @settings(max_examples=30, deadline=None)
-@given(model=st.sampled_from(["qwen2_vl", "qwen2_5_vl", "qwen3_vl"]),
-       rows=st.lists(st.lists(_SEGMENT, min_size=1, max_size=5), min_size=1, max_size=3),
-       pads=st.lists(st.integers(0, 3), min_size=3, max_size=3))
+@given(
+    model=st.sampled_from(["qwen2_vl", "qwen2_5_vl", "qwen3_vl"]),
+    rows=st.lists(st.lists(_SEGMENT, min_size=1, max_size=5), min_size=1, max_size=3),
+    pads=st.lists(st.integers(0, 3), min_size=3, max_size=3),
+)
 def test_hypothesis_mrope_position_ids_match_get_rope_index(model, rows, pads):
     """Random rows of text, images and videos (grids in merged units, doubled to patches), left padding."""
     image_grids, video_grids, segments = [], [], []
@@ -417,48 +456,149 @@ def test_hypothesis_mrope_position_ids_match_get_rope_index(model, rows, pads):
 # many image/video tokens as the grids give, or whose vision tower cannot reshape the grid).
 IMAGE = [[1, 4, 4]]  # 4 tokens at merge 2
 BAD_RUNS = [
-    ("more image runs than grids", "qwen2_vl", [[0, 1, 1, 1, 1, 0, 1, 1, 1, 1]], IMAGE, None, True,
-     r"mm_token_type_ids has 2 image runs \(maximal runs of 1 among the attended tokens\) but image_grid_thw has "
-     "1 rows"),
-    ("fewer image runs than grids", "qwen2_vl", [[0, 1, 1, 1, 1, 0]], IMAGE * 2, None, False,
-     "mm_token_type_ids has 1 image runs .* but image_grid_thw has 2 rows"),
-    ("image runs without a grid", "qwen2_vl", [[0, 1, 1, 1, 1, 0]], None, None, True,
-     "mm_token_type_ids has 1 image runs but image_grid_thw is None"),
-    ("video runs without a grid", "qwen2_5_vl", [[0, 2, 2, 2, 2, 0]], None, None, True,
-     "mm_token_type_ids has 1 video runs but video_grid_thw is None"),
-    ("a run shorter than its grid", "qwen2_vl", [[0, 1, 1, 1, 0, 0]], IMAGE, None, True,
-     r"image run 0 \(batch 0, attended tokens \[1, 4\)\) has 3 tokens but image_grid_thw\[0\] = \[1, 4, 4\] gives "
-     r"t\*h\*w/spatial_merge_size\*\*2 = 4"),
-    ("a run longer than its grid", "qwen2_vl", [[0, 1, 1, 1, 1], [1, 1, 1, 1, 1]], IMAGE * 2, None, True,
-     r"image run 1 \(batch 1, attended tokens \[0, 5\)\) has 5 tokens but image_grid_thw\[1\]"),
-    ("compensating run lengths", "qwen2_vl", [[1, 1, 1, 0, 1, 1, 1, 1, 1]], IMAGE * 2, None, False,
-     r"image run 0 .* has 3 tokens"),
-    ("a video run of two frames", "qwen3_vl", [[0, 2, 2, 2, 2, 2, 2, 2, 2, 0]], None, [[2, 4, 4]], True,
-     r"mm_token_type_ids has 1 video runs .* but video_grid_thw has 2 frames \(sum of t, one run per frame\)"),
-    ("a frame of the wrong length", "qwen3_vl", [[2, 2, 2, 2, 0, 2, 2, 2]], None, [[2, 4, 4]], True,
-     r"video run 1 .* has 3 tokens but video_grid_thw\[0\] = \[2, 4, 4\] gives h\*w/spatial_merge_size\*\*2 per frame"),
-    ("a token type other than 0, 1, 2", "qwen2_vl", [[0, 1, 1, 1, 1, 3]], IMAGE, None, True,
-     r"mm_token_type_ids must be 0 \(text\), 1 \(image\) or 2 \(video\) where attended, got 3 at \[0, 5\]"),
-    ("a negative token type", "qwen2_vl", [[-1, 1, 1, 1, 1, 0]], IMAGE, None, True,
-     r"mm_token_type_ids must be 0 \(text\), 1 \(image\) or 2 \(video\) where attended, got -1 at \[0, 0\]"),
-    ("a grid that is not a multiple of the merge size", "qwen2_vl", [[0, 1, 1, 1, 1, 0]], [[1, 5, 4]], None, False,
-     r"image_grid_thw\[0\] = \(t=1, h=5, w=4\): h and w must be multiples of spatial_merge_size = 2"),
-    ("a negative grid", "qwen2_vl", [[0, 1, 1, 1, 1, 0]], [[-1, 4, -4]], None, True,
-     r"image_grid_thw entries must be >= 0, got image_grid_thw\[0\] = \(t=-1, h=4, w=-4\)"),
-    ("a grid whose int64 product wraps", "qwen2_vl", [[0, 1, 1, 1, 1, 0]], [[2**32, 2**32, 4]], None, False,
-     r"image_grid_thw\[0\] = \(t=4294967296, h=4294967296, w=4\) has t\*h\*w = \d+ tokens, more than int64"),
+    (
+        "more image runs than grids",
+        "qwen2_vl",
+        [[0, 1, 1, 1, 1, 0, 1, 1, 1, 1]],
+        IMAGE,
+        None,
+        True,
+        r"mm_token_type_ids has 2 image runs \(maximal runs of 1 among the attended tokens\) but image_grid_thw has "
+        "1 rows",
+    ),
+    (
+        "fewer image runs than grids",
+        "qwen2_vl",
+        [[0, 1, 1, 1, 1, 0]],
+        IMAGE * 2,
+        None,
+        False,
+        "mm_token_type_ids has 1 image runs .* but image_grid_thw has 2 rows",
+    ),
+    (
+        "image runs without a grid",
+        "qwen2_vl",
+        [[0, 1, 1, 1, 1, 0]],
+        None,
+        None,
+        True,
+        "mm_token_type_ids has 1 image runs but image_grid_thw is None",
+    ),
+    (
+        "video runs without a grid",
+        "qwen2_5_vl",
+        [[0, 2, 2, 2, 2, 0]],
+        None,
+        None,
+        True,
+        "mm_token_type_ids has 1 video runs but video_grid_thw is None",
+    ),
+    (
+        "a run shorter than its grid",
+        "qwen2_vl",
+        [[0, 1, 1, 1, 0, 0]],
+        IMAGE,
+        None,
+        True,
+        r"image run 0 \(batch 0, attended tokens \[1, 4\)\) has 3 tokens but image_grid_thw\[0\] = \[1, 4, 4\] gives "
+        r"t\*h\*w/spatial_merge_size\*\*2 = 4",
+    ),
+    (
+        "a run longer than its grid",
+        "qwen2_vl",
+        [[0, 1, 1, 1, 1], [1, 1, 1, 1, 1]],
+        IMAGE * 2,
+        None,
+        True,
+        r"image run 1 \(batch 1, attended tokens \[0, 5\)\) has 5 tokens but image_grid_thw\[1\]",
+    ),
+    (
+        "compensating run lengths",
+        "qwen2_vl",
+        [[1, 1, 1, 0, 1, 1, 1, 1, 1]],
+        IMAGE * 2,
+        None,
+        False,
+        r"image run 0 .* has 3 tokens",
+    ),
+    (
+        "a video run of two frames",
+        "qwen3_vl",
+        [[0, 2, 2, 2, 2, 2, 2, 2, 2, 0]],
+        None,
+        [[2, 4, 4]],
+        True,
+        r"mm_token_type_ids has 1 video runs .* but video_grid_thw has 2 frames \(sum of t, one run per frame\)",
+    ),
+    (
+        "a frame of the wrong length",
+        "qwen3_vl",
+        [[2, 2, 2, 2, 0, 2, 2, 2]],
+        None,
+        [[2, 4, 4]],
+        True,
+        r"video run 1 .* has 3 tokens but video_grid_thw\[0\] = \[2, 4, 4\] gives "
+        r"h\*w/spatial_merge_size\*\*2 per frame",
+    ),
+    (
+        "a token type other than 0, 1, 2",
+        "qwen2_vl",
+        [[0, 1, 1, 1, 1, 3]],
+        IMAGE,
+        None,
+        True,
+        r"mm_token_type_ids must be 0 \(text\), 1 \(image\) or 2 \(video\) where attended, got 3 at \[0, 5\]",
+    ),
+    (
+        "a negative token type",
+        "qwen2_vl",
+        [[-1, 1, 1, 1, 1, 0]],
+        IMAGE,
+        None,
+        True,
+        r"mm_token_type_ids must be 0 \(text\), 1 \(image\) or 2 \(video\) where attended, got -1 at \[0, 0\]",
+    ),
+    (
+        "a grid that is not a multiple of the merge size",
+        "qwen2_vl",
+        [[0, 1, 1, 1, 1, 0]],
+        [[1, 5, 4]],
+        None,
+        False,
+        r"image_grid_thw\[0\] = \(t=1, h=5, w=4\): h and w must be multiples of spatial_merge_size = 2",
+    ),
+    (
+        "a negative grid",
+        "qwen2_vl",
+        [[0, 1, 1, 1, 1, 0]],
+        [[-1, 4, -4]],
+        None,
+        True,
+        r"image_grid_thw entries must be >= 0, got image_grid_thw\[0\] = \(t=-1, h=4, w=-4\)",
+    ),
+    (
+        "a grid whose int64 product wraps",
+        "qwen2_vl",
+        [[0, 1, 1, 1, 1, 0]],
+        [[2**32, 2**32, 4]],
+        None,
+        False,
+        r"image_grid_thw\[0\] = \(t=4294967296, h=4294967296, w=4\) has t\*h\*w = \d+ tokens, more than int64",
+    ),
 ]
 
 
-@pytest.mark.parametrize("case, model, types, image_grids, video_grids, theirs_raises, match", BAD_RUNS,
-                         ids=[case[0] for case in BAD_RUNS])
-def test_mrope_position_ids_reject_runs_that_disagree_with_grids(case, model, types, image_grids, video_grids,
-                                                                  theirs_raises, match):
+@pytest.mark.parametrize(
+    "case, model, types, image_grids, video_grids, theirs_raises, match", BAD_RUNS, ids=[case[0] for case in BAD_RUNS]
+)
+def test_mrope_position_ids_reject_runs_that_disagree_with_grids(
+    case, model, types, image_grids, video_grids, theirs_raises, match
+):
     theirs, ours = _both(model, torch.tensor(types), image_grids, video_grids)
     with pytest.raises(ValueError, match="vlmops.mrope_position_ids: " + match):
         ours()
     if theirs_raises:
-        with pytest.raises(Exception):
+        with pytest.raises(Exception):  # noqa: B017 (transformers raises IndexError, ValueError or RuntimeError)
             theirs()
 
 
@@ -476,9 +616,11 @@ def test_mrope_position_ids_ignore_empty_grids_and_unused_intervals():
     types = torch.tensor([[0, 0, 1, 1, 1, 1, 0]])
     empty = torch.zeros(0, 3, dtype=torch.long)
     expected = vlmops.mrope_position_ids(types, torch.tensor(IMAGE), spatial_merge_size=2)
-    got = vlmops.mrope_position_ids(types, torch.tensor(IMAGE), empty, spatial_merge_size=2,
-                                    video_time_interval=torch.zeros(0))
+    got = vlmops.mrope_position_ids(
+        types, torch.tensor(IMAGE), empty, spatial_merge_size=2, video_time_interval=torch.zeros(0)
+    )
     assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
     with pytest.raises(ValueError, match=r"video_time_interval must be \[0\], got \(1,\)"):
-        vlmops.mrope_position_ids(types, torch.tensor(IMAGE), empty, spatial_merge_size=2,
-                                  video_time_interval=torch.ones(1))
+        vlmops.mrope_position_ids(
+            types, torch.tensor(IMAGE), empty, spatial_merge_size=2, video_time_interval=torch.ones(1)
+        )

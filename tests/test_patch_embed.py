@@ -64,7 +64,9 @@ FORMS = ["image", "video", "rows3d", "rows2d"]
 def test_matches_conv_float64(form, with_bias, channels):
     x, weight, bias = make_case(form, C=channels, P=3, D=7)
     bias = bias if with_bias else None
-    torch.testing.assert_close(vlmops.patch_embed(x, weight, bias), conv_tokens(x, weight, bias), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        vlmops.patch_embed(x, weight, bias), conv_tokens(x, weight, bias), rtol=1e-12, atol=1e-12
+    )
 
 
 @settings(max_examples=20, deadline=None)
@@ -81,7 +83,9 @@ def test_matches_conv_float64(form, with_bias, channels):
 )
 def test_matches_conv_hypothesis(form, B, C, T, P, frames_per_patch, gh, gw, D):
     x, weight, bias = make_case(form, B=B, C=C, T=T, P=P, frames=T * frames_per_patch, grid=(gh, gw), D=D)
-    torch.testing.assert_close(vlmops.patch_embed(x, weight, bias), conv_tokens(x, weight, bias), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        vlmops.patch_embed(x, weight, bias), conv_tokens(x, weight, bias), rtol=1e-12, atol=1e-12
+    )
 
 
 def test_empty_grid():
@@ -96,7 +100,9 @@ def test_long_sequences_cross_gemm_blocks():
     # Enough patches per sample (and rows) to span several GEMM blocks and both threads.
     for form, grid in (("image", (23, 29)), ("rows3d", (1, 1))):
         x, weight, bias = make_case(form, B=3 if form == "image" else 130, P=2, grid=grid, D=5)
-        torch.testing.assert_close(vlmops.patch_embed(x, weight, bias), conv_tokens(x, weight, bias), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(
+            vlmops.patch_embed(x, weight, bias), conv_tokens(x, weight, bias), rtol=1e-12, atol=1e-12
+        )
 
 
 @pytest.mark.parametrize("form", FORMS)
@@ -161,7 +167,10 @@ def test_uint8_fused_normalization_matches_normalize_then_conv(form, wdtype):
 @pytest.mark.parametrize("kwargs", [{"rescale": 0.5}, {"mean": "m"}, {"std": "s"}, {"mean": "m", "std": "s"}])
 def test_partial_normalization_on_float_pixels(kwargs):
     x, weight, bias = make_case("image", C=3, P=3)
-    values = {"m": torch.tensor([0.1, -0.2, 0.3], dtype=torch.float64), "s": torch.tensor([0.5, 2.0, 0.25], dtype=torch.float64)}
+    values = {
+        "m": torch.tensor([0.1, -0.2, 0.3], dtype=torch.float64),
+        "s": torch.tensor([0.5, 2.0, 0.25], dtype=torch.float64),
+    }
     kwargs = {k: values[v] if isinstance(v, str) else v for k, v in kwargs.items()}
     expected = reference.patch_embed(x, weight, bias, **kwargs)
     normalized = x * kwargs.get("rescale", 1.0)
@@ -209,12 +218,21 @@ def test_matches_qwen2_5_vision_patch_embed():
     module = module.to(torch.bfloat16)
     with torch.no_grad():
         expected = module(pixel_values.float())
-    torch.testing.assert_close(vlmops.patch_embed(pixel_values.float(), module.proj.weight), expected, rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(
+        vlmops.patch_embed(pixel_values.float(), module.proj.weight), expected, rtol=2e-2, atol=2e-2
+    )
 
 
 def _vision_config(config_cls):
-    return config_cls(hidden_size=48, intermediate_size=96, num_hidden_layers=1, num_attention_heads=4,
-                      image_size=28, patch_size=7, num_channels=3)
+    return config_cls(
+        hidden_size=48,
+        intermediate_size=96,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        image_size=28,
+        patch_size=7,
+        num_channels=3,
+    )
 
 
 def test_matches_clip_vision_embeddings():
@@ -226,8 +244,12 @@ def test_matches_clip_vision_embeddings():
     pixel_values = torch.randn(3, 3, 28, 28, dtype=torch.float64)
     with torch.no_grad():
         expected = module(pixel_values)
-    out = vlmops.patch_embed(pixel_values, module.patch_embedding.weight,
-                             pos_embed=module.position_embedding.weight, cls_token=module.class_embedding)
+    out = vlmops.patch_embed(
+        pixel_values,
+        module.patch_embedding.weight,
+        pos_embed=module.position_embedding.weight,
+        cls_token=module.class_embedding,
+    )
     torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
 
 
@@ -241,8 +263,15 @@ def test_matches_siglip_vision_embeddings_from_uint8():
     mean = std = torch.full((3,), 0.5)  # SigLIP's processor
     with torch.no_grad():
         expected = module(processor_normalize(pixels, mean, std, 1 / 255))
-    out = vlmops.patch_embed(pixels, module.patch_embedding.weight, module.patch_embedding.bias,
-                             mean=mean, std=std, rescale=1 / 255, pos_embed=module.position_embedding.weight)
+    out = vlmops.patch_embed(
+        pixels,
+        module.patch_embedding.weight,
+        module.patch_embedding.bias,
+        mean=mean,
+        std=std,
+        rescale=1 / 255,
+        pos_embed=module.position_embedding.weight,
+    )
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
 
 
@@ -259,8 +288,13 @@ def test_matches_internvl_vision_embeddings():
         expected = module(torch.randn(2, 3, 28, 28, dtype=torch.float64, generator=torch.Generator().manual_seed(1)))
     pixel_values = torch.randn(2, 3, 28, 28, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     projection = module.patch_embeddings.projection
-    out = vlmops.patch_embed(pixel_values, projection.weight, projection.bias,
-                             pos_embed=module.position_embeddings[0], cls_token=module.cls_token.view(48))
+    out = vlmops.patch_embed(
+        pixel_values,
+        projection.weight,
+        projection.bias,
+        pos_embed=module.position_embeddings[0],
+        cls_token=module.cls_token.view(48),
+    )
     torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
 
 
@@ -271,8 +305,15 @@ def test_siglip_floor_cropping_through_a_view():
     from transformers.models.siglip.modeling_siglip import SiglipVisionEmbeddings
 
     torch.manual_seed(0)
-    config = SiglipVisionConfig(hidden_size=48, intermediate_size=96, num_hidden_layers=1, num_attention_heads=4,
-                                image_size=31, patch_size=7, num_channels=3)
+    config = SiglipVisionConfig(
+        hidden_size=48,
+        intermediate_size=96,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        image_size=31,
+        patch_size=7,
+        num_channels=3,
+    )
     module = SiglipVisionEmbeddings(config).double()
     pixel_values = torch.randn(2, 3, 31, 31, dtype=torch.float64)
     with torch.no_grad():
@@ -280,8 +321,9 @@ def test_siglip_floor_cropping_through_a_view():
     conv = module.patch_embedding
     with pytest.raises(ValueError, match=r"pass the crop x\[:, :, :28\]"):
         vlmops.patch_embed(pixel_values, conv.weight, conv.bias, pos_embed=module.position_embedding.weight)
-    out = vlmops.patch_embed(pixel_values[:, :, :28, :28], conv.weight, conv.bias,
-                             pos_embed=module.position_embedding.weight)
+    out = vlmops.patch_embed(
+        pixel_values[:, :, :28, :28], conv.weight, conv.bias, pos_embed=module.position_embedding.weight
+    )
     torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
 
 
@@ -342,13 +384,16 @@ def test_opcheck(form):
         L = conv_tokens(x, weight, bias).shape[1]
         pos, cls = torch.randn(1 + L, 3, dtype=x.dtype), torch.randn(3, dtype=x.dtype)
     mean, std = torch.tensor([0.1, 0.2], dtype=torch.float64), torch.tensor([0.5, 2.0], dtype=torch.float64)
-    torch.library.opcheck(torch.ops.vlmops.patch_embed,
-                          (x.requires_grad_(), weight.requires_grad_(), bias, mean, std, 0.5, pos, cls))
+    torch.library.opcheck(
+        torch.ops.vlmops.patch_embed, (x.requires_grad_(), weight.requires_grad_(), bias, mean, std, 0.5, pos, cls)
+    )
     pixels = torch.randint(0, 256, x.shape, dtype=torch.uint8)
     torch.library.opcheck(torch.ops.vlmops.patch_embed, (pixels, weight, None, mean, std, 1 / 255, None, None))
     grad = torch.randn(vlmops.patch_embed(x, weight).shape, dtype=x.dtype)
     for compute_grad_x in (True, False):
-        torch.library.opcheck(torch.ops.vlmops.patch_embed_backward, (grad, x.detach(), weight.detach(), mean, std, 0.5, compute_grad_x))
+        torch.library.opcheck(
+            torch.ops.vlmops.patch_embed_backward, (grad, x.detach(), weight.detach(), mean, std, 0.5, compute_grad_x)
+        )
 
 
 def test_torch_compile_fullgraph():
@@ -384,7 +429,12 @@ def _bad_cases():
         ((x, w), {"rescale": "1/255"}, TypeError, r"rescale must be Optional\[float\], got str"),
         ((x, w), {"rescale": float("nan")}, ValueError, "rescale must be finite, got nan"),
         ((x, w), {"pos_embed": torch.ones(5, 8)}, ValueError, r"pos_embed must be \[ncls \+ L, D\] = \[4, 8\]"),
-        ((x, w), {"pos_embed": torch.ones(4, 8), "cls_token": torch.ones(8)}, ValueError, r"pos_embed must be \[ncls \+ L, D\] = \[5, 8\]"),
+        (
+            (x, w),
+            {"pos_embed": torch.ones(4, 8), "cls_token": torch.ones(8)},
+            ValueError,
+            r"pos_embed must be \[ncls \+ L, D\] = \[5, 8\]",
+        ),
         ((x, w), {"cls_token": torch.ones(1, 8)}, ValueError, r"cls_token must be \[D\] = \[8\]"),
         ((rows, wv), {"cls_token": torch.ones(8)}, ValueError, "not rows"),
         ((x, w), {"mean": c3.to("meta")}, ValueError, "mean is on meta"),
@@ -447,9 +497,13 @@ def test_triton_matches_reference_under_interpreter(form, dtype):
     weight, bias = weight.to(dtype), bias.to(dtype)
     pos, cls = _epilogue_args(x, weight, with_cls=True)
     out = patch_embed_triton(x, weight, bias, None, None, None, pos, cls)
-    truth = reference.patch_embed(x.double(), weight.double(), bias.double(),
-                                  pos_embed=None if pos is None else pos.double(),
-                                  cls_token=None if cls is None else cls.double())
+    truth = reference.patch_embed(
+        x.double(),
+        weight.double(),
+        bias.double(),
+        pos_embed=None if pos is None else pos.double(),
+        cls_token=None if cls is None else cls.double(),
+    )
     torch_result = reference.patch_embed(x, weight, bias, pos_embed=pos, cls_token=cls)
     assert out.dtype == dtype and out.shape == truth.shape
     ours_err = (out.double() - truth).abs().max().item()
@@ -501,9 +555,13 @@ def test_cuda_matches_reference(form, dtype):
     pos, cls = _epilogue_args(x.cpu(), weight.cpu(), with_cls=True)
     pos, cls = (None, None) if pos is None else (pos.cuda(), cls.cuda())
     out = vlmops.patch_embed(x, weight, bias, pos_embed=pos, cls_token=cls)
-    truth = reference.patch_embed(x.double(), weight.double(), bias.double(),
-                                  pos_embed=None if pos is None else pos.double(),
-                                  cls_token=None if cls is None else cls.double())
+    truth = reference.patch_embed(
+        x.double(),
+        weight.double(),
+        bias.double(),
+        pos_embed=None if pos is None else pos.double(),
+        cls_token=None if cls is None else cls.double(),
+    )
     torch_result = reference.patch_embed(x, weight, bias, pos_embed=pos, cls_token=cls)
     ours_err = (out.double() - truth).abs().max().item()
     torch_err = (torch_result.double() - truth).abs().max().item()

@@ -8,6 +8,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import RecordVlmopsCalls
 from torch import nn
 from transformers import Qwen2_5_VLVisionConfig
 from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import (
@@ -17,16 +18,18 @@ from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import (
 )
 
 import vlmops
-from conftest import RecordVlmopsCalls
 from vlmops.nn import GatedMLP, RMSNorm, RowAlignedLinear
 
 
-@pytest.mark.parametrize("dtype, out_features, padded", [
-    (torch.float32, 30, 32),  # 120-byte rows -> 128
-    (torch.float32, 3420, 3424),  # Qwen2.5-VL's vision intermediate size
-    (torch.bfloat16, 3420, 3424),
-    (torch.float64, 24, 24),  # 192 bytes: aligned already
-])
+@pytest.mark.parametrize(
+    "dtype, out_features, padded",
+    [
+        (torch.float32, 30, 32),  # 120-byte rows -> 128
+        (torch.float32, 3420, 3424),  # Qwen2.5-VL's vision intermediate size
+        (torch.bfloat16, 3420, 3424),
+        (torch.float64, 24, 24),  # 192 bytes: aligned already
+    ],
+)
 def test_row_aligned_linear_is_f_linear_with_padded_rows(dtype, out_features, padded):
     torch.manual_seed(0)
     linear = nn.Linear(48, out_features).to(dtype)
@@ -118,8 +121,15 @@ def test_rms_norm_module_matches_qwen2_5_vl_rms_norm(dtype):
 
 
 def test_qwen2_5_vl_norm_and_mlp_kinds():
-    config = Qwen2_5_VLVisionConfig(depth=2, hidden_size=64, num_heads=2, intermediate_size=100, out_hidden_size=64,
-                                    fullatt_block_indexes=[1], window_size=56)
+    config = Qwen2_5_VLVisionConfig(
+        depth=2,
+        hidden_size=64,
+        num_heads=2,
+        intermediate_size=100,
+        out_hidden_size=64,
+        fullatt_block_indexes=[1],
+        window_size=56,
+    )
     torch.manual_seed(0)
     tower = Qwen2_5_VisionTransformerPretrainedModel._from_config(config, attn_implementation="sdpa").eval()
     grid = torch.tensor([[1, 8, 12], [1, 6, 10]])
@@ -128,11 +138,17 @@ def test_qwen2_5_vl_norm_and_mlp_kinds():
     report = vlmops.patch_model(only_norm, ops=["norm"])
     # norm1 and norm2 of each block and the merger's ln_q.
     assert sorted(r.path for r in report.replacements) == [
-        "blocks.0.norm1", "blocks.0.norm2", "blocks.1.norm1", "blocks.1.norm2", "merger.ln_q"]
+        "blocks.0.norm1",
+        "blocks.0.norm2",
+        "blocks.1.norm1",
+        "blocks.1.norm2",
+        "merger.ln_q",
+    ]
     only_mlp = copy.deepcopy(tower)
     report = vlmops.patch_model(only_mlp, ops=["mlp"])
     assert [(r.path, r.old, r.new) for r in report.replacements] == [
-        (f"blocks.{i}.mlp", "Qwen2_5_VLMLP", "vlmops.nn.GatedMLP") for i in range(2)]
+        (f"blocks.{i}.mlp", "Qwen2_5_VLMLP", "vlmops.nn.GatedMLP") for i in range(2)
+    ]
     with torch.no_grad():
         expected = tower(pixels, grid_thw=grid).pooler_output
         for patched, op in ((only_norm, "vlmops::rms_norm"), (only_mlp, "vlmops::silu_mul")):

@@ -4,6 +4,7 @@ the Triton kernels (the CUDA owner) under the interpreter on CPU."""
 
 import pytest
 import torch
+from conftest import DEVICES
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLRMSNorm
@@ -11,12 +12,16 @@ from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLRMSNorm
 from vlmops.ops.rms_norm import rms_norm
 from vlmops.reference.rms_norm import rms_norm as reference
 
-from conftest import DEVICES
-
 DTYPE_PAIRS = [  # (x dtype, weight dtype or None)
-    (torch.float32, torch.float32), (torch.bfloat16, torch.bfloat16), (torch.float16, torch.float16),
-    (torch.bfloat16, torch.float32), (torch.float32, torch.bfloat16), (torch.float64, torch.float64),
-    (torch.float16, torch.float64), (torch.float32, None), (torch.bfloat16, None),
+    (torch.float32, torch.float32),
+    (torch.bfloat16, torch.bfloat16),
+    (torch.float16, torch.float16),
+    (torch.bfloat16, torch.float32),
+    (torch.float32, torch.bfloat16),
+    (torch.float64, torch.float64),
+    (torch.float16, torch.float64),
+    (torch.float32, None),
+    (torch.bfloat16, None),
 ]
 
 
@@ -56,8 +61,10 @@ def test_matches_transformers_bitwise(x_dtype, w_dtype, C):
     assert torch.equal(got, expected)
 
 
-@pytest.mark.parametrize("x_dtype,w_dtype", [(torch.float32, torch.float32), (torch.bfloat16, torch.bfloat16),
-                                             (torch.bfloat16, torch.float32)])
+@pytest.mark.parametrize(
+    "x_dtype,w_dtype",
+    [(torch.float32, torch.float32), (torch.bfloat16, torch.bfloat16), (torch.bfloat16, torch.float32)],
+)
 def test_random_inputs_match_transformers(x_dtype, w_dtype):
     """Gaussian rows of the vision tower's width: the mean's summation order differs from torch's, so
     float32 agrees to a few ulp; bfloat16 output is identical but for rare 1-ulp roundings."""
@@ -149,7 +156,9 @@ def test_strided_rows_are_read_in_place():
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         out, rstd = torch.ops.vlmops.rms_norm(padded, w, 1e-6)
         torch.ops.vlmops.rms_norm_backward(torch.ones(C).expand(40, C), padded, w, rstd)
-    copies = [e.name for e in prof.events() if e.name in ("aten::clone", "aten::copy_", "aten::_to_copy", "aten::contiguous")]
+    copies = [
+        e.name for e in prof.events() if e.name in ("aten::clone", "aten::copy_", "aten::_to_copy", "aten::contiguous")
+    ]
     assert copies == []
 
 
@@ -201,8 +210,10 @@ def test_opcheck():
         w = None if w_dtype is None else torch.randn(12, generator=gen).to(w_dtype).requires_grad_(True)
         torch.library.opcheck(torch.ops.vlmops.rms_norm.default, (x, w, 1e-6))
         out, rstd = torch.ops.vlmops.rms_norm(x.detach(), None if w is None else w.detach(), 1e-6)
-        torch.library.opcheck(torch.ops.vlmops.rms_norm_backward.default,
-                              (torch.randn_like(out), x.detach(), None if w is None else w.detach(), rstd))
+        torch.library.opcheck(
+            torch.ops.vlmops.rms_norm_backward.default,
+            (torch.randn_like(out), x.detach(), None if w is None else w.detach(), rstd),
+        )
 
 
 def test_compiles_fullgraph():
@@ -242,14 +253,30 @@ def test_edge_shapes():
         (lambda: torch.ops.vlmops.rms_norm(torch.ones(2, 4), torch.ones(3), 1e-6), ValueError, "weight must be"),
         (lambda: torch.ops.vlmops.rms_norm(torch.ones(2, 4, dtype=torch.int64), None, 1e-6), ValueError, "x must be"),
         (lambda: torch.ops.vlmops.rms_norm(torch.ones(2, 4), None, -1.0), ValueError, "eps must be"),
-        (lambda: torch.ops.vlmops.rms_norm_backward(torch.ones(2, 5), torch.ones(2, 4), None, torch.ones(2)),
-         ValueError, "grad_out must be x's shape"),
-        (lambda: torch.ops.vlmops.rms_norm_backward(torch.ones(2, 4, dtype=torch.bfloat16), torch.ones(2, 4), None,
-                                                    torch.ones(2)), ValueError, "grad_out must be Float"),
-        (lambda: torch.ops.vlmops.rms_norm_backward(torch.ones(2, 4), torch.ones(2, 4), None, torch.ones(3)),
-         ValueError, r"rstd must be x.shape\[:-1\]"),
-        (lambda: torch.ops.vlmops.rms_norm_backward(torch.ones(2, 4), torch.ones(2, 4), None,
-                                                    torch.ones(2, dtype=torch.float64)), ValueError, "rstd must be Float"),
+        (
+            lambda: torch.ops.vlmops.rms_norm_backward(torch.ones(2, 5), torch.ones(2, 4), None, torch.ones(2)),
+            ValueError,
+            "grad_out must be x's shape",
+        ),
+        (
+            lambda: torch.ops.vlmops.rms_norm_backward(
+                torch.ones(2, 4, dtype=torch.bfloat16), torch.ones(2, 4), None, torch.ones(2)
+            ),
+            ValueError,
+            "grad_out must be Float",
+        ),
+        (
+            lambda: torch.ops.vlmops.rms_norm_backward(torch.ones(2, 4), torch.ones(2, 4), None, torch.ones(3)),
+            ValueError,
+            r"rstd must be x.shape\[:-1\]",
+        ),
+        (
+            lambda: torch.ops.vlmops.rms_norm_backward(
+                torch.ones(2, 4), torch.ones(2, 4), None, torch.ones(2, dtype=torch.float64)
+            ),
+            ValueError,
+            "rstd must be Float",
+        ),
     ],
 )
 def test_bad_inputs_name_the_argument(call, error, match):
@@ -259,9 +286,13 @@ def test_bad_inputs_name_the_argument(call, error, match):
 
 @settings(max_examples=20, deadline=None)
 @given(
-    lead=st.lists(st.integers(0, 4), min_size=0, max_size=2), C=st.integers(1, 70), pad=st.integers(0, 5),
-    transpose=st.booleans(), x_dtype=st.sampled_from([torch.float32, torch.bfloat16]),
-    w_dtype=st.sampled_from([None, torch.float32, torch.bfloat16]), seed=st.integers(0, 1000),
+    lead=st.lists(st.integers(0, 4), min_size=0, max_size=2),
+    C=st.integers(1, 70),
+    pad=st.integers(0, 5),
+    transpose=st.booleans(),
+    x_dtype=st.sampled_from([torch.float32, torch.bfloat16]),
+    w_dtype=st.sampled_from([None, torch.float32, torch.bfloat16]),
+    seed=st.integers(0, 1000),
 )
 def test_hypothesis_shapes_and_strides(lead, C, pad, transpose, x_dtype, w_dtype, seed):
     gen = torch.Generator().manual_seed(seed)
@@ -299,9 +330,16 @@ def test_hypothesis_shapes_and_strides(lead, C, pad, transpose, x_dtype, w_dtype
 # Triton kernels (the CUDA owner of the op) under the interpreter on CPU tensors; max_block_c=16
 # forces the chunked loop for rows wider than 16.
 @pytest.mark.parametrize("max_block_c", [8192, 16])
-@pytest.mark.parametrize("x_dtype,w_dtype", [(torch.float32, torch.float32), (torch.bfloat16, torch.bfloat16),
-                                             (torch.bfloat16, torch.float32), (torch.float64, torch.float64),
-                                             (torch.float16, None)])
+@pytest.mark.parametrize(
+    "x_dtype,w_dtype",
+    [
+        (torch.float32, torch.float32),
+        (torch.bfloat16, torch.bfloat16),
+        (torch.bfloat16, torch.float32),
+        (torch.float64, torch.float64),
+        (torch.float16, None),
+    ],
+)
 def test_triton_forward_and_backward_match_reference(max_block_c, x_dtype, w_dtype):
     from vlmops.triton import rms_norm as triton_rms_norm
 

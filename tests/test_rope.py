@@ -3,6 +3,7 @@ rotary functions (every variant), the reference, autograd, opcheck, bad inputs a
 
 import pytest
 import torch
+from conftest import DEVICES
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import Phi3Config, PixtralVisionConfig
@@ -20,8 +21,6 @@ from transformers.vision_utils import get_vision_position_ids
 import vlmops
 from vlmops import reference
 
-from conftest import DEVICES
-
 # Grids exercising non-square images, videos (t > 1) and several images in one packed sequence.
 VISION_GRIDS = [
     [[1, 4, 6]],
@@ -30,12 +29,21 @@ VISION_GRIDS = [
 ]
 
 QWEN_VISION = {
-    "qwen2_vl": (modeling_qwen2_vl.Qwen2VLVisionRotaryEmbedding, modeling_qwen2_vl.apply_rotary_pos_emb_vision,
-                 lambda d, h: Qwen2VLVisionConfig(embed_dim=d * h, num_heads=h)),
-    "qwen2_5_vl": (modeling_qwen2_5_vl.Qwen2_5_VLVisionRotaryEmbedding, modeling_qwen2_5_vl.apply_rotary_pos_emb_vision,
-                   lambda d, h: Qwen2_5_VLVisionConfig(hidden_size=d * h, num_heads=h)),
-    "qwen3_vl": (modeling_qwen3_vl.Qwen3VLVisionRotaryEmbedding, modeling_qwen3_vl.apply_rotary_pos_emb_vision,
-                 lambda d, h: Qwen3VLVisionConfig(hidden_size=d * h, num_heads=h)),
+    "qwen2_vl": (
+        modeling_qwen2_vl.Qwen2VLVisionRotaryEmbedding,
+        modeling_qwen2_vl.apply_rotary_pos_emb_vision,
+        lambda d, h: Qwen2VLVisionConfig(embed_dim=d * h, num_heads=h),
+    ),
+    "qwen2_5_vl": (
+        modeling_qwen2_5_vl.Qwen2_5_VLVisionRotaryEmbedding,
+        modeling_qwen2_5_vl.apply_rotary_pos_emb_vision,
+        lambda d, h: Qwen2_5_VLVisionConfig(hidden_size=d * h, num_heads=h),
+    ),
+    "qwen3_vl": (
+        modeling_qwen3_vl.Qwen3VLVisionRotaryEmbedding,
+        modeling_qwen3_vl.apply_rotary_pos_emb_vision,
+        lambda d, h: Qwen3VLVisionConfig(hidden_size=d * h, num_heads=h),
+    ),
 }
 
 
@@ -86,15 +94,34 @@ def test_pixtral_matches_transformers(dtype):
 def _text_case(model):
     theta = {"qwen2_vl": 1e6, "qwen2_5_vl": 1e6, "qwen3_vl": 5e6}[model]
     if model == "qwen3_vl":
-        cfg = Qwen3VLTextConfig(hidden_size=128, num_attention_heads=4, num_key_value_heads=2, head_dim=32,
-                                rope_parameters={"rope_type": "default", "rope_theta": theta, "mrope_section": [6, 5, 5]})
+        cfg = Qwen3VLTextConfig(
+            hidden_size=128,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=32,
+            rope_parameters={"rope_type": "default", "rope_theta": theta, "mrope_section": [6, 5, 5]},
+        )
         emb = modeling_qwen3_vl.Qwen3VLTextRotaryEmbedding(cfg)
-        return emb, modeling_qwen3_vl.apply_rotary_pos_emb, vlmops.interleaved_mrope_tables(emb.inv_freq, emb.mrope_section)
-    config_cls, module = {"qwen2_vl": (Qwen2VLTextConfig, modeling_qwen2_vl),
-                          "qwen2_5_vl": (Qwen2_5_VLTextConfig, modeling_qwen2_5_vl)}[model]
-    cfg = config_cls(hidden_size=128, num_attention_heads=4, num_key_value_heads=2,
-                     rope_parameters={"rope_type": "default", "rope_theta": theta, "mrope_section": [4, 6, 6]})
-    rotary_cls = modeling_qwen2_vl.Qwen2VLRotaryEmbedding if model == "qwen2_vl" else modeling_qwen2_5_vl.Qwen2_5_VLRotaryEmbedding
+        return (
+            emb,
+            modeling_qwen3_vl.apply_rotary_pos_emb,
+            vlmops.interleaved_mrope_tables(emb.inv_freq, emb.mrope_section),
+        )
+    config_cls, module = {
+        "qwen2_vl": (Qwen2VLTextConfig, modeling_qwen2_vl),
+        "qwen2_5_vl": (Qwen2_5_VLTextConfig, modeling_qwen2_5_vl),
+    }[model]
+    cfg = config_cls(
+        hidden_size=128,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        rope_parameters={"rope_type": "default", "rope_theta": theta, "mrope_section": [4, 6, 6]},
+    )
+    rotary_cls = (
+        modeling_qwen2_vl.Qwen2VLRotaryEmbedding
+        if model == "qwen2_vl"
+        else modeling_qwen2_5_vl.Qwen2_5_VLRotaryEmbedding
+    )
     emb = rotary_cls(cfg)
     return emb, module.apply_rotary_pos_emb, vlmops.mrope_tables(emb.inv_freq, emb.mrope_section)
 
@@ -277,10 +304,17 @@ def test_compiles_fullgraph():
 
 @settings(max_examples=25, deadline=None)
 @given(
-    B=st.integers(1, 2), S=st.integers(0, 9), H=st.integers(1, 3), Hk=st.integers(1, 3),
-    P=st.integers(1, 8), extra=st.integers(0, 5), A=st.integers(1, 3),
-    layout=st.sampled_from(["nhd", "bshd", "bhsd"]), fp32_math=st.booleans(),
-    dtype=st.sampled_from([torch.float32, torch.bfloat16]), inplace=st.booleans(),
+    B=st.integers(1, 2),
+    S=st.integers(0, 9),
+    H=st.integers(1, 3),
+    Hk=st.integers(1, 3),
+    P=st.integers(1, 8),
+    extra=st.integers(0, 5),
+    A=st.integers(1, 3),
+    layout=st.sampled_from(["nhd", "bshd", "bhsd"]),
+    fp32_math=st.booleans(),
+    dtype=st.sampled_from([torch.float32, torch.bfloat16]),
+    inplace=st.booleans(),
 )
 def test_hypothesis_shapes(B, S, H, Hk, P, extra, A, layout, fp32_math, dtype, inplace):
     D = 2 * P + extra
@@ -305,19 +339,31 @@ def _good():
     "change, error, match",
     [
         (dict(positions=torch.zeros(6, 2)), ValueError, "rope: positions must be int64 or int32, got Float"),
-        (dict(positions=torch.zeros(5, 2, dtype=torch.long)), ValueError,
-         r"positions must be \[B, S, A\] = \[1, 6, A >= 1\]"),
-        (dict(positions=torch.zeros(6, dtype=torch.long)), ValueError,
-         r"apply_rope: positions must be \[N, A\] for layout 'nhd'"),
+        (
+            dict(positions=torch.zeros(5, 2, dtype=torch.long)),
+            ValueError,
+            r"positions must be \[B, S, A\] = \[1, 6, A >= 1\]",
+        ),
+        (
+            dict(positions=torch.zeros(6, dtype=torch.long)),
+            ValueError,
+            r"apply_rope: positions must be \[N, A\] for layout 'nhd'",
+        ),
         (dict(axis=torch.zeros(3, dtype=torch.long)), ValueError, r"inv_freq must be \[P\] = \[3\] like axis"),
         (dict(axis=torch.zeros(4, dtype=torch.int32)), ValueError, "axis must be Long, got Int"),
         (dict(inv_freq=torch.ones(4, dtype=torch.float64)), ValueError, "inv_freq must be Float, got Double"),
-        (dict(axis=torch.zeros(5, dtype=torch.long), inv_freq=torch.ones(5)), ValueError,
-         "rotary_dim = 2 \\* len\\(axis\\) = 2 \\* 5 exceeds head_dim 8"),
+        (
+            dict(axis=torch.zeros(5, dtype=torch.long), inv_freq=torch.ones(5)),
+            ValueError,
+            "rotary_dim = 2 \\* len\\(axis\\) = 2 \\* 5 exceeds head_dim 8",
+        ),
         (dict(k=torch.randn(6, 1, 6)), ValueError, r"k must be \[B, S, H_kv, D\] = \[1, 6, H_kv, 8\] like q"),
         (dict(k=torch.randn(6, 1, 8, dtype=torch.float64)), ValueError, "k dtype Double must match q dtype Float"),
-        (dict(q=torch.randn(6, 8)), ValueError,
-         r"apply_rope: q must be \[N, H, D\] for layout 'nhd', got shape \(6, 8\)"),
+        (
+            dict(q=torch.randn(6, 8)),
+            ValueError,
+            r"apply_rope: q must be \[N, H, D\] for layout 'nhd', got shape \(6, 8\)",
+        ),
         (dict(q=torch.zeros(6, 2, 8, dtype=torch.long)), ValueError, "q must be float32, float64, float16 or bfloat16"),
         (dict(axis=torch.zeros(4, dtype=torch.long, device="meta")), ValueError, "axis is on meta but q is on cpu"),
         (dict(q=[1.0]), TypeError, "rope: q must be Tensor, got list"),

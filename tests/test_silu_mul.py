@@ -9,6 +9,7 @@ on a CUDA machine the same checks run through the public ops on CUDA tensors.
 
 import pytest
 import torch
+from conftest import DEVICES
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers.activations import SiLUActivation
@@ -16,12 +17,10 @@ from transformers.models.qwen2_5_vl import modeling_qwen2_5_vl
 from transformers.models.qwen2_5_vl.configuration_qwen2_5_vl import Qwen2_5_VLVisionConfig
 
 import vlmops.triton.silu_mul as triton_silu_mul
-from vlmops.triton import rows_2d
 from vlmops.ops.silu_mul import silu_mul
 from vlmops.reference.silu_mul import silu_mul as reference_silu_mul
 from vlmops.reference.silu_mul import silu_mul_backward as reference_silu_mul_backward
-
-from conftest import DEVICES
+from vlmops.triton import rows_2d
 
 LOW_PRECISION = [torch.bfloat16, torch.float16]
 BACKENDS = [
@@ -99,8 +98,10 @@ def layouts(dtype, device="cpu"):
     wide = randn(5, 2 * 40, scale=4.0)
     return {
         "contiguous": (randn(7, 45, scale=4.0), randn(7, 45)),
-        "padded_rows": (padded_rows(9, 3420 // 20, dtype, device, scale=4.0, seed=2),
-                        padded_rows(9, 3420 // 20, dtype, device, seed=3)),
+        "padded_rows": (
+            padded_rows(9, 3420 // 20, dtype, device, scale=4.0, seed=2),
+            padded_rows(9, 3420 // 20, dtype, device, seed=3),
+        ),
         "fused_gate_up_3d": (fused[..., :37], fused[..., 37:]),
         "transposed": (randn(33, 6, scale=4.0).t(), randn(6, 33)),
         "last_dim_strided": (wide[:, ::2], wide[:, 1::2]),
@@ -220,8 +221,9 @@ def test_extreme_values():
     large positive ones g itself, -inf and nan give nan."""
     gate = torch.tensor([-1e4, -100.0, -88.0, 0.0, 88.0, 100.0, 1e4, float("inf"), float("-inf"), float("nan")])
     up = torch.full_like(gate, 2.0)
-    torch.testing.assert_close(torch.ops.vlmops.silu_mul(gate, up), transformers_gating(gate, up), equal_nan=True,
-                               rtol=0, atol=0)
+    torch.testing.assert_close(
+        torch.ops.vlmops.silu_mul(gate, up), transformers_gating(gate, up), equal_nan=True, rtol=0, atol=0
+    )
 
 
 # --- the Triton kernels ------------------------------------------------------------------------------
@@ -297,8 +299,10 @@ def test_opcheck(device):
 
 @pytest.mark.parametrize("layout", ["contiguous", "transposed", "non_collapsible_3d"])
 def test_gradcheck_float64(layout):
-    gate, up = (t.clone().requires_grad_(True) if t.is_contiguous() else t.detach().requires_grad_(True)
-                for t in layouts(torch.float64)[layout])
+    gate, up = (
+        t.clone().requires_grad_(True) if t.is_contiguous() else t.detach().requires_grad_(True)
+        for t in layouts(torch.float64)[layout]
+    )
     assert torch.autograd.gradcheck(silu_mul, (gate, up))
 
 
@@ -317,11 +321,17 @@ def test_compiles_fullgraph():
 BAD_INPUTS = {
     "gate not a tensor": (lambda g, u: ([1.0], u), TypeError, "silu_mul: gate must be Tensor, got list"),
     "up not a tensor": (lambda g, u: (g, 2.0), TypeError, "silu_mul: up must be Tensor, got float"),
-    "integer gate": (lambda g, u: (g.long(), u.long()), ValueError,
-                     "silu_mul: gate must be float32, float64, float16 or bfloat16, got Long"),
+    "integer gate": (
+        lambda g, u: (g.long(), u.long()),
+        ValueError,
+        "silu_mul: gate must be float32, float64, float16 or bfloat16, got Long",
+    ),
     "up dtype": (lambda g, u: (g, u.double()), ValueError, "silu_mul: up dtype Double must match gate dtype Float"),
-    "up shape": (lambda g, u: (g, u[:, :-1]), ValueError,
-                 r"silu_mul: up must be gate's shape = \[4, 6\], got shape \[4, 5\]"),
+    "up shape": (
+        lambda g, u: (g, u[:, :-1]),
+        ValueError,
+        r"silu_mul: up must be gate's shape = \[4, 6\], got shape \[4, 5\]",
+    ),
     "0-dim gate": (lambda g, u: (g[0, 0], u[0, 0]), ValueError, "gate must be \\[..., I\\] with at least 1 dim"),
     "up device": (lambda g, u: (g, u.to("meta")), ValueError, "up is on meta but gate is on cpu"),
 }
@@ -339,15 +349,23 @@ def test_bad_inputs_raise(case):
     "args, match",
     [
         ((torch.randn(4, 5), torch.randn(4, 6), torch.randn(4, 6)), r"grad_out must be gate's shape = \[4, 6\]"),
-        ((torch.randn(4, 6, dtype=torch.float16), torch.randn(4, 6), torch.randn(4, 6)),
-         "grad_out dtype Half must match gate dtype Float"),
-        ((torch.randn(4, 6), torch.randn(4, 6), torch.randn(3, 6)),
-         r"up must be gate's shape = \[4, 6\], got shape \[3, 6\]"),
-        ((torch.randn(4, 6), torch.randn(4, 6, dtype=torch.float64), torch.randn(4, 6, dtype=torch.float64)),
-         "grad_out dtype Float must match gate dtype Double"),
+        (
+            (torch.randn(4, 6, dtype=torch.float16), torch.randn(4, 6), torch.randn(4, 6)),
+            "grad_out dtype Half must match gate dtype Float",
+        ),
+        (
+            (torch.randn(4, 6), torch.randn(4, 6), torch.randn(3, 6)),
+            r"up must be gate's shape = \[4, 6\], got shape \[3, 6\]",
+        ),
+        (
+            (torch.randn(4, 6), torch.randn(4, 6, dtype=torch.float64), torch.randn(4, 6, dtype=torch.float64)),
+            "grad_out dtype Float must match gate dtype Double",
+        ),
         ((torch.randn(()), torch.randn(()), torch.randn(())), "gate must be \\[..., I\\] with at least 1 dim"),
-        ((torch.randn(4, 6, device="meta"), torch.randn(4, 6), torch.randn(4, 6)),
-         "gate is on cpu but grad_out is on meta"),
+        (
+            (torch.randn(4, 6, device="meta"), torch.randn(4, 6), torch.randn(4, 6)),
+            "gate is on cpu but grad_out is on meta",
+        ),
     ],
 )
 def test_backward_op_checks_its_arguments(args, match):
@@ -402,5 +420,9 @@ def test_hypothesis_triton_interpreter(pair):
     gate, up = pair
     grad_out = random_like(gate)
     torch.testing.assert_close(triton_silu_mul.silu_mul(gate, up), reference_silu_mul(gate, up), rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(triton_silu_mul.silu_mul_backward(grad_out, gate, up),
-                               reference_silu_mul_backward(grad_out, gate, up), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        triton_silu_mul.silu_mul_backward(grad_out, gate, up),
+        reference_silu_mul_backward(grad_out, gate, up),
+        rtol=1e-5,
+        atol=1e-5,
+    )

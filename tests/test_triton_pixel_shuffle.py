@@ -219,7 +219,9 @@ def test_layer_norm_matches_reference(device, scale, dtype, with_affine):
     # 2 x 2 x 1 output tokens of s*s*3 features; the CLS-dropped view exercises strided addressing.
     x = make_x("cls_dropped", 2, 2 * scale, scale, 3, dtype, device)
     n = 3 * scale * scale
-    check_layer_norm(device, x, scale, affine(n, dtype, device, with_affine, 1), affine(n, dtype, device, with_affine, 2))
+    check_layer_norm(
+        device, x, scale, affine(n, dtype, device, with_affine, 1), affine(n, dtype, device, with_affine, 2)
+    )
 
 
 @pytest.mark.parametrize("device", BACKENDS)
@@ -282,8 +284,9 @@ def test_hypothesis_shapes_interpreter(batch, tokens_h, tokens_w, channels, scal
     x = make_x(layout, batch, tokens_h * scale, tokens_w * scale, channels, torch.float32, "cpu")
     torch.testing.assert_close(triton_ps.pixel_shuffle(x, scale), reference.pixel_shuffle(x, scale), rtol=0, atol=0)
     n = channels * scale * scale
-    check_layer_norm("cpu", x, scale, affine(n, torch.float32, "cpu", with_weight, 1),
-                     affine(n, torch.float32, "cpu", with_bias, 2))
+    check_layer_norm(
+        "cpu", x, scale, affine(n, torch.float32, "cpu", with_weight, 1), affine(n, torch.float32, "cpu", with_bias, 2)
+    )
 
 
 def test_vector_width():
@@ -308,8 +311,9 @@ def test_opcheck_triton_backend():
     torch.library.opcheck(ops.pixel_shuffle_backward, (torch.randn(2, 2, 2, 32, device="cuda"), 2))
     torch.library.opcheck(ops.pixel_shuffle_layer_norm, (x.requires_grad_(), 2, weight, bias, 1e-5))
     out, mean, rstd = ops.pixel_shuffle_layer_norm(x.detach(), 2, weight, bias, 1e-5)
-    torch.library.opcheck(ops.pixel_shuffle_layer_norm_backward,
-                          (torch.randn_like(out), x.detach(), mean, rstd, weight, 2))
+    torch.library.opcheck(
+        ops.pixel_shuffle_layer_norm_backward, (torch.randn_like(out), x.detach(), mean, rstd, weight, 2)
+    )
 
 
 @pytest.mark.requires_cuda
@@ -318,8 +322,9 @@ def test_gradcheck_float64_cuda():
     weight = affine(12, torch.float64, "cuda", True, 1).requires_grad_()
     bias = affine(12, torch.float64, "cuda", True, 2).requires_grad_()
     assert torch.autograd.gradcheck(lambda t: vlmops.pixel_shuffle(t, 2), (x,))
-    assert torch.autograd.gradcheck(lambda t, w, b: vlmops.pixel_shuffle_layer_norm(t, 2, w, b, 1e-5),
-                                    (x, weight, bias))
+    assert torch.autograd.gradcheck(
+        lambda t, w, b: vlmops.pixel_shuffle_layer_norm(t, 2, w, b, 1e-5), (x, weight, bias)
+    )
 
 
 @pytest.mark.requires_cuda
@@ -327,8 +332,12 @@ def test_wrapper_runs_triton_backend():
     x = make_x("cls_dropped", 2, 4, 4, 8, torch.float32, "cuda")
     weight = affine(32, torch.float32, "cuda", True, 1)
     torch.testing.assert_close(vlmops.pixel_shuffle(x, 2), reference.pixel_shuffle(x, 2), rtol=0, atol=0)
-    torch.testing.assert_close(vlmops.pixel_shuffle_layer_norm(x, 2, weight),
-                               reference.pixel_shuffle_layer_norm(x, 2, weight), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        vlmops.pixel_shuffle_layer_norm(x, 2, weight),
+        reference.pixel_shuffle_layer_norm(x, 2, weight),
+        rtol=1e-5,
+        atol=1e-5,
+    )
 
 
 @pytest.mark.requires_cuda

@@ -6,11 +6,11 @@ lengths. Adversarial strides, sizes and values: tests/test_adversarial_attention
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import DEVICES
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import vlmops
-from conftest import DEVICES
 from vlmops.reference import varlen_attention as reference_attention
 
 # Empty, single-token, and around a 64-token window / tile boundary.
@@ -83,8 +83,9 @@ def test_cross_attention_with_own_key_boundaries_and_scale():
     q_lengths, k_lengths = [5, 0, 70, 3], [9, 4, 0, 130]  # segment 2 has queries but no keys
     q, k, v = make_qkv(q_lengths, 4, 2, 40, torch.float64, k_lengths=k_lengths)
     cu_q, cu_k = cu_seqlens_of(q_lengths), cu_seqlens_of(k_lengths)
-    out, lse = vlmops.varlen_attention(q, k, v, cu_q, cu_k, max_seqlen_q=70, max_seqlen_k=130, softmax_scale=0.3,
-                                       return_lse=True)
+    out, lse = vlmops.varlen_attention(
+        q, k, v, cu_q, cu_k, max_seqlen_q=70, max_seqlen_k=130, softmax_scale=0.3, return_lse=True
+    )
     ref_out, ref_lse = reference_attention(q, k, v, cu_q, cu_k, softmax_scale=0.3)
     assert max_abs(out, ref_out) < 1e-12
     assert torch.all(out[5:75] == 0) and torch.all(torch.isneginf(lse[:, 5:75]))
@@ -143,8 +144,9 @@ def test_backward_matches_reference(dtype, H, Hk, D):
     cu = cu_seqlens_of(lengths)
     grad_out = torch.randn(q.shape, dtype=torch.float64).to(dtype)
     ours = grads_of(lambda a, b, c: vlmops.varlen_attention(a, b, c, cu), q, k, v, grad_out)
-    ref = grads_of(lambda a, b, c: reference_attention(a, b, c, cu)[0], q.double(), k.double(), v.double(),
-                   grad_out.double())
+    ref = grads_of(
+        lambda a, b, c: reference_attention(a, b, c, cu)[0], q.double(), k.double(), v.double(), grad_out.double()
+    )
     for g, r in zip(ours, ref):
         assert g.dtype == dtype
         assert max_abs(g, r) < (1e-11 if dtype == torch.float64 else 5e-5) * max(1.0, r.abs().max().item())
@@ -157,8 +159,9 @@ def test_backward_bf16_within_pytorch_rounding():
     grad_out = torch.randn(q.shape).to(torch.bfloat16)
     ours = grads_of(lambda a, b, c: vlmops.varlen_attention(a, b, c, cu), q, k, v, grad_out)
     pytorch = grads_of(lambda a, b, c: sdpa_per_segment(a, b, c, cu, cu), q, k, v, grad_out)
-    ref = grads_of(lambda a, b, c: reference_attention(a, b, c, cu)[0], q.double(), k.double(), v.double(),
-                   grad_out.double())
+    ref = grads_of(
+        lambda a, b, c: reference_attention(a, b, c, cu)[0], q.double(), k.double(), v.double(), grad_out.double()
+    )
     for g, p, r in zip(ours, pytorch, ref):
         assert max_abs(g, r) <= 3 * max_abs(p, r)
 
@@ -169,8 +172,9 @@ def test_gradcheck_float64():
     cu = cu_seqlens_of(lengths)
     inputs = tuple(t.requires_grad_() for t in (q, k, v))
     # fast_mode checks random projections of the Jacobian (the full one is slow).
-    assert torch.autograd.gradcheck(lambda a, b, c: vlmops.varlen_attention(a, b, c, cu, softmax_scale=0.5), inputs,
-                                    fast_mode=True)
+    assert torch.autograd.gradcheck(
+        lambda a, b, c: vlmops.varlen_attention(a, b, c, cu, softmax_scale=0.5), inputs, fast_mode=True
+    )
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -183,8 +187,19 @@ def test_opcheck_forward_and_backward(device):
         args = (q.requires_grad_(), k.requires_grad_(), v.requires_grad_(), cu, cu, None, None, None)
         torch.library.opcheck(torch.ops.vlmops.varlen_attention.default, args)
         out, lse = torch.ops.vlmops.varlen_attention(*args)
-        bwd_args = (torch.randn_like(out), q.detach(), k.detach(), v.detach(), out.detach(), lse, cu, cu, max(lengths),
-                    max(lengths), 0.25)
+        bwd_args = (
+            torch.randn_like(out),
+            q.detach(),
+            k.detach(),
+            v.detach(),
+            out.detach(),
+            lse,
+            cu,
+            cu,
+            max(lengths),
+            max(lengths),
+            0.25,
+        )
         torch.library.opcheck(torch.ops.vlmops.varlen_attention_backward.default, bwd_args)
 
 
@@ -193,8 +208,9 @@ def test_torch_compile_fullgraph():
     lengths = [5, 0, 9, 1]
     cu = cu_seqlens_of(lengths)
     q, k, v = make_qkv(lengths, 4, 2, 32, torch.float32)
-    compiled = torch.compile(lambda q, k, v, cu: vlmops.varlen_attention(q, k, v, cu), fullgraph=True,
-                             backend="aot_eager")
+    compiled = torch.compile(
+        lambda q, k, v, cu: vlmops.varlen_attention(q, k, v, cu), fullgraph=True, backend="aot_eager"
+    )
     torch.testing.assert_close(compiled(q, k, v, cu), vlmops.varlen_attention(q, k, v, cu))
 
 
@@ -250,13 +266,22 @@ BAD_INPUTS = [
     (dict(cu_seqlens_q=torch.tensor([0, 5, 3, 8], dtype=torch.int32)), ValueError, "non-decreasing"),
     (dict(cu_seqlens_q=torch.tensor([0, 3, 7], dtype=torch.int32)), ValueError, "must equal q's token count 8"),
     (dict(cu_seqlens_q=torch.tensor([1, 3, 8], dtype=torch.int32)), ValueError, r"cu_seqlens_q\[0\] must be 0"),
-    (dict(cu_seqlens_q=torch.tensor([0, 3, 8], dtype=torch.int32, device="meta")), ValueError,
-     "cu_seqlens_q is on meta but q is on cpu"),
+    (
+        dict(cu_seqlens_q=torch.tensor([0, 3, 8], dtype=torch.int32, device="meta")),
+        ValueError,
+        "cu_seqlens_q is on meta but q is on cpu",
+    ),
     (dict(k=torch.randn(8, 3, 32), v=torch.randn(8, 3, 32)), ValueError, r"k's heads \(3\) must .*divide q's heads"),
-    (dict(q=torch.randn(8, 4, 0), k=torch.randn(8, 2, 0), v=torch.randn(8, 2, 0)), ValueError,
-     r"q's head dim \(last dim\) must be in \[1, 256\], got 0"),
-    (dict(q=torch.randn(8, 4, 264), k=torch.randn(8, 2, 264), v=torch.randn(8, 2, 264)), ValueError,
-     r"must be in \[1, 256\], got 264"),
+    (
+        dict(q=torch.randn(8, 4, 0), k=torch.randn(8, 2, 0), v=torch.randn(8, 2, 0)),
+        ValueError,
+        r"q's head dim \(last dim\) must be in \[1, 256\], got 0",
+    ),
+    (
+        dict(q=torch.randn(8, 4, 264), k=torch.randn(8, 2, 264), v=torch.randn(8, 2, 264)),
+        ValueError,
+        r"must be in \[1, 256\], got 264",
+    ),
     (dict(k=torch.randn(8, 2, 16), v=torch.randn(8, 2, 16)), ValueError, "k's head dim 16 must equal q's 32"),
     (dict(v=torch.randn(8, 2, 32, dtype=torch.float64)), ValueError, "v dtype Double must match q dtype Float"),
     (dict(v=torch.randn(7, 2, 32)), ValueError, "v must be k's shape"),
@@ -366,8 +391,9 @@ def test_triton_forward_and_backward_match_reference(D, H, Hk):
     assert max_abs(lse[finite], ref_lse[finite]) < 2e-5
     grad_out = torch.randn(q.shape)
     grads = triton_attention.varlen_attention_backward(grad_out, q, k, v, out, lse, cu, cu, block_m=16, block_n=16)
-    ref = grads_of(lambda a, b, c: reference_attention(a, b, c, cu)[0], q.double(), k.double(), v.double(),
-                   grad_out.double())
+    ref = grads_of(
+        lambda a, b, c: reference_attention(a, b, c, cu)[0], q.double(), k.double(), v.double(), grad_out.double()
+    )
     for g, r in zip(grads, ref):
         assert max_abs(g, r) < 5e-5
 
@@ -384,10 +410,10 @@ def test_triton_copies_operands_strided_along_head_dim():
     expected_out, expected_lse = triton_attention.varlen_attention(q, k, v, cu, cu, block_m=16, block_n=16)
     assert torch.equal(out, expected_out) and torch.equal(lse, expected_lse)
     ones = torch.ones(()).expand(q.shape)
-    grads = triton_attention.varlen_attention_backward(ones, q_strided, k, v, out, lse, cu, cu, block_m=16,
-                                                       block_n=16)
-    expected = triton_attention.varlen_attention_backward(ones.contiguous(), q, k, v, out, lse, cu, cu, block_m=16,
-                                                          block_n=16)
+    grads = triton_attention.varlen_attention_backward(ones, q_strided, k, v, out, lse, cu, cu, block_m=16, block_n=16)
+    expected = triton_attention.varlen_attention_backward(
+        ones.contiguous(), q, k, v, out, lse, cu, cu, block_m=16, block_n=16
+    )
     for g, e in zip(grads, expected):
         assert torch.equal(g, e)
 
@@ -429,8 +455,9 @@ def test_cuda_public_op_within_pytorch_rounding(dtype):
     assert max_abs(ours, ref) <= 3 * max_abs(sdpa_per_segment(q, k, v, cu, cu), ref)
     ours_grads = grads_of(lambda a, b, c: vlmops.varlen_attention(a, b, c, cu), q, k, v, grad_out)
     pytorch_grads = grads_of(lambda a, b, c: sdpa_per_segment(a, b, c, cu, cu), q, k, v, grad_out)
-    ref_grads = grads_of(lambda a, b, c: reference_attention(a, b, c, cu)[0], q.double(), k.double(), v.double(),
-                         grad_out.double())
+    ref_grads = grads_of(
+        lambda a, b, c: reference_attention(a, b, c, cu)[0], q.double(), k.double(), v.double(), grad_out.double()
+    )
     for g, p, r in zip(ours_grads, pytorch_grads, ref_grads):
         assert max_abs(g, r) <= 3 * max_abs(p, r)
 

@@ -33,8 +33,20 @@ if str(ROOT) not in sys.path:
 
 # (arch label, compute capability, ptxas --gpu-name)
 ARCHS = (("sm_80", 80, "sm_80"), ("sm_90a", 90, "sm_90a"))
-COLUMNS = ("kernel", "config", "arch", "registers", "spill_stores", "spill_loads", "shared_bytes", "wgmma",
-           "ld_global", "ld_global_128", "st_global", "st_global_128")
+COLUMNS = (
+    "kernel",
+    "config",
+    "arch",
+    "registers",
+    "spill_stores",
+    "spill_loads",
+    "shared_bytes",
+    "wgmma",
+    "ld_global",
+    "ld_global_128",
+    "st_global",
+    "st_global_128",
+)
 # Bits of the PTX types a global access can move.
 _PTX_TYPE_BITS = {"8": 8, "16": 16, "32": 32, "64": 64, "128": 128}
 _PTX_ACCESS = re.compile(r"^\s*(?:@!?%p\d+\s+)?(ld|st)\.global((?:\.[\w:]+)*)\s")
@@ -55,9 +67,19 @@ def _ptxas_usage(ptx: str, gpu_name: str, kernel_name: str) -> dict:
         result = subprocess.run(
             # The flags Triton's own ptxas call uses (triton/backends/nvidia/compiler.py: make_cubin),
             # so the numbers are those of the cubin Triton loads.
-            [_nvidia_bin("ptxas"), "-lineinfo", "-v", "--regAllocOptLevel=2", f"--gpu-name={gpu_name}", str(path),
-             "-o", os.devnull],
-            capture_output=True, text=True, check=True,
+            [
+                _nvidia_bin("ptxas"),
+                "-lineinfo",
+                "-v",
+                "--regAllocOptLevel=2",
+                f"--gpu-name={gpu_name}",
+                str(path),
+                "-o",
+                os.devnull,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
         )
     return _parse_ptxas(result.stderr + result.stdout, kernel_name)
 
@@ -66,7 +88,9 @@ def _parse_ptxas(text: str, kernel_name: str) -> dict:
     """The 'Used N registers' and 'N bytes spill stores, M bytes spill loads' lines of one function."""
     usage, current = {}, None
     for line in text.splitlines():
-        name = re.search(r"Compiling entry function '([^']+)'", line) or re.search(r"Function properties for (\S+)", line)
+        name = re.search(r"Compiling entry function '([^']+)'", line) or re.search(
+            r"Function properties for (\S+)", line
+        )
         if name:
             current = name.group(1)
         if current != kernel_name:
@@ -130,21 +154,25 @@ def triton_rows(shard: tuple = (0, 1)) -> list:
     for job, (spec, (arch, capability, gpu_name)) in enumerate(jobs):
         if job % shard[1] != shard[0]:
             continue
-        source = triton.compiler.ASTSource(fn=spec.kernel, signature=spec.signature,
-                                           constexprs=spec.constexprs, attrs=spec.attrs)
-        compiled = triton.compile(source, target=GPUTarget("cuda", capability, 32),
-                                  options={"num_warps": spec.num_warps})
+        source = triton.compiler.ASTSource(
+            fn=spec.kernel, signature=spec.signature, constexprs=spec.constexprs, attrs=spec.attrs
+        )
+        compiled = triton.compile(
+            source, target=GPUTarget("cuda", capability, 32), options={"num_warps": spec.num_warps}
+        )
         ptx = compiled.asm["ptx"]
-        rows.append({
-            "job": job,
-            "kernel": spec.name,
-            "config": spec.config,
-            "arch": arch,
-            **_ptxas_usage(ptx, gpu_name, compiled.metadata.name),
-            "shared_bytes": int(compiled.metadata.shared),
-            "wgmma": capability >= 90 and "wgmma" in ptx,
-            **_ptx_global_accesses(ptx),
-        })
+        rows.append(
+            {
+                "job": job,
+                "kernel": spec.name,
+                "config": spec.config,
+                "arch": arch,
+                **_ptxas_usage(ptx, gpu_name, compiled.metadata.name),
+                "shared_bytes": int(compiled.metadata.shared),
+                "wgmma": capability >= 90 and "wgmma" in ptx,
+                **_ptx_global_accesses(ptx),
+            }
+        )
     return rows
 
 
@@ -161,8 +189,19 @@ def _triton_rows_in_processes(workers: int) -> list:
     with tempfile.TemporaryDirectory() as tmp:
         outputs = [Path(tmp) / f"shard{index}.json" for index in range(workers)]
         processes = [
-            subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--triton-shard", f"{index}/{workers}",
-                              "--json", str(output)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    str(Path(__file__).resolve()),
+                    "--triton-shard",
+                    f"{index}/{workers}",
+                    "--json",
+                    str(output),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
             for index, output in enumerate(outputs)
         ]
         for process in processes:
@@ -177,19 +216,25 @@ def native_rows() -> list:
     libraries = sorted((ROOT / "vlmops").glob("_C*.so"))
     if not libraries:
         return []
-    result = subprocess.run([_nvidia_bin("cuobjdump"), "--dump-resource-usage", str(libraries[0])],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [_nvidia_bin("cuobjdump"), "--dump-resource-usage", str(libraries[0])], capture_output=True, text=True
+    )
     if result.returncode != 0:  # cuobjdump fails on a library without any device code (a CPU-only build)
         return []
-    sass = subprocess.run([_nvidia_bin("cuobjdump"), "-sass", "-arch", "sm_90a", str(libraries[0])],
-                          capture_output=True, text=True)
+    sass = subprocess.run(
+        [_nvidia_bin("cuobjdump"), "-sass", "-arch", "sm_90a", str(libraries[0])], capture_output=True, text=True
+    )
     hopper_mma = _functions_using_wgmma(sass.stdout) if sass.returncode == 0 else set()
     # Access widths come from the sm_90a SASS, the only one dumped; the sm_80 rows repeat them.
     accesses = _sass_global_accesses(sass.stdout) if sass.returncode == 0 else {}
     unknown = {"ld_global": None, "ld_global_128": None, "st_global": None, "st_global_128": None}
     return [
-        {**row, "kernel": _demangle(row["kernel"]), "wgmma": row["arch"] == "sm_90a" and row["kernel"] in hopper_mma,
-         **accesses.get(row["kernel"], unknown)}
+        {
+            **row,
+            "kernel": _demangle(row["kernel"]),
+            "wgmma": row["arch"] == "sm_90a" and row["kernel"] in hopper_mma,
+            **accesses.get(row["kernel"], unknown),
+        }
         for row in _parse_resource_usage(result.stdout)
     ]
 
@@ -220,16 +265,18 @@ def _parse_resource_usage(text: str) -> list:
         if usage and name and arch in ("sm_80", "sm_90a"):
             # cuobjdump gives no spill counts; a nonzero stack frame or local memory is where spills go.
             local = int(usage.group(2)) + int(usage.group(4))
-            rows.append({
-                "kernel": name,
-                "config": "native",
-                "arch": arch,
-                "registers": int(usage.group(1)),
-                "spill_stores": local,
-                "spill_loads": local,
-                "shared_bytes": int(usage.group(3)),
-                "wgmma": False,  # set from the SASS by native_rows
-            })
+            rows.append(
+                {
+                    "kernel": name,
+                    "config": "native",
+                    "arch": arch,
+                    "registers": int(usage.group(1)),
+                    "spill_stores": local,
+                    "spill_loads": local,
+                    "shared_bytes": int(usage.group(3)),
+                    "wgmma": False,  # set from the SASS by native_rows
+                }
+            )
     return rows
 
 
@@ -247,8 +294,10 @@ def _demangle(name: str) -> str:
 def collect() -> list:
     """One dict per (kernel, config, arch) with the keys of COLUMNS: Triton kernels, then CUDA C++ ones."""
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
-        raise RuntimeError("kernel_report: TRITON_INTERPRET is set; Triton cannot compile in interpreter mode. "
-                           "Run it in a process without that variable.")
+        raise RuntimeError(
+            "kernel_report: TRITON_INTERPRET is set; Triton cannot compile in interpreter mode. "
+            "Run it in a process without that variable."
+        )
     return triton_rows_parallel() + native_rows()
 
 
@@ -263,8 +312,12 @@ def format_table(rows: list) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", metavar="PATH", help="also write the rows as a JSON list to PATH")
-    parser.add_argument("--triton-shard", metavar="I/N", help="only write (--json) the rows of the Triton compile "
-                        "jobs I, I+N, ... (how collect() splits the compiles over processes)")
+    parser.add_argument(
+        "--triton-shard",
+        metavar="I/N",
+        help="only write (--json) the rows of the Triton compile "
+        "jobs I, I+N, ... (how collect() splits the compiles over processes)",
+    )
     args = parser.parse_args(argv)
     if args.triton_shard:
         index, count = (int(part) for part in args.triton_shard.split("/"))

@@ -1,5 +1,6 @@
 """Times the Triton varlen attention forward on a GPU over tile configurations, next to PyTorch's
-SDPA per image (transformers' loop, as benchmarks/bench_varlen_attention.py runs it), to choose `_block_sizes` in vlmops/triton/varlen_attention.py.
+SDPA per image (transformers' loop, as benchmarks/bench_varlen_attention.py runs it), to choose
+`_block_sizes` in vlmops/triton/varlen_attention.py.
 
     python tools/tune_attention.py
 
@@ -8,6 +9,7 @@ bf16), so a run cut short still reports what it measured. A configuration that f
 launch (e.g. too much shared memory) prints its error and the sweep goes on.
 """
 
+import functools
 import sys
 from pathlib import Path
 
@@ -28,8 +30,16 @@ SHAPES = {
     "internvit-6b": ([1025] * 8, 25, 128),
 }
 # (BLOCK_M, BLOCK_N, num_warps, num_stages); None keeps Triton's default stages.
-CONFIGS = [(128, 64, 8, None), (128, 64, 4, None), (64, 64, 4, None), (128, 128, 8, None), (64, 128, 4, None),
-           (128, 32, 4, None), (128, 64, 8, 2), (128, 64, 4, 4)]
+CONFIGS = [
+    (128, 64, 8, None),
+    (128, 64, 4, None),
+    (64, 64, 4, None),
+    (128, 128, 8, None),
+    (64, 128, 4, None),
+    (128, 32, 4, None),
+    (128, 64, 8, 2),
+    (128, 64, 4, 4),
+]
 
 
 def main() -> int:
@@ -43,19 +53,35 @@ def main() -> int:
         cu = torch.tensor([0] + torch.tensor(lengths).cumsum(0).tolist(), dtype=torch.int32, device="cuda")
         flops = 4 * sum(n * n for n in lengths) * H * D
         sdpa_loop = _transformers_sdpa_loop(lengths, D**-0.5)
-        base = do_bench(lambda: sdpa_loop(q, k, v), warmup=25, rep=100, return_mode="median")
+        base = do_bench(functools.partial(sdpa_loop, q, k, v), warmup=25, rep=100, return_mode="median")
         print(f"{name:18} sdpa-loop            {base * 1e3:8.1f} us {flops / base / 1e9:7.1f} TFLOP/s", flush=True)
         for bm, bn, warps, stages in CONFIGS:
             label = f"{bm}x{bn} w{warps} s{stages or '-'}"
             try:
-                ms = do_bench(lambda: triton_attention.varlen_attention(
-                    q, k, v, cu, cu, block_m=bm, block_n=bn, num_warps=warps, num_stages=stages),
-                    warmup=25, rep=100, return_mode="median")
+                ms = do_bench(
+                    functools.partial(
+                        triton_attention.varlen_attention,
+                        q,
+                        k,
+                        v,
+                        cu,
+                        cu,
+                        block_m=bm,
+                        block_n=bn,
+                        num_warps=warps,
+                        num_stages=stages,
+                    ),
+                    warmup=25,
+                    rep=100,
+                    return_mode="median",
+                )
             except Exception as error:  # a configuration the GPU cannot run: report it, keep sweeping
                 print(f"{name:18} {label:20} failed: {type(error).__name__}: {str(error)[:120]}", flush=True)
                 continue
-            print(f"{name:18} {label:20} {ms * 1e3:8.1f} us {flops / ms / 1e9:7.1f} TFLOP/s  "
-                  f"{base / ms:5.2f}x sdpa-loop", flush=True)
+            print(
+                f"{name:18} {label:20} {ms * 1e3:8.1f} us {flops / ms / 1e9:7.1f} TFLOP/s  {base / ms:5.2f}x sdpa-loop",
+                flush=True,
+            )
     return 0
 
 

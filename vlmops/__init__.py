@@ -5,7 +5,7 @@ and/or Triton, a fake implementation for torch.compile, autograd), with a docume
 that validates its arguments. `vlmops.reference` holds the pure-PyTorch oracles.
 """
 
-from vlmops import _native, reference
+from vlmops import reference
 from vlmops._native import build_info
 from vlmops.models import (
     flamingo_kv_ranges,
@@ -20,6 +20,7 @@ from vlmops.models import (
     qwen_vision_rope_tables,
     vision_rope_positions,
 )
+from vlmops.ops import register_all as _register_all
 from vlmops.ops.gated_cross_attention import gated_cross_attention
 from vlmops.ops.patch_embed import patch_embed
 from vlmops.ops.pixel_shuffle import pixel_shuffle, pixel_shuffle_layer_norm
@@ -28,8 +29,6 @@ from vlmops.ops.rope import RopeTables, apply_rope, rope_1d_tables, rope_inv_fre
 from vlmops.ops.silu_mul import silu_mul
 from vlmops.ops.varlen_attention import varlen_attention
 from vlmops.transformers import PatchReport, patch_model, register_attention
-
-from vlmops.ops import register_all as _register_all
 
 _register_all()
 

@@ -20,9 +20,6 @@ except ImportError as error:
 else:
     _IMPORT_ERROR = None
 
-_warned = False
-
-
 def available() -> bool:
     """True when the native op library is loaded (torch.ops.vlmops.* exist)."""
     return _C is not None
@@ -43,14 +40,8 @@ def _caller_stacklevel() -> int:
     return level
 
 
-def warn_fallback(op: str | None = None) -> None:
-    """Warn, once per process, that the ops run their references because the native library is missing.
-    Importing vlmops does it, so the wrappers' calls (``op``: the op about to run its reference) find the
-    warning given."""
-    global _warned
-    if _warned or _C is not None:
-        return
-    _warned = True
+def _warn_unbuilt() -> None:
+    """Warn that the ops run their references because the native library is missing (at import)."""
     missing = not isinstance(_IMPORT_ERROR, ImportError) or (
         isinstance(_IMPORT_ERROR, ModuleNotFoundError) and importlib.util.find_spec("vlmops._C") is None
     )
@@ -78,4 +69,5 @@ def build_info() -> dict:
     }
 
 
-warn_fallback()
+if _C is None:
+    _warn_unbuilt()

@@ -29,8 +29,8 @@ __attribute__((weak)) void sgemm_(const char* transa, const char* transb, const 
                                   const float* alpha, const float* a, const int* lda, const float* b, const int* ldb,
                                   const float* beta, float* c, const int* ldc);
 __attribute__((weak)) void dgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k,
-                                  const double* alpha, const double* a, const int* lda, const double* b,
-                                  const int* ldb, const double* beta, double* c, const int* ldc);
+                                  const double* alpha, const double* a, const int* lda, const double* b, const int* ldb,
+                                  const double* beta, double* c, const int* ldc);
 // MKL's per-thread thread count (the C entry point; mkl_service.h maps mkl_set_num_threads_local to it):
 // each worker below runs its GEMMs on its own core; left alone, MKL would start a thread team per
 // call from every worker and oversubscribe the cores.

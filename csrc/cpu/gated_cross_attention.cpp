@@ -114,9 +114,9 @@ void forward_kernel(const at::Tensor& q, const at::Tensor& k, const at::Tensor& 
   run_tasks(
       static_cast<int64_t>(tasks.size()),
       [D] {
-        return Scratch{std::vector<acc_t>(kBlockQ * D), std::vector<acc_t>(kBlockQ * D),
+        return Scratch{std::vector<acc_t>(kBlockQ * D),       std::vector<acc_t>(kBlockQ * D),
                        std::vector<acc_t>(kBlockQ * kBlockK), std::vector<acc_t>(kBlockQ),
-                       std::vector<acc_t>(kBlockQ), std::vector<acc_t>(kBlockQ)};
+                       std::vector<acc_t>(kBlockQ),           std::vector<acc_t>(kBlockQ)};
       },
       [&](int64_t t, Scratch& scratch) {
         auto& [q_tile, o_tile, scores, row_max, row_sum, rescale] = scratch;
@@ -191,8 +191,14 @@ template <class acc_t>
 struct BackwardScratch {
   std::vector<acc_t> q_tile, do_tile, dq_tile, probs, dprobs, lse_tile, delta_tile, row_dot;
   explicit BackwardScratch(int64_t D)
-      : q_tile(kBlockQ * D), do_tile(kBlockQ * D), dq_tile(kBlockQ * D), probs(kBlockQ * kBlockK),
-        dprobs(kBlockQ * kBlockK), lse_tile(kBlockQ), delta_tile(kBlockQ), row_dot(kBlockQ) {}
+      : q_tile(kBlockQ * D),
+        do_tile(kBlockQ * D),
+        dq_tile(kBlockQ * D),
+        probs(kBlockQ * kBlockK),
+        dprobs(kBlockQ * kBlockK),
+        lse_tile(kBlockQ),
+        delta_tile(kBlockQ),
+        row_dot(kBlockQ) {}
 };
 
 // Packs the stacked rows [s0, s0 + m) of a run (batch entry b) into the tiles and clears dQ and the row dots.
@@ -214,8 +220,8 @@ void load_row_tile(const BackwardOperands<acc_t>& o, const Stacked& stack, int64
 // The row tile (m rows) against keys [kb, kb + n) of batch entry b and k/v head kv_head: adds the
 // block's dV and dK, the tile's dQ and its rows' sum(P * dP).
 template <class acc_t>
-void key_block_backward(const BackwardOperands<acc_t>& o, int64_t b, int64_t kv_head, int64_t kb, int64_t n,
-                        int64_t m, BackwardScratch<acc_t>& s) {
+void key_block_backward(const BackwardOperands<acc_t>& o, int64_t b, int64_t kv_head, int64_t kb, int64_t n, int64_t m,
+                        BackwardScratch<acc_t>& s) {
   const int64_t D = o.D;
   const acc_t* k_blk = o.K.at(b, kb, kv_head);
   const acc_t* v_blk = o.V.at(b, kb, kv_head);
@@ -252,8 +258,8 @@ double store_row_tile(const BackwardOperands<acc_t>& o, const Stacked& stack, in
 // One task: every run of batch entry b ([run_begin, run_end) of runs) against k/v head kv_head; returns
 // the task's share of the gate's gradient.
 template <class acc_t>
-double backward_task(const BackwardOperands<acc_t>& o, const std::vector<Run>& runs, int64_t run_begin,
-                     int64_t run_end, int64_t b, int64_t kv_head, BackwardScratch<acc_t>& s) {
+double backward_task(const BackwardOperands<acc_t>& o, const std::vector<Run>& runs, int64_t run_begin, int64_t run_end,
+                     int64_t b, int64_t kv_head, BackwardScratch<acc_t>& s) {
   double gate_dot = 0;
   for (int64_t r = run_begin; r < run_end; ++r) {
     const Run& run = runs[r];
@@ -277,11 +283,21 @@ void backward_kernel(const at::Tensor& grad_out, const at::Tensor& q, const at::
                      acc_t scale, acc_t gate, at::Tensor& grad_q, at::Tensor& grad_k, at::Tensor& grad_v,
                      std::vector<double>& gate_dots) {
   const int64_t Hk = k.size(2), D = q.size(3);
-  const BackwardOperands<acc_t> operands{
-      operand_of<acc_t>(q),      operand_of<acc_t>(k),      operand_of<acc_t>(v),      operand_of<acc_t>(grad_out),
-      operand_of<acc_t>(grad_q), operand_of<acc_t>(grad_k), operand_of<acc_t>(grad_v), lse.data_ptr<acc_t>(),
-      delta.data_ptr<acc_t>(),   q.size(1),                 q.size(2),                 D,
-      q.size(2) / Hk,            scale,                     gate};
+  const BackwardOperands<acc_t> operands{operand_of<acc_t>(q),
+                                         operand_of<acc_t>(k),
+                                         operand_of<acc_t>(v),
+                                         operand_of<acc_t>(grad_out),
+                                         operand_of<acc_t>(grad_q),
+                                         operand_of<acc_t>(grad_k),
+                                         operand_of<acc_t>(grad_v),
+                                         lse.data_ptr<acc_t>(),
+                                         delta.data_ptr<acc_t>(),
+                                         q.size(1),
+                                         q.size(2),
+                                         D,
+                                         q.size(2) / Hk,
+                                         scale,
+                                         gate};
   // runs_by_b[b] .. runs_by_b[b + 1]: the runs of batch entry b (runs are ordered by b).
   std::vector<int64_t> runs_by_b(B + 1, 0);
   for (const Run& run : runs) ++runs_by_b[run.b + 1];

@@ -307,8 +307,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> patch_embed_backward_cpu(
     const at::Tensor& grad_patches_in, const at::Tensor& x_in, const at::Tensor& weight_in,
     const std::optional<at::Tensor>& mean, const std::optional<at::Tensor>& std, std::optional<double> rescale,
     bool compute_grad_x) {
-  const PatchEmbedShape s = check_patch_embed_backward(grad_patches_in, x_in, weight_in, mean, std, rescale,
-                                                       compute_grad_x);
+  const PatchEmbedShape s =
+      check_patch_embed_backward(grad_patches_in, x_in, weight_in, mean, std, rescale, compute_grad_x);
   check_patch_embed_normalization_values("patch_embed_backward", mean, std);
   // Gradients accumulate in float32 (float64 for float64 weights), as the forward GEMM does.
   const at::ScalarType acc_dtype = weight_in.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
@@ -335,10 +335,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> patch_embed_backward_cpu(
   AT_DISPATCH_FLOATING_TYPES(acc_dtype, "patch_embed_backward_cpu", [&] {
     using acc_t = scalar_t;
     const auto norm = pixel_normalization<acc_t>(mean, std, rescale, s.geometry.channels);
-    AT_DISPATCH_FLOATING_TYPES_AND3(at::kHalf, at::kBFloat16, at::kByte, x.scalar_type(), "patch_embed_backward_cpu_x",
-                                    [&] {
-      grad_w2d = backward_gathered_blocks<acc_t>(s, x.const_data_ptr<scalar_t>(), norm, grad3, w2d, grad_x);
-    });
+    AT_DISPATCH_FLOATING_TYPES_AND3(
+        at::kHalf, at::kBFloat16, at::kByte, x.scalar_type(), "patch_embed_backward_cpu_x",
+        [&] { grad_w2d = backward_gathered_blocks<acc_t>(s, x.const_data_ptr<scalar_t>(), norm, grad3, w2d, grad_x); });
   });
   return result(grad_w2d);
 }

@@ -33,8 +33,7 @@ void copy_run(E* dst, int64_t dst_stride, const E* src, int64_t src_stride, int6
 // Moves every element between x-space ([B, H, W, C] with geometry `g`) and shuffled space
 // ([B, H/s, W/s, s*s*C] with strides `ys`). The map is a bijection, so tasks never collide.
 template <class E, bool kToShuffled>
-void shuffle_copy(const PixelShuffleGeometry& g, E* x, E* y, const int64_t* ys, int64_t B, int64_t Ho,
-                  int64_t Wo) {
+void shuffle_copy(const PixelShuffleGeometry& g, E* x, E* y, const int64_t* ys, int64_t B, int64_t Ho, int64_t Wo) {
   const int64_t s = g.scale, C = g.channels;
   at::parallel_for(0, B * Ho * Wo, vlmops::cpu::row_grain(s * s * C), [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
@@ -62,16 +61,16 @@ void shuffle_copy_any(const PixelShuffleGeometry& g, const at::Tensor& x, const 
   const int64_t B = y.size(0), Ho = y.size(1), Wo = y.size(2);
   switch (x.element_size()) {
     case 2:
-      shuffle_copy<uint16_t, kToShuffled>(g, static_cast<uint16_t*>(x.data_ptr()),
-                                          static_cast<uint16_t*>(y.data_ptr()), ys, B, Ho, Wo);
+      shuffle_copy<uint16_t, kToShuffled>(g, static_cast<uint16_t*>(x.data_ptr()), static_cast<uint16_t*>(y.data_ptr()),
+                                          ys, B, Ho, Wo);
       break;
     case 4:
-      shuffle_copy<uint32_t, kToShuffled>(g, static_cast<uint32_t*>(x.data_ptr()),
-                                          static_cast<uint32_t*>(y.data_ptr()), ys, B, Ho, Wo);
+      shuffle_copy<uint32_t, kToShuffled>(g, static_cast<uint32_t*>(x.data_ptr()), static_cast<uint32_t*>(y.data_ptr()),
+                                          ys, B, Ho, Wo);
       break;
     case 8:
-      shuffle_copy<uint64_t, kToShuffled>(g, static_cast<uint64_t*>(x.data_ptr()),
-                                          static_cast<uint64_t*>(y.data_ptr()), ys, B, Ho, Wo);
+      shuffle_copy<uint64_t, kToShuffled>(g, static_cast<uint64_t*>(x.data_ptr()), static_cast<uint64_t*>(y.data_ptr()),
+                                          ys, B, Ho, Wo);
       break;
     default:
       TORCH_CHECK(false, "vlmops.pixel_shuffle: unsupported element size ", x.element_size());

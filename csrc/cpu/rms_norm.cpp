@@ -30,7 +30,8 @@ std::tuple<at::Tensor, at::Tensor> rms_norm_cpu(const at::Tensor& x, const std::
   check_rms_norm(x, weight, eps);
   at::Tensor out = at::empty(x.sizes(), x.options().dtype(rms_norm_out_dtype(x, weight)));
   vlmops::cpu::advise_huge_pages(out);
-  at::Tensor rstd = at::empty(x.sizes().slice(0, x.dim() - 1), x.options().dtype(rms_norm_stats_dtype(x.scalar_type())));
+  at::Tensor rstd =
+      at::empty(x.sizes().slice(0, x.dim() - 1), x.options().dtype(rms_norm_stats_dtype(x.scalar_type())));
   if (rstd.numel() == 0) return {out, rstd};
   const at::Tensor w = weight ? weight_in_math_type(weight, out.scalar_type()) : at::Tensor();
   VLMOPS_CPU_DISPATCH(rms_norm_kernel, x, weight ? &w : nullptr, eps, out, rstd);
@@ -48,7 +49,8 @@ std::tuple<at::Tensor, at::Tensor> rms_norm_backward_cpu(const at::Tensor& grad_
   // Rows are split into a number of chunks that depends on the shape only, so the sum of the
   // per-chunk grad_weight partials is the same whatever the thread count.
   constexpr int64_t kMaxChunks = 256;
-  const int64_t rows_per_chunk = std::max<int64_t>({1, vlmops::cpu::row_grain(C), (rows + kMaxChunks - 1) / kMaxChunks});
+  const int64_t rows_per_chunk =
+      std::max<int64_t>({1, vlmops::cpu::row_grain(C), (rows + kMaxChunks - 1) / kMaxChunks});
   const int64_t chunks = (rows + rows_per_chunk - 1) / rows_per_chunk;
   const at::Tensor w = weight ? weight_in_math_type(weight, out_type) : at::Tensor();
   at::Tensor partial = at::zeros({weight ? chunks : 0, C}, x.options().dtype(at::toOpMathType(out_type)));

@@ -5,15 +5,15 @@
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/Version.h>
+#include <ATen/core/LegacyTypeDispatch.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/core/dispatch/Dispatcher.h>
-#include <ATen/core/LegacyTypeDispatch.h>
 #include <ATen/ops/empty_like.h>
 #include <c10/core/GradMode.h>
 #include <torch/library.h>
 
-#include <cmath>
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <limits>
 #include <string>
@@ -137,13 +137,13 @@ void cos_sin(const double* angle, double* c, double* s, int64_t n) {
 // One head: rotate pairs [0, P) and (out of place) copy the untouched tail [2P, D).
 // kUnitStride lets the compiler vectorize the common contiguous-head_dim case.
 template <class scalar_t, bool kRound, bool kUnitStride, class acc_t>
-inline void rotate_head(const scalar_t* x, scalar_t* y, int64_t sx, int64_t sy, const acc_t* c,
-                        const acc_t* s, int64_t P, int64_t D, bool copy_tail) {
+inline void rotate_head(const scalar_t* x, scalar_t* y, int64_t sx, int64_t sy, const acc_t* c, const acc_t* s,
+                        int64_t P, int64_t D, bool copy_tail) {
   if constexpr (kUnitStride) sx = sy = 1;
   for (int64_t i = 0; i < P; ++i) {
     acc_t y0, y1;
-    rotate_pair<scalar_t, kRound>(static_cast<acc_t>(x[i * sx]), static_cast<acc_t>(x[(i + P) * sx]), c[i], s[i],
-                                  y0, y1);
+    rotate_pair<scalar_t, kRound>(static_cast<acc_t>(x[i * sx]), static_cast<acc_t>(x[(i + P) * sx]), c[i], s[i], y0,
+                                  y1);
     y[i * sy] = static_cast<scalar_t>(y0);
     y[(i + P) * sy] = static_cast<scalar_t>(y1);
   }
@@ -161,7 +161,9 @@ struct HeadsView {
 };
 
 HeadsView heads_view(const at::Tensor& in, const at::Tensor& out) {
-  return HeadsView{in.const_data_ptr(), out.data_ptr(), in.size(2),
+  return HeadsView{in.const_data_ptr(),
+                   out.data_ptr(),
+                   in.size(2),
                    {in.stride(0), in.stride(1), in.stride(2), in.stride(3)},
                    {out.stride(0), out.stride(1), out.stride(2), out.stride(3)}};
 }
@@ -179,8 +181,8 @@ void rotate_block_heads(const HeadsView& v, int64_t S, int64_t first, int64_t co
     for (int64_t n = 0; n < inner; ++n) {
       const int64_t h = heads_outer ? o : n, j = heads_outer ? n : o;
       const int64_t b = (first + j) / S, t = (first + j) % S;
-      const scalar_t* xh = static_cast<const scalar_t*>(v.in) + b * v.in_strides[0] + t * v.in_strides[1] +
-                           h * v.in_strides[2];
+      const scalar_t* xh =
+          static_cast<const scalar_t*>(v.in) + b * v.in_strides[0] + t * v.in_strides[1] + h * v.in_strides[2];
       scalar_t* yh = static_cast<scalar_t*>(v.out) + b * v.out_strides[0] + t * v.out_strides[1] + h * v.out_strides[2];
       const acc_t* cj = c + j * P;
       const acc_t* sj = s + j * P;

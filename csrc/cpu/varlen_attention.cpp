@@ -55,7 +55,7 @@ struct QueryTile {
   int64_t segment;
   int64_t q_begin;  // first row of the tile
   int64_t rows;
-  int64_t cost;     // rows * keys of the segment: work of one head
+  int64_t cost;  // rows * keys of the segment: work of one head
 };
 
 // Query tiles of every segment, costliest first so the dynamic schedule ends balanced.
@@ -115,9 +115,8 @@ void forward_kernel(const at::Tensor& q, const at::Tensor& k, const at::Tensor& 
             }
           }
           // out [m, D] (+)= p [m, n] @ v_block [n, D].
-          gemm(TransposeType::NoTranspose, TransposeType::NoTranspose, D, m, n, acc_t(1),
-               V.at(k_begin + kb, kv_head), V.row_stride, scores.data(), n, kb == 0 ? acc_t(0) : acc_t(1), o,
-               O.row_stride);
+          gemm(TransposeType::NoTranspose, TransposeType::NoTranspose, D, m, n, acc_t(1), V.at(k_begin + kb, kv_head),
+               V.row_stride, scores.data(), n, kb == 0 ? acc_t(0) : acc_t(1), o, O.row_stride);
         }
         for (int64_t r = 0; r < m; ++r) {
           const acc_t inv = acc_t(1) / row_sum[r];
@@ -133,9 +132,8 @@ void backward_kernel(const at::Tensor& grad_out, const at::Tensor& q, const at::
                      const at::Tensor& lse, const at::Tensor& delta, const int32_t* cu_q, const int32_t* cu_k,
                      int64_t segments, acc_t scale, at::Tensor& grad_q, at::Tensor& grad_k, at::Tensor& grad_v) {
   const int64_t Nq = q.size(0), H = q.size(1), D = q.size(2), Hk = k.size(1), group = H / Hk;
-  const Rows<acc_t> Q = rows_of<acc_t>(q), K = rows_of<acc_t>(k), V = rows_of<acc_t>(v),
-                    dO = rows_of<acc_t>(grad_out), dQ = rows_of<acc_t>(grad_q), dK = rows_of<acc_t>(grad_k),
-                    dV = rows_of<acc_t>(grad_v);
+  const Rows<acc_t> Q = rows_of<acc_t>(q), K = rows_of<acc_t>(k), V = rows_of<acc_t>(v), dO = rows_of<acc_t>(grad_out),
+                    dQ = rows_of<acc_t>(grad_q), dK = rows_of<acc_t>(grad_k), dV = rows_of<acc_t>(grad_v);
   const acc_t* lse_data = lse.data_ptr<acc_t>();
   const acc_t* delta_data = delta.data_ptr<acc_t>();
   // Tasks: (segment, k/v head), costliest segments first.
@@ -168,19 +166,19 @@ void backward_kernel(const at::Tensor& grad_out, const at::Tensor& q, const at::
               const int64_t m = std::min<int64_t>(kBlockQ, queries - qb), row = q_begin + qb;
               const acc_t* q_blk = Q.at(row, head);
               const acc_t* do_blk = dO.at(row, head);
-              gemm(TransposeType::Transpose, TransposeType::NoTranspose, n, m, D, scale, k_blk, K.row_stride,
-                   q_blk, Q.row_stride, acc_t(0), probs.data(), n);
+              gemm(TransposeType::Transpose, TransposeType::NoTranspose, n, m, D, scale, k_blk, K.row_stride, q_blk,
+                   Q.row_stride, acc_t(0), probs.data(), n);
               probabilities_tile(probs.data(), m, n, lse_data + head * Nq + row);
               // dV [n, D] += P^T [n, m] @ dO [m, D].
-              gemm(TransposeType::NoTranspose, TransposeType::Transpose, D, n, m, acc_t(1), do_blk,
-                   dO.row_stride, probs.data(), n, acc_t(1), dv_blk, dV.row_stride);
+              gemm(TransposeType::NoTranspose, TransposeType::Transpose, D, n, m, acc_t(1), do_blk, dO.row_stride,
+                   probs.data(), n, acc_t(1), dv_blk, dV.row_stride);
               // dP [m, n] = dO [m, D] @ V^T [D, n].
-              gemm(TransposeType::Transpose, TransposeType::NoTranspose, n, m, D, acc_t(1), v_blk,
-                   V.row_stride, do_blk, dO.row_stride, acc_t(0), dprobs.data(), n);
+              gemm(TransposeType::Transpose, TransposeType::NoTranspose, n, m, D, acc_t(1), v_blk, V.row_stride, do_blk,
+                   dO.row_stride, acc_t(0), dprobs.data(), n);
               score_grad_tile(probs.data(), dprobs.data(), m, n, delta_data + head * Nq + row);
               // dQ [m, D] += scale * dS [m, n] @ K [n, D];  dK [n, D] += scale * dS^T [n, m] @ Q [m, D].
-              gemm(TransposeType::NoTranspose, TransposeType::NoTranspose, D, m, n, scale, k_blk,
-                   K.row_stride, dprobs.data(), n, acc_t(1), dQ.at(row, head), dQ.row_stride);
+              gemm(TransposeType::NoTranspose, TransposeType::NoTranspose, D, m, n, scale, k_blk, K.row_stride,
+                   dprobs.data(), n, acc_t(1), dQ.at(row, head), dQ.row_stride);
               gemm(TransposeType::NoTranspose, TransposeType::Transpose, D, n, m, scale, q_blk, Q.row_stride,
                    dprobs.data(), n, acc_t(1), dk_blk, dK.row_stride);
             }
@@ -237,11 +235,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> varlen_attention_backward_cpu(
   at::Tensor grad_k = at::zeros(k.sizes(), q.options().dtype(acc));
   at::Tensor grad_v = at::zeros(k.sizes(), q.options().dtype(acc));
   if (acc == at::kDouble) {
-    backward_kernel<double>(doa, qa, ka, va, lse_c, delta, cu_q.data_ptr<int32_t>(), cu_k.data_ptr<int32_t>(),
-                            segments, scale, grad_q, grad_k, grad_v);
+    backward_kernel<double>(doa, qa, ka, va, lse_c, delta, cu_q.data_ptr<int32_t>(), cu_k.data_ptr<int32_t>(), segments,
+                            scale, grad_q, grad_k, grad_v);
   } else {
-    backward_kernel<float>(doa, qa, ka, va, lse_c, delta, cu_q.data_ptr<int32_t>(), cu_k.data_ptr<int32_t>(),
-                           segments, static_cast<float>(scale), grad_q, grad_k, grad_v);
+    backward_kernel<float>(doa, qa, ka, va, lse_c, delta, cu_q.data_ptr<int32_t>(), cu_k.data_ptr<int32_t>(), segments,
+                           static_cast<float>(scale), grad_q, grad_k, grad_v);
   }
   const at::ScalarType dtype = q.scalar_type();
   if (dtype == acc) return {grad_q, grad_k, grad_v};

@@ -66,10 +66,10 @@ void launch_shuffle_copy(const PixelShuffleGeometry& g, const at::Tensor& x, con
   const int64_t total = y.numel();
   auto stream = c10::cuda::getCurrentCUDAStream();
   switch (x.element_size()) {
-#define VLMOPS_SHUFFLE_CASE(BYTES, E)                                                            \
-  case BYTES:                                                                                    \
-    shuffle_copy_kernel<E, kToShuffled><<<grid_for(total), kThreads, 0, stream>>>(               \
-        static_cast<E*>(x.data_ptr()), static_cast<E*>(y.data_ptr()), g, ly, total);             \
+#define VLMOPS_SHUFFLE_CASE(BYTES, E)                                                \
+  case BYTES:                                                                        \
+    shuffle_copy_kernel<E, kToShuffled><<<grid_for(total), kThreads, 0, stream>>>(   \
+        static_cast<E*>(x.data_ptr()), static_cast<E*>(y.data_ptr()), g, ly, total); \
     break;
     VLMOPS_SHUFFLE_CASE(2, uint16_t)
     VLMOPS_SHUFFLE_CASE(4, uint32_t)
@@ -303,25 +303,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pixel_shuffle_layer_norm_backward
   const ShuffledLayout ly = layout_of(grad_out);
   const PixelShuffleGeometry g = pixel_shuffle_geometry(x, scale);
   const PixelShuffleGeometry gx = pixel_shuffle_contiguous_geometry(shape.H, shape.W, shape.C, scale);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "pixel_shuffle_layer_norm_backward_cuda",
-                                  [&] {
-                                    using acc_t = at::opmath_type<scalar_t>;
-                                    layer_norm_backward_input_kernel<scalar_t, acc_t>
-                                        <<<row_blocks(rows), kThreads, 0, stream>>>(
-                                            grad_out.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
-                                            mean_c.const_data_ptr<acc_t>(), rstd_c.const_data_ptr<acc_t>(),
-                                            w.defined() ? w.const_data_ptr<scalar_t>() : nullptr,
-                                            grad_x.mutable_data_ptr<scalar_t>(), g, gx, ly, rows);
-                                    C10_CUDA_KERNEL_LAUNCH_CHECK();
-                                    const dim3 grid(static_cast<unsigned>((n + kThreads - 1) / kThreads),
-                                                    static_cast<unsigned>(tile_blocks));
-                                    layer_norm_backward_affine_kernel<scalar_t, acc_t><<<grid, kThreads, 0, stream>>>(
-                                        grad_out.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
-                                        mean_c.const_data_ptr<acc_t>(), rstd_c.const_data_ptr<acc_t>(),
-                                        gw_partial.mutable_data_ptr<acc_t>(), gb_partial.mutable_data_ptr<acc_t>(), g,
-                                        ly, rows);
-                                    C10_CUDA_KERNEL_LAUNCH_CHECK();
-                                  });
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, x.scalar_type(), "pixel_shuffle_layer_norm_backward_cuda", [&] {
+        using acc_t = at::opmath_type<scalar_t>;
+        layer_norm_backward_input_kernel<scalar_t, acc_t><<<row_blocks(rows), kThreads, 0, stream>>>(
+            grad_out.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), mean_c.const_data_ptr<acc_t>(),
+            rstd_c.const_data_ptr<acc_t>(), w.defined() ? w.const_data_ptr<scalar_t>() : nullptr,
+            grad_x.mutable_data_ptr<scalar_t>(), g, gx, ly, rows);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+        const dim3 grid(static_cast<unsigned>((n + kThreads - 1) / kThreads), static_cast<unsigned>(tile_blocks));
+        layer_norm_backward_affine_kernel<scalar_t, acc_t><<<grid, kThreads, 0, stream>>>(
+            grad_out.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), mean_c.const_data_ptr<acc_t>(),
+            rstd_c.const_data_ptr<acc_t>(), gw_partial.mutable_data_ptr<acc_t>(), gb_partial.mutable_data_ptr<acc_t>(),
+            g, ly, rows);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      });
   return {grad_x, gw_partial.sum(0).to(x.scalar_type()), gb_partial.sum(0).to(x.scalar_type())};
 }
 

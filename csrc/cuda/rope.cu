@@ -36,7 +36,9 @@ struct HeadsArgs {
 };
 
 HeadsArgs heads_args(const at::Tensor& in, const at::Tensor& out) {
-  return HeadsArgs{in.const_data_ptr(), out.data_ptr(), in.size(2),
+  return HeadsArgs{in.const_data_ptr(),
+                   out.data_ptr(),
+                   in.size(2),
                    {in.stride(0), in.stride(1), in.stride(2), in.stride(3)},
                    {out.stride(0), out.stride(1), out.stride(2), out.stride(3)}};
 }
@@ -132,9 +134,12 @@ void rope_launch(const at::Tensor& q, const at::Tensor& k, const at::Tensor& q_o
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "rope_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const int64_t smem = 2 * P * static_cast<int64_t>(sizeof(acc_t));
-    TORCH_CHECK_VALUE(smem <= kMaxSharedBytes, "vlmops.rope: rotary_dim = 2 * ", P, " is more than the CUDA kernel "
-                      "takes (its cos/sin rows live in ", kMaxSharedBytes, " bytes of shared memory: rotary_dim <= ",
-                      kMaxSharedBytes / sizeof(acc_t), " for ", q.scalar_type(), "); VLMOPS_CUDA_BACKEND=triton "
+    TORCH_CHECK_VALUE(smem <= kMaxSharedBytes, "vlmops.rope: rotary_dim = 2 * ", P,
+                      " is more than the CUDA kernel "
+                      "takes (its cos/sin rows live in ",
+                      kMaxSharedBytes, " bytes of shared memory: rotary_dim <= ", kMaxSharedBytes / sizeof(acc_t),
+                      " for ", q.scalar_type(),
+                      "); VLMOPS_CUDA_BACKEND=triton "
                       "runs the Triton variant");
     const bool round = !fp32_math && !std::is_same_v<scalar_t, acc_t>;
     auto launch = [&](auto pos_tag, auto round_tag) {

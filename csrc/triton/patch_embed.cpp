@@ -21,10 +21,12 @@ at::Tensor patch_embed_cuda(const at::Tensor& x, const at::Tensor& weight, const
       .call(x, weight, bias, mean, std, rescale, pos_embed, cls_token);
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> patch_embed_backward_cuda(
-    const at::Tensor& grad_patches, const at::Tensor& x, const at::Tensor& weight,
-    const std::optional<at::Tensor>& mean, const std::optional<at::Tensor>& std, std::optional<double> rescale,
-    bool compute_grad_x) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> patch_embed_backward_cuda(const at::Tensor& grad_patches,
+                                                                         const at::Tensor& x, const at::Tensor& weight,
+                                                                         const std::optional<at::Tensor>& mean,
+                                                                         const std::optional<at::Tensor>& std,
+                                                                         std::optional<double> rescale,
+                                                                         bool compute_grad_x) {
   check_patch_embed_backward(grad_patches, x, weight, mean, std, rescale, compute_grad_x);
   return triton_kernel<decltype(patch_embed_backward_cuda)>("vlmops::_patch_embed_backward_triton")
       .call(grad_patches, x, weight, mean, std, rescale, compute_grad_x);

@@ -12,8 +12,7 @@ namespace vlmops {
 namespace {
 
 std::tuple<at::Tensor, at::Tensor> varlen_attention_cuda(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                                         const at::Tensor& cu_seqlens_q,
-                                                         const at::Tensor& cu_seqlens_k,
+                                                         const at::Tensor& cu_seqlens_q, const at::Tensor& cu_seqlens_k,
                                                          std::optional<int64_t> max_seqlen_q,
                                                          std::optional<int64_t> max_seqlen_k,
                                                          std::optional<double> softmax_scale) {

@@ -45,14 +45,24 @@ def check_grid_rows(fn: str, name: str, rows: list, axes: str, merge: int, merge
             )
         count = math.prod(row)
         if count > INT64_MAX:
-            raise ValueError(f"vlmops.{fn}: {name}[{i}] = ({shown}) has {'*'.join(axes)} = {count} tokens, "
-                             "more than int64 can count")
+            raise ValueError(
+                f"vlmops.{fn}: {name}[{i}] = ({shown}) has {'*'.join(axes)} = {count} tokens, more than int64 can count"
+            )
         counts.append(count)
     return counts
 
 
-def grid_token_count(fn: str, name: str, grid: torch.Tensor, axes: str, merge: int, merge_name: str,
-                     count_name: str, count, check_values: bool) -> int:
+def grid_token_count(
+    fn: str,
+    name: str,
+    grid: torch.Tensor,
+    axes: str,
+    merge: int,
+    merge_name: str,
+    count_name: str,
+    count,
+    check_values: bool,
+) -> int:
     """The token count sum(prod(row)) of a patch grid ``[n, len(axes)]`` (last two columns h, w), checked.
 
     ``count`` (num_tokens / num_patches, an int or None) is the count the caller knows; when None it is
@@ -69,8 +79,9 @@ def grid_token_count(fn: str, name: str, grid: torch.Tensor, axes: str, merge: i
         if total > INT64_MAX:
             raise ValueError(f"vlmops.{fn}: {name} has {formula} = {total} tokens, more than int64 can count")
         if count is not None and count != total:
-            raise ValueError(f"vlmops.{fn}: {count_name} = {count} must equal the token count of {name}, "
-                             f"{formula} = {total}")
+            raise ValueError(
+                f"vlmops.{fn}: {count_name} = {count} must equal the token count of {name}, {formula} = {total}"
+            )
         return total
     g = grid.long()
     if count is None:
@@ -79,16 +90,20 @@ def grid_token_count(fn: str, name: str, grid: torch.Tensor, axes: str, merge: i
         ok = (g >= 0).all() & (g.double().prod(-1).sum() == count)
         if merge > 1:
             ok = ok & (g[:, -2:] % merge == 0).all()
-        torch._assert_async(ok, f"vlmops.{fn}: {name} must be >= 0 with h and w multiples of {merge_name}, "
-                                f"and {count_name} must equal {formula}")
+        torch._assert_async(
+            ok,
+            f"vlmops.{fn}: {name} must be >= 0 with h and w multiples of {merge_name}, "
+            f"and {count_name} must equal {formula}",
+        )
     return count
 
 
 def check_int32_keys(fn: str, what: str, keys: int) -> None:
     """The key ranges are int32: their largest end, ``keys`` (from shapes and Python ints), must fit."""
     if keys > INT32_MAX:
-        raise ValueError(f"vlmops.{fn}: {what} = {keys} keys do not fit the int32 kv_start/kv_end "
-                         f"(at most {INT32_MAX})")
+        raise ValueError(
+            f"vlmops.{fn}: {what} = {keys} keys do not fit the int32 kv_start/kv_end (at most {INT32_MAX})"
+        )
 
 
 def image_of_token(counts: torch.Tensor, num_tokens: int):

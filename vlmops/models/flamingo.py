@@ -50,8 +50,9 @@ def flamingo_kv_ranges(
         check_int(fn, "num_media", num_media, minimum=0)
     Lq = media_locations.shape[1]
     max_time = Lq if num_media is None else min(Lq, num_media)
-    check_int32_keys(fn, f"min(Lq, num_media) * tokens_per_image = {max_time} * {tokens_per_image}",
-                     max_time * tokens_per_image)
+    check_int32_keys(
+        fn, f"min(Lq, num_media) * tokens_per_image = {max_time} * {tokens_per_image}", max_time * tokens_per_image
+    )
     if use_cached_media:
         text_time = media_locations.sum(-1, keepdim=True).expand(media_locations.shape)
     else:

@@ -9,8 +9,7 @@ from vlmops.ops._checks import check_int, check_tensor
 __all__ = ["mllama_kv_ranges", "mllama_kv_ranges_from_additive_mask"]
 
 
-def _ranges_from_chunk_visibility(fn: str, visible: torch.Tensor, chunk: int, masked_rows: str,
-                                  check_values: bool):
+def _ranges_from_chunk_visibility(fn: str, visible: torch.Tensor, chunk: int, masked_rows: str, check_values: bool):
     """visible bool [B, Lq, C]: row sees key chunk c (keys [c * chunk, (c + 1) * chunk)) -> int32 ranges.
 
     The visible chunks of a row must be consecutive (one range); a row that sees none gets an empty
@@ -45,8 +44,9 @@ def _check_masked_rows(fn: str, masked_rows: str) -> None:
         raise ValueError(f"vlmops.{fn}: masked_rows must be 'empty' or 'all', got {masked_rows!r}")
 
 
-def mllama_kv_ranges(cross_attention_mask: torch.Tensor, tokens_per_tile: int, masked_rows: str = "empty", *,
-                     check_values: bool = True):
+def mllama_kv_ranges(
+    cross_attention_mask: torch.Tensor, tokens_per_tile: int, masked_rows: str = "empty", *, check_values: bool = True
+):
     """Key ranges of Llama 3.2 Vision (transformers' Mllama) from its ``cross_attention_mask``.
 
     Args:
@@ -83,8 +83,9 @@ def mllama_kv_ranges(cross_attention_mask: torch.Tensor, tokens_per_tile: int, m
     return _ranges_from_chunk_visibility(fn, visible, tokens_per_tile, masked_rows, check_values)
 
 
-def mllama_kv_ranges_from_additive_mask(attention_mask: torch.Tensor, tokens_per_tile: int, *,
-                                        check_values: bool = True):
+def mllama_kv_ranges_from_additive_mask(
+    attention_mask: torch.Tensor, tokens_per_tile: int, *, check_values: bool = True
+):
     """Key ranges from the additive ``[B, 1, Lq, Lk]`` mask that transformers' Mllama passes to its
     cross-attention layers (the output of ``_prepare_cross_attention_mask``: 0 where visible).
 

@@ -22,8 +22,9 @@ def pixtral_rope_tables(inv_freq: torch.Tensor) -> RopeTables:
     return RopeTables(axis, inv_freq, False)
 
 
-def pixtral_rope_positions(grid_hw: torch.Tensor, num_tokens: int | None = None, *,
-                           check_values: bool = True) -> torch.Tensor:
+def pixtral_rope_positions(
+    grid_hw: torch.Tensor, num_tokens: int | None = None, *, check_values: bool = True
+) -> torch.Tensor:
     """(h, w) positions of Pixtral's packed patches: per image, row-major over its patch grid (the
     order in which ``PixtralTransformer`` receives them).
 

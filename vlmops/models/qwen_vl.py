@@ -69,8 +69,9 @@ def interleaved_mrope_tables(inv_freq: torch.Tensor, mrope_section) -> RopeTable
     return RopeTables(axis, inv_freq, False)
 
 
-def vision_rope_positions(grid_thw: torch.Tensor, spatial_merge_size: int, num_tokens: int | None = None, *,
-                          check_values: bool = True) -> torch.Tensor:
+def vision_rope_positions(
+    grid_thw: torch.Tensor, spatial_merge_size: int, num_tokens: int | None = None, *, check_values: bool = True
+) -> torch.Tensor:
     """(h, w) positions of the packed patches of Qwen2/2.5/3-VL vision towers.
 
     The block-major order the Qwen processors emit (transformers' ``get_vision_position_ids``): per
@@ -96,8 +97,9 @@ def vision_rope_positions(grid_thw: torch.Tensor, spatial_merge_size: int, num_t
     fn = "vision_rope_positions"
     check_grid(fn, "grid_thw", grid_thw, 3)
     m = check_int(fn, "spatial_merge_size", spatial_merge_size, minimum=1)
-    num_tokens = grid_token_count(fn, "grid_thw", grid_thw, "thw", m, "spatial_merge_size", "num_tokens", num_tokens,
-                                  check_values)
+    num_tokens = grid_token_count(
+        fn, "grid_thw", grid_thw, "thw", m, "spatial_merge_size", "num_tokens", num_tokens, check_values
+    )
     grid = grid_thw.long()
     h, w = grid[:, 1], grid[:, 2]
     image, local = image_of_token(grid.prod(-1), num_tokens)
@@ -125,8 +127,10 @@ def _check_runs_on_host(fn, mm_token_type_ids, valid, types, run_end, offset, gr
     bad = valid & ~((mm_token_type_ids == 0) | (mm_token_type_ids == 1) | (mm_token_type_ids == 2))
     if bool(bad.any()):
         b, i = (int(x) for x in torch.nonzero(bad)[0])
-        raise ValueError(f"vlmops.{fn}: mm_token_type_ids must be 0 (text), 1 (image) or 2 (video) where attended, "
-                         f"got {mm_token_type_ids[b, i].item()} at [{b}, {i}]")
+        raise ValueError(
+            f"vlmops.{fn}: mm_token_type_ids must be 0 (text), 1 (image) or 2 (video) where attended, "
+            f"got {mm_token_type_ids[b, i].item()} at [{b}, {i}]"
+        )
     for modality, kind, name in _MODALITIES:
         ends = run_end & (types == modality)
         batch, last = torch.nonzero(ends, as_tuple=True)  # row-major: transformers' order of the runs
@@ -140,8 +144,10 @@ def _check_runs_on_host(fn, mm_token_type_ids, valid, types, run_end, offset, gr
         expected = sum(row[0] for row in rows) if per_frame else len(rows)
         if len(lengths) != expected:
             what = f"{expected} frames (sum of t, one run per frame)" if per_frame else f"{expected} rows"
-            raise ValueError(f"vlmops.{fn}: mm_token_type_ids has {len(lengths)} {kind} runs (maximal runs of "
-                             f"{modality} among the attended tokens) but {name} has {what}")
+            raise ValueError(
+                f"vlmops.{fn}: mm_token_type_ids has {len(lengths)} {kind} runs (maximal runs of "
+                f"{modality} among the attended tokens) but {name} has {what}"
+            )
         grids = [(k, (1, h, w)) for k, (t, h, w) in enumerate(rows) for _ in range(t)] if per_frame else enumerate(rows)
         for j, (length, (k, (t, h, w))) in enumerate(zip(lengths, grids)):
             tokens = t * h * w // (m * m)
@@ -218,8 +224,10 @@ def mrope_position_ids(
         check_tensor(fn, "video_time_interval", video_time_interval, dtypes=None, ndim=1)
         if video_grid_thw is not None:
             if video_time_interval.shape[0] != video_grid_thw.shape[0]:
-                raise ValueError(f"vlmops.{fn}: video_time_interval must be [{video_grid_thw.shape[0]}], "
-                                 f"got {tuple(video_time_interval.shape)}")
+                raise ValueError(
+                    f"vlmops.{fn}: video_time_interval must be [{video_grid_thw.shape[0]}], "
+                    f"got {tuple(video_time_interval.shape)}"
+                )
             if video_grid_thw.shape[0]:
                 interval = video_time_interval.to(device=device, dtype=torch.float32)
     if attention_mask is None:
@@ -289,8 +297,11 @@ def mrope_position_ids(
         # Run lengths in float64: a grid whose int64 product wraps cannot match.
         length_ok = (offset + 1).double() == t.double() * h.double() * w.double()
         ok = ok & (~(is_vision & run_end) | length_ok).all()
-        torch._assert_async(ok, f"vlmops.{fn}: the image/video runs of mm_token_type_ids must match "
-                                "image_grid_thw/video_grid_thw (one run of t*h*w/m**2 tokens per grid row)")
+        torch._assert_async(
+            ok,
+            f"vlmops.{fn}: the image/video runs of mm_token_type_ids must match "
+            "image_grid_thw/video_grid_thw (one run of t*h*w/m**2 tokens per grid row)",
+        )
     # Running position: text advances 1 per token; a vision run advances max(h, w)/m after its last token.
     advance = torch.where(is_text, 1, torch.where(is_vision & run_end, torch.maximum(h, w), 0))
     start = advance.cumsum(-1) - advance  # exclusive: constant over a vision run, +1 per text token
@@ -311,8 +322,13 @@ def mrope_position_ids(
 
 
 def qwen2_5_vl_window_index(
-    grid_thw: torch.Tensor, window_size: int, patch_size: int, spatial_merge_size: int, num_patches: int | None = None,
-    *, check_values: bool = True,
+    grid_thw: torch.Tensor,
+    window_size: int,
+    patch_size: int,
+    spatial_merge_size: int,
+    num_patches: int | None = None,
+    *,
+    check_values: bool = True,
 ):
     """Qwen2.5-VL's window-attention layout, built on grid_thw's device with tensor code.
 
@@ -349,8 +365,11 @@ def qwen2_5_vl_window_index(
     """
     fn = "qwen2_5_vl_window_index"
     check_grid(fn, "grid_thw", grid_thw, 3)
-    for name, value in (("window_size", window_size), ("patch_size", patch_size),
-                        ("spatial_merge_size", spatial_merge_size)):
+    for name, value in (
+        ("window_size", window_size),
+        ("patch_size", patch_size),
+        ("spatial_merge_size", spatial_merge_size),
+    ):
         check_int(fn, name, value, minimum=1)
     window = window_size // spatial_merge_size // patch_size
     if window < 1:
@@ -359,8 +378,17 @@ def qwen2_5_vl_window_index(
             f"(patch_size * spatial_merge_size = {patch_size * spatial_merge_size})"
         )
     unit = spatial_merge_size**2
-    num_patches = grid_token_count(fn, "grid_thw", grid_thw, "thw", spatial_merge_size, "spatial_merge_size",
-                                   "num_patches", num_patches, check_values)
+    num_patches = grid_token_count(
+        fn,
+        "grid_thw",
+        grid_thw,
+        "thw",
+        spatial_merge_size,
+        "spatial_merge_size",
+        "num_patches",
+        num_patches,
+        check_values,
+    )
     if num_patches % unit:
         raise ValueError(f"vlmops.{fn}: num_patches {num_patches} is not a multiple of spatial_merge_size**2 = {unit}")
     units = num_patches // unit
@@ -380,8 +408,14 @@ def qwen2_5_vl_window_index(
     window_cols = torch.clamp(W - window_col * window, max=window)
     # Position in window order: earlier frames, earlier rows of windows, earlier windows in this row,
     # then row-major inside the window.
-    position = (image_start + frame * H * W + band * window * W + window_col * window * band_rows
-                + (r % window) * window_cols + c % window)
+    position = (
+        image_start
+        + frame * H * W
+        + band * window * W
+        + window_col * window * band_rows
+        + (r % window) * window_cols
+        + c % window
+    )
     window_index = torch.empty_like(unit_id).scatter_(0, position, unit_id)
     # Window ends, ranked in window order by a prefix count; the non-ends go to a dropped slot.
     is_end = ((r % window) == band_rows - 1) & ((c % window) == window_cols - 1)

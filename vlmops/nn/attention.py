@@ -106,8 +106,9 @@ class PackedVisionAttention(nn.Module):
     @classmethod
     def from_pixtral(cls, attn: nn.Module) -> "PackedVisionAttention":
         """Wraps the four projections of a ``PixtralAttention`` (shared, not copied)."""
-        projections = {name: child for name, child in attn.named_children()
-                       if name in ("q_proj", "k_proj", "v_proj", "o_proj")}
+        projections = {
+            name: child for name, child in attn.named_children() if name in ("q_proj", "k_proj", "v_proj", "o_proj")
+        }
         module = cls(attn.num_heads, False, attn.scaling, **projections)
         module.replaces = type(attn).__name__
         return module
@@ -121,8 +122,9 @@ class PackedVisionAttention(nn.Module):
             q, k = _rotate_cos_sin(q, k, *position_embeddings, fp32_math=self.fused_qkv)
         return varlen_attention(q, k, v, cu_seqlens, softmax_scale=self.scaling)
 
-    def forward(self, hidden_states, cu_seqlens=None, position_embeddings=None, max_seqlen=None,
-                attention_mask=None, **kwargs):
+    def forward(
+        self, hidden_states, cu_seqlens=None, position_embeddings=None, max_seqlen=None, attention_mask=None, **kwargs
+    ):
         if cu_seqlens is None:
             raise ValueError("vlmops.nn.PackedVisionAttention: cu_seqlens is required (the packed segment boundaries)")
         if attention_mask is not None:

@@ -13,16 +13,19 @@ from vlmops.ops.gated_cross_attention import gated_cross_attention
 
 
 def _full_ranges(B: int, Lq: int, Lk: int, device):
-    return (torch.zeros(B, Lq, dtype=torch.int32, device=device),
-            torch.full((B, Lq), Lk, dtype=torch.int32, device=device))
+    return (
+        torch.zeros(B, Lq, dtype=torch.int32, device=device),
+        torch.full((B, Lq), Lk, dtype=torch.int32, device=device),
+    )
 
 
 class MaskedCrossAttention(nn.Module):
     """OpenFlamingo's ``MaskedCrossAttention`` parameters: ``norm`` (LayerNorm(dim)), ``to_q``,
     ``to_kv`` (dim_visual -> 2 * heads * dim_head, keys then values), ``to_out``; no biases."""
 
-    def __init__(self, *, dim: int, dim_visual: int, dim_head: int = 64, heads: int = 8,
-                 only_attend_immediate_media: bool = True):
+    def __init__(
+        self, *, dim: int, dim_visual: int, dim_head: int = 64, heads: int = 8, only_attend_immediate_media: bool = True
+    ):
         super().__init__()
         inner = dim_head * heads
         self.heads, self.dim_head = heads, dim_head
@@ -41,8 +44,9 @@ class MaskedCrossAttention(nn.Module):
         if media_locations is None:
             start, end = _full_ranges(B, T_txt, T_img * n, x.device)
         else:
-            start, end = flamingo_kv_ranges(media_locations, n, self.only_attend_immediate_media, num_media=T_img,
-                                            use_cached_media=use_cached_media)
+            start, end = flamingo_kv_ranges(
+                media_locations, n, self.only_attend_immediate_media, num_media=T_img, use_cached_media=use_cached_media
+            )
         out = gated_cross_attention(q, kv[:, :, 0], kv[:, :, 1], start, end, gate)
         return out.reshape(B, T_txt, -1)
 
@@ -65,15 +69,29 @@ class GatedCrossAttentionBlock(nn.Module):
     use_cached_media) -> ``[B, T_txt, dim]``. Text before the first image gets no attention output.
     """
 
-    def __init__(self, *, dim: int, dim_visual: int, dim_head: int = 64, heads: int = 8, ff_mult: int = 4,
-                 only_attend_immediate_media: bool = True):
+    def __init__(
+        self,
+        *,
+        dim: int,
+        dim_visual: int,
+        dim_head: int = 64,
+        heads: int = 8,
+        ff_mult: int = 4,
+        only_attend_immediate_media: bool = True,
+    ):
         super().__init__()
-        self.attn = MaskedCrossAttention(dim=dim, dim_visual=dim_visual, dim_head=dim_head, heads=heads,
-                                         only_attend_immediate_media=only_attend_immediate_media)
+        self.attn = MaskedCrossAttention(
+            dim=dim,
+            dim_visual=dim_visual,
+            dim_head=dim_head,
+            heads=heads,
+            only_attend_immediate_media=only_attend_immediate_media,
+        )
         self.attn_gate = nn.Parameter(torch.tensor([0.0]))
         inner = int(dim * ff_mult)
-        self.ff = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, inner, bias=False), nn.GELU(),
-                                nn.Linear(inner, dim, bias=False))
+        self.ff = nn.Sequential(
+            nn.LayerNorm(dim), nn.Linear(dim, inner, bias=False), nn.GELU(), nn.Linear(inner, dim, bias=False)
+        )
         self.ff_gate = nn.Parameter(torch.tensor([0.0]))
 
     def forward(self, x, media, media_locations=None, use_cached_media=False):
@@ -105,9 +123,23 @@ class MllamaCrossAttention(nn.Module):
       default.
     """
 
-    def __init__(self, q_proj, k_proj, v_proj, o_proj, q_norm, k_norm, *, num_heads: int, num_key_value_heads: int,
-                 head_dim: int, layer_idx: int, tokens_per_tile: int = 1, placement: str = "transformers",
-                 config=None):
+    def __init__(
+        self,
+        q_proj,
+        k_proj,
+        v_proj,
+        o_proj,
+        q_norm,
+        k_norm,
+        *,
+        num_heads: int,
+        num_key_value_heads: int,
+        head_dim: int,
+        layer_idx: int,
+        tokens_per_tile: int = 1,
+        placement: str = "transformers",
+        config=None,
+    ):
         super().__init__()
         if placement not in ("transformers", "meta"):
             raise ValueError(f"MllamaCrossAttention: placement must be 'transformers' or 'meta', got {placement!r}")
@@ -122,13 +154,34 @@ class MllamaCrossAttention(nn.Module):
     @classmethod
     def from_mllama(cls, attn: nn.Module, tokens_per_tile: int = 1, placement: str = "transformers"):
         """Wraps the submodules of a ``MllamaTextCrossAttention`` (shared, not copied)."""
-        return cls(attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj, attn.q_norm, attn.k_norm,
-                   num_heads=attn.num_heads, num_key_value_heads=attn.num_key_value_heads, head_dim=attn.head_dim,
-                   layer_idx=attn.layer_idx, tokens_per_tile=tokens_per_tile, placement=placement,
-                   config=attn.config)
+        return cls(
+            attn.q_proj,
+            attn.k_proj,
+            attn.v_proj,
+            attn.o_proj,
+            attn.q_norm,
+            attn.k_norm,
+            num_heads=attn.num_heads,
+            num_key_value_heads=attn.num_key_value_heads,
+            head_dim=attn.head_dim,
+            layer_idx=attn.layer_idx,
+            tokens_per_tile=tokens_per_tile,
+            placement=placement,
+            config=attn.config,
+        )
 
-    def forward(self, hidden_states, cross_attention_states=None, cache=None, attention_mask=None, use_cache=None,
-                kv_ranges=None, full_text_row_masked_out_mask=None, past_key_values=None, **kwargs):
+    def forward(
+        self,
+        hidden_states,
+        cross_attention_states=None,
+        cache=None,
+        attention_mask=None,
+        use_cache=None,
+        kv_ranges=None,
+        full_text_row_masked_out_mask=None,
+        past_key_values=None,
+        **kwargs,
+    ):
         cache = past_key_values if cache is None else cache
         B, Lq, _ = hidden_states.shape
         q = self.q_norm(self.q_proj(hidden_states).view(B, Lq, self.num_heads, self.head_dim))

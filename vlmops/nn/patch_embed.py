@@ -11,8 +11,12 @@ from vlmops.ops.patch_embed import patch_embed
 def _check_conv(conv) -> None:
     if not isinstance(conv, (nn.Conv2d, nn.Conv3d)):
         raise TypeError(f"vlmops.nn.PatchEmbed: expected an nn.Conv2d or nn.Conv3d, got {type(conv).__name__}")
-    if tuple(conv.kernel_size) != tuple(conv.stride) or any(p != 0 for p in conv.padding) or \
-            any(d != 1 for d in conv.dilation) or conv.groups != 1:
+    if (
+        tuple(conv.kernel_size) != tuple(conv.stride)
+        or any(p != 0 for p in conv.padding)
+        or any(d != 1 for d in conv.dilation)
+        or conv.groups != 1
+    ):
         raise ValueError(
             "vlmops.nn.PatchEmbed: the conv must be a patch embedding (kernel == stride, no padding, dilation 1, "
             f"groups 1), got kernel {conv.kernel_size}, stride {conv.stride}, padding {conv.padding}"

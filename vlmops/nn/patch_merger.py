@@ -23,7 +23,11 @@ class PatchMerger(nn.Module):
             self.use_postshuffle_norm = False
         else:
             self.norm, self.linear_fc1, self.act_fn, self.linear_fc2 = (
-                merger.norm, merger.linear_fc1, merger.act_fn, merger.linear_fc2)
+                merger.norm,
+                merger.linear_fc1,
+                merger.act_fn,
+                merger.linear_fc2,
+            )
             self.use_postshuffle_norm = merger.use_postshuffle_norm
 
     def forward(self, x: torch.Tensor, reverse_index: torch.Tensor | None = None) -> torch.Tensor:

@@ -45,7 +45,9 @@ class VisionRotaryEmbedding(nn.Module):
     def __init__(self, inv_freq: torch.Tensor, convention: str, attention_scaling: float = 1.0):
         super().__init__()
         if convention not in _CONVENTIONS:
-            raise ValueError(f"vlmops.nn.VisionRotaryEmbedding: convention must be one of {_CONVENTIONS}, got {convention!r}")
+            raise ValueError(
+                f"vlmops.nn.VisionRotaryEmbedding: convention must be one of {_CONVENTIONS}, got {convention!r}"
+            )
         self.convention = convention
         self.attention_scaling = attention_scaling
         self.inv_freq = nn.Buffer(inv_freq, persistent=False)
@@ -62,7 +64,9 @@ class VisionRotaryEmbedding(nn.Module):
 
     def tables(self) -> RopeTables:
         if self.attention_scaling != 1.0:
-            raise ValueError(f"vlmops.nn.VisionRotaryEmbedding: attention_scaling {self.attention_scaling} is not supported")
+            raise ValueError(
+                f"vlmops.nn.VisionRotaryEmbedding: attention_scaling {self.attention_scaling} is not supported"
+            )
         builder = qwen_vision_rope_tables if self.convention == "qwen" else pixtral_rope_tables
         return builder(self.inv_freq.float())
 
@@ -104,7 +108,9 @@ class MRotaryEmbedding(nn.Module):
         """Takes over the buffers of ``Qwen2VLRotaryEmbedding`` / ``Qwen2_5_VLRotaryEmbedding`` /
         ``Qwen3VLTextRotaryEmbedding`` (default rope type only)."""
         if module.rope_type != "default":
-            raise ValueError(f"vlmops.nn.MRotaryEmbedding: rope_type {module.rope_type!r} is not supported (default only)")
+            raise ValueError(
+                f"vlmops.nn.MRotaryEmbedding: rope_type {module.rope_type!r} is not supported (default only)"
+            )
         rope = cls(module.inv_freq, module.mrope_section, interleaved, module.attention_scaling)
         rope.original_inv_freq = module.original_inv_freq
         rope.replaces = type(module).__name__

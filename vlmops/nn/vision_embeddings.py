@@ -41,7 +41,10 @@ class _VisionEmbeddings(nn.Module):
         if self._HAS_CLS:
             self.class_embedding = nn.Parameter(torch.randn(self.embed_dim))
         self.patch_embedding = nn.Conv2d(
-            config.num_channels, self.embed_dim, kernel_size=self.patch_size, stride=self.patch_size,
+            config.num_channels,
+            self.embed_dim,
+            kernel_size=self.patch_size,
+            stride=self.patch_size,
             bias=not self._HAS_CLS,  # CLIP's conv has no bias, SigLIP's has one
         )
         self.num_patches = (self.image_size // self.patch_size) ** 2
@@ -96,7 +99,10 @@ class _VisionEmbeddings(nn.Module):
             # position_ids is arange(num_positions): the lookup is the table itself, read in place.
             positions = self.position_embedding.weight
         return patch_embed(
-            pixels, weight, self.patch_embedding.bias, pos_embed=positions,
+            pixels,
+            weight,
+            self.patch_embedding.bias,
+            pos_embed=positions,
             cls_token=self.class_embedding if self._HAS_CLS else None,
         )
 

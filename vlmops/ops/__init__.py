@@ -7,24 +7,10 @@ the private op `vlmops::_<op>_triton` that the C++ CUDA entry calls after its ch
 ops whose CUDA owner is Triton, and with VLMOPS_CUDA_BACKEND=triton (default: cuda) for the ops whose
 CUDA owner is CUDA C++ and that also have a Triton variant (benchmarks and tests).
 
-| op                                 | CPU (C++)                          | CUDA (C++ entry, then kernel)                     | Triton kernel entry                        |
-|------------------------------------|------------------------------------|---------------------------------------------------|--------------------------------------------|
-| pixel_shuffle                      | csrc/cpu/pixel_shuffle.cpp         | csrc/cuda/pixel_shuffle.cu (CUDA C++)             | _pixel_shuffle_triton (variant)            |
-| pixel_shuffle_backward             | csrc/cpu/pixel_shuffle.cpp         | csrc/cuda/pixel_shuffle.cu (CUDA C++)             | _pixel_shuffle_backward_triton (variant)   |
-| pixel_shuffle_layer_norm           | csrc/cpu/pixel_shuffle.cpp         | csrc/cuda/pixel_shuffle.cu (CUDA C++)             | _pixel_shuffle_layer_norm_triton (variant) |
-| pixel_shuffle_layer_norm_backward  | csrc/cpu/pixel_shuffle.cpp         | csrc/cuda/pixel_shuffle.cu (CUDA C++)             | _pixel_shuffle_layer_norm_backward_triton (variant) |
-| rope (its backward: inverse=True)  | csrc/cpu/rope.cpp                  | csrc/cuda/rope.cu (CUDA C++)                      | _rope_triton (variant)                     |
-| rope_ (in place)                   | csrc/cpu/rope.cpp                  | csrc/cuda/rope.cu (CUDA C++)                      | _rope_triton_ (variant)                    |
-| patch_embed                        | csrc/cpu/patch_embed.cpp           | csrc/triton/patch_embed.cpp (Triton)              | _patch_embed_triton                        |
-| patch_embed_backward               | csrc/cpu/patch_embed.cpp           | csrc/triton/patch_embed.cpp (Triton)              | _patch_embed_backward_triton               |
-| varlen_attention                   | csrc/cpu/varlen_attention.cpp      | csrc/triton/varlen_attention.cpp (Triton)         | _varlen_attention_triton                   |
-| varlen_attention_backward          | csrc/cpu/varlen_attention.cpp      | csrc/triton/varlen_attention.cpp (Triton)         | _varlen_attention_backward_triton          |
-| gated_cross_attention              | csrc/cpu/gated_cross_attention.cpp | csrc/triton/gated_cross_attention.cpp (Triton)    | _gated_cross_attention_triton              |
-| gated_cross_attention_backward     | csrc/cpu/gated_cross_attention.cpp | csrc/triton/gated_cross_attention.cpp (Triton)    | _gated_cross_attention_backward_triton     |
-| rms_norm                           | csrc/cpu/rms_norm.cpp              | csrc/triton/rms_norm.cpp (Triton)                 | _rms_norm_triton                           |
-| rms_norm_backward                  | csrc/cpu/rms_norm.cpp              | csrc/triton/rms_norm.cpp (Triton)                 | _rms_norm_backward_triton                  |
-| silu_mul                           | csrc/cpu/silu_mul.cpp              | csrc/triton/silu_mul.cpp (Triton)                 | _silu_mul_triton                           |
-| silu_mul_backward                  | csrc/cpu/silu_mul.cpp              | csrc/triton/silu_mul.cpp (Triton)                 | _silu_mul_backward_triton                  |
+Per op family: the CPU kernels are csrc/cpu/<family>.cpp; a CUDA C++ kernel is csrc/cuda/<family>.cu;
+the C++ CUDA entry of a Triton-owned op is csrc/triton/<family>.cpp; the Triton kernel entry of op
+``x`` is ``vlmops::_x_triton`` (``registry.triton_kernel_name``). ``CUDA_OWNERS`` below says which
+kernel each op's CUDA entry runs.
 
 The Triton launchers live in vlmops/triton/<family>.py (``OpDef.triton`` names each).
 """

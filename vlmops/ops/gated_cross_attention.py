@@ -80,10 +80,13 @@ def _check_shapes(op, q, k, v, kv_start, kv_end, gate):
     torch._check(k.shape[3] == D, lambda: f"vlmops.{op}: k's head dim must equal q's")
     torch._check(Hk >= 1 and H % Hk == 0, lambda: f"vlmops.{op}: k's heads must divide q's heads")
     torch._check(H * D < 2**31, lambda: f"vlmops.{op}: q's heads * head dim must be < 2^31")
-    torch._check(Lq <= MAX_TOKENS and k.shape[1] <= MAX_TOKENS,
-                 lambda: f"vlmops.{op}: q and k take at most {MAX_TOKENS} tokens")
-    torch._check(kv_start.shape == (B, Lq) and kv_end.shape == (B, Lq),
-                 lambda: f"vlmops.{op}: kv_start and kv_end must be [B, Lq]")
+    torch._check(
+        Lq <= MAX_TOKENS and k.shape[1] <= MAX_TOKENS, lambda: f"vlmops.{op}: q and k take at most {MAX_TOKENS} tokens"
+    )
+    torch._check(
+        kv_start.shape == (B, Lq) and kv_end.shape == (B, Lq),
+        lambda: f"vlmops.{op}: kv_start and kv_end must be [B, Lq]",
+    )
     if gate is not None:
         torch._check(gate.numel() == 1 and gate.dim() <= 1, lambda: f"vlmops.{op}: gate must be a one-element tensor")
 
@@ -97,8 +100,9 @@ def _fake(q, k, v, kv_start, kv_end, gate=None, softmax_scale=None):
 def _backward_fake(grad_out, q, k, v, out, lse, kv_start, kv_end, gate=None, softmax_scale=None):
     op = "gated_cross_attention_backward"
     _check_shapes(op, q, k, v, kv_start, kv_end, gate)
-    torch._check(grad_out.shape == q.shape and out.shape == q.shape,
-                 lambda: f"vlmops.{op}: grad_out and out must have q's shape")
+    torch._check(
+        grad_out.shape == q.shape and out.shape == q.shape, lambda: f"vlmops.{op}: grad_out and out must have q's shape"
+    )
     torch._check(lse.shape == (q.shape[0], q.shape[2], q.shape[1]), lambda: f"vlmops.{op}: lse must be [B, H, Lq]")
     grad_gate = gate.new_empty(gate.shape) if gate is not None else q.new_empty(0, dtype=_lse_dtype(q.dtype))
     return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape), grad_gate
@@ -118,17 +122,34 @@ def _backward(ctx, grad_out, _grad_lse):
         grad_out, q, k, v, out, lse, kv_start, kv_end, gate, ctx.softmax_scale
     )
     needed = ctx.needs_input_grad
-    return (grad_q if needed[0] else None, grad_k if needed[1] else None, grad_v if needed[2] else None, None, None,
-            grad_gate if gate is not None and needed[5] else None, None)
+    return (
+        grad_q if needed[0] else None,
+        grad_k if needed[1] else None,
+        grad_v if needed[2] else None,
+        None,
+        None,
+        grad_gate if gate is not None and needed[5] else None,
+        None,
+    )
 
 
-registry.define(registry.OpDef(
-    "gated_cross_attention", _fake, _reference, _backward, _setup_context,
-    triton="vlmops.triton.gated_cross_attention:gated_cross_attention",
-))
-registry.define(registry.OpDef(
-    "gated_cross_attention_backward", _backward_fake, _reference_backward,
-    triton="vlmops.triton.gated_cross_attention:gated_cross_attention_backward",
-    not_differentiable="double backward of gated_cross_attention is not implemented",
-))
+registry.define(
+    registry.OpDef(
+        "gated_cross_attention",
+        _fake,
+        _reference,
+        _backward,
+        _setup_context,
+        triton="vlmops.triton.gated_cross_attention:gated_cross_attention",
+    )
+)
+registry.define(
+    registry.OpDef(
+        "gated_cross_attention_backward",
+        _backward_fake,
+        _reference_backward,
+        triton="vlmops.triton.gated_cross_attention:gated_cross_attention_backward",
+        not_differentiable="double backward of gated_cross_attention is not implemented",
+    )
+)
 _gated_cross_attention = registry.op("gated_cross_attention")

@@ -88,13 +88,18 @@ def _check_x_weight(x, weight):
 
 def _fake(x, weight, bias, mean, std, rescale, pos_embed, cls_token):
     rows, samples, length, D = _check_x_weight(x, weight)
-    torch._check(not rows or (pos_embed is None and cls_token is None),
-                 lambda: "vlmops.patch_embed: pos_embed and cls_token need images or videos, not rows")
+    torch._check(
+        not rows or (pos_embed is None and cls_token is None),
+        lambda: "vlmops.patch_embed: pos_embed and cls_token need images or videos, not rows",
+    )
     ncls = 0 if cls_token is None else 1
-    for name, t, shape in (("bias", bias, (D,)), ("pos_embed", pos_embed, (ncls + length, D)),
-                           ("cls_token", cls_token, (D,))):
+    for name, t, shape in (
+        ("bias", bias, (D,)),
+        ("pos_embed", pos_embed, (ncls + length, D)),
+        ("cls_token", cls_token, (D,)),
+    ):
         if t is not None:
-            torch._check(t.shape == shape, lambda: f"vlmops.patch_embed: {name} must be {shape}")
+            torch._check(t.shape == shape, lambda name=name, shape=shape: f"vlmops.patch_embed: {name} must be {shape}")
     return weight.new_empty(length, D) if rows else weight.new_empty(samples, ncls + length, D)
 
 
@@ -138,11 +143,23 @@ def _backward(ctx, grad):
 
 
 _TRITON = "vlmops.triton.patch_embed:"
-registry.define(registry.OpDef(
-    "patch_embed", _fake, _reference_patch_embed, _backward, _setup_context, triton=_TRITON + "patch_embed",
-))
-registry.define(registry.OpDef(
-    "patch_embed_backward", _backward_fake, _reference_patch_embed_backward, triton=_TRITON + "patch_embed_backward",
-    not_differentiable="double backward of patch_embed is not implemented",
-))
+registry.define(
+    registry.OpDef(
+        "patch_embed",
+        _fake,
+        _reference_patch_embed,
+        _backward,
+        _setup_context,
+        triton=_TRITON + "patch_embed",
+    )
+)
+registry.define(
+    registry.OpDef(
+        "patch_embed_backward",
+        _backward_fake,
+        _reference_patch_embed_backward,
+        triton=_TRITON + "patch_embed_backward",
+        not_differentiable="double backward of patch_embed is not implemented",
+    )
+)
 _patch_embed = registry.op("patch_embed")

@@ -28,7 +28,8 @@ def _as_grid(fn: str, x, grid):
     """x as ``[B, H, W, C]`` (a view, never a copy) and whether it came as ``[B, H*W, C]``. Other
     inputs go to the op as they are: its contract names what is wrong with them."""
     if grid is not None and not (
-        isinstance(grid, (tuple, list)) and len(grid) == 2
+        isinstance(grid, (tuple, list))
+        and len(grid) == 2
         and all(isinstance(g, int) and not isinstance(g, bool) and g >= 0 for g in grid)
     ):
         raise ValueError(f"vlmops.{fn}: grid must be (H, W) with non-negative ints, got {grid!r}")
@@ -136,7 +137,9 @@ def _layer_norm_fake(x, scale, weight, bias, eps):
     shape = _shuffled_shape(fn, x, scale)
     for name, t in (("weight", weight), ("bias", bias)):
         if t is not None:
-            torch._check(t.dim() == 1 and t.shape[0] == shape[3], lambda: f"vlmops.{fn}: {name} must be [s*s*C]")
+            torch._check(
+                t.dim() == 1 and t.shape[0] == shape[3], lambda name=name: f"vlmops.{fn}: {name} must be [s*s*C]"
+            )
     stats = x.new_empty(shape[:3], dtype=_stats_dtype(x.dtype))
     return x.new_empty(shape), stats, torch.empty_like(stats)
 
@@ -146,7 +149,7 @@ def _layer_norm_backward_fake(grad_out, x, mean, rstd, weight, scale):
     shape = _shuffled_shape(fn, x, scale)
     torch._check(grad_out.shape == shape, lambda: f"vlmops.{fn}: grad_out must be the shuffled shape of x")
     for name, stat in (("mean", mean), ("rstd", rstd)):
-        torch._check(stat.shape == shape[:3], lambda: f"vlmops.{fn}: {name} must be [B, H/s, W/s]")
+        torch._check(stat.shape == shape[:3], lambda name=name: f"vlmops.{fn}: {name} must be [B, H/s, W/s]")
     return x.new_empty(x.shape), x.new_empty(shape[3]), x.new_empty(shape[3])
 
 
@@ -181,22 +184,44 @@ def _layer_norm_backward(ctx, grad_out, _grad_mean, _grad_rstd):
 
 
 _TRITON = "vlmops.triton.pixel_shuffle:"
-registry.define(registry.OpDef(
-    "pixel_shuffle", _shuffle_fake, _reference_shuffle, _shuffle_backward, _scale_context,
-    triton=_TRITON + "pixel_shuffle",
-))
-registry.define(registry.OpDef(
-    "pixel_shuffle_backward", _shuffle_backward_fake, _reference_shuffle_backward, _unshuffle_backward,
-    _scale_context, triton=_TRITON + "pixel_shuffle_backward",
-))
-registry.define(registry.OpDef(
-    "pixel_shuffle_layer_norm", _layer_norm_fake, _reference_layer_norm, _layer_norm_backward,
-    _layer_norm_context, triton=_TRITON + "pixel_shuffle_layer_norm",
-))
-registry.define(registry.OpDef(
-    "pixel_shuffle_layer_norm_backward", _layer_norm_backward_fake, _reference_layer_norm_backward,
-    triton=_TRITON + "pixel_shuffle_layer_norm_backward",
-    not_differentiable="double backward of pixel_shuffle_layer_norm is not implemented",
-))
+registry.define(
+    registry.OpDef(
+        "pixel_shuffle",
+        _shuffle_fake,
+        _reference_shuffle,
+        _shuffle_backward,
+        _scale_context,
+        triton=_TRITON + "pixel_shuffle",
+    )
+)
+registry.define(
+    registry.OpDef(
+        "pixel_shuffle_backward",
+        _shuffle_backward_fake,
+        _reference_shuffle_backward,
+        _unshuffle_backward,
+        _scale_context,
+        triton=_TRITON + "pixel_shuffle_backward",
+    )
+)
+registry.define(
+    registry.OpDef(
+        "pixel_shuffle_layer_norm",
+        _layer_norm_fake,
+        _reference_layer_norm,
+        _layer_norm_backward,
+        _layer_norm_context,
+        triton=_TRITON + "pixel_shuffle_layer_norm",
+    )
+)
+registry.define(
+    registry.OpDef(
+        "pixel_shuffle_layer_norm_backward",
+        _layer_norm_backward_fake,
+        _reference_layer_norm_backward,
+        triton=_TRITON + "pixel_shuffle_layer_norm_backward",
+        not_differentiable="double backward of pixel_shuffle_layer_norm is not implemented",
+    )
+)
 _pixel_shuffle = registry.op("pixel_shuffle")
 _pixel_shuffle_layer_norm = registry.op("pixel_shuffle_layer_norm")

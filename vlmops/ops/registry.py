@@ -21,7 +21,7 @@ import dataclasses
 import importlib
 import importlib.util
 import re
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -70,16 +70,10 @@ _SCHEMA_MISMATCH = re.compile(r"Expected a value of type '(.+?)' for argument '(
 
 def op(name: str) -> Callable:
     """The callable behind a wrapper: ``torch.ops.vlmops.<name>`` (an argument of the wrong type
-    raises ``TypeError`` naming it), or the op's reference (one warning) when the native library is
-    missing."""
+    raises ``TypeError`` naming it), or the op's reference when the native library is missing
+    (``import vlmops`` warned about that once)."""
     if not _native.available():
-        reference = _OPS[name].reference
-
-        def fallback(*args, **kwargs):
-            _native.warn_fallback(name)
-            return reference(*args, **kwargs)
-
-        return fallback
+        return _OPS[name].reference
     packet = getattr(torch.ops.vlmops, name)
     arguments = packet.default._schema.arguments
     names = [argument.name for argument in arguments]

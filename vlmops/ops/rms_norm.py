@@ -52,8 +52,10 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor | None = None, eps: float = 1
 def _fake(x, weight, eps):
     torch._check(x.dim() >= 1, lambda: "vlmops.rms_norm: x must be [..., C] with at least 1 dim")
     if weight is not None:
-        torch._check(weight.dim() == 1 and weight.shape[0] == x.shape[-1],
-                     lambda: f"vlmops.rms_norm: weight must be [C] = [{x.shape[-1]}]")
+        torch._check(
+            weight.dim() == 1 and weight.shape[0] == x.shape[-1],
+            lambda: f"vlmops.rms_norm: weight must be [C] = [{x.shape[-1]}]",
+        )
     out = x.new_empty(x.shape, dtype=_out_dtype(x, weight))
     return out, x.new_empty(x.shape[:-1], dtype=_stats_dtype(x.dtype))
 
@@ -75,15 +77,30 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, grad_out, _grad_rstd):
     x, weight, rstd = ctx.saved_tensors
     grad_x, grad_weight = torch.ops.vlmops.rms_norm_backward(grad_out, x, weight, rstd)
-    return (grad_x if ctx.needs_input_grad[0] else None,
-            grad_weight if weight is not None and ctx.needs_input_grad[1] else None, None)
+    return (
+        grad_x if ctx.needs_input_grad[0] else None,
+        grad_weight if weight is not None and ctx.needs_input_grad[1] else None,
+        None,
+    )
 
 
-registry.define(registry.OpDef(
-    "rms_norm", _fake, _reference_rms_norm, _backward, _setup_context, triton="vlmops.triton.rms_norm:rms_norm",
-))
-registry.define(registry.OpDef(
-    "rms_norm_backward", _backward_fake, _reference_rms_norm_backward,
-    triton="vlmops.triton.rms_norm:rms_norm_backward", not_differentiable="double backward of rms_norm is not implemented",
-))
+registry.define(
+    registry.OpDef(
+        "rms_norm",
+        _fake,
+        _reference_rms_norm,
+        _backward,
+        _setup_context,
+        triton="vlmops.triton.rms_norm:rms_norm",
+    )
+)
+registry.define(
+    registry.OpDef(
+        "rms_norm_backward",
+        _backward_fake,
+        _reference_rms_norm_backward,
+        triton="vlmops.triton.rms_norm:rms_norm_backward",
+        not_differentiable="double backward of rms_norm is not implemented",
+    )
+)
 _rms_norm = registry.op("rms_norm")

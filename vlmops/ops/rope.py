@@ -134,13 +134,22 @@ def apply_rope(
 def _check_shapes(op, q, k, positions, axis, inv_freq):
     """The shape rules of csrc/include/vlmops/rope_checks.h, for fake tensors."""
     torch._check(q.dim() == 4, lambda: f"vlmops.{op}: q must be [B, S, H, D]")
-    torch._check(k.dim() == 4 and k.shape[0] == q.shape[0] and k.shape[1] == q.shape[1] and k.shape[3] == q.shape[3],
-                 lambda: f"vlmops.{op}: k must be [B, S, H_kv, D] like q {tuple(q.shape)}, got {tuple(k.shape)}")
-    torch._check(positions.dim() == 3 and positions.shape[0] == q.shape[0] and positions.shape[1] == q.shape[1]
-                 and positions.shape[2] >= 1, lambda: f"vlmops.{op}: positions must be [B, S, A] like q")
+    torch._check(
+        k.dim() == 4 and k.shape[0] == q.shape[0] and k.shape[1] == q.shape[1] and k.shape[3] == q.shape[3],
+        lambda: f"vlmops.{op}: k must be [B, S, H_kv, D] like q {tuple(q.shape)}, got {tuple(k.shape)}",
+    )
+    torch._check(
+        positions.dim() == 3
+        and positions.shape[0] == q.shape[0]
+        and positions.shape[1] == q.shape[1]
+        and positions.shape[2] >= 1,
+        lambda: f"vlmops.{op}: positions must be [B, S, A] like q",
+    )
     torch._check(axis.dim() == 1 and axis.shape[0] >= 1, lambda: f"vlmops.{op}: axis must be [P] with P >= 1")
-    torch._check(inv_freq.dim() == 1 and inv_freq.shape[0] == axis.shape[0],
-                 lambda: f"vlmops.{op}: inv_freq must be [P] like axis")
+    torch._check(
+        inv_freq.dim() == 1 and inv_freq.shape[0] == axis.shape[0],
+        lambda: f"vlmops.{op}: inv_freq must be [P] like axis",
+    )
     torch._check(2 * axis.shape[0] <= q.shape[3], lambda: f"vlmops.{op}: rotary_dim = 2 * len(axis) exceeds head_dim")
 
 
@@ -165,16 +174,35 @@ def _backward(ctx, grad_q, grad_k):
     positions, axis, inv_freq = ctx.saved_tensors
     inverse = not ctx.inverse
     grad_q, grad_k = torch.ops.vlmops.rope(grad_q, grad_k, positions, axis, inv_freq, ctx.fp32_math, inverse)
-    return (grad_q if ctx.needs_input_grad[0] else None, grad_k if ctx.needs_input_grad[1] else None,
-            None, None, None, None, None)
+    return (
+        grad_q if ctx.needs_input_grad[0] else None,
+        grad_k if ctx.needs_input_grad[1] else None,
+        None,
+        None,
+        None,
+        None,
+        None,
+    )
 
 
-registry.define(registry.OpDef(
-    "rope", _fake, _reference_rope, _backward, _setup_context, triton="vlmops.triton.rope:rope_triton",
-))
+registry.define(
+    registry.OpDef(
+        "rope",
+        _fake,
+        _reference_rope,
+        _backward,
+        _setup_context,
+        triton="vlmops.triton.rope:rope_triton",
+    )
+)
 # rope_ writes its inputs: its autograd kernel (csrc/cpu/rope.cpp) raises for inputs that require grad.
-registry.define(registry.OpDef(
-    "rope_", _fake_inplace, _reference_rope_, triton="vlmops.triton.rope:rope_triton_",
-))
+registry.define(
+    registry.OpDef(
+        "rope_",
+        _fake_inplace,
+        _reference_rope_,
+        triton="vlmops.triton.rope:rope_triton_",
+    )
+)
 _rope = registry.op("rope")
 _rope_ = registry.op("rope_")

@@ -96,11 +96,24 @@ def _backward_backward(ctx, grad_grad_gate, grad_grad_up):
     return grad_grad_out, grad_gate, grad_up
 
 
-registry.define(registry.OpDef(
-    "silu_mul", _fake, _reference_silu_mul, _backward, _setup_context, triton="vlmops.triton.silu_mul:silu_mul",
-))
-registry.define(registry.OpDef(
-    "silu_mul_backward", _backward_fake, _reference_silu_mul_backward, _backward_backward, _backward_setup_context,
-    triton="vlmops.triton.silu_mul:silu_mul_backward",
-))
+registry.define(
+    registry.OpDef(
+        "silu_mul",
+        _fake,
+        _reference_silu_mul,
+        _backward,
+        _setup_context,
+        triton="vlmops.triton.silu_mul:silu_mul",
+    )
+)
+registry.define(
+    registry.OpDef(
+        "silu_mul_backward",
+        _backward_fake,
+        _reference_silu_mul_backward,
+        _backward_backward,
+        _backward_setup_context,
+        triton="vlmops.triton.silu_mul:silu_mul_backward",
+    )
+)
 _silu_mul = registry.op("silu_mul")

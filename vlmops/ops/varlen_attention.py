@@ -66,8 +66,12 @@ def varlen_attention(
     them, so bad ones never read out of bounds. ``TypeError`` for an argument of the wrong type.
     """
     if cu_seqlens_k is None:
-        if isinstance(q, torch.Tensor) and isinstance(k, torch.Tensor) and q.dim() and k.dim() and (
-            k.shape[0] != q.shape[0]
+        if (
+            isinstance(q, torch.Tensor)
+            and isinstance(k, torch.Tensor)
+            and q.dim()
+            and k.dim()
+            and (k.shape[0] != q.shape[0])
         ):
             raise ValueError(
                 f"vlmops.varlen_attention: cu_seqlens_k is required when k has {k.shape[0]} tokens and q has "
@@ -91,12 +95,16 @@ def _check_shapes(op, q, k, v, cu_seqlens_q, cu_seqlens_k):
     torch._check(k.shape[2] == D, lambda: f"vlmops.{op}: k's head dim must equal q's")
     torch._check(Hk >= 1 and H % Hk == 0, lambda: f"vlmops.{op}: k's heads must divide q's heads")
     torch._check(H * D < 2**31, lambda: f"vlmops.{op}: q's heads * head dim must be < 2^31")
-    torch._check(q.shape[0] <= MAX_TOKENS and k.shape[0] <= MAX_TOKENS,
-                 lambda: f"vlmops.{op}: q and k take at most {MAX_TOKENS} tokens")
-    torch._check(cu_seqlens_q.dim() == 1 and cu_seqlens_q.shape[0] >= 1,
-                 lambda: f"vlmops.{op}: cu_seqlens_q must be [B + 1]")
-    torch._check(cu_seqlens_k.shape == cu_seqlens_q.shape,
-                 lambda: f"vlmops.{op}: cu_seqlens_k must have cu_seqlens_q's shape")
+    torch._check(
+        q.shape[0] <= MAX_TOKENS and k.shape[0] <= MAX_TOKENS,
+        lambda: f"vlmops.{op}: q and k take at most {MAX_TOKENS} tokens",
+    )
+    torch._check(
+        cu_seqlens_q.dim() == 1 and cu_seqlens_q.shape[0] >= 1, lambda: f"vlmops.{op}: cu_seqlens_q must be [B + 1]"
+    )
+    torch._check(
+        cu_seqlens_k.shape == cu_seqlens_q.shape, lambda: f"vlmops.{op}: cu_seqlens_k must have cu_seqlens_q's shape"
+    )
 
 
 def _fake(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q=None, max_seqlen_k=None, softmax_scale=None):
@@ -105,12 +113,14 @@ def _fake(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q=None, max_seqlen_k=N
     return q.new_empty(Nq, H, D), q.new_empty(H, Nq, dtype=_lse_dtype(q.dtype))
 
 
-def _backward_fake(grad_out, q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, max_seqlen_q=None, max_seqlen_k=None,
-                   softmax_scale=None):
+def _backward_fake(
+    grad_out, q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, max_seqlen_q=None, max_seqlen_k=None, softmax_scale=None
+):
     op = "varlen_attention_backward"
     _check_shapes(op, q, k, v, cu_seqlens_q, cu_seqlens_k)
-    torch._check(grad_out.shape == q.shape and out.shape == q.shape,
-                 lambda: f"vlmops.{op}: grad_out and out must have q's shape")
+    torch._check(
+        grad_out.shape == q.shape and out.shape == q.shape, lambda: f"vlmops.{op}: grad_out and out must have q's shape"
+    )
     torch._check(lse.shape == (q.shape[1], q.shape[0]), lambda: f"vlmops.{op}: lse must be [H, Nq]")
     return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
 
@@ -132,13 +142,23 @@ def _backward(ctx, grad_out, _grad_lse):
     return (*(g if needed else None for g, needed in zip(grads, ctx.needs_input_grad)), None, None, None, None, None)
 
 
-registry.define(registry.OpDef(
-    "varlen_attention", _fake, _reference, _backward, _setup_context,
-    triton="vlmops.triton.varlen_attention:varlen_attention",
-))
-registry.define(registry.OpDef(
-    "varlen_attention_backward", _backward_fake, _reference_backward,
-    triton="vlmops.triton.varlen_attention:varlen_attention_backward",
-    not_differentiable="double backward of varlen_attention is not implemented",
-))
+registry.define(
+    registry.OpDef(
+        "varlen_attention",
+        _fake,
+        _reference,
+        _backward,
+        _setup_context,
+        triton="vlmops.triton.varlen_attention:varlen_attention",
+    )
+)
+registry.define(
+    registry.OpDef(
+        "varlen_attention_backward",
+        _backward_fake,
+        _reference_backward,
+        triton="vlmops.triton.varlen_attention:varlen_attention_backward",
+        not_differentiable="double backward of varlen_attention is not implemented",
+    )
+)
 _varlen_attention = registry.op("varlen_attention")

@@ -52,8 +52,11 @@ def gated_cross_attention_backward(grad_out, q, k, v, out, lse, kv_start, kv_end
         leaves = [t.detach().to(acc).requires_grad_() for t in tensors]
         gate_leaf = leaves[3] if gate is not None else None
         recomputed, _ = gated_cross_attention(*leaves[:3], kv_start, kv_end, gate_leaf, softmax_scale)
-        grads = (torch.autograd.grad(recomputed, leaves, grad_out.to(acc), allow_unused=True)
-                 if recomputed.requires_grad else [None] * len(leaves))  # no segment or row sees a key
+        grads = (
+            torch.autograd.grad(recomputed, leaves, grad_out.to(acc), allow_unused=True)
+            if recomputed.requires_grad
+            else [None] * len(leaves)
+        )  # no segment or row sees a key
     grads = [torch.zeros_like(t) if g is None else g.to(t.dtype) for g, t in zip(grads, tensors)]
     grad_gate = grads[3] if gate is not None else q.new_empty(0, dtype=acc)
     return grads[0], grads[1], grads[2], grad_gate

@@ -10,8 +10,9 @@ have the signatures and outputs of the ops vlmops::varlen_attention and varlen_a
 import torch
 
 
-def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k=None, max_seqlen_q=None, max_seqlen_k=None,
-                     softmax_scale=None):
+def varlen_attention(
+    q, k, v, cu_seqlens_q, cu_seqlens_k=None, max_seqlen_q=None, max_seqlen_k=None, softmax_scale=None
+):
     """q [Nq, H, D], k/v [Nk, Hk, D], cu_seqlens_* int [B + 1] (cu_seqlens_k None: q's) -> (out [Nq, H, D] in
     q's dtype, lse [H, Nq]). max_seqlen_q / max_seqlen_k are accepted for the op's signature and unused."""
     cu_seqlens_k = cu_seqlens_q if cu_seqlens_k is None else cu_seqlens_k
@@ -35,14 +36,18 @@ def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k=None, max_seqlen_q=None
     return out.to(q.dtype), lse
 
 
-def varlen_attention_backward(grad_out, q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, max_seqlen_q=None,
-                              max_seqlen_k=None, softmax_scale=None):
+def varlen_attention_backward(
+    grad_out, q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, max_seqlen_q=None, max_seqlen_k=None, softmax_scale=None
+):
     """(grad_q, grad_k, grad_v) in q's dtype: autograd of :func:`varlen_attention` in its accumulation
     dtype (out and lse, saved by the forward, are recomputed)."""
     acc = torch.float64 if q.dtype == torch.float64 else torch.float32
     with torch.enable_grad():
         leaves = [t.detach().to(acc).requires_grad_() for t in (q, k, v)]
         recomputed, _ = varlen_attention(*leaves, cu_seqlens_q, cu_seqlens_k, softmax_scale=softmax_scale)
-        grads = (torch.autograd.grad(recomputed, leaves, grad_out.to(acc), allow_unused=True)
-                 if recomputed.requires_grad else [None] * len(leaves))  # no segment or row sees a key
+        grads = (
+            torch.autograd.grad(recomputed, leaves, grad_out.to(acc), allow_unused=True)
+            if recomputed.requires_grad
+            else [None] * len(leaves)
+        )  # no segment or row sees a key
     return tuple(torch.zeros_like(t) if g is None else g.to(t.dtype) for g, t in zip(grads, (q, k, v)))

@@ -51,7 +51,15 @@ KERNEL_SPECS: list = []
 
 
 def _pointer_type(dtype) -> str:
-    names = {"float32": "fp32", "float64": "fp64", "float16": "fp16", "bfloat16": "bf16", "uint8": "u8", "int64": "i64", "int32": "i32"}
+    names = {
+        "float32": "fp32",
+        "float64": "fp64",
+        "float16": "fp16",
+        "bfloat16": "bf16",
+        "uint8": "u8",
+        "int64": "i64",
+        "int32": "i32",
+    }
     return "*" + names[str(dtype).replace("torch.", "")]
 
 

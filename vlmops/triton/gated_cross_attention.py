@@ -31,7 +31,12 @@ import triton.language as tl
 
 from vlmops.triton import KERNEL_SPECS, device_guard, make_spec
 from vlmops.triton.varlen_attention import (
-    _dot_nt, _load_pieces, _store_pieces, head_dim_pieces, kernel_strides, unit_stride_d,
+    _dot_nt,
+    _load_pieces,
+    _store_pieces,
+    head_dim_pieces,
+    kernel_strides,
+    unit_stride_d,
 )
 
 LOG2E = 1.4426950408889634
@@ -61,12 +66,41 @@ def _row_ranges(Start, End, b, rows, row_ok, Lq, Lk):
 
 @triton.jit
 def _gated_xattn_fwd_kernel(
-    Q, K, V, Out, Lse, Start, End, Gate, PartOut, PartLse,
-    stride_qb, stride_ql, stride_qh, stride_kb, stride_kl, stride_kh, stride_vb, stride_vl, stride_vh,
-    stride_ob, stride_ol, stride_oh,
-    Lq, Lk, H, scale_log2,
-    GROUP: tl.constexpr, D: tl.constexpr, D0: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SPLITS: tl.constexpr, HAS_GATE: tl.constexpr,
+    Q,
+    K,
+    V,
+    Out,
+    Lse,
+    Start,
+    End,
+    Gate,
+    PartOut,
+    PartLse,
+    stride_qb,
+    stride_ql,
+    stride_qh,
+    stride_kb,
+    stride_kl,
+    stride_kh,
+    stride_vb,
+    stride_vl,
+    stride_vh,
+    stride_ob,
+    stride_ol,
+    stride_oh,
+    Lq,
+    Lk,
+    H,
+    scale_log2,
+    GROUP: tl.constexpr,
+    D: tl.constexpr,
+    D0: tl.constexpr,
+    D1: tl.constexpr,
+    D2: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    SPLITS: tl.constexpr,
+    HAS_GATE: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
     tiles = tl.cdiv(Lq, BLOCK_M)
@@ -83,8 +117,7 @@ def _gated_xattn_fwd_kernel(
         chunk = tl.cdiv(tl.cdiv(hi - lo, SPLITS), BLOCK_N) * BLOCK_N
         lo = lo + split * chunk
         hi = tl.minimum(hi, lo + chunk)
-    q0, q1, q2 = _load_pieces(Q + b * stride_qb + head * stride_qh, rows, row_ok, stride_ql, D, D0, D1,
-                              D2)
+    q0, q1, q2 = _load_pieces(Q + b * stride_qb + head * stride_qh, rows, row_ok, stride_ql, D, D0, D1, D2)
     k_base = K + b * stride_kb + kv_head * stride_kh
     v_base = V + b * stride_vb + kv_head * stride_vh
     acc0 = tl.zeros([BLOCK_M, D0], tl.float32)
@@ -119,19 +152,55 @@ def _gated_xattn_fwd_kernel(
         # Partials [SPLITS, B, H, Lq, (D)] float32, normalized: the combine kernel weighs them by lse.
         part = (split * (tl.num_programs(0) // tiles) + bh) * Lq
         tl.store(PartLse + part + rows, lse, mask=row_ok)
-        _store_pieces(PartOut + part * D, rows, row_ok, D, acc0 * inv[:, None], acc1 * inv[:, None],
-                      acc2 * inv[:, None], D, D0, D1, D2)
+        _store_pieces(
+            PartOut + part * D,
+            rows,
+            row_ok,
+            D,
+            acc0 * inv[:, None],
+            acc1 * inv[:, None],
+            acc2 * inv[:, None],
+            D,
+            D0,
+            D1,
+            D2,
+        )
     else:
         factor = inv * _tanh_gate(Gate, HAS_GATE)
         tl.store(Lse + bh * Lq + rows, lse, mask=row_ok)
-        _store_pieces(Out + b * stride_ob + head * stride_oh, rows, row_ok, stride_ol,
-                      acc0 * factor[:, None], acc1 * factor[:, None], acc2 * factor[:, None], D, D0, D1, D2)
+        _store_pieces(
+            Out + b * stride_ob + head * stride_oh,
+            rows,
+            row_ok,
+            stride_ol,
+            acc0 * factor[:, None],
+            acc1 * factor[:, None],
+            acc2 * factor[:, None],
+            D,
+            D0,
+            D1,
+            D2,
+        )
 
 
 @triton.jit
 def _gated_xattn_combine_kernel(
-    PartOut, PartLse, Out, Lse, Gate, stride_ob, stride_ol, stride_oh, Lq, H, BH,
-    D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, SPLITS: tl.constexpr, HAS_GATE: tl.constexpr,
+    PartOut,
+    PartLse,
+    Out,
+    Lse,
+    Gate,
+    stride_ob,
+    stride_ol,
+    stride_oh,
+    Lq,
+    H,
+    BH,
+    D: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    SPLITS: tl.constexpr,
+    HAS_GATE: tl.constexpr,
 ):
     tiles = tl.cdiv(Lq, BLOCK_M)
     tile = tl.program_id(0) % tiles
@@ -150,8 +219,9 @@ def _gated_xattn_combine_kernel(
     for s in range(SPLITS):
         part = (s * BH + bh) * Lq
         w = tl.exp(tl.load(PartLse + part + rows, mask=row_ok, other=float("-inf")) - m_safe)
-        o = tl.load(PartOut + (part + rows[:, None]) * D + cols[None, :], mask=row_ok[:, None] & (cols < D)[None, :],
-                    other=0.0)
+        o = tl.load(
+            PartOut + (part + rows[:, None]) * D + cols[None, :], mask=row_ok[:, None] & (cols < D)[None, :], other=0.0
+        )
         acc += w[:, None] * o
         total += w
     has_keys = total > 0.0
@@ -164,12 +234,46 @@ def _gated_xattn_combine_kernel(
 
 @triton.jit
 def _gated_xattn_bwd_dq_kernel(
-    Q, K, V, GradOut, Lse, Delta, GradQ, RowDot, Start, End, Gate,
-    stride_qb, stride_ql, stride_qh, stride_kb, stride_kl, stride_kh, stride_vb, stride_vl, stride_vh,
-    stride_dob, stride_dol, stride_doh, stride_dqb, stride_dql, stride_dqh,
-    Lq, Lk, H, scale, scale_log2,
-    GROUP: tl.constexpr, D: tl.constexpr, D0: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HAS_GATE: tl.constexpr, PRECISION: tl.constexpr,
+    Q,
+    K,
+    V,
+    GradOut,
+    Lse,
+    Delta,
+    GradQ,
+    RowDot,
+    Start,
+    End,
+    Gate,
+    stride_qb,
+    stride_ql,
+    stride_qh,
+    stride_kb,
+    stride_kl,
+    stride_kh,
+    stride_vb,
+    stride_vl,
+    stride_vh,
+    stride_dob,
+    stride_dol,
+    stride_doh,
+    stride_dqb,
+    stride_dql,
+    stride_dqh,
+    Lq,
+    Lk,
+    H,
+    scale,
+    scale_log2,
+    GROUP: tl.constexpr,
+    D: tl.constexpr,
+    D0: tl.constexpr,
+    D1: tl.constexpr,
+    D2: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    HAS_GATE: tl.constexpr,
+    PRECISION: tl.constexpr,
 ):
     tiles = tl.cdiv(Lq, BLOCK_M)
     tile = tl.program_id(0) % tiles
@@ -181,10 +285,8 @@ def _gated_xattn_bwd_dq_kernel(
     row_ok = rows < Lq
     start, end, lo, hi = _row_ranges(Start, End, b, rows, row_ok, Lq, Lk)
     gate = _tanh_gate(Gate, HAS_GATE)
-    q0, q1, q2 = _load_pieces(Q + b * stride_qb + head * stride_qh, rows, row_ok, stride_ql, D, D0, D1,
-                              D2)
-    do0, do1, do2 = _load_pieces(GradOut + b * stride_dob + head * stride_doh, rows, row_ok, stride_dol,
-                                 D, D0, D1, D2)
+    q0, q1, q2 = _load_pieces(Q + b * stride_qb + head * stride_qh, rows, row_ok, stride_ql, D, D0, D1, D2)
+    do0, do1, do2 = _load_pieces(GradOut + b * stride_dob + head * stride_doh, rows, row_ok, stride_dol, D, D0, D1, D2)
     lse2 = tl.load(Lse + bh * Lq + rows, mask=row_ok, other=0.0) * 1.4426950408889634
     lse2 = tl.where(lse2 == float("-inf"), 0.0, lse2)  # empty rows: every score is masked
     delta = tl.load(Delta + bh * Lq + rows, mask=row_ok, other=0.0)
@@ -213,18 +315,67 @@ def _gated_xattn_bwd_dq_kernel(
             dq2 += tl.dot(ds, k2, input_precision=PRECISION)
     if HAS_GATE:
         tl.store(RowDot + bh * Lq + rows, row_dot, mask=row_ok)
-    _store_pieces(GradQ + b * stride_dqb + head * stride_dqh, rows, row_ok, stride_dql, dq0 * scale,
-                  dq1 * scale, dq2 * scale, D, D0, D1, D2)
+    _store_pieces(
+        GradQ + b * stride_dqb + head * stride_dqh,
+        rows,
+        row_ok,
+        stride_dql,
+        dq0 * scale,
+        dq1 * scale,
+        dq2 * scale,
+        D,
+        D0,
+        D1,
+        D2,
+    )
 
 
 @triton.jit
 def _gated_xattn_bwd_dkdv_kernel(
-    Q, K, V, GradOut, Lse, Delta, GradK, GradV, Start, End, Gate,
-    stride_qb, stride_ql, stride_qh, stride_kb, stride_kl, stride_kh, stride_vb, stride_vl, stride_vh,
-    stride_dob, stride_dol, stride_doh, stride_dkb, stride_dkl, stride_dkh, stride_dvb, stride_dvl, stride_dvh,
-    Lq, Lk, H, Hk, scale, scale_log2,
-    GROUP: tl.constexpr, D: tl.constexpr, D0: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HAS_GATE: tl.constexpr, PRECISION: tl.constexpr,
+    Q,
+    K,
+    V,
+    GradOut,
+    Lse,
+    Delta,
+    GradK,
+    GradV,
+    Start,
+    End,
+    Gate,
+    stride_qb,
+    stride_ql,
+    stride_qh,
+    stride_kb,
+    stride_kl,
+    stride_kh,
+    stride_vb,
+    stride_vl,
+    stride_vh,
+    stride_dob,
+    stride_dol,
+    stride_doh,
+    stride_dkb,
+    stride_dkl,
+    stride_dkh,
+    stride_dvb,
+    stride_dvl,
+    stride_dvh,
+    Lq,
+    Lk,
+    H,
+    Hk,
+    scale,
+    scale_log2,
+    GROUP: tl.constexpr,
+    D: tl.constexpr,
+    D0: tl.constexpr,
+    D1: tl.constexpr,
+    D2: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    HAS_GATE: tl.constexpr,
+    PRECISION: tl.constexpr,
 ):
     tiles = tl.cdiv(Lk, BLOCK_N)
     tile = tl.program_id(0) % tiles
@@ -236,10 +387,8 @@ def _gated_xattn_bwd_dkdv_kernel(
     col_first = tile * BLOCK_N
     col_last = tl.minimum(col_first + BLOCK_N, Lk)
     gate = _tanh_gate(Gate, HAS_GATE)
-    k0, k1, k2 = _load_pieces(K + b * stride_kb + kv_head * stride_kh, cols, col_ok, stride_kl, D, D0,
-                              D1, D2)
-    v0, v1, v2 = _load_pieces(V + b * stride_vb + kv_head * stride_vh, cols, col_ok, stride_vl, D, D0,
-                              D1, D2)
+    k0, k1, k2 = _load_pieces(K + b * stride_kb + kv_head * stride_kh, cols, col_ok, stride_kl, D, D0, D1, D2)
+    v0, v1, v2 = _load_pieces(V + b * stride_vb + kv_head * stride_vh, cols, col_ok, stride_vl, D, D0, D1, D2)
     dk0 = tl.zeros([BLOCK_N, D0], tl.float32)
     dk1 = tl.zeros([BLOCK_N, D1 if D1 > 0 else D0], tl.float32)
     dk2 = tl.zeros([BLOCK_N, D2 if D2 > 0 else D0], tl.float32)
@@ -255,10 +404,10 @@ def _gated_xattn_bwd_dkdv_kernel(
             for g in range(GROUP):
                 head = kv_head * GROUP + g
                 bh = b * H + head
-                q0, q1, q2 = _load_pieces(Q + b * stride_qb + head * stride_qh, rows, row_ok, stride_ql,
-                                          D, D0, D1, D2)
-                do0, do1, do2 = _load_pieces(GradOut + b * stride_dob + head * stride_doh, rows, row_ok,
-                                             stride_dol, D, D0, D1, D2)
+                q0, q1, q2 = _load_pieces(Q + b * stride_qb + head * stride_qh, rows, row_ok, stride_ql, D, D0, D1, D2)
+                do0, do1, do2 = _load_pieces(
+                    GradOut + b * stride_dob + head * stride_doh, rows, row_ok, stride_dol, D, D0, D1, D2
+                )
                 lse2 = tl.load(Lse + bh * Lq + rows, mask=row_ok, other=0.0) * 1.4426950408889634
                 lse2 = tl.where(lse2 == float("-inf"), 0.0, lse2)
                 delta = tl.load(Delta + bh * Lq + rows, mask=row_ok, other=0.0)
@@ -277,10 +426,32 @@ def _gated_xattn_bwd_dkdv_kernel(
                     dv2 += tl.dot(p_t, do2, input_precision=PRECISION)
                     dk2 += tl.dot(ds_t, q2, input_precision=PRECISION)
     # The gated output's grad_out is gate * grad_out: dV takes the gate once here.
-    _store_pieces(GradK + b * stride_dkb + kv_head * stride_dkh, cols, col_ok, stride_dkl, dk0 * scale,
-                  dk1 * scale, dk2 * scale, D, D0, D1, D2)
-    _store_pieces(GradV + b * stride_dvb + kv_head * stride_dvh, cols, col_ok, stride_dvl, dv0 * gate,
-                  dv1 * gate, dv2 * gate, D, D0, D1, D2)
+    _store_pieces(
+        GradK + b * stride_dkb + kv_head * stride_dkh,
+        cols,
+        col_ok,
+        stride_dkl,
+        dk0 * scale,
+        dk1 * scale,
+        dk2 * scale,
+        D,
+        D0,
+        D1,
+        D2,
+    )
+    _store_pieces(
+        GradV + b * stride_dvb + kv_head * stride_dvh,
+        cols,
+        col_ok,
+        stride_dvl,
+        dv0 * gate,
+        dv1 * gate,
+        dv2 * gate,
+        D,
+        D0,
+        D1,
+        D2,
+    )
 
 
 def _fwd_blocks(D: int, Lq: int) -> tuple:
@@ -319,8 +490,9 @@ def _strides(t):
     return kernel_strides(t)[:3]
 
 
-def gated_cross_attention(q, k, v, kv_start, kv_end, gate=None, softmax_scale=None, *, block_m=None, block_n=None,
-                          splits=None, num_warps=None):
+def gated_cross_attention(
+    q, k, v, kv_start, kv_end, gate=None, softmax_scale=None, *, block_m=None, block_n=None, splits=None, num_warps=None
+):
     """The forward launcher: (out [B, Lq, H, D], lse [B, H, Lq] float32). Block sizes and the number of
     key splits may be overridden (the interpreter tests use small ones)."""
     q, k, v = unit_stride_d(q, k, v)
@@ -345,22 +517,73 @@ def gated_cross_attention(q, k, v, kv_start, kv_end, gate=None, softmax_scale=No
         else:
             part_out = part_lse = lse
         _gated_xattn_fwd_kernel[(triton.cdiv(Lq, bm) * B * H, n_splits)](
-            q, k, v, out, lse, start, end, gate_arg, part_out, part_lse,
-            *_strides(q), *_strides(k), *_strides(v), *_strides(out),
-            Lq, Lk, H, scale * LOG2E,
-            GROUP=H // Hk, D=D, D0=D0, D1=D1, D2=D2, BLOCK_M=bm, BLOCK_N=bn, SPLITS=n_splits, HAS_GATE=has_gate,
-            PRECISION="ieee" if q.dtype == torch.float32 else "tf32", num_warps=warps,
+            q,
+            k,
+            v,
+            out,
+            lse,
+            start,
+            end,
+            gate_arg,
+            part_out,
+            part_lse,
+            *_strides(q),
+            *_strides(k),
+            *_strides(v),
+            *_strides(out),
+            Lq,
+            Lk,
+            H,
+            scale * LOG2E,
+            GROUP=H // Hk,
+            D=D,
+            D0=D0,
+            D1=D1,
+            D2=D2,
+            BLOCK_M=bm,
+            BLOCK_N=bn,
+            SPLITS=n_splits,
+            HAS_GATE=has_gate,
+            PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
+            num_warps=warps,
         )
         if n_splits > 1:
             _gated_xattn_combine_kernel[(triton.cdiv(Lq, 16) * B * H,)](
-                part_out, part_lse, out, lse, gate_arg, *_strides(out), Lq, H, B * H,
-                D=D, BLOCK_D=_combine_block_d(D), BLOCK_M=16, SPLITS=n_splits, HAS_GATE=has_gate, num_warps=4,
+                part_out,
+                part_lse,
+                out,
+                lse,
+                gate_arg,
+                *_strides(out),
+                Lq,
+                H,
+                B * H,
+                D=D,
+                BLOCK_D=_combine_block_d(D),
+                BLOCK_M=16,
+                SPLITS=n_splits,
+                HAS_GATE=has_gate,
+                num_warps=4,
             )
     return out, lse
 
 
-def gated_cross_attention_backward(grad_out, q, k, v, out, lse, kv_start, kv_end, gate=None, softmax_scale=None, *,
-                                   block_m=None, block_n=None, num_warps=None):
+def gated_cross_attention_backward(
+    grad_out,
+    q,
+    k,
+    v,
+    out,
+    lse,
+    kv_start,
+    kv_end,
+    gate=None,
+    softmax_scale=None,
+    *,
+    block_m=None,
+    block_n=None,
+    num_warps=None,
+):
     """The backward launcher: (grad_q, grad_k, grad_v, grad_gate), deterministic (no atomics)."""
     grad_out, q, k, v, out = unit_stride_d(grad_out, q, k, v, out)
     B, Lq, H, D = q.shape
@@ -382,18 +605,69 @@ def gated_cross_attention_backward(grad_out, q, k, v, out, lse, kv_start, kv_end
             delta = (grad_out.float() * out.float()).sum(-1).transpose(1, 2).contiguous()
             lse = lse.contiguous()
             start, end = kv_start.contiguous(), kv_end.contiguous()
-            common = dict(GROUP=H // Hk, D=D, D0=D0, D1=D1, D2=D2, HAS_GATE=has_gate,
-                          PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
-                          num_warps=num_warps or _bwd_num_warps(D))
+            common = dict(
+                GROUP=H // Hk,
+                D=D,
+                D0=D0,
+                D1=D1,
+                D2=D2,
+                HAS_GATE=has_gate,
+                PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
+                num_warps=num_warps or _bwd_num_warps(D),
+            )
             _gated_xattn_bwd_dq_kernel[(triton.cdiv(Lq, dq_blocks[0]) * B * H,)](
-                q, k, v, grad_out, lse, delta, grad_q, row_dot, start, end, gate_arg,
-                *_strides(q), *_strides(k), *_strides(v), *_strides(grad_out), *_strides(grad_q),
-                Lq, Lk, H, scale, scale * LOG2E, BLOCK_M=dq_blocks[0], BLOCK_N=dq_blocks[1], **common,
+                q,
+                k,
+                v,
+                grad_out,
+                lse,
+                delta,
+                grad_q,
+                row_dot,
+                start,
+                end,
+                gate_arg,
+                *_strides(q),
+                *_strides(k),
+                *_strides(v),
+                *_strides(grad_out),
+                *_strides(grad_q),
+                Lq,
+                Lk,
+                H,
+                scale,
+                scale * LOG2E,
+                BLOCK_M=dq_blocks[0],
+                BLOCK_N=dq_blocks[1],
+                **common,
             )
             _gated_xattn_bwd_dkdv_kernel[(triton.cdiv(Lk, dkdv_blocks[1]) * B * Hk,)](
-                q, k, v, grad_out, lse, delta, grad_k, grad_v, start, end, gate_arg,
-                *_strides(q), *_strides(k), *_strides(v), *_strides(grad_out), *_strides(grad_k), *_strides(grad_v),
-                Lq, Lk, H, Hk, scale, scale * LOG2E, BLOCK_M=dkdv_blocks[0], BLOCK_N=dkdv_blocks[1], **common,
+                q,
+                k,
+                v,
+                grad_out,
+                lse,
+                delta,
+                grad_k,
+                grad_v,
+                start,
+                end,
+                gate_arg,
+                *_strides(q),
+                *_strides(k),
+                *_strides(v),
+                *_strides(grad_out),
+                *_strides(grad_k),
+                *_strides(grad_v),
+                Lq,
+                Lk,
+                H,
+                Hk,
+                scale,
+                scale * LOG2E,
+                BLOCK_M=dkdv_blocks[0],
+                BLOCK_N=dkdv_blocks[1],
+                **common,
             )
     if has_gate:
         t = torch.tanh(gate.float())
@@ -409,47 +683,135 @@ def _specs():
     (MPT-7B: H=32, D=128 over 64 latents per image), and D=8 of the tiny test configurations (one
     masked 16-wide piece); bf16."""
     specs = []
-    for config, H, Hk, D, Lq, Lk in (("mllama-11b:prefill", 32, 8, 128, 2048, 6404),
-                                     ("mllama-11b:decode", 32, 8, 128, 1, 6404),
-                                     ("openflamingo-9b:prefill", 32, 32, 128, 2048, 5 * 64),
-                                     ("tiny-test-config:prefill", 4, 2, 8, 64, 128)):
+    for config, H, Hk, D, Lq, Lk in (
+        ("mllama-11b:prefill", 32, 8, 128, 2048, 6404),
+        ("mllama-11b:decode", 32, 8, 128, 1, 6404),
+        ("openflamingo-9b:prefill", 32, 32, 128, 2048, 5 * 64),
+        ("tiny-test-config:prefill", 4, 2, 8, 64, 128),
+    ):
         D0, D1, D2 = head_dim_pieces(D)
         bm, bn, warps = _fwd_blocks(D, Lq)
         splits = num_splits(1, H, Lq, Lk, bm, bn)
-        strides = dict(stride_qb=Lq * H * D, stride_ql=H * D, stride_qh=D, stride_kb=Lk * Hk * D, stride_kl=Hk * D,
-                       stride_kh=D, stride_vb=Lk * Hk * D, stride_vl=Hk * D, stride_vh=D)
+        strides = dict(
+            stride_qb=Lq * H * D,
+            stride_ql=H * D,
+            stride_qh=D,
+            stride_kb=Lk * Hk * D,
+            stride_kl=Hk * D,
+            stride_kh=D,
+            stride_vb=Lk * Hk * D,
+            stride_vl=Hk * D,
+            stride_vh=D,
+        )
         pieces = dict(GROUP=H // Hk, D=D, D0=D0, D1=D1, D2=D2, HAS_GATE=True, PRECISION="tf32")
-        specs.append(make_spec(
-            _gated_xattn_fwd_kernel, config, warps, dict(pieces, BLOCK_M=bm, BLOCK_N=bn, SPLITS=splits),
-            Q=torch.bfloat16, K=torch.bfloat16, V=torch.bfloat16, Out=torch.bfloat16, Lse=torch.float32,
-            Start=torch.int32, End=torch.int32, Gate=torch.bfloat16, PartOut=torch.float32, PartLse=torch.float32,
-            **strides, stride_ob=Lq * H * D, stride_ol=H * D, stride_oh=D, Lq=Lq, Lk=Lk, H=H,
-            scale_log2=D**-0.5 * LOG2E,
-        ))
+        specs.append(
+            make_spec(
+                _gated_xattn_fwd_kernel,
+                config,
+                warps,
+                dict(pieces, BLOCK_M=bm, BLOCK_N=bn, SPLITS=splits),
+                Q=torch.bfloat16,
+                K=torch.bfloat16,
+                V=torch.bfloat16,
+                Out=torch.bfloat16,
+                Lse=torch.float32,
+                Start=torch.int32,
+                End=torch.int32,
+                Gate=torch.bfloat16,
+                PartOut=torch.float32,
+                PartLse=torch.float32,
+                **strides,
+                stride_ob=Lq * H * D,
+                stride_ol=H * D,
+                stride_oh=D,
+                Lq=Lq,
+                Lk=Lk,
+                H=H,
+                scale_log2=D**-0.5 * LOG2E,
+            )
+        )
         if splits > 1:
-            specs.append(make_spec(
-                _gated_xattn_combine_kernel, config, 4,
-                dict(D=D, BLOCK_D=_combine_block_d(D), BLOCK_M=16, SPLITS=splits, HAS_GATE=True),
-                PartOut=torch.float32, PartLse=torch.float32, Out=torch.bfloat16, Lse=torch.float32,
-                Gate=torch.bfloat16, stride_ob=Lq * H * D, stride_ol=H * D, stride_oh=D, Lq=Lq, H=H, BH=H,
-            ))
+            specs.append(
+                make_spec(
+                    _gated_xattn_combine_kernel,
+                    config,
+                    4,
+                    dict(D=D, BLOCK_D=_combine_block_d(D), BLOCK_M=16, SPLITS=splits, HAS_GATE=True),
+                    PartOut=torch.float32,
+                    PartLse=torch.float32,
+                    Out=torch.bfloat16,
+                    Lse=torch.float32,
+                    Gate=torch.bfloat16,
+                    stride_ob=Lq * H * D,
+                    stride_ol=H * D,
+                    stride_oh=D,
+                    Lq=Lq,
+                    H=H,
+                    BH=H,
+                )
+            )
             continue
-        grads = dict(Q=torch.bfloat16, K=torch.bfloat16, V=torch.bfloat16, GradOut=torch.bfloat16, Lse=torch.float32,
-                     Delta=torch.float32, Start=torch.int32, End=torch.int32, Gate=torch.bfloat16)
-        specs.append(make_spec(
-            _gated_xattn_bwd_dq_kernel, config, _bwd_num_warps(D),
-            dict(pieces, BLOCK_M=BWD_DQ_BLOCKS[0], BLOCK_N=BWD_DQ_BLOCKS[1]),
-            **grads, GradQ=torch.bfloat16, RowDot=torch.float32, **strides, stride_dob=Lq * H * D, stride_dol=H * D,
-            stride_doh=D, stride_dqb=Lq * H * D, stride_dql=H * D, stride_dqh=D, Lq=Lq, Lk=Lk, H=H, scale=D**-0.5,
-            scale_log2=D**-0.5 * LOG2E,
-        ))
-        specs.append(make_spec(
-            _gated_xattn_bwd_dkdv_kernel, config, _bwd_num_warps(D),
-            dict(pieces, BLOCK_M=BWD_DKDV_BLOCKS[0], BLOCK_N=BWD_DKDV_BLOCKS[1]),
-            **grads, GradK=torch.bfloat16, GradV=torch.bfloat16, **strides, stride_dob=Lq * H * D, stride_dol=H * D,
-            stride_doh=D, stride_dkb=Lk * Hk * D, stride_dkl=Hk * D, stride_dkh=D, stride_dvb=Lk * Hk * D,
-            stride_dvl=Hk * D, stride_dvh=D, Lq=Lq, Lk=Lk, H=H, Hk=Hk, scale=D**-0.5, scale_log2=D**-0.5 * LOG2E,
-        ))
+        grads = dict(
+            Q=torch.bfloat16,
+            K=torch.bfloat16,
+            V=torch.bfloat16,
+            GradOut=torch.bfloat16,
+            Lse=torch.float32,
+            Delta=torch.float32,
+            Start=torch.int32,
+            End=torch.int32,
+            Gate=torch.bfloat16,
+        )
+        specs.append(
+            make_spec(
+                _gated_xattn_bwd_dq_kernel,
+                config,
+                _bwd_num_warps(D),
+                dict(pieces, BLOCK_M=BWD_DQ_BLOCKS[0], BLOCK_N=BWD_DQ_BLOCKS[1]),
+                **grads,
+                GradQ=torch.bfloat16,
+                RowDot=torch.float32,
+                **strides,
+                stride_dob=Lq * H * D,
+                stride_dol=H * D,
+                stride_doh=D,
+                stride_dqb=Lq * H * D,
+                stride_dql=H * D,
+                stride_dqh=D,
+                Lq=Lq,
+                Lk=Lk,
+                H=H,
+                scale=D**-0.5,
+                scale_log2=D**-0.5 * LOG2E,
+            )
+        )
+        specs.append(
+            make_spec(
+                _gated_xattn_bwd_dkdv_kernel,
+                config,
+                _bwd_num_warps(D),
+                dict(pieces, BLOCK_M=BWD_DKDV_BLOCKS[0], BLOCK_N=BWD_DKDV_BLOCKS[1]),
+                **grads,
+                GradK=torch.bfloat16,
+                GradV=torch.bfloat16,
+                **strides,
+                stride_dob=Lq * H * D,
+                stride_dol=H * D,
+                stride_doh=D,
+                stride_dkb=Lk * Hk * D,
+                stride_dkl=Hk * D,
+                stride_dkh=D,
+                stride_dvb=Lk * Hk * D,
+                stride_dvl=Hk * D,
+                stride_dvh=D,
+                Lq=Lq,
+                Lk=Lk,
+                H=H,
+                Hk=Hk,
+                scale=D**-0.5,
+                scale_log2=D**-0.5 * LOG2E,
+            )
+        )
     return specs
 
 

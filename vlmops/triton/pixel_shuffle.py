@@ -64,10 +64,24 @@ def _patch_offsets(k, scale, C, stride_h, stride_w, stride_c, VEC: tl.constexpr)
 
 @triton.jit
 def _pixel_shuffle_copy_kernel(
-    X, Y, Ho, Wo, C, scale, N,
-    stride_xb, stride_xh, stride_xw, stride_xc,
-    stride_yb, stride_yh, stride_yw, stride_yc,
-    TO_SHUFFLED: tl.constexpr, VEC: tl.constexpr, BLOCK: tl.constexpr,
+    X,
+    Y,
+    Ho,
+    Wo,
+    C,
+    scale,
+    N,
+    stride_xb,
+    stride_xh,
+    stride_xw,
+    stride_xc,
+    stride_yb,
+    stride_yh,
+    stride_yw,
+    stride_yc,
+    TO_SHUFFLED: tl.constexpr,
+    VEC: tl.constexpr,
+    BLOCK: tl.constexpr,
 ):
     """Moves BLOCK channels of one token between x-space [B, H, W, C] and shuffled [B, Ho, Wo, N].
 
@@ -78,7 +92,8 @@ def _pixel_shuffle_copy_kernel(
     mask = k < N
     b, i, j = _token_coords(row, Ho, Wo)
     x_offsets = _token_base(b, i, j, scale, stride_xb, stride_xh, stride_xw) + _patch_offsets(
-        k, scale, C, stride_xh, stride_xw, stride_xc, VEC)
+        k, scale, C, stride_xh, stride_xw, stride_xc, VEC
+    )
     y_offsets = b * stride_yb + i * stride_yh + j * stride_yw + k.to(tl.int64) * stride_yc
     if TO_SHUFFLED:
         tl.store(Y + y_offsets, tl.load(X + x_offsets, mask=mask), mask=mask)
@@ -94,8 +109,9 @@ def _load_row_chunk(X, base, k, mask, scale, C, stride_xh, stride_xw, stride_xc,
 
 
 @triton.jit
-def _affine_chunk(y, Weight, Bias, k, mask, stride_weight, stride_bias,
-                  HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, acc_dtype):
+def _affine_chunk(
+    y, Weight, Bias, k, mask, stride_weight, stride_bias, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, acc_dtype
+):
     if HAS_WEIGHT:
         y = y * tl.load(Weight + k * stride_weight, mask=mask, other=0.0).to(acc_dtype)
     if HAS_BIAS:
@@ -105,9 +121,29 @@ def _affine_chunk(y, Weight, Bias, k, mask, stride_weight, stride_bias,
 
 @triton.jit
 def _pixel_shuffle_layer_norm_fwd_kernel(
-    X, Out, Weight, Bias, Mean, Rstd, Ho, Wo, C, scale, N, eps,
-    stride_xb, stride_xh, stride_xw, stride_xc, stride_weight, stride_bias,
-    HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, VEC: tl.constexpr, BLOCK: tl.constexpr, CHUNK: tl.constexpr,
+    X,
+    Out,
+    Weight,
+    Bias,
+    Mean,
+    Rstd,
+    Ho,
+    Wo,
+    C,
+    scale,
+    N,
+    eps,
+    stride_xb,
+    stride_xh,
+    stride_xw,
+    stride_xc,
+    stride_weight,
+    stride_bias,
+    HAS_WEIGHT: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    VEC: tl.constexpr,
+    BLOCK: tl.constexpr,
+    CHUNK: tl.constexpr,
 ):
     """One output token per program: gather its s*s*C inputs, normalize, store (Out, Mean, Rstd contiguous).
 
@@ -127,8 +163,9 @@ def _pixel_shuffle_layer_norm_fwd_kernel(
         centered = tl.where(mask, x - mean, 0.0)
         # Two passes over registers (mean, then centered squares), as the C++ kernel does.
         rstd = 1.0 / tl.sqrt(tl.sum(centered * centered, axis=0) / N + eps)
-        y = _affine_chunk(centered * rstd, Weight, Bias, k, mask, stride_weight, stride_bias, HAS_WEIGHT, HAS_BIAS,
-                          acc_dtype)
+        y = _affine_chunk(
+            centered * rstd, Weight, Bias, k, mask, stride_weight, stride_bias, HAS_WEIGHT, HAS_BIAS, acc_dtype
+        )
         tl.store(out_row + k, y.to(Out.dtype.element_ty), mask=mask)
     else:
         sums = tl.zeros([CHUNK], dtype=acc_dtype)
@@ -148,17 +185,36 @@ def _pixel_shuffle_layer_norm_fwd_kernel(
             k = start + tl.arange(0, CHUNK)
             mask = k < N
             x = _load_row_chunk(X, base, k, mask, scale, C, stride_xh, stride_xw, stride_xc, VEC, acc_dtype)
-            y = _affine_chunk((x - mean) * rstd, Weight, Bias, k, mask, stride_weight, stride_bias, HAS_WEIGHT,
-                              HAS_BIAS, acc_dtype)
+            y = _affine_chunk(
+                (x - mean) * rstd, Weight, Bias, k, mask, stride_weight, stride_bias, HAS_WEIGHT, HAS_BIAS, acc_dtype
+            )
             tl.store(out_row + k, y.to(Out.dtype.element_ty), mask=mask)
     tl.store(Mean + row, mean)
     tl.store(Rstd + row, rstd)
 
 
 @triton.jit
-def _xhat_and_weighted_grad(X, GradOut, Weight, x_base, grad_out_base, k, mask, mean, rstd, scale, C,
-                            stride_xh, stride_xw, stride_xc, stride_gc, stride_weight,
-                            HAS_WEIGHT: tl.constexpr, VEC: tl.constexpr, acc_dtype):
+def _xhat_and_weighted_grad(
+    X,
+    GradOut,
+    Weight,
+    x_base,
+    grad_out_base,
+    k,
+    mask,
+    mean,
+    rstd,
+    scale,
+    C,
+    stride_xh,
+    stride_xw,
+    stride_xc,
+    stride_gc,
+    stride_weight,
+    HAS_WEIGHT: tl.constexpr,
+    VEC: tl.constexpr,
+    acc_dtype,
+):
     """xhat and g = grad_out * weight of channels k of one token (zeros where masked)."""
     x = _load_row_chunk(X, x_base, k, mask, scale, C, stride_xh, stride_xw, stride_xc, VEC, acc_dtype)
     g = tl.load(GradOut + grad_out_base + k.to(tl.int64) * stride_gc, mask=mask, other=0.0).to(acc_dtype)
@@ -169,12 +225,39 @@ def _xhat_and_weighted_grad(X, GradOut, Weight, x_base, grad_out_base, k, mask, 
 
 @triton.jit
 def _pixel_shuffle_layer_norm_bwd_dx_kernel(
-    GradOut, X, Mean, Rstd, Weight, GradX, Ho, Wo, C, scale, N,
-    stride_gb, stride_gh, stride_gw, stride_gc,
-    stride_xb, stride_xh, stride_xw, stride_xc,
-    stride_mb, stride_mh, stride_mw, stride_rb, stride_rh, stride_rw, stride_weight,
-    stride_dxb, stride_dxh, stride_dxw,
-    HAS_WEIGHT: tl.constexpr, VEC: tl.constexpr, BLOCK: tl.constexpr, CHUNK: tl.constexpr,
+    GradOut,
+    X,
+    Mean,
+    Rstd,
+    Weight,
+    GradX,
+    Ho,
+    Wo,
+    C,
+    scale,
+    N,
+    stride_gb,
+    stride_gh,
+    stride_gw,
+    stride_gc,
+    stride_xb,
+    stride_xh,
+    stride_xw,
+    stride_xc,
+    stride_mb,
+    stride_mh,
+    stride_mw,
+    stride_rb,
+    stride_rh,
+    stride_rw,
+    stride_weight,
+    stride_dxb,
+    stride_dxh,
+    stride_dxw,
+    HAS_WEIGHT: tl.constexpr,
+    VEC: tl.constexpr,
+    BLOCK: tl.constexpr,
+    CHUNK: tl.constexpr,
 ):
     """One output token per program: grad_x of its s*s*C inputs, scattered back to contiguous [B, H, W, C].
 
@@ -192,9 +275,27 @@ def _pixel_shuffle_layer_norm_bwd_dx_kernel(
     if CHUNK >= BLOCK:
         k = tl.arange(0, BLOCK)
         mask = k < N
-        xhat, g = _xhat_and_weighted_grad(X, GradOut, Weight, x_base, grad_out_base, k, mask, mean, rstd, scale, C,
-                                          stride_xh, stride_xw, stride_xc, stride_gc, stride_weight, HAS_WEIGHT,
-                                          VEC, acc_dtype)
+        xhat, g = _xhat_and_weighted_grad(
+            X,
+            GradOut,
+            Weight,
+            x_base,
+            grad_out_base,
+            k,
+            mask,
+            mean,
+            rstd,
+            scale,
+            C,
+            stride_xh,
+            stride_xw,
+            stride_xc,
+            stride_gc,
+            stride_weight,
+            HAS_WEIGHT,
+            VEC,
+            acc_dtype,
+        )
         mean_g = tl.sum(g, axis=0) / N
         mean_g_xhat = tl.sum(g * xhat, axis=0) / N
         grad_x = rstd * (g - mean_g - xhat * mean_g_xhat)
@@ -205,9 +306,27 @@ def _pixel_shuffle_layer_norm_bwd_dx_kernel(
         sum_g_xhat = tl.zeros([CHUNK], dtype=acc_dtype)
         for start in tl.range(0, N, CHUNK):
             k = start + tl.arange(0, CHUNK)
-            xhat, g = _xhat_and_weighted_grad(X, GradOut, Weight, x_base, grad_out_base, k, k < N, mean, rstd, scale,
-                                              C, stride_xh, stride_xw, stride_xc, stride_gc, stride_weight,
-                                              HAS_WEIGHT, VEC, acc_dtype)
+            xhat, g = _xhat_and_weighted_grad(
+                X,
+                GradOut,
+                Weight,
+                x_base,
+                grad_out_base,
+                k,
+                k < N,
+                mean,
+                rstd,
+                scale,
+                C,
+                stride_xh,
+                stride_xw,
+                stride_xc,
+                stride_gc,
+                stride_weight,
+                HAS_WEIGHT,
+                VEC,
+                acc_dtype,
+            )
             sum_g += g
             sum_g_xhat += g * xhat
         mean_g = tl.sum(sum_g, axis=0) / N
@@ -215,9 +334,27 @@ def _pixel_shuffle_layer_norm_bwd_dx_kernel(
         for start in tl.range(0, N, CHUNK):
             k = start + tl.arange(0, CHUNK)
             mask = k < N
-            xhat, g = _xhat_and_weighted_grad(X, GradOut, Weight, x_base, grad_out_base, k, mask, mean, rstd, scale,
-                                              C, stride_xh, stride_xw, stride_xc, stride_gc, stride_weight,
-                                              HAS_WEIGHT, VEC, acc_dtype)
+            xhat, g = _xhat_and_weighted_grad(
+                X,
+                GradOut,
+                Weight,
+                x_base,
+                grad_out_base,
+                k,
+                mask,
+                mean,
+                rstd,
+                scale,
+                C,
+                stride_xh,
+                stride_xw,
+                stride_xc,
+                stride_gc,
+                stride_weight,
+                HAS_WEIGHT,
+                VEC,
+                acc_dtype,
+            )
             grad_x = rstd * (g - mean_g - xhat * mean_g_xhat)
             grad_x_offsets = grad_x_base + _patch_offsets(k, scale, C, stride_dxh, stride_dxw, 1, VEC)
             tl.store(GradX + grad_x_offsets, grad_x.to(GradX.dtype.element_ty), mask=mask)
@@ -225,11 +362,35 @@ def _pixel_shuffle_layer_norm_bwd_dx_kernel(
 
 @triton.jit
 def _pixel_shuffle_layer_norm_bwd_dwdb_kernel(
-    GradOut, X, Mean, Rstd, PartialGradWeight, PartialGradBias, rows, Ho, Wo, C, scale, N,
-    stride_gb, stride_gh, stride_gw, stride_gc,
-    stride_xb, stride_xh, stride_xw, stride_xc,
-    stride_mb, stride_mh, stride_mw, stride_rb, stride_rh, stride_rw,
-    VEC: tl.constexpr, BLOCK_ROWS: tl.constexpr, BLOCK_N: tl.constexpr,
+    GradOut,
+    X,
+    Mean,
+    Rstd,
+    PartialGradWeight,
+    PartialGradBias,
+    rows,
+    Ho,
+    Wo,
+    C,
+    scale,
+    N,
+    stride_gb,
+    stride_gh,
+    stride_gw,
+    stride_gc,
+    stride_xb,
+    stride_xh,
+    stride_xw,
+    stride_xc,
+    stride_mb,
+    stride_mh,
+    stride_mw,
+    stride_rb,
+    stride_rh,
+    stride_rw,
+    VEC: tl.constexpr,
+    BLOCK_ROWS: tl.constexpr,
+    BLOCK_N: tl.constexpr,
 ):
     """Column block pid_n of sum(grad_out * xhat) and sum(grad_out) over row blocks pid_r, pid_r + P, ...,
     into row pid_r of the [P, N] partial dW/db buffers (xhat from the saved mean/rstd, no row reduction)."""
@@ -251,7 +412,9 @@ def _pixel_shuffle_layer_norm_bwd_dwdb_kernel(
         mask = mask_r[:, None] & mask_k[None, :]
         x_offsets = _token_base(b, i, j, scale, stride_xb, stride_xh, stride_xw)[:, None] + x_patch_offsets[None, :]
         x = tl.load(X + x_offsets, mask=mask, other=0.0).to(acc_dtype)
-        grad_out_offsets = (b * stride_gb + i * stride_gh + j * stride_gw)[:, None] + k.to(tl.int64)[None, :] * stride_gc
+        grad_out_offsets = (b * stride_gb + i * stride_gh + j * stride_gw)[:, None] + k.to(tl.int64)[
+            None, :
+        ] * stride_gc
         dy = tl.load(GradOut + grad_out_offsets, mask=mask, other=0.0).to(acc_dtype)
         grad_weight += dy * ((x - mean[:, None]) * rstd[:, None])
         grad_bias += dy
@@ -284,8 +447,9 @@ def _vector_width(x: torch.Tensor) -> int:
     if x.stride(3) != 1:
         return 1
     vec = 16 // x.element_size()
-    while vec > 1 and (x.shape[3] % vec or x.data_ptr() % (vec * x.element_size()) or
-                       any(stride % vec for stride in x.stride()[:3])):
+    while vec > 1 and (
+        x.shape[3] % vec or x.data_ptr() % (vec * x.element_size()) or any(stride % vec for stride in x.stride()[:3])
+    ):
         vec //= 2
     return vec
 
@@ -315,8 +479,19 @@ def _launch_copy(x: torch.Tensor, y: torch.Tensor, scale: int, *, to_shuffled: b
         return
     with device_guard(x):
         _pixel_shuffle_copy_kernel[(B * Ho * Wo, triton.cdiv(n, COPY_BLOCK))](
-            x, y, Ho, Wo, x.shape[3], scale, n, *x.stride(), *y.stride(),
-            TO_SHUFFLED=to_shuffled, VEC=_vector_width(x), BLOCK=COPY_BLOCK, num_warps=4,
+            x,
+            y,
+            Ho,
+            Wo,
+            x.shape[3],
+            scale,
+            n,
+            *x.stride(),
+            *y.stride(),
+            TO_SHUFFLED=to_shuffled,
+            VEC=_vector_width(x),
+            BLOCK=COPY_BLOCK,
+            num_warps=4,
         )
 
 
@@ -336,11 +511,27 @@ def pixel_shuffle_layer_norm(x: torch.Tensor, scale: int, weight, bias, eps: flo
         chunk = _row_chunk(block, x)
         with device_guard(x):
             _pixel_shuffle_layer_norm_fwd_kernel[(mean.numel(),)](
-                x, out, weight if weight is not None else x, bias if bias is not None else x, mean, rstd,
-                H // s, W // s, C, s, n, eps, *x.stride(),
-                weight.stride(0) if weight is not None else 0, bias.stride(0) if bias is not None else 0,
-                HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, VEC=_vector_width(x), BLOCK=block,
-                CHUNK=chunk, num_warps=_row_num_warps(chunk),
+                x,
+                out,
+                weight if weight is not None else x,
+                bias if bias is not None else x,
+                mean,
+                rstd,
+                H // s,
+                W // s,
+                C,
+                s,
+                n,
+                eps,
+                *x.stride(),
+                weight.stride(0) if weight is not None else 0,
+                bias.stride(0) if bias is not None else 0,
+                HAS_WEIGHT=weight is not None,
+                HAS_BIAS=bias is not None,
+                VEC=_vector_width(x),
+                BLOCK=block,
+                CHUNK=chunk,
+                num_warps=_row_num_warps(chunk),
             )
     return out, mean, rstd
 
@@ -382,14 +573,44 @@ def pixel_shuffle_layer_norm_backward(grad_out, x, mean, rstd, weight, scale: in
         strided = (*grad_out.stride(), *x.stride(), *mean.stride(), *rstd.stride())
         with device_guard(x):
             _pixel_shuffle_layer_norm_bwd_dx_kernel[(rows,)](
-                grad_out, x, mean, rstd, weight if weight is not None else x, grad_x,
-                H // s, W // s, C, s, n, *strided, weight.stride(0) if weight is not None else 0,
-                *grad_x.stride()[:3], HAS_WEIGHT=weight is not None, VEC=vec, BLOCK=block, CHUNK=chunk,
+                grad_out,
+                x,
+                mean,
+                rstd,
+                weight if weight is not None else x,
+                grad_x,
+                H // s,
+                W // s,
+                C,
+                s,
+                n,
+                *strided,
+                weight.stride(0) if weight is not None else 0,
+                *grad_x.stride()[:3],
+                HAS_WEIGHT=weight is not None,
+                VEC=vec,
+                BLOCK=block,
+                CHUNK=chunk,
                 num_warps=_row_num_warps(chunk),
             )
             _pixel_shuffle_layer_norm_bwd_dwdb_kernel[dwdb_grid](
-                grad_out, x, mean, rstd, partial_grad_weight, partial_grad_bias, rows, H // s, W // s, C, s, n,
-                *strided, VEC=vec, BLOCK_ROWS=block_rows, BLOCK_N=DWDB_BLOCK_N, num_warps=4,
+                grad_out,
+                x,
+                mean,
+                rstd,
+                partial_grad_weight,
+                partial_grad_bias,
+                rows,
+                H // s,
+                W // s,
+                C,
+                s,
+                n,
+                *strided,
+                VEC=vec,
+                BLOCK_ROWS=block_rows,
+                BLOCK_N=DWDB_BLOCK_N,
+                num_warps=4,
             )
     return grad_x, partial_grad_weight.sum(0).to(x.dtype), partial_grad_bias.sum(0).to(x.dtype)
 
@@ -399,8 +620,11 @@ def _specs():
     features) in bf16; SmolVLM (SigLIP C=768, s=4 -> 12288 features, BLOCK 16384, the widest row) in
     bf16 (one register-resident row) and fp32 (two row chunks)."""
     specs = []
-    for model, C, s, dtype in (("internvl3-1b", 1024, 2, torch.bfloat16), ("smolvlm", 768, 4, torch.bfloat16),
-                               ("smolvlm", 768, 4, torch.float32)):
+    for model, C, s, dtype in (
+        ("internvl3-1b", 1024, 2, torch.bfloat16),
+        ("smolvlm", 768, 4, torch.bfloat16),
+        ("smolvlm", 768, 4, torch.float32),
+    ):
         H = W = 32  # the patch grid of one tile: 448px / 14 (InternViT), 512px / 16 (SigLIP)
         n, block = C * s * s, _row_block(C * s * s)
         example = torch.empty(0, dtype=dtype)
@@ -413,30 +637,82 @@ def _specs():
         config = f"{model}:{str(dtype).replace('torch.', '')}:C={C},s={s}"
         if dtype == torch.bfloat16:  # the copy kernels only move bytes: one dtype is representative
             for to_shuffled in (True, False):
-                specs.append(make_spec(
-                    _pixel_shuffle_copy_kernel, f"{config}:{'fwd' if to_shuffled else 'bwd'}", 4,
-                    dict(TO_SHUFFLED=to_shuffled, VEC=vec, BLOCK=COPY_BLOCK), X=dtype, Y=dtype, **geometry,
-                    **x_strides, stride_yb=Ho * Wo * n, stride_yh=Wo * n, stride_yw=n, stride_yc=1,
-                ))
-        specs.append(make_spec(
-            _pixel_shuffle_layer_norm_fwd_kernel, f"{config}:affine", _row_num_warps(chunk),
-            dict(HAS_WEIGHT=True, HAS_BIAS=True, VEC=vec, BLOCK=block, CHUNK=chunk),
-            X=dtype, Out=dtype, Weight=dtype, Bias=dtype, Mean=torch.float32, Rstd=torch.float32, **geometry,
-            eps=1e-5, **x_strides, stride_weight=1, stride_bias=1,
-        ))
-        specs.append(make_spec(
-            _pixel_shuffle_layer_norm_bwd_dx_kernel, f"{config}:affine", _row_num_warps(chunk),
-            dict(HAS_WEIGHT=True, VEC=vec, BLOCK=block, CHUNK=chunk),
-            GradOut=dtype, X=dtype, Mean=torch.float32, Rstd=torch.float32, Weight=dtype, GradX=dtype, **geometry,
-            **grad_out_strides, **x_strides, **stats_strides, stride_weight=1,
-            stride_dxb=H * W * C, stride_dxh=W * C, stride_dxw=C,
-        ))
-        specs.append(make_spec(
-            _pixel_shuffle_layer_norm_bwd_dwdb_kernel, config, 4, dict(VEC=vec, BLOCK_ROWS=16, BLOCK_N=DWDB_BLOCK_N),
-            GradOut=dtype, X=dtype, Mean=torch.float32, Rstd=torch.float32, PartialGradWeight=torch.float32,
-            PartialGradBias=torch.float32, rows=8 * Ho * Wo, **geometry, **grad_out_strides, **x_strides,
-            **stats_strides,
-        ))
+                specs.append(
+                    make_spec(
+                        _pixel_shuffle_copy_kernel,
+                        f"{config}:{'fwd' if to_shuffled else 'bwd'}",
+                        4,
+                        dict(TO_SHUFFLED=to_shuffled, VEC=vec, BLOCK=COPY_BLOCK),
+                        X=dtype,
+                        Y=dtype,
+                        **geometry,
+                        **x_strides,
+                        stride_yb=Ho * Wo * n,
+                        stride_yh=Wo * n,
+                        stride_yw=n,
+                        stride_yc=1,
+                    )
+                )
+        specs.append(
+            make_spec(
+                _pixel_shuffle_layer_norm_fwd_kernel,
+                f"{config}:affine",
+                _row_num_warps(chunk),
+                dict(HAS_WEIGHT=True, HAS_BIAS=True, VEC=vec, BLOCK=block, CHUNK=chunk),
+                X=dtype,
+                Out=dtype,
+                Weight=dtype,
+                Bias=dtype,
+                Mean=torch.float32,
+                Rstd=torch.float32,
+                **geometry,
+                eps=1e-5,
+                **x_strides,
+                stride_weight=1,
+                stride_bias=1,
+            )
+        )
+        specs.append(
+            make_spec(
+                _pixel_shuffle_layer_norm_bwd_dx_kernel,
+                f"{config}:affine",
+                _row_num_warps(chunk),
+                dict(HAS_WEIGHT=True, VEC=vec, BLOCK=block, CHUNK=chunk),
+                GradOut=dtype,
+                X=dtype,
+                Mean=torch.float32,
+                Rstd=torch.float32,
+                Weight=dtype,
+                GradX=dtype,
+                **geometry,
+                **grad_out_strides,
+                **x_strides,
+                **stats_strides,
+                stride_weight=1,
+                stride_dxb=H * W * C,
+                stride_dxh=W * C,
+                stride_dxw=C,
+            )
+        )
+        specs.append(
+            make_spec(
+                _pixel_shuffle_layer_norm_bwd_dwdb_kernel,
+                config,
+                4,
+                dict(VEC=vec, BLOCK_ROWS=16, BLOCK_N=DWDB_BLOCK_N),
+                GradOut=dtype,
+                X=dtype,
+                Mean=torch.float32,
+                Rstd=torch.float32,
+                PartialGradWeight=torch.float32,
+                PartialGradBias=torch.float32,
+                rows=8 * Ho * Wo,
+                **geometry,
+                **grad_out_strides,
+                **x_strides,
+                **stats_strides,
+            )
+        )
     return specs
 
 

@@ -26,8 +26,12 @@ from vlmops.ops import rms_norm as _ops
 from vlmops.triton import KERNEL_SPECS, device_guard, make_spec, rows_2d
 
 MAX_BLOCK_C = 8192  # widest row kept in registers (Qwen2.5-VL vision: 1280, Qwen2.5-VL-7B LM: 3584)
-_TL_DTYPES = {torch.float32: tl.float32, torch.float64: tl.float64, torch.float16: tl.float16,
-              torch.bfloat16: tl.bfloat16}
+_TL_DTYPES = {
+    torch.float32: tl.float32,
+    torch.float64: tl.float64,
+    torch.float16: tl.float16,
+    torch.bfloat16: tl.bfloat16,
+}
 
 
 @triton.jit
@@ -51,9 +55,23 @@ def _rstd(sum_squares, C, inv_c, eps_hi, eps_lo, ACC_DTYPE: tl.constexpr):
 
 @triton.jit
 def _rms_norm_fwd_kernel(
-    X, W, Out, Rstd, M, C, stride_xm, stride_xc, inv_c, eps_hi, eps_lo,
-    HAS_W: tl.constexpr, ACC_DTYPE: tl.constexpr, PROD_DTYPE: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, SINGLE: tl.constexpr,
+    X,
+    W,
+    Out,
+    Rstd,
+    M,
+    C,
+    stride_xm,
+    stride_xc,
+    inv_c,
+    eps_hi,
+    eps_lo,
+    HAS_W: tl.constexpr,
+    ACC_DTYPE: tl.constexpr,
+    PROD_DTYPE: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    SINGLE: tl.constexpr,
 ):
     X_DTYPE = X.dtype.element_ty
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -87,8 +105,20 @@ def _rms_norm_fwd_kernel(
 
 
 @triton.jit
-def _grad_tile(x_rows, g_rows, W, c, row_ok, C, stride_xc, stride_gc, rstd,
-               HAS_W: tl.constexpr, ACC_DTYPE: tl.constexpr, PROD_DTYPE: tl.constexpr):
+def _grad_tile(
+    x_rows,
+    g_rows,
+    W,
+    c,
+    row_ok,
+    C,
+    stride_xc,
+    stride_gc,
+    rstd,
+    HAS_W: tl.constexpr,
+    ACC_DTYPE: tl.constexpr,
+    PROD_DTYPE: tl.constexpr,
+):
     """(x, gn = grad_out * weight, grad_weight contribution of the tile's rows) of one column chunk."""
     X_DTYPE = x_rows.dtype.element_ty
     col_ok = c < C
@@ -108,10 +138,26 @@ def _grad_tile(x_rows, g_rows, W, c, row_ok, C, stride_xc, stride_gc, rstd,
 
 @triton.jit
 def _rms_norm_bwd_kernel(
-    GradOut, X, W, Rstd, GradX, GradWPartial, M, C, rows_per_program,
-    stride_xm, stride_xc, stride_gm, stride_gc, inv_c,
-    HAS_W: tl.constexpr, ACC_DTYPE: tl.constexpr, PROD_DTYPE: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, SINGLE: tl.constexpr,
+    GradOut,
+    X,
+    W,
+    Rstd,
+    GradX,
+    GradWPartial,
+    M,
+    C,
+    rows_per_program,
+    stride_xm,
+    stride_xc,
+    stride_gm,
+    stride_gc,
+    inv_c,
+    HAS_W: tl.constexpr,
+    ACC_DTYPE: tl.constexpr,
+    PROD_DTYPE: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    SINGLE: tl.constexpr,
 ):
     pid = tl.program_id(0)
     cols = tl.arange(0, BLOCK_C)
@@ -127,8 +173,9 @@ def _rms_norm_bwd_kernel(
         gx_rows = GradX + rows.to(tl.int64)[:, None] * C
         rstd = tl.load(Rstd + rows, mask=row_ok, other=0)
         if SINGLE:
-            x, gn, gw, mask = _grad_tile(x_rows, g_rows, W, cols, row_ok, C, stride_xc, stride_gc, rstd,
-                                         HAS_W, ACC_DTYPE, PROD_DTYPE)
+            x, gn, gw, mask = _grad_tile(
+                x_rows, g_rows, W, cols, row_ok, C, stride_xc, stride_gc, rstd, HAS_W, ACC_DTYPE, PROD_DTYPE
+            )
             gw_acc += gw
             coef = tl.sum(gn * x, axis=1) * rstd * rstd * inv_c
             grad_x = rstd[:, None] * (gn - x * coef[:, None])
@@ -137,8 +184,9 @@ def _rms_norm_bwd_kernel(
             dot = tl.zeros([BLOCK_M, BLOCK_C], dtype=ACC_DTYPE)
             for c0 in range(0, C, BLOCK_C):
                 c = c0 + cols
-                x, gn, gw, mask = _grad_tile(x_rows, g_rows, W, c, row_ok, C, stride_xc, stride_gc, rstd,
-                                             HAS_W, ACC_DTYPE, PROD_DTYPE)
+                x, gn, gw, mask = _grad_tile(
+                    x_rows, g_rows, W, c, row_ok, C, stride_xc, stride_gc, rstd, HAS_W, ACC_DTYPE, PROD_DTYPE
+                )
                 dot += gn * x
                 if HAS_W:
                     col_ok = c < C
@@ -146,8 +194,9 @@ def _rms_norm_bwd_kernel(
             coef = tl.sum(dot, axis=1) * rstd * rstd * inv_c
             for c0 in range(0, C, BLOCK_C):
                 c = c0 + cols
-                x, gn, gw, mask = _grad_tile(x_rows, g_rows, W, c, row_ok, C, stride_xc, stride_gc, rstd,
-                                             False, ACC_DTYPE, PROD_DTYPE)
+                x, gn, gw, mask = _grad_tile(
+                    x_rows, g_rows, W, c, row_ok, C, stride_xc, stride_gc, rstd, False, ACC_DTYPE, PROD_DTYPE
+                )
                 if HAS_W:
                     w = tl.load(W + c, mask=c < C, other=0).to(PROD_DTYPE)
                     gn = (gn.to(PROD_DTYPE) * w[None, :]).to(ACC_DTYPE)
@@ -192,10 +241,24 @@ def rms_norm(x, weight, eps, *, max_block_c=MAX_BLOCK_C):
     eps_hi, eps_lo = _eps_parts(float(eps))
     with device_guard(x):
         _rms_norm_fwd_kernel[(triton.cdiv(M, block_m),)](
-            x2, weight if weight is not None else x2, out, rstd, M, C, x2.stride(0), x2.stride(1),
-            1.0 / C if C else float("nan"), eps_hi, eps_lo,
-            HAS_W=weight is not None, ACC_DTYPE=_math_dtype(x.dtype), PROD_DTYPE=_math_dtype(out_dtype),
-            BLOCK_M=block_m, BLOCK_C=block_c, SINGLE=single, num_warps=warps,
+            x2,
+            weight if weight is not None else x2,
+            out,
+            rstd,
+            M,
+            C,
+            x2.stride(0),
+            x2.stride(1),
+            1.0 / C if C else float("nan"),
+            eps_hi,
+            eps_lo,
+            HAS_W=weight is not None,
+            ACC_DTYPE=_math_dtype(x.dtype),
+            PROD_DTYPE=_math_dtype(out_dtype),
+            BLOCK_M=block_m,
+            BLOCK_C=block_c,
+            SINGLE=single,
+            num_warps=warps,
         )
     return out, rstd
 
@@ -226,10 +289,27 @@ def rms_norm_backward(grad_out, x, weight, rstd, *, max_block_c=MAX_BLOCK_C):
     if M and C:
         with device_guard(x):
             _rms_norm_bwd_kernel[(programs,)](
-                g2, x2, weight if weight is not None else x2, rstd.reshape(-1).contiguous(), grad_x, partial,
-                M, C, rows_per_program, x2.stride(0), x2.stride(1), g2.stride(0), g2.stride(1), 1.0 / C,
-                HAS_W=weight is not None, ACC_DTYPE=_math_dtype(x.dtype), PROD_DTYPE=_math_dtype(out_dtype),
-                BLOCK_M=block_m, BLOCK_C=block_c, SINGLE=single, num_warps=warps,
+                g2,
+                x2,
+                weight if weight is not None else x2,
+                rstd.reshape(-1).contiguous(),
+                grad_x,
+                partial,
+                M,
+                C,
+                rows_per_program,
+                x2.stride(0),
+                x2.stride(1),
+                g2.stride(0),
+                g2.stride(1),
+                1.0 / C,
+                HAS_W=weight is not None,
+                ACC_DTYPE=_math_dtype(x.dtype),
+                PROD_DTYPE=_math_dtype(out_dtype),
+                BLOCK_M=block_m,
+                BLOCK_C=block_c,
+                SINGLE=single,
+                num_warps=warps,
             )
     if weight is None:
         return grad_x, x.new_empty(0)
@@ -244,17 +324,50 @@ def _specs():
         block_m, block_c, single, warps = blocks(C)
         for dtype in (torch.bfloat16, torch.float32):
             name = f"{config}:{str(dtype).replace('torch.', '')}"
-            consts = dict(HAS_W=True, ACC_DTYPE=tl.float32, PROD_DTYPE=tl.float32, BLOCK_M=block_m,
-                          BLOCK_C=block_c, SINGLE=single)
-            specs.append(make_spec(
-                _rms_norm_fwd_kernel, f"{name}:fwd", warps, consts, X=dtype, W=dtype, Out=dtype, Rstd=torch.float32,
-                M=16384, C=C, stride_xm=C, stride_xc=1, inv_c=1.0 / C, eps_hi=1e-6, eps_lo=0.0,
-            ))
-            specs.append(make_spec(
-                _rms_norm_bwd_kernel, f"{name}:bwd", warps, consts, GradOut=dtype, X=dtype, W=dtype,
-                Rstd=torch.float32, GradX=dtype, GradWPartial=torch.float32, M=16384, C=C, rows_per_program=32,
-                stride_xm=C, stride_xc=1, stride_gm=C, stride_gc=1, inv_c=1.0 / C,
-            ))
+            consts = dict(
+                HAS_W=True, ACC_DTYPE=tl.float32, PROD_DTYPE=tl.float32, BLOCK_M=block_m, BLOCK_C=block_c, SINGLE=single
+            )
+            specs.append(
+                make_spec(
+                    _rms_norm_fwd_kernel,
+                    f"{name}:fwd",
+                    warps,
+                    consts,
+                    X=dtype,
+                    W=dtype,
+                    Out=dtype,
+                    Rstd=torch.float32,
+                    M=16384,
+                    C=C,
+                    stride_xm=C,
+                    stride_xc=1,
+                    inv_c=1.0 / C,
+                    eps_hi=1e-6,
+                    eps_lo=0.0,
+                )
+            )
+            specs.append(
+                make_spec(
+                    _rms_norm_bwd_kernel,
+                    f"{name}:bwd",
+                    warps,
+                    consts,
+                    GradOut=dtype,
+                    X=dtype,
+                    W=dtype,
+                    Rstd=torch.float32,
+                    GradX=dtype,
+                    GradWPartial=torch.float32,
+                    M=16384,
+                    C=C,
+                    rows_per_program=32,
+                    stride_xm=C,
+                    stride_xc=1,
+                    stride_gm=C,
+                    stride_gc=1,
+                    inv_c=1.0 / C,
+                )
+            )
     return specs
 
 

@@ -18,9 +18,32 @@ from vlmops.triton import KERNEL_SPECS, device_guard, make_spec
 
 
 @triton.jit
-def _rotate_heads(x_ptr, y_ptr, b, t, head0, H, P, D, sx_b, sx_s, sx_h, sx_d, sy_b, sy_s, sy_h, sy_d, c, s,
-                  i, pair_mask, ROUND: tl.constexpr, COPY_TAIL: tl.constexpr, BLOCK_H: tl.constexpr,
-                  BLOCK_T: tl.constexpr):
+def _rotate_heads(
+    x_ptr,
+    y_ptr,
+    b,
+    t,
+    head0,
+    H,
+    P,
+    D,
+    sx_b,
+    sx_s,
+    sx_h,
+    sx_d,
+    sy_b,
+    sy_s,
+    sy_h,
+    sy_d,
+    c,
+    s,
+    i,
+    pair_mask,
+    ROUND: tl.constexpr,
+    COPY_TAIL: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+):
     math_dtype = c.dtype
     out_dtype = y_ptr.dtype.element_ty
     h = head0 + tl.arange(0, BLOCK_H)
@@ -49,13 +72,47 @@ def _rotate_heads(x_ptr, y_ptr, b, t, head0, H, P, D, sx_b, sx_s, sx_h, sx_d, sy
 
 
 @triton.jit
-def _rope_kernel(q_ptr, k_ptr, q_out_ptr, k_out_ptr, pos_ptr, axis_ptr, freq_ptr,
-                 S, HQ, HK, P, D, A,
-                 sq_b, sq_s, sq_h, sq_d, sk_b, sk_s, sk_h, sk_d,
-                 sqo_b, sqo_s, sqo_h, sqo_d, sko_b, sko_s, sko_h, sko_d,
-                 sp_b, sp_s, sp_a,
-                 MATH_FP64: tl.constexpr, ROUND: tl.constexpr, INVERSE: tl.constexpr, COPY_TAIL: tl.constexpr,
-                 BLOCK_H: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_T: tl.constexpr):
+def _rope_kernel(
+    q_ptr,
+    k_ptr,
+    q_out_ptr,
+    k_out_ptr,
+    pos_ptr,
+    axis_ptr,
+    freq_ptr,
+    S,
+    HQ,
+    HK,
+    P,
+    D,
+    A,
+    sq_b,
+    sq_s,
+    sq_h,
+    sq_d,
+    sk_b,
+    sk_s,
+    sk_h,
+    sk_d,
+    sqo_b,
+    sqo_s,
+    sqo_h,
+    sqo_d,
+    sko_b,
+    sko_s,
+    sko_h,
+    sko_d,
+    sp_b,
+    sp_s,
+    sp_a,
+    MATH_FP64: tl.constexpr,
+    ROUND: tl.constexpr,
+    INVERSE: tl.constexpr,
+    COPY_TAIL: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+):
     token = tl.program_id(0).to(tl.int64)
     head_block = tl.program_id(1)
     b = token // S
@@ -78,11 +135,59 @@ def _rope_kernel(q_ptr, k_ptr, q_out_ptr, k_out_ptr, pos_ptr, axis_ptr, freq_ptr
         s = -s
     q_blocks = tl.cdiv(HQ, BLOCK_H)
     if head_block < q_blocks:
-        _rotate_heads(q_ptr, q_out_ptr, b, t, head_block * BLOCK_H, HQ, P, D, sq_b, sq_s, sq_h, sq_d,
-                      sqo_b, sqo_s, sqo_h, sqo_d, c, s, i, pair_mask, ROUND, COPY_TAIL, BLOCK_H, BLOCK_T)
+        _rotate_heads(
+            q_ptr,
+            q_out_ptr,
+            b,
+            t,
+            head_block * BLOCK_H,
+            HQ,
+            P,
+            D,
+            sq_b,
+            sq_s,
+            sq_h,
+            sq_d,
+            sqo_b,
+            sqo_s,
+            sqo_h,
+            sqo_d,
+            c,
+            s,
+            i,
+            pair_mask,
+            ROUND,
+            COPY_TAIL,
+            BLOCK_H,
+            BLOCK_T,
+        )
     else:
-        _rotate_heads(k_ptr, k_out_ptr, b, t, (head_block - q_blocks) * BLOCK_H, HK, P, D, sk_b, sk_s, sk_h, sk_d,
-                      sko_b, sko_s, sko_h, sko_d, c, s, i, pair_mask, ROUND, COPY_TAIL, BLOCK_H, BLOCK_T)
+        _rotate_heads(
+            k_ptr,
+            k_out_ptr,
+            b,
+            t,
+            (head_block - q_blocks) * BLOCK_H,
+            HK,
+            P,
+            D,
+            sk_b,
+            sk_s,
+            sk_h,
+            sk_d,
+            sko_b,
+            sko_s,
+            sko_h,
+            sko_d,
+            c,
+            s,
+            i,
+            pair_mask,
+            ROUND,
+            COPY_TAIL,
+            BLOCK_H,
+            BLOCK_T,
+        )
 
 
 def _block_h(HQ: int, HK: int) -> int:
@@ -101,9 +206,24 @@ def rope_triton_into(q, k, q_out, k_out, positions, axis, inv_freq, fp32_math: b
     grid = (B * S, triton.cdiv(HQ, block_h) + triton.cdiv(HK, block_h))
     with device_guard(q):
         _rope_kernel[grid](
-            q, k, q_out, k_out, positions, axis, inv_freq,
-            S, HQ, HK, P, D, positions.shape[2],
-            *q.stride(), *k.stride(), *q_out.stride(), *k_out.stride(), *positions.stride(),
+            q,
+            k,
+            q_out,
+            k_out,
+            positions,
+            axis,
+            inv_freq,
+            S,
+            HQ,
+            HK,
+            P,
+            D,
+            positions.shape[2],
+            *q.stride(),
+            *k.stride(),
+            *q_out.stride(),
+            *k_out.stride(),
+            *positions.stride(),
             MATH_FP64=q.dtype == torch.float64,
             ROUND=(not fp32_math) and q.dtype in (torch.bfloat16, torch.float16),
             INVERSE=inverse,
@@ -138,17 +258,42 @@ def _specs():
         for inverse in (False, True):
             q_strides = dict(sq_b=S * HQ * D, sq_s=HQ * D, sq_h=D, sq_d=1)
             k_strides = dict(sk_b=S * HK * D, sk_s=HK * D, sk_h=D, sk_d=1)
-            specs.append(make_spec(
-                _rope_kernel, f"{model}:bf16:{'bwd' if inverse else 'fwd'}", 4,
-                dict(MATH_FP64=False, ROUND=not fp32_math, INVERSE=inverse, COPY_TAIL=False,
-                     BLOCK_H=_block_h(HQ, HK), BLOCK_P=triton.next_power_of_2(P), BLOCK_T=1),
-                q_ptr=torch.bfloat16, k_ptr=torch.bfloat16, q_out_ptr=torch.bfloat16, k_out_ptr=torch.bfloat16,
-                pos_ptr=torch.int64, axis_ptr=torch.int64, freq_ptr=torch.float32, S=S, HQ=HQ, HK=HK, P=P, D=D, A=A,
-                **q_strides, **k_strides,
-                **{name.replace("sq_", "sqo_"): v for name, v in q_strides.items()},
-                **{name.replace("sk_", "sko_"): v for name, v in k_strides.items()},
-                sp_b=S * A, sp_s=A, sp_a=1,
-            ))
+            specs.append(
+                make_spec(
+                    _rope_kernel,
+                    f"{model}:bf16:{'bwd' if inverse else 'fwd'}",
+                    4,
+                    dict(
+                        MATH_FP64=False,
+                        ROUND=not fp32_math,
+                        INVERSE=inverse,
+                        COPY_TAIL=False,
+                        BLOCK_H=_block_h(HQ, HK),
+                        BLOCK_P=triton.next_power_of_2(P),
+                        BLOCK_T=1,
+                    ),
+                    q_ptr=torch.bfloat16,
+                    k_ptr=torch.bfloat16,
+                    q_out_ptr=torch.bfloat16,
+                    k_out_ptr=torch.bfloat16,
+                    pos_ptr=torch.int64,
+                    axis_ptr=torch.int64,
+                    freq_ptr=torch.float32,
+                    S=S,
+                    HQ=HQ,
+                    HK=HK,
+                    P=P,
+                    D=D,
+                    A=A,
+                    **q_strides,
+                    **k_strides,
+                    **{name.replace("sq_", "sqo_"): v for name, v in q_strides.items()},
+                    **{name.replace("sk_", "sko_"): v for name, v in k_strides.items()},
+                    sp_b=S * A,
+                    sp_s=A,
+                    sp_a=1,
+                )
+            )
     return specs
 
 

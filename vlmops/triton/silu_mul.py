@@ -57,8 +57,19 @@ def _load_row(ptr, row, col0, offsets, stride_r, stride_c, mask, ACC: tl.constex
 
 
 @triton.jit
-def _silu_mul_fwd_kernel(Gate, Up, Out, I, stride_gr, stride_gc, stride_ur, stride_uc,
-                         BLOCK: tl.constexpr, WIDE: tl.constexpr, IS_FP64: tl.constexpr):
+def _silu_mul_fwd_kernel(
+    Gate,
+    Up,
+    Out,
+    I,
+    stride_gr,
+    stride_gc,
+    stride_ur,
+    stride_uc,
+    BLOCK: tl.constexpr,
+    WIDE: tl.constexpr,
+    IS_FP64: tl.constexpr,
+):
     row, col0, offsets = _block(I, BLOCK, WIDE)
     mask = offsets < I - col0
     ACC = tl.float64 if IS_FP64 else tl.float32
@@ -70,8 +81,23 @@ def _silu_mul_fwd_kernel(Gate, Up, Out, I, stride_gr, stride_gc, stride_ur, stri
 
 
 @triton.jit
-def _silu_mul_bwd_kernel(GradOut, Gate, Up, GradGate, GradUp, I, stride_dr, stride_dc, stride_gr, stride_gc,
-                         stride_ur, stride_uc, BLOCK: tl.constexpr, WIDE: tl.constexpr, IS_FP64: tl.constexpr):
+def _silu_mul_bwd_kernel(
+    GradOut,
+    Gate,
+    Up,
+    GradGate,
+    GradUp,
+    I,
+    stride_dr,
+    stride_dc,
+    stride_gr,
+    stride_gc,
+    stride_ur,
+    stride_uc,
+    BLOCK: tl.constexpr,
+    WIDE: tl.constexpr,
+    IS_FP64: tl.constexpr,
+):
     row, col0, offsets = _block(I, BLOCK, WIDE)
     mask = offsets < I - col0
     ACC = tl.float64 if IS_FP64 else tl.float32
@@ -102,8 +128,18 @@ def silu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     rows, I = g.shape
     with device_guard(gate):
         _silu_mul_fwd_kernel[(rows * triton.cdiv(I, BLOCK),)](
-            g, u, out, I, g.stride(0), g.stride(1), u.stride(0), u.stride(1),
-            BLOCK=BLOCK, WIDE=_wide(g, u), IS_FP64=gate.dtype == torch.float64, num_warps=NUM_WARPS,
+            g,
+            u,
+            out,
+            I,
+            g.stride(0),
+            g.stride(1),
+            u.stride(0),
+            u.stride(1),
+            BLOCK=BLOCK,
+            WIDE=_wide(g, u),
+            IS_FP64=gate.dtype == torch.float64,
+            num_warps=NUM_WARPS,
         )
     return out
 
@@ -118,8 +154,22 @@ def silu_mul_backward(grad_out: torch.Tensor, gate: torch.Tensor, up: torch.Tens
     rows, I = g.shape
     with device_guard(gate):
         _silu_mul_bwd_kernel[(rows * triton.cdiv(I, BLOCK),)](
-            d, g, u, grad_gate, grad_up, I, d.stride(0), d.stride(1), g.stride(0), g.stride(1), u.stride(0),
-            u.stride(1), BLOCK=BLOCK, WIDE=_wide(d, g, u), IS_FP64=gate.dtype == torch.float64, num_warps=NUM_WARPS,
+            d,
+            g,
+            u,
+            grad_gate,
+            grad_up,
+            I,
+            d.stride(0),
+            d.stride(1),
+            g.stride(0),
+            g.stride(1),
+            u.stride(0),
+            u.stride(1),
+            BLOCK=BLOCK,
+            WIDE=_wide(d, g, u),
+            IS_FP64=gate.dtype == torch.float64,
+            num_warps=NUM_WARPS,
         )
     return grad_gate, grad_up
 
@@ -133,15 +183,42 @@ def _specs():
         for dtype in (torch.float32, torch.bfloat16):
             name = f"{config}:{str(dtype).replace('torch.', '')}"
             constexprs = dict(BLOCK=BLOCK, WIDE=False, IS_FP64=False)
-            specs.append(make_spec(
-                _silu_mul_fwd_kernel, f"{name}:fwd", NUM_WARPS, constexprs, Gate=dtype, Up=dtype, Out=dtype, I=I,
-                stride_gr=row_stride, stride_gc=1, stride_ur=row_stride, stride_uc=1,
-            ))
-            specs.append(make_spec(
-                _silu_mul_bwd_kernel, f"{name}:bwd", NUM_WARPS, constexprs, GradOut=dtype, Gate=dtype, Up=dtype,
-                GradGate=dtype, GradUp=dtype, I=I, stride_dr=I, stride_dc=1, stride_gr=row_stride, stride_gc=1,
-                stride_ur=row_stride, stride_uc=1,
-            ))
+            specs.append(
+                make_spec(
+                    _silu_mul_fwd_kernel,
+                    f"{name}:fwd",
+                    NUM_WARPS,
+                    constexprs,
+                    Gate=dtype,
+                    Up=dtype,
+                    Out=dtype,
+                    I=I,
+                    stride_gr=row_stride,
+                    stride_gc=1,
+                    stride_ur=row_stride,
+                    stride_uc=1,
+                )
+            )
+            specs.append(
+                make_spec(
+                    _silu_mul_bwd_kernel,
+                    f"{name}:bwd",
+                    NUM_WARPS,
+                    constexprs,
+                    GradOut=dtype,
+                    Gate=dtype,
+                    Up=dtype,
+                    GradGate=dtype,
+                    GradUp=dtype,
+                    I=I,
+                    stride_dr=I,
+                    stride_dc=1,
+                    stride_gr=row_stride,
+                    stride_gc=1,
+                    stride_ur=row_stride,
+                    stride_uc=1,
+                )
+            )
     return specs
 
 

@@ -54,8 +54,7 @@ def head_dim_pieces(D: int) -> tuple:
 
 
 @triton.jit
-def _load_pieces(base, rows, row_ok, stride_row, D: tl.constexpr, D0: tl.constexpr, D1: tl.constexpr,
-                 D2: tl.constexpr):
+def _load_pieces(base, rows, row_ok, stride_row, D: tl.constexpr, D0: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr):
     """Rows [R, D] of one head as up to three column pieces; an absent piece repeats piece 0 (unused)."""
     offsets = rows.to(tl.int64)[:, None] * stride_row
     cols0 = tl.arange(0, D0)
@@ -72,19 +71,22 @@ def _load_pieces(base, rows, row_ok, stride_row, D: tl.constexpr, D0: tl.constex
 
 
 @triton.jit
-def _store_pieces(base, rows, row_ok, stride_row, p0, p1, p2, D: tl.constexpr, D0: tl.constexpr, D1: tl.constexpr,
-                  D2: tl.constexpr):
+def _store_pieces(
+    base, rows, row_ok, stride_row, p0, p1, p2, D: tl.constexpr, D0: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr
+):
     offsets = rows.to(tl.int64)[:, None] * stride_row
     cols0 = tl.arange(0, D0)
     tl.store(base + offsets + cols0[None, :], p0.to(base.dtype.element_ty), mask=row_ok[:, None] & (cols0 < D)[None, :])
     if D1 > 0:
         cols1 = D0 + tl.arange(0, D1)
-        tl.store(base + offsets + cols1[None, :], p1.to(base.dtype.element_ty),
-                 mask=row_ok[:, None] & (cols1 < D)[None, :])
+        tl.store(
+            base + offsets + cols1[None, :], p1.to(base.dtype.element_ty), mask=row_ok[:, None] & (cols1 < D)[None, :]
+        )
     if D2 > 0:
         cols2 = D0 + D1 + tl.arange(0, D2)
-        tl.store(base + offsets + cols2[None, :], p2.to(base.dtype.element_ty),
-                 mask=row_ok[:, None] & (cols2 < D)[None, :])
+        tl.store(
+            base + offsets + cols2[None, :], p2.to(base.dtype.element_ty), mask=row_ok[:, None] & (cols2 < D)[None, :]
+        )
 
 
 @triton.jit
@@ -112,11 +114,33 @@ def _segment_range(Segments, Cu, index, index_ok, limit):
 
 @triton.jit
 def _varlen_attention_fwd_kernel(
-    Q, K, V, Out, Lse, SegmentsQ, SegmentsK, CuK,
-    stride_qn, stride_qh, stride_kn, stride_kh, stride_vn, stride_vh, stride_on, stride_oh,
-    Nq, Nk, scale_log2,
-    GROUP: tl.constexpr, D: tl.constexpr, D0: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
+    Q,
+    K,
+    V,
+    Out,
+    Lse,
+    SegmentsQ,
+    SegmentsK,
+    CuK,
+    stride_qn,
+    stride_qh,
+    stride_kn,
+    stride_kh,
+    stride_vn,
+    stride_vh,
+    stride_on,
+    stride_oh,
+    Nq,
+    Nk,
+    scale_log2,
+    GROUP: tl.constexpr,
+    D: tl.constexpr,
+    D0: tl.constexpr,
+    D1: tl.constexpr,
+    D2: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    PRECISION: tl.constexpr,
 ):
     tile = tl.program_id(0)
     head = tl.program_id(1).to(tl.int64)  # int64 head offsets: head * stride may pass 2^31
@@ -154,17 +178,55 @@ def _varlen_attention_fwd_kernel(
     inv = tl.where(has_keys, 1.0 / tl.where(has_keys, l_i, 1.0), 0.0)
     lse = tl.where(has_keys, (m_i + tl.log2(tl.where(has_keys, l_i, 1.0))) * 0.6931471805599453, float("-inf"))
     tl.store(Lse + head * Nq + rows, lse, mask=row_ok)
-    _store_pieces(Out + head * stride_oh, rows, row_ok, stride_on, acc0 * inv[:, None], acc1 * inv[:, None],
-                  acc2 * inv[:, None], D, D0, D1, D2)
+    _store_pieces(
+        Out + head * stride_oh,
+        rows,
+        row_ok,
+        stride_on,
+        acc0 * inv[:, None],
+        acc1 * inv[:, None],
+        acc2 * inv[:, None],
+        D,
+        D0,
+        D1,
+        D2,
+    )
 
 
 @triton.jit
 def _varlen_attention_bwd_dq_kernel(
-    Q, K, V, GradOut, Lse, Delta, GradQ, SegmentsQ, SegmentsK, CuK,
-    stride_qn, stride_qh, stride_kn, stride_kh, stride_vn, stride_vh, stride_don, stride_doh, stride_dqn, stride_dqh,
-    Nq, Nk, scale, scale_log2,
-    GROUP: tl.constexpr, D: tl.constexpr, D0: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
+    Q,
+    K,
+    V,
+    GradOut,
+    Lse,
+    Delta,
+    GradQ,
+    SegmentsQ,
+    SegmentsK,
+    CuK,
+    stride_qn,
+    stride_qh,
+    stride_kn,
+    stride_kh,
+    stride_vn,
+    stride_vh,
+    stride_don,
+    stride_doh,
+    stride_dqn,
+    stride_dqh,
+    Nq,
+    Nk,
+    scale,
+    scale_log2,
+    GROUP: tl.constexpr,
+    D: tl.constexpr,
+    D0: tl.constexpr,
+    D1: tl.constexpr,
+    D2: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    PRECISION: tl.constexpr,
 ):
     tile = tl.program_id(0)
     head = tl.program_id(1).to(tl.int64)  # int64 head offsets: head * stride may pass 2^31
@@ -196,18 +258,48 @@ def _varlen_attention_bwd_dq_kernel(
             dq1 += tl.dot(ds, k1, input_precision=PRECISION)
         if D2 > 0:
             dq2 += tl.dot(ds, k2, input_precision=PRECISION)
-    _store_pieces(GradQ + head * stride_dqh, rows, row_ok, stride_dqn, dq0 * scale, dq1 * scale, dq2 * scale,
-                  D, D0, D1, D2)
+    _store_pieces(
+        GradQ + head * stride_dqh, rows, row_ok, stride_dqn, dq0 * scale, dq1 * scale, dq2 * scale, D, D0, D1, D2
+    )
 
 
 @triton.jit
 def _varlen_attention_bwd_dkdv_kernel(
-    Q, K, V, GradOut, Lse, Delta, GradK, GradV, SegmentsQ, SegmentsK, CuQ,
-    stride_qn, stride_qh, stride_kn, stride_kh, stride_vn, stride_vh, stride_don, stride_doh, stride_dkn, stride_dkh,
-    stride_dvn, stride_dvh,
-    Nq, Nk, scale, scale_log2,
-    GROUP: tl.constexpr, D: tl.constexpr, D0: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
+    Q,
+    K,
+    V,
+    GradOut,
+    Lse,
+    Delta,
+    GradK,
+    GradV,
+    SegmentsQ,
+    SegmentsK,
+    CuQ,
+    stride_qn,
+    stride_qh,
+    stride_kn,
+    stride_kh,
+    stride_vn,
+    stride_vh,
+    stride_don,
+    stride_doh,
+    stride_dkn,
+    stride_dkh,
+    stride_dvn,
+    stride_dvh,
+    Nq,
+    Nk,
+    scale,
+    scale_log2,
+    GROUP: tl.constexpr,
+    D: tl.constexpr,
+    D0: tl.constexpr,
+    D1: tl.constexpr,
+    D2: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    PRECISION: tl.constexpr,
 ):
     tile = tl.program_id(0)
     kv_head = tl.program_id(1).to(tl.int64)
@@ -248,8 +340,9 @@ def _varlen_attention_bwd_dkdv_kernel(
             if D2 > 0:
                 dv2 += tl.dot(p_t, do2, input_precision=PRECISION)
                 dk2 += tl.dot(ds_t, q2, input_precision=PRECISION)
-    _store_pieces(GradK + kv_head * stride_dkh, cols, col_ok, stride_dkn, dk0 * scale, dk1 * scale, dk2 * scale,
-                  D, D0, D1, D2)
+    _store_pieces(
+        GradK + kv_head * stride_dkh, cols, col_ok, stride_dkn, dk0 * scale, dk1 * scale, dk2 * scale, D, D0, D1, D2
+    )
     _store_pieces(GradV + kv_head * stride_dvh, cols, col_ok, stride_dvn, dv0, dv1, dv2, D, D0, D1, D2)
 
 
@@ -307,8 +400,21 @@ def _token_head_strides(*tensors) -> tuple:
     return tuple(stride for t in tensors for stride in kernel_strides(t)[:2])
 
 
-def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q=None, max_seqlen_k=None, softmax_scale=None,
-                     *, block_m=None, block_n=None, num_warps=None, num_stages=None):
+def varlen_attention(
+    q,
+    k,
+    v,
+    cu_seqlens_q,
+    cu_seqlens_k,
+    max_seqlen_q=None,
+    max_seqlen_k=None,
+    softmax_scale=None,
+    *,
+    block_m=None,
+    block_n=None,
+    num_warps=None,
+    num_stages=None,
+):
     """The forward launcher: (out [Nq, H, D], lse [H, Nq] float32). Block sizes, warps and pipeline
     stages may be overridden (the interpreter tests use small blocks to cross many tile and segment
     boundaries; tools/tune_attention.py times the choices on a GPU)."""
@@ -326,17 +432,49 @@ def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q=None, max
     with device_guard(q):
         seg_q, seg_k = segment_ids(cu_seqlens_q, Nq), segment_ids(cu_seqlens_k, Nk)
         _varlen_attention_fwd_kernel[(triton.cdiv(Nq, bm), H)](
-            q, k, v, out, lse, seg_q, seg_k, cu_seqlens_k,
-            *_token_head_strides(q, k, v, out), Nq, Nk, scale * LOG2E,
-            GROUP=H // Hk, D=D, D0=D0, D1=D1, D2=D2, BLOCK_M=bm, BLOCK_N=bn,
-            PRECISION="ieee" if q.dtype == torch.float32 else "tf32", num_warps=warps,
+            q,
+            k,
+            v,
+            out,
+            lse,
+            seg_q,
+            seg_k,
+            cu_seqlens_k,
+            *_token_head_strides(q, k, v, out),
+            Nq,
+            Nk,
+            scale * LOG2E,
+            GROUP=H // Hk,
+            D=D,
+            D0=D0,
+            D1=D1,
+            D2=D2,
+            BLOCK_M=bm,
+            BLOCK_N=bn,
+            PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
+            num_warps=warps,
             **({} if num_stages is None else {"num_stages": num_stages}),
         )
     return out, lse
 
 
-def varlen_attention_backward(grad_out, q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, max_seqlen_q=None,
-                              max_seqlen_k=None, softmax_scale=None, *, block_m=None, block_n=None, num_warps=None):
+def varlen_attention_backward(
+    grad_out,
+    q,
+    k,
+    v,
+    out,
+    lse,
+    cu_seqlens_q,
+    cu_seqlens_k,
+    max_seqlen_q=None,
+    max_seqlen_k=None,
+    softmax_scale=None,
+    *,
+    block_m=None,
+    block_n=None,
+    num_warps=None,
+):
     """The backward launcher: (grad_q, grad_k, grad_v), deterministic (no atomics)."""
     grad_out, q, k, v, out = unit_stride_d(grad_out, q, k, v, out)
     Nq, H, D = q.shape
@@ -355,17 +493,49 @@ def varlen_attention_backward(grad_out, q, k, v, out, lse, cu_seqlens_q, cu_seql
         delta = (grad_out.float() * out.float()).sum(-1).t().contiguous()  # [H, Nq]: rowsum(dO * O)
         lse = lse.contiguous()
         seg_q, seg_k = segment_ids(cu_seqlens_q, Nq), segment_ids(cu_seqlens_k, Nk)
-        common = dict(GROUP=H // Hk, D=D, D0=D0, D1=D1, D2=D2, PRECISION=precision,
-                      num_warps=num_warps or _bwd_num_warps(D))
+        common = dict(
+            GROUP=H // Hk, D=D, D0=D0, D1=D1, D2=D2, PRECISION=precision, num_warps=num_warps or _bwd_num_warps(D)
+        )
         _varlen_attention_bwd_dq_kernel[(triton.cdiv(Nq, dq_blocks[0]), H)](
-            q, k, v, grad_out, lse, delta, grad_q, seg_q, seg_k, cu_seqlens_k,
-            *_token_head_strides(q, k, v, grad_out, grad_q), Nq, Nk, scale, scale * LOG2E,
-            BLOCK_M=dq_blocks[0], BLOCK_N=dq_blocks[1], **common,
+            q,
+            k,
+            v,
+            grad_out,
+            lse,
+            delta,
+            grad_q,
+            seg_q,
+            seg_k,
+            cu_seqlens_k,
+            *_token_head_strides(q, k, v, grad_out, grad_q),
+            Nq,
+            Nk,
+            scale,
+            scale * LOG2E,
+            BLOCK_M=dq_blocks[0],
+            BLOCK_N=dq_blocks[1],
+            **common,
         )
         _varlen_attention_bwd_dkdv_kernel[(triton.cdiv(Nk, dkdv_blocks[1]), Hk)](
-            q, k, v, grad_out, lse, delta, grad_k, grad_v, seg_q, seg_k, cu_seqlens_q,
-            *_token_head_strides(q, k, v, grad_out, grad_k, grad_v), Nq, Nk, scale, scale * LOG2E,
-            BLOCK_M=dkdv_blocks[0], BLOCK_N=dkdv_blocks[1], **common,
+            q,
+            k,
+            v,
+            grad_out,
+            lse,
+            delta,
+            grad_k,
+            grad_v,
+            seg_q,
+            seg_k,
+            cu_seqlens_q,
+            *_token_head_strides(q, k, v, grad_out, grad_k, grad_v),
+            Nq,
+            Nk,
+            scale,
+            scale * LOG2E,
+            BLOCK_M=dkdv_blocks[0],
+            BLOCK_N=dkdv_blocks[1],
+            **common,
         )
     return grad_q, grad_k, grad_v
 
@@ -375,37 +545,99 @@ def _specs():
     InternViT-6B D=128, and D=8 of the tiny test configurations (one masked 16-wide piece); bf16, the
     GPU dtype of these towers)."""
     specs = []
-    for config, D, H, Hk in (("qwen2.5-vl-vision", 80, 16, 16), ("siglip-so400m", 72, 16, 16),
-                             ("internvit-6b", 128, 25, 25), ("tiny-test-config", 8, 4, 2)):
+    for config, D, H, Hk in (
+        ("qwen2.5-vl-vision", 80, 16, 16),
+        ("siglip-so400m", 72, 16, 16),
+        ("internvit-6b", 128, 25, 25),
+        ("tiny-test-config", 8, 4, 2),
+    ):
         D0, D1, D2 = head_dim_pieces(D)
         N = 16384
         qkv = dict(stride_qn=H * D, stride_qh=D, stride_kn=Hk * D, stride_kh=D, stride_vn=Hk * D, stride_vh=D)
         bm, bn, warps = _block_sizes(D)
         pieces = dict(GROUP=H // Hk, D=D, D0=D0, D1=D1, D2=D2, PRECISION="tf32")
-        specs.append(make_spec(
-            _varlen_attention_fwd_kernel, f"{config}:fwd", warps, dict(pieces, BLOCK_M=bm, BLOCK_N=bn),
-            Q=torch.bfloat16, K=torch.bfloat16, V=torch.bfloat16, Out=torch.bfloat16, Lse=torch.float32,
-            SegmentsQ=torch.int32, SegmentsK=torch.int32, CuK=torch.int32, **qkv, stride_on=H * D, stride_oh=D,
-            Nq=N, Nk=N, scale_log2=D**-0.5 * LOG2E,
-        ))
+        specs.append(
+            make_spec(
+                _varlen_attention_fwd_kernel,
+                f"{config}:fwd",
+                warps,
+                dict(pieces, BLOCK_M=bm, BLOCK_N=bn),
+                Q=torch.bfloat16,
+                K=torch.bfloat16,
+                V=torch.bfloat16,
+                Out=torch.bfloat16,
+                Lse=torch.float32,
+                SegmentsQ=torch.int32,
+                SegmentsK=torch.int32,
+                CuK=torch.int32,
+                **qkv,
+                stride_on=H * D,
+                stride_oh=D,
+                Nq=N,
+                Nk=N,
+                scale_log2=D**-0.5 * LOG2E,
+            )
+        )
         bwd_warps = _bwd_num_warps(D)
         dq_m, dq_n = BWD_DQ_BLOCKS
         dkdv_m, dkdv_n = _dkdv_blocks(D)
-        specs.append(make_spec(
-            _varlen_attention_bwd_dq_kernel, f"{config}:bwd", bwd_warps, dict(pieces, BLOCK_M=dq_m, BLOCK_N=dq_n),
-            Q=torch.bfloat16, K=torch.bfloat16, V=torch.bfloat16, GradOut=torch.bfloat16, Lse=torch.float32,
-            Delta=torch.float32, GradQ=torch.bfloat16, SegmentsQ=torch.int32, SegmentsK=torch.int32,
-            CuK=torch.int32, **qkv, stride_don=H * D, stride_doh=D, stride_dqn=H * D, stride_dqh=D,
-            Nq=N, Nk=N, scale=D**-0.5, scale_log2=D**-0.5 * LOG2E,
-        ))
-        specs.append(make_spec(
-            _varlen_attention_bwd_dkdv_kernel, f"{config}:bwd", bwd_warps,
-            dict(pieces, BLOCK_M=dkdv_m, BLOCK_N=dkdv_n),
-            Q=torch.bfloat16, K=torch.bfloat16, V=torch.bfloat16, GradOut=torch.bfloat16, Lse=torch.float32,
-            Delta=torch.float32, GradK=torch.bfloat16, GradV=torch.bfloat16, SegmentsQ=torch.int32,
-            SegmentsK=torch.int32, CuQ=torch.int32, **qkv, stride_don=H * D, stride_doh=D, stride_dkn=Hk * D,
-            stride_dkh=D, stride_dvn=Hk * D, stride_dvh=D, Nq=N, Nk=N, scale=D**-0.5, scale_log2=D**-0.5 * LOG2E,
-        ))
+        specs.append(
+            make_spec(
+                _varlen_attention_bwd_dq_kernel,
+                f"{config}:bwd",
+                bwd_warps,
+                dict(pieces, BLOCK_M=dq_m, BLOCK_N=dq_n),
+                Q=torch.bfloat16,
+                K=torch.bfloat16,
+                V=torch.bfloat16,
+                GradOut=torch.bfloat16,
+                Lse=torch.float32,
+                Delta=torch.float32,
+                GradQ=torch.bfloat16,
+                SegmentsQ=torch.int32,
+                SegmentsK=torch.int32,
+                CuK=torch.int32,
+                **qkv,
+                stride_don=H * D,
+                stride_doh=D,
+                stride_dqn=H * D,
+                stride_dqh=D,
+                Nq=N,
+                Nk=N,
+                scale=D**-0.5,
+                scale_log2=D**-0.5 * LOG2E,
+            )
+        )
+        specs.append(
+            make_spec(
+                _varlen_attention_bwd_dkdv_kernel,
+                f"{config}:bwd",
+                bwd_warps,
+                dict(pieces, BLOCK_M=dkdv_m, BLOCK_N=dkdv_n),
+                Q=torch.bfloat16,
+                K=torch.bfloat16,
+                V=torch.bfloat16,
+                GradOut=torch.bfloat16,
+                Lse=torch.float32,
+                Delta=torch.float32,
+                GradK=torch.bfloat16,
+                GradV=torch.bfloat16,
+                SegmentsQ=torch.int32,
+                SegmentsK=torch.int32,
+                CuQ=torch.int32,
+                **qkv,
+                stride_don=H * D,
+                stride_doh=D,
+                stride_dkn=Hk * D,
+                stride_dkh=D,
+                stride_dvn=Hk * D,
+                stride_dvh=D,
+                Nq=N,
+                Nk=N,
+                scale=D**-0.5,
+                scale_log2=D**-0.5 * LOG2E,
+            )
+        )
     return specs
 
 

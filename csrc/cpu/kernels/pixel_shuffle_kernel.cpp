@@ -265,11 +265,10 @@ void pixel_shuffle_layer_norm_backward_kernel(const at::Tensor& grad_out, const 
                                               const at::Tensor& rstd, const std::optional<at::Tensor>& weight,
                                               int64_t scale, at::Tensor& grad_x, at::Tensor& grad_weight_partial,
                                               at::Tensor& grad_bias_partial) {
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "pixel_shuffle_layer_norm_backward_cpu",
-                                  [&] {
-                                    backward_impl<scalar_t>(grad_out, x, mean, rstd, weight, scale, grad_x,
-                                                            grad_weight_partial, grad_bias_partial);
-                                  });
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, x.scalar_type(), "pixel_shuffle_layer_norm_backward_cpu", [&] {
+        backward_impl<scalar_t>(grad_out, x, mean, rstd, weight, scale, grad_x, grad_weight_partial, grad_bias_partial);
+      });
 }
 
 }  // namespace vlmops::cpu::CPU_CAPABILITY

@@ -10,13 +10,12 @@
 // dtype; grad_x contiguous in x's dtype; grad_weight_partial [chunks, C] zeroed, in the output's math
 // type, one row per chunk of rows_per_chunk rows (the caller sums them: deterministic, no atomics);
 // [0, C] without a weight.
-#define VLMOPS_DECLARE_RMS_NORM_KERNELS(CAP)                                                                  \
-  namespace vlmops::cpu::CAP {                                                                                \
-  void rms_norm_kernel(const at::Tensor& x, const at::Tensor* weight, double eps, at::Tensor& out,            \
-                       at::Tensor& rstd);                                                                     \
-  void rms_norm_backward_kernel(const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor* weight,    \
-                                const at::Tensor& rstd, at::Tensor& grad_x, at::Tensor& grad_weight_partial, \
-                                int64_t rows_per_chunk);                                                      \
+#define VLMOPS_DECLARE_RMS_NORM_KERNELS(CAP)                                                                          \
+  namespace vlmops::cpu::CAP {                                                                                        \
+  void rms_norm_kernel(const at::Tensor& x, const at::Tensor* weight, double eps, at::Tensor& out, at::Tensor& rstd); \
+  void rms_norm_backward_kernel(const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor* weight,            \
+                                const at::Tensor& rstd, at::Tensor& grad_x, at::Tensor& grad_weight_partial,          \
+                                int64_t rows_per_chunk);                                                              \
   }
 
 VLMOPS_DECLARE_RMS_NORM_KERNELS(DEFAULT)

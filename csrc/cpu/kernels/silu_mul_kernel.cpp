@@ -56,8 +56,8 @@ void forward_row_vec(const scalar_t* g, const scalar_t* u, scalar_t* out, int64_
       auto [g0, g1] = at::vec::convert_to_float<scalar_t>(gv);
       auto [u0, u1] = at::vec::convert_to_float<scalar_t>(uv);
       // silu rounded to the activation dtype (F.silu's output), then one rounded product.
-      const Vec<scalar_t> s = at::vec::convert_from_float<scalar_t>(silu_from_exp(g0, exp_neg(g0)),
-                                                                    silu_from_exp(g1, exp_neg(g1)));
+      const Vec<scalar_t> s =
+          at::vec::convert_from_float<scalar_t>(silu_from_exp(g0, exp_neg(g0)), silu_from_exp(g1, exp_neg(g1)));
       auto [s0, s1] = at::vec::convert_to_float<scalar_t>(s);
       y = at::vec::convert_from_float<scalar_t>(s0 * u0, s1 * u1);
     }
@@ -69,15 +69,14 @@ template <class scalar_t>
 void forward_row_scalar(const scalar_t* g, const scalar_t* u, scalar_t* out, int64_t n, int64_t sg, int64_t su) {
   using acc_t = at::opmath_type<scalar_t>;
   for (int64_t i = 0; i < n; ++i) {
-    out[i] = static_cast<scalar_t>(
-        silu_mul_value<scalar_t>(static_cast<acc_t>(g[i * sg]), static_cast<acc_t>(u[i * su])));
+    out[i] =
+        static_cast<scalar_t>(silu_mul_value<scalar_t>(static_cast<acc_t>(g[i * sg]), static_cast<acc_t>(u[i * su])));
   }
 }
 
 // Backward of unit-stride rows: grad_up = go * round(silu(g)), grad_gate = round(go * u) * dsilu(g).
 template <class scalar_t>
-void backward_row_vec(const scalar_t* go, const scalar_t* g, const scalar_t* u, scalar_t* gg, scalar_t* gu,
-                      int64_t n) {
+void backward_row_vec(const scalar_t* go, const scalar_t* g, const scalar_t* u, scalar_t* gg, scalar_t* gu, int64_t n) {
   using acc_t = at::opmath_type<scalar_t>;
   constexpr int64_t kW = Vec<scalar_t>::size();
   for (int64_t i = 0; i < n; i += kW) {

@@ -19,9 +19,9 @@ inline void range_values(const char* op, const at::Tensor& kv_start, const at::T
   const auto start = kv_start.accessor<int32_t, 2>(), end = kv_end.accessor<int32_t, 2>();
   for (int64_t b = 0; b < kv_start.size(0); ++b) {
     for (int64_t i = 0; i < kv_start.size(1); ++i) {
-      TORCH_CHECK_VALUE(start[b][i] >= 0 && start[b][i] <= end[b][i] && end[b][i] <= Lk, "vlmops.", op,
-                        ": row ", i, " of batch ", b, " has key range [kv_start, kv_end) = [", start[b][i], ", ",
-                        end[b][i], "), which must satisfy 0 <= kv_start <= kv_end <= Lk = ", Lk);
+      TORCH_CHECK_VALUE(start[b][i] >= 0 && start[b][i] <= end[b][i] && end[b][i] <= Lk, "vlmops.", op, ": row ", i,
+                        " of batch ", b, " has key range [kv_start, kv_end) = [", start[b][i], ", ", end[b][i],
+                        "), which must satisfy 0 <= kv_start <= kv_end <= Lk = ", Lk);
     }
   }
 }

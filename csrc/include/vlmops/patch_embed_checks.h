@@ -99,22 +99,25 @@ inline PatchEmbedShape check_patch_embed_x_weight(const char* op, const at::Tens
       for (int64_t e = 1; e < dim; ++e) crop += ", :";
       TORCH_CHECK_VALUE(false, "vlmops.", op, ": ", names[d], " = ", size, " of x ", x.sizes(),
                         " is not divisible by the patch size ", k, "; nn.Conv would drop the last ", size % k,
-                        ": pass the crop x[", crop, ", :", size - size % k,
-                        "] (a view, read in place) to do the same");
+                        ": pass the crop x[", crop, ", :", size - size % k, "] (a view, read in place) to do the same");
     }
     grid[d] = size / k;
   }
-  const int64_t L = checks::checked_mul(op, "patches per sample (F/T)*(H/Ph)*(W/Pw)",
-                                        checks::checked_mul(op, "patches per sample (F/T)*(H/Ph)", grid[0], grid[1]),
-                                        grid[2]);
-  return {patch_geometry_with_strides_of({C, T, Ph, Pw, grid[0], grid[1], grid[2], 0, 0, 0, 0, 0}, x), false,
-          x.size(0), L, D, K};
+  const int64_t L =
+      checks::checked_mul(op, "patches per sample (F/T)*(H/Ph)*(W/Pw)",
+                          checks::checked_mul(op, "patches per sample (F/T)*(H/Ph)", grid[0], grid[1]), grid[2]);
+  return {patch_geometry_with_strides_of({C, T, Ph, Pw, grid[0], grid[1], grid[2], 0, 0, 0, 0, 0}, x),
+          false,
+          x.size(0),
+          L,
+          D,
+          K};
 }
 
 // mean and std [C] float on x's device, rescale finite.
 inline void check_patch_embed_normalization(const char* op, const at::Tensor& x, const PatchEmbedShape& shape,
-                                            const std::optional<at::Tensor>& mean,
-                                            const std::optional<at::Tensor>& std, std::optional<double> rescale) {
+                                            const std::optional<at::Tensor>& mean, const std::optional<at::Tensor>& std,
+                                            std::optional<double> rescale) {
   const int64_t C = shape.geometry.channels;
   for (const auto& [name, t] : {std::pair{"mean", &mean}, std::pair{"std", &std}}) {
     if (!t->has_value()) continue;

@@ -16,8 +16,8 @@
 namespace vlmops {
 
 struct PatchGeometry {
-  int64_t channels, patch_t, patch_h, patch_w;      // C, T, Ph, Pw
-  int64_t patches_t, patches_h, patches_w;          // F / T, H / Ph, W / Pw
+  int64_t channels, patch_t, patch_h, patch_w;               // C, T, Ph, Pw
+  int64_t patches_t, patches_h, patches_w;                   // F / T, H / Ph, W / Pw
   int64_t stride_b, stride_c, stride_f, stride_h, stride_w;  // of the 5-D view, in elements
 
   VLMOPS_HD int64_t columns() const { return channels * patch_t * patch_h * patch_w; }

@@ -12,8 +12,8 @@
 namespace vlmops {
 
 struct PixelShuffleGeometry {
-  int64_t scale;     // s
-  int64_t channels;  // C of the input
+  int64_t scale;                                   // s
+  int64_t channels;                                // C of the input
   int64_t stride_b, stride_h, stride_w, stride_c;  // strides of x, in elements
 
   // Offset in x of the first input element of row-chunk dy (s*dx + c spans s*C channels) of

@@ -35,8 +35,7 @@ inline void check_rope(const char* op, const at::Tensor& q, const at::Tensor& k,
   checks::dims(op, "axis", axis, 1, "[P]");
   checks::dtype_is(op, "axis", axis, at::kLong);
   const int64_t P = axis.size(0);
-  TORCH_CHECK_VALUE(P >= 1, "vlmops.", op, ": axis must be [P] with P = rotary_dim / 2 >= 1, got shape ",
-                    axis.sizes());
+  TORCH_CHECK_VALUE(P >= 1, "vlmops.", op, ": axis must be [P] with P = rotary_dim / 2 >= 1, got shape ", axis.sizes());
   checks::dims(op, "inv_freq", inv_freq, 1, "[P]");
   checks::dtype_is(op, "inv_freq", inv_freq, at::kFloat);
   TORCH_CHECK_VALUE(inv_freq.size(0) == P, "vlmops.", op, ": inv_freq must be [P] = [", P, "] like axis, got shape ",
@@ -102,8 +101,7 @@ inline bool rope_may_overlap_itself(const at::Tensor& t) {
   const at::MemOverlap status = at::has_internal_overlap(t);
   if (status != at::MemOverlap::TooHard) return status == at::MemOverlap::Yes;
   rope_detail::ByteLayout layout(t);
-  std::sort(layout.dims.begin(), layout.dims.end(),
-            [](const auto& a, const auto& b) { return a.second < b.second; });
+  std::sort(layout.dims.begin(), layout.dims.end(), [](const auto& a, const auto& b) { return a.second < b.second; });
   int64_t span = layout.item;
   for (const auto& [size, stride] : layout.dims) {
     if (stride < span) return true;
@@ -140,14 +138,17 @@ inline bool rope_may_share_memory(const at::Tensor& a, const at::Tensor& b) {
 // rope_ writes every element of q and k once: neither may address one element twice, and they may
 // not share memory.
 inline void check_rope_inplace(const at::Tensor& q, const at::Tensor& k) {
-  TORCH_CHECK_VALUE(!rope_may_overlap_itself(q), "vlmops.rope_: q may address the same memory from several "
-                    "elements (sizes ", q.sizes(), ", strides ", q.strides(), ", e.g. an expanded tensor); rotate "
-                    "it out of place or pass a tensor whose elements have their own memory");
-  TORCH_CHECK_VALUE(!rope_may_overlap_itself(k), "vlmops.rope_: k may address the same memory from several "
-                    "elements (sizes ", k.sizes(), ", strides ", k.strides(), ", e.g. an expanded tensor); rotate "
-                    "it out of place or pass a tensor whose elements have their own memory");
-  TORCH_CHECK_VALUE(!rope_may_share_memory(q, k), "vlmops.rope_: q and k may share memory (views of one buffer "
-                    "whose elements may coincide: q strides ", q.strides(), ", k strides ", k.strides(),
+  for (const auto& [name, t] : {std::pair<const char*, const at::Tensor&>{"q", q}, {"k", k}}) {
+    TORCH_CHECK_VALUE(!rope_may_overlap_itself(t), "vlmops.rope_: ", name,
+                      " may address the same memory from several elements (sizes ", t.sizes(), ", strides ",
+                      t.strides(),
+                      ", e.g. an expanded tensor); rotate it out of place or pass a tensor whose "
+                      "elements have their own memory");
+  }
+  TORCH_CHECK_VALUE(!rope_may_share_memory(q, k),
+                    "vlmops.rope_: q and k may share memory (views of one buffer whose elements may coincide: "
+                    "q strides ",
+                    q.strides(), ", k strides ", k.strides(),
                     "); in place they must be disjoint: rotate them out of place or pass separate tensors");
 }
 

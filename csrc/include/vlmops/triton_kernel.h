@@ -26,8 +26,7 @@ c10::TypedOperatorHandle<Signature> triton_kernel(const char* name) {
 inline bool cuda_backend_is_triton() {
   const char* value = std::getenv("VLMOPS_CUDA_BACKEND");
   if (value == nullptr || *value == '\0' || std::strcmp(value, "cuda") == 0) return false;
-  TORCH_CHECK_VALUE(std::strcmp(value, "triton") == 0, "VLMOPS_CUDA_BACKEND must be cuda or triton, got '", value,
-                    "'");
+  TORCH_CHECK_VALUE(std::strcmp(value, "triton") == 0, "VLMOPS_CUDA_BACKEND must be cuda or triton, got '", value, "'");
   return true;
 }
 
