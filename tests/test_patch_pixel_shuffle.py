@@ -83,15 +83,19 @@ def test_patched_model_matches_and_runs_vlmops(family):
     assert expected_op in recorder.calls
 
 
-@pytest.mark.parametrize("family", ["InternVL", "SmolVLM"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_save_and_load_round_trip(family, tmp_path):
     model, pixel_values, _ = build(family)
+    with torch.no_grad():
+        expected = image_features(model, pixel_values)
     vlmops.patch_model(model)
     model.save_pretrained(tmp_path)
     loaded = type(model).from_pretrained(tmp_path).eval()
-    vlmops.patch_model(loaded)
+    assert list(loaded.state_dict()) == list(model.state_dict())
+    assert vlmops.patch_model(loaded).replacements
     with torch.no_grad():
         torch.testing.assert_close(image_features(loaded, pixel_values), image_features(model, pixel_values))
+        torch.testing.assert_close(image_features(loaded, pixel_values), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_patch_twice_is_a_no_op_and_submodules_work():

@@ -6,7 +6,15 @@ softmax scale ``head_dim ** -0.5`` (the one ``vlmops.nn.MllamaCrossAttention`` u
 import torch
 
 from vlmops.nn.gated_cross_attention import MllamaCrossAttention
-from vlmops.transformers.patch import Replacement, Rule, Zeros, attention_options_refusal, op_refusal, set_submodule
+from vlmops.transformers.patch import (
+    Replacement,
+    Rule,
+    Sample,
+    Zeros,
+    attention_options_refusal,
+    op_refusal,
+    set_submodule,
+)
 
 MLLAMA = "transformers.models.mllama.modeling_mllama"
 
@@ -41,22 +49,40 @@ def _patch_cross_attention(root, attn, path):
     return [Replacement(path, type(attn).__name__, "vlmops.nn.MllamaCrossAttention")]
 
 
+def _cross_attention_sample(root, attn, path):
+    """verify=True on the module: 3 text rows attending to 4 image tokens (cross_attention_states in the
+    model's width) through an additive mask of transformers' form: row 0 sees every token, row 1 the
+    first two, row 2 the last two."""
+    weight = attn.q_proj.weight
+    generator = torch.Generator().manual_seed(0)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=generator).to(weight.device, weight.dtype)
+
+    hidden, states = randn(1, 3, attn.q_proj.in_features), randn(1, 4, attn.k_proj.in_features)
+    visible = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [0, 0, 1, 1]], dtype=torch.bool, device=weight.device)
+    mask = torch.zeros(1, 1, 3, 4, dtype=weight.dtype, device=weight.device)
+    mask = mask.masked_fill(~visible, torch.finfo(weight.dtype).min)
+    return Sample(path, lambda m: m(hidden_states=hidden, cross_attention_states=states, attention_mask=mask)[0],
+                  "3 text rows, 4 image tokens")
+
+
 RULES = [
     Rule(
         family="Mllama",
         kind="cross_attention",
         target=f"{MLLAMA}:MllamaTextCrossAttention",
-        # sha256 of the source in transformers 5.24.0 (see vlmops.transformers.patch.check_guarded):
-        # the replaced forward, the layer that calls it (row mask placement), the mask it reads.
-        guarded={
-            f"{MLLAMA}:MllamaTextCrossAttention.forward": "a088bfefcf156b981599a6ed630c6054066516d7d6a8d8f6a5ff819bfee034d0",
-            f"{MLLAMA}:MllamaCrossAttentionDecoderLayer.forward": "6da2fb91af9d4aaa4c8292660169d2d18d595dc817ff784247db076cc0807723",
-            f"{MLLAMA}:_prepare_cross_attention_mask": "300fa05762c62044bda8ba08278368cad461f8d609917c5608ccfb32e3b37e88",
-            f"{MLLAMA}:MllamaModel.forward": "d28fe843d788870606338fa51f21db941e4d3655a6f548682c9695bd9d5d17cd",
-        },
+        # The replaced forward, the layer that calls it (row mask placement), the mask it reads.
+        guarded=(
+            f"{MLLAMA}:MllamaTextCrossAttention.forward",
+            f"{MLLAMA}:MllamaCrossAttentionDecoderLayer.forward",
+            f"{MLLAMA}:_prepare_cross_attention_mask",
+            f"{MLLAMA}:MllamaModel.forward",
+        ),
         apply=_patch_cross_attention,
         patched=lambda module: isinstance(module, MllamaCrossAttention),
         replaces_matched=True,
         check=_cross_attention_refusal,
+        sample=_cross_attention_sample,
     ),
 ]

@@ -1,0 +1,378 @@
+"""The transformers compatibility matrix of ``vlmops.patch_model`` (``make test-compat``).
+
+For every release in RELEASES (or those named on the command line):
+
+1. install it, with its dependencies, into its own cached folder ``.compat/transformers-<release>/``
+   (``pip install --target``; numpy, torch and their kin are removed so the project's own stay in
+   charge, and the folder goes in front of ``PYTHONPATH``); the release the running environment
+   already has needs no folder;
+2. take the fingerprints of the rules ``patch_model`` uses with it (one variant per family and
+   kind, ``vlmops.transformers.patch.select_rules``);
+3. run every family's parity tests (PARITY: outputs against the unpatched model, the dispatch-mode
+   proof that the vlmops ops ran, save/load) against it, trusting those fingerprints for the run.
+
+A family is verified on a release when all its parity tests passed there. The results are kept in
+``tools/compat_matrix.json``; from them the tool writes ``vlmops/transformers/verified.py`` (the
+fingerprints of verified families, tagged with their releases: what ``patch_model`` accepts) and
+the table of README.md between its markers, and prints the table.
+
+``--check RELEASE ...`` is CI's run: the parity tests against the committed ``verified.py``, without
+trusting anything; it fails unless every family that ``tools/compat_matrix.json`` records as
+verified on that release passes.
+"""
+
+import argparse
+import datetime
+import importlib.metadata
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = ROOT / ".compat"
+RESULTS = ROOT / "tools" / "compat_matrix.json"
+VERIFIED = ROOT / "vlmops" / "transformers" / "verified.py"
+README = ROOT / "README.md"
+BEGIN, END = "<!-- compat-matrix:begin -->", "<!-- compat-matrix:end -->"
+
+# The declared range: its oldest and newest releases and releases spread over it. Five months before
+# the newest, transformers' vision towers took their current form (transformers.vision_utils and
+# the decorators the patched tower forwards reuse); the rotary modules took theirs in 5.17.0
+# (vlmops.transformers.adapters serves both).
+RELEASES = ("5.10.4", "5.13.1", "5.15.1", "5.17.0", "5.19.0", "5.20.2", "5.22.2", "5.23.0", "5.24.0", "5.25.0")
+
+# Per family, the parity tests: pytest node ids relative to the repository root.
+QWEN, PIXTRAL = "tests/test_patch_qwen.py", "tests/test_patch_pixtral.py"
+CLIP, MLLAMA, SHUFFLE = "tests/test_patch_clip.py", "tests/test_patch_mllama.py", "tests/test_patch_pixel_shuffle.py"
+PARITY = {
+    "Qwen2-VL": (f"{QWEN}::test_patched_model_matches_and_runs_vlmops[Qwen2-VL]",
+                 f"{QWEN}::test_qwen2_vl_generate_gives_identical_tokens",
+                 f"{QWEN}::test_save_load_round_trip[Qwen2-VL]"),
+    "Qwen2.5-VL": (f"{QWEN}::test_patched_model_matches_and_runs_vlmops[Qwen2.5-VL]",
+                   f"{QWEN}::test_qwen2_5_vl_window_and_full_attention_layers_match",
+                   f"{QWEN}::test_save_load_round_trip[Qwen2.5-VL]"),
+    "Qwen3-VL": (f"{QWEN}::test_patched_model_matches_and_runs_vlmops[Qwen3-VL]",
+                 f"{QWEN}::test_save_load_round_trip[Qwen3-VL]"),
+    "InternVL": (f"{SHUFFLE}::test_patched_model_matches_and_runs_vlmops[InternVL]",
+                 f"{SHUFFLE}::test_save_and_load_round_trip[InternVL]"),
+    "Idefics3": (f"{SHUFFLE}::test_patched_model_matches_and_runs_vlmops[Idefics3]",
+                 f"{SHUFFLE}::test_save_and_load_round_trip[Idefics3]"),
+    "SmolVLM": (f"{SHUFFLE}::test_patched_model_matches_and_runs_vlmops[SmolVLM]",
+                f"{SHUFFLE}::test_save_and_load_round_trip[SmolVLM]"),
+    "Pixtral": (f"{PIXTRAL}::test_patched_tower_matches_every_layer[sdpa]",
+                f"{PIXTRAL}::test_patched_tower_matches_every_layer[eager]",
+                f"{PIXTRAL}::test_mistral3_features_and_logits_match",
+                f"{PIXTRAL}::test_patch_twice_ops_restriction_and_save_load"),
+    "Mllama": (f"{MLLAMA}::test_patched_mllama_matches_logits_and_generate",
+               f"{MLLAMA}::test_save_and_load_round_trip"),
+    "LLaVA": (f"{CLIP}::test_vlm_matches_and_runs_vlmops[LLaVA]",
+              f"{CLIP}::test_save_and_load_round_trip[LLaVA]"),
+    "LLaVA-OneVision": (f"{CLIP}::test_vlm_matches_and_runs_vlmops[LLaVA-OneVision]",
+                        f"{CLIP}::test_save_and_load_round_trip[LLaVA-OneVision]"),
+    "CLIP": (f"{CLIP}::test_tower_matches_and_runs_vlmops[CLIP]",
+             f"{CLIP}::test_tower_interpolated_positions[CLIP]",
+             f"{CLIP}::test_save_and_load_round_trip[CLIP]"),
+    "SigLIP": (f"{CLIP}::test_tower_matches_and_runs_vlmops[SigLIP]",
+               f"{CLIP}::test_tower_interpolated_positions[SigLIP]",
+               f"{CLIP}::test_save_and_load_round_trip[SigLIP]"),
+}
+# Removed from an installed release's folder: the project's own copies must be the ones imported.
+PROJECT_PACKAGES = ("numpy", "numpy.libs", "torch", "torchgen", "functorch", "triton", "nvidia", "sympy",
+                    "mpmath", "networkx", "bin")
+
+
+def release_key(release: str) -> tuple:
+    return tuple(int(part) for part in release.split("."))
+
+
+def environment_release() -> str:
+    return importlib.metadata.version("transformers")
+
+
+def install(release: str) -> Path | None:
+    """The folder to put in front of PYTHONPATH for ``release`` (None: the environment has it),
+    installed from the package registry on first use."""
+    if release == environment_release():
+        return None
+    folder = CACHE / f"transformers-{release}"
+    if (folder / ".complete").exists():
+        return folder
+    shutil.rmtree(folder, ignore_errors=True)
+    wheel = _wheel(release)
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                             "--target", str(folder), str(wheel)], capture_output=True, text=True)
+    if result.returncode:
+        raise RuntimeError(f"pip install --target {folder} {wheel.name} failed:\n{result.stdout}\n{result.stderr}")
+    for path in folder.iterdir():
+        name = path.name.split("-")[0]
+        if name in PROJECT_PACKAGES or (path.is_dir() and name.removesuffix(".libs") in PROJECT_PACKAGES):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    (folder / ".complete").write_text(f"installed in {time.monotonic() - started:.0f} s\n")
+    print(f"installed transformers {release} into {folder.relative_to(ROOT)} in {time.monotonic() - started:.0f} s")
+    return folder
+
+
+def _wheel(release: str) -> Path:
+    """transformers' wheel of ``release``, downloaded once into .compat/wheels/."""
+    wheels = CACHE / "wheels"
+    found = sorted(wheels.glob(f"transformers-{release}-*.whl"))
+    if found:
+        return found[0]
+    wheels.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
+                             "--no-deps", "--dest", str(wheels), f"transformers=={release}"],
+                            capture_output=True, text=True)
+    found = sorted(wheels.glob(f"transformers-{release}-*.whl"))
+    if result.returncode or not found:
+        raise RuntimeError(f"pip download transformers=={release} failed:\n{result.stdout}\n{result.stderr}")
+    return found[0]
+
+
+def release_date(release: str) -> str:
+    """The date the release's wheel was built (its newest file), as YYYY-MM-DD."""
+    with zipfile.ZipFile(_wheel(release)) as wheel:
+        return "%04d-%02d-%02d" % max(info.date_time for info in wheel.infolist())[:3]
+
+
+def _env(folder: Path | None) -> dict:
+    paths = [str(folder)] if folder else []
+    paths += [str(ROOT), str(ROOT / "tools")]
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
+
+
+def fingerprints(folder: Path | None) -> dict:
+    """{rule key: {"fingerprint", "sources", "api"}, {"absent": its target class} or {"missing": the
+    refusal}} of the rules patch_model selects with the release in ``folder``, taken in a subprocess
+    that imports it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "fingerprints.json"
+        subprocess.run([sys.executable, __file__, "--fingerprints-to", str(out)], env=_env(folder), cwd=ROOT,
+                       check=True)
+        return json.loads(out.read_text())
+
+
+def _dump_fingerprints(out: str) -> None:
+    import transformers
+
+    from vlmops.transformers import RULES, UnsupportedTransformersError
+    from vlmops.transformers.patch import fingerprint, resolve_or_none, select_rules
+
+    rules = {}
+    for rule in select_rules(RULES):
+        if resolve_or_none(rule.target) is None:
+            rules[rule.key] = {"absent": rule.target}
+            continue
+        try:
+            combined, sources = fingerprint(rule)
+        except UnsupportedTransformersError as error:
+            rules[rule.key] = {"missing": str(error)}
+            continue
+        rules[rule.key] = {"fingerprint": combined, "sources": sources, "api": rule.api}
+    Path(out).write_text(json.dumps({"transformers": transformers.__version__, "rules": rules}))
+
+
+def run_parity(folder: Path | None, families, trust: bool) -> dict:
+    """{node id: outcome} of the families' parity tests run against the release in ``folder``."""
+    nodes = [node for family in families for node in PARITY[family]]
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "outcomes.json"
+        command = [sys.executable, "-m", "pytest", "-q", "-p", "compat_trust", "--compat-report", str(report),
+                   *(["--compat-trust"] if trust else []), *nodes]
+        result = subprocess.run(command, env=_env(folder), cwd=ROOT, capture_output=True, text=True)
+        outcomes = json.loads(report.read_text()) if report.exists() else {}
+    for node in nodes:
+        outcomes.setdefault(node, "not run")
+    if any(outcome != "passed" for outcome in outcomes.values()):
+        print(result.stdout[-6000:], result.stderr[-2000:], sep="\n")
+    return outcomes
+
+
+def _families_of(rules: dict) -> dict:
+    """{family: {rule key: entry}} of a fingerprint dump."""
+    families = {}
+    for key, entry in rules.items():
+        families.setdefault(key.split("/")[0], {})[key] = entry
+    return families
+
+
+def matrix(releases) -> dict:
+    """Installs, fingerprints and tests ``releases``; returns their results."""
+    results = {}
+    for release in releases:
+        started = time.monotonic()
+        folder = install(release)
+        dump = fingerprints(folder)
+        assert dump["transformers"] == release, (dump["transformers"], release)
+        by_family = _families_of(dump["rules"])
+        # A family whose model class is missing from this release is absent, not failed.
+        absent = {family for family, rules in by_family.items() if all("absent" in entry for entry in rules.values())}
+        present = [family for family in PARITY if family not in absent]
+        outcomes = run_parity(folder, present, trust=True)
+        families = {}
+        for family in PARITY:
+            if family in absent:
+                families[family] = "absent"
+            elif all(outcomes[node] == "passed" for node in PARITY[family]):
+                families[family] = "verified"
+            else:
+                families[family] = "failed"
+        results[release] = {"date": release_date(release), "families": families, "rules": dump["rules"],
+                            "seconds": round(time.monotonic() - started)}
+        print(f"transformers {release}: " + ", ".join(f"{f} {s}" for f, s in families.items())
+              + f" ({results[release]['seconds']} s)", flush=True)
+    return results
+
+
+def write_verified(results: dict) -> None:
+    """vlmops/transformers/verified.py from the results: per rule, the fingerprints of releases on
+    which its family was verified."""
+    releases, rule_prints, sources = {}, {}, {}
+    for release in sorted(results, key=release_key):
+        entry = results[release]
+        for family, status in entry["families"].items():
+            if status != "verified":
+                continue
+            releases.setdefault(family, []).append(release)
+            for key, rule in entry["rules"].items():
+                if key.split("/")[0] != family or "fingerprint" not in rule:
+                    continue
+                rule_prints.setdefault(key, {}).setdefault(rule["fingerprint"], []).append(release)
+                for spec, sha in rule["sources"].items():
+                    tags = sources.setdefault(spec, {}).setdefault(sha, [])
+                    if release not in tags:
+                        tags.append(release)
+    tested = sorted(results, key=release_key)
+    lines = [
+        '"""The transformers code each patch rule was verified on: written by tools/compat_matrix.py from the',
+        "parity tests it ran (do not edit).",
+        "",
+        "RANGE: the oldest and newest release of the matrix. RELEASES: per family, the releases on which",
+        "all its parity tests passed. FINGERPRINTS: per rule (family/kind), its fingerprints",
+        "(vlmops.transformers.patch.fingerprint) on those releases, each with the releases that have it.",
+        "SOURCES: per guarded function, the sha256 of its source on those releases, likewise.",
+        '"""',
+        "",
+        f"RANGE = ({_q(tested[0])}, {_q(tested[-1])})" if tested else "RANGE = ()",
+        "",
+        "RELEASES = {",
+        *(f"    {_q(family)}: {_tuple(items)}," for family, items in releases.items()),
+        "}",
+        "",
+        "FINGERPRINTS = {",
+    ]
+    for key in sorted(rule_prints):
+        lines.append(f"    {_q(key)}: {{")
+        lines += [f"        {_q(sha)}: {_tuple(tags)}," for sha, tags in rule_prints[key].items()]
+        lines.append("    },")
+    lines += ["}", "", "SOURCES = {"]
+    for spec in sorted(sources):
+        lines.append(f"    {_q(spec)}: {{")
+        lines += [f"        {_q(sha)}: {_tuple(tags)}," for sha, tags in sources[spec].items()]
+        lines.append("    },")
+    lines += ["}", ""]
+    VERIFIED.write_text("\n".join(lines))
+
+
+def _q(text: str) -> str:
+    return json.dumps(text)
+
+
+def _tuple(items) -> str:
+    return "(" + ", ".join(_q(item) for item in items) + ("," if len(items) == 1 else "") + ")"
+
+
+SYMBOLS = {"verified": "✓", "failed": "✗", "absent": "—"}
+
+
+def table(results: dict) -> str:
+    """The family x release table (markdown) of the results."""
+    releases = sorted(results, key=release_key)
+    header = "| family | " + " | ".join(f"{r}<br>{results[r]['date']}" for r in releases) + " |"
+    rows = [header, "|---|" + "---|" * len(releases)]
+    for family in PARITY:
+        cells = [SYMBOLS[results[r]["families"].get(family, "absent")] for r in releases]
+        rows.append(f"| {family} | " + " | ".join(cells) + " |")
+    legend = (f"✓ all parity tests pass (outputs, the vlmops ops ran, save/load), ✗ they do not, — the release "
+              f"has no such model. Declared range: transformers {releases[0]} to {releases[-1]}.")
+    return "\n".join(rows) + "\n\n" + legend
+
+
+def write_readme(results: dict) -> None:
+    text = README.read_text()
+    if BEGIN not in text or END not in text:
+        raise RuntimeError(f"README.md has no {BEGIN} ... {END} markers")
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    README.write_text(f"{head}{BEGIN}\n{table(results)}\n{END}{tail}")
+
+
+def load_results() -> dict:
+    return json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+
+
+def check(releases) -> int:
+    """CI: the parity tests of every family recorded as verified on each release, against the committed
+    verified.py. Returns the number of families that failed."""
+    recorded = load_results()
+    failures = 0
+    for release in releases:
+        started = time.monotonic()
+        if release not in recorded:
+            print(f"transformers {release}: not in {RESULTS.relative_to(ROOT)}; run the matrix first")
+            failures += 1
+            continue
+        families = [f for f, status in recorded[release]["families"].items() if status == "verified"]
+        folder = install(release)
+        outcomes = run_parity(folder, families, trust=False)
+        failed = [f for f in families if any(outcomes[node] != "passed" for node in PARITY[f])]
+        failures += len(failed)
+        print(f"transformers {release}: {len(families) - len(failed)} of {len(families)} verified families pass"
+              + (f"; failed: {', '.join(failed)}" if failed else "") + f" ({time.monotonic() - started:.0f} s)",
+              flush=True)
+    return failures
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("releases", nargs="*", help=f"releases to run (default: {' '.join(RELEASES)})")
+    parser.add_argument("--check", action="store_true", help="CI: test against the committed fingerprints")
+    parser.add_argument("--ci-releases", action="store_true",
+                        help="print the releases CI checks (the oldest and newest of the matrix) and exit")
+    parser.add_argument("--fingerprints-to", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.fingerprints_to:
+        _dump_fingerprints(args.fingerprints_to)
+        return 0
+    if args.ci_releases:
+        print(" ".join(ci_releases()))
+        return 0
+    releases = args.releases or list(RELEASES)
+    if args.check:
+        return 1 if check(releases) else 0
+    started = time.monotonic()
+    results = load_results()
+    results.update(matrix(releases))
+    RESULTS.write_text(json.dumps({r: results[r] for r in sorted(results, key=release_key)}, indent=1) + "\n")
+    write_verified(results)
+    write_readme(results)
+    print(table(results))
+    print(f"compatibility matrix: {len(releases)} releases in {time.monotonic() - started:.0f} s "
+          f"({datetime.date.today()})")
+    failed = [(r, f) for r in releases for f, s in results[r]["families"].items() if s == "failed"]
+    return 1 if failed else 0
+
+
+def ci_releases() -> tuple[str, str]:
+    releases = sorted(RELEASES, key=release_key)
+    return releases[0], releases[-1]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
