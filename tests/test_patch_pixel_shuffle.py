@@ -42,11 +42,15 @@ def build(family):
             "Idefics3": (Idefics3Config, Idefics3ForConditionalGeneration),
             "SmolVLM": (SmolVLMConfig, SmolVLMForConditionalGeneration),
         }[family]
-        config = config_cls(vision_config=VISION, text_config=text_config("llama"), scale_factor=2,
-                            image_token_id=IMAGE_TOKEN)
+        # SmolVLM: 32 px images of 4 px patches, 16 tokens each after the shuffle: transformers 5.20's
+        # SmolVLM merges image tokens in blocks of patch_size, so their count must be a multiple of it.
+        size, patch = (56, 14) if family == "Idefics3" else (32, 4)
+        tokens = (size // patch // 2) ** 2
+        config = config_cls(vision_config=dict(VISION, image_size=size, patch_size=patch),
+                            text_config=text_config("llama"), scale_factor=2, image_token_id=IMAGE_TOKEN)
         model = model_cls(config).eval()
-        pixel_values = torch.randn(1, 2, 3, 56, 56)  # one sample, two images
-        input_ids = torch.tensor([[1] + [IMAGE_TOKEN] * 4 + [2] + [IMAGE_TOKEN] * 4 + [3]])
+        pixel_values = torch.randn(1, 2, 3, size, size)  # one sample, two images
+        input_ids = torch.tensor([[1] + [IMAGE_TOKEN] * tokens + [2] + [IMAGE_TOKEN] * tokens + [3]])
     return model, pixel_values, input_ids
 
 

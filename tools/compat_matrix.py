@@ -230,9 +230,9 @@ def matrix(releases) -> dict:
     return results
 
 
-def write_verified(results: dict) -> None:
-    """vlmops/transformers/verified.py from the results: per rule, the fingerprints of releases on
-    which its family was verified."""
+def verified_source(results: dict) -> str:
+    """The text of vlmops/transformers/verified.py for the results: per rule, the fingerprints of
+    releases on which its family was verified."""
     releases, rule_prints, sources = {}, {}, {}
     for release in sorted(results, key=release_key):
         entry = results[release]
@@ -277,7 +277,7 @@ def write_verified(results: dict) -> None:
         lines += [f"        {_q(sha)}: {_tuple(tags)}," for sha, tags in sources[spec].items()]
         lines.append("    },")
     lines += ["}", ""]
-    VERIFIED.write_text("\n".join(lines))
+    return "\n".join(lines)
 
 
 def _q(text: str) -> str:
@@ -360,7 +360,7 @@ def main(argv=None) -> int:
     results = load_results()
     results.update(matrix(releases))
     RESULTS.write_text(json.dumps({r: results[r] for r in sorted(results, key=release_key)}, indent=1) + "\n")
-    write_verified(results)
+    VERIFIED.write_text(verified_source(results))
     write_readme(results)
     print(table(results))
     print(f"compatibility matrix: {len(releases)} releases in {time.monotonic() - started:.0f} s "
