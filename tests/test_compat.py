@@ -25,7 +25,13 @@ from torch import nn
 
 import vlmops
 import vlmops.transformers.patch as patch
-from vlmops.transformers import RULES, SUPPORTED_FAMILIES, UnsupportedTransformersError, supported_transformers, verified
+from vlmops.transformers import (
+    RULES,
+    SUPPORTED_FAMILIES,
+    UnsupportedTransformersError,
+    supported_transformers,
+    verified,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
@@ -39,7 +45,7 @@ def test_supported_transformers_lists_every_family_with_its_verified_releases():
 
     supported = supported_transformers()
     assert set(supported) == set(SUPPORTED_FAMILIES)
-    results = compat_matrix.load_results()
+    results, _ = compat_matrix.load_results()
     for family, releases in supported.items():
         assert releases == tuple(r for r in sorted(results, key=patch.release_key)
                                  if results[r]["families"][family] == "verified")
@@ -49,11 +55,20 @@ def test_supported_transformers_lists_every_family_with_its_verified_releases():
 
 
 def test_generated_files_match_the_recorded_results():
-    results = compat_matrix.load_results()
-    assert set(results) == set(compat_matrix.RELEASES)
+    results, outside = compat_matrix.load_results()
+    assert set(results) == set(compat_matrix.RELEASES) and set(outside) == set(compat_matrix.OUTSIDE)
     assert Path(verified.__file__).read_text() == compat_matrix.verified_source(results)
     readme = (ROOT / "README.md").read_text()
-    assert f"{compat_matrix.BEGIN}\n{compat_matrix.table(results)}\n{compat_matrix.END}" in readme
+    assert f"{compat_matrix.BEGIN}\n{compat_matrix.table(results, outside)}\n{compat_matrix.END}" in readme
+
+
+def test_outside_the_range_verify_patched_only_what_agreed_and_refused_cleanly():
+    """The matrix's verify=True runs outside the range passed, and exercised both paths."""
+    _, outside = compat_matrix.load_results()
+    entries = [entry for release in outside.values() for entry in release["families"].values()]
+    assert all(entry["outcome"] == "passed" for entry in entries)
+    assert any("agreed" in entry.get("verified", {}).values() for entry in entries)
+    assert any("refused" in entry or set(entry["verified"].values()) - {"agreed"} for entry in entries)
 
 
 def test_every_fingerprint_was_verified_on_a_release_its_family_passed():
@@ -67,8 +82,9 @@ def test_the_declared_range_spans_the_last_six_months():
     """The newest release and at least five other 5.x releases of the six months before it."""
     import datetime
 
-    results = compat_matrix.load_results()
-    dates = sorted(datetime.date.fromisoformat(results[r]["date"]) for r in compat_matrix.RELEASES if r.startswith("5."))
+    results, _ = compat_matrix.load_results()
+    dates = sorted(datetime.date.fromisoformat(results[r]["date"])
+                   for r in compat_matrix.RELEASES if r.startswith("5."))
     newest = dates[-1]
     recent = [d for d in dates[:-1] if (newest - d).days <= 183]
     assert len(recent) >= 5 and (newest - recent[0]).days >= 150, dates
@@ -200,11 +216,13 @@ def test_planted_semantic_change_is_refused_with_the_measured_error(monkeypatch)
         vlmops.patch_model(copy.deepcopy(model))
     report = vlmops.patch_model(model, verify=True)
     [verification] = report.verifications
-    assert (verification.family, verification.kind, verification.path) == ("Qwen2-VL", "rope", "model.visual.rotary_pos_emb")
+    where = (verification.family, verification.kind, verification.path)
+    assert where == ("Qwen2-VL", "rope", "model.visual.rotary_pos_emb")
     assert not verification.agreed and verification.ratio > 10 and verification.error > 0
     [skip] = report.skipped
     assert (skip.family, skip.kind, skip.paths) == ("Qwen2-VL", "rope", ("model.visual.rotary_pos_emb",))
-    assert "changed transformers.models.qwen2_vl" in skip.reason and f"max abs error {verification.error:.3g}" in skip.reason
+    assert "changed transformers.models.qwen2_vl" in skip.reason
+    assert f"max abs error {verification.error:.3g}" in skip.reason
     # The rules whose code is verified are applied; the rotary module keeps transformers' (changed) code.
     assert {r.new for r in report.replacements} >= {"vlmops.nn.PatchEmbed", "vlmops.nn.PackedVisionAttention"}
     assert type(model.model.visual.rotary_pos_emb).__name__ == "Qwen2VLVisionRotaryEmbedding"
@@ -296,3 +314,12 @@ def test_verify_changes_nothing_before_it_decides(monkeypatch):
         torch.testing.assert_close(features(model, inputs), expected, rtol=0, atol=0)
     copied = patch.structural_copy(model.model.visual)
     assert {id(p) for p in copied.parameters()} <= params and copied is not model.model.visual
+
+
+def test_verify_on_verified_code_is_the_usual_patch():
+    """verify=True measures only rules whose code changed: on verified code it patches as verify=False."""
+    model, _ = qwen2_vl()
+    other = copy.deepcopy(model)
+    report = vlmops.patch_model(model, verify=True)
+    assert report.verifications == [] and report.skipped == []
+    assert report.replacements == vlmops.patch_model(other).replacements

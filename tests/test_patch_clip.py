@@ -66,7 +66,8 @@ def build_onevision():
     pixel_values = torch.randn(2, 5, 3, 28, 28)  # up to 5 tiles per image; the unused ones are dropped
     with torch.no_grad():
         # The token count per image is what transformers' own image path produces for these sizes.
-        lengths = [len(f) for f in model.model.get_image_features(pixel_values, image_sizes).pooler_output]
+        features = model.model.get_image_features(pixel_values, image_sizes)
+        lengths = [len(f) for f in getattr(features, "pooler_output", features)]
     input_ids = torch.tensor([[1] + [IMAGE_TOKEN] * lengths[0] + [2, 3] + [IMAGE_TOKEN] * lengths[1] + [4]])
     return model, dict(input_ids=input_ids, pixel_values=pixel_values, image_sizes=image_sizes)
 

@@ -18,7 +18,6 @@ from transformers import (
     Qwen3VLForConditionalGeneration,
 )
 from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VisionTransformerPretrainedModel
-from transformers.vision_utils import get_vision_cu_seqlens
 
 import vlmops
 from vlmops.nn import MRotaryEmbedding, PackedVisionAttention, PatchEmbed, PatchMerger, VisionRotaryEmbedding
@@ -79,9 +78,10 @@ def build(family, attn="sdpa"):
 
 
 def features(model, inputs):
-    image = model.model.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"]).pooler_output
-    video = model.model.get_video_features(inputs["pixel_values_videos"], inputs["video_grid_thw"]).pooler_output
-    return torch.cat([*image, *video])
+    image = model.model.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"])
+    video = model.model.get_video_features(inputs["pixel_values_videos"], inputs["video_grid_thw"])
+    # pooler_output: the outputs of transformers >= 5.0 (earlier releases return the features).
+    return torch.cat([*getattr(image, "pooler_output", image), *getattr(video, "pooler_output", video)])
 
 
 class RecordCalls(TorchDispatchMode):
@@ -279,10 +279,13 @@ def test_compiled_patched_qwen2_5_vl_tower_fullgraph():
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
-# Drop-in modules against the transformers modules they replace.
+# Drop-in modules against the transformers modules they replace (transformers.vision_utils is
+# imported by these tests only: the parity tests above also run on releases without it).
 
 
 def test_vision_cu_seqlens_matches_transformers():
+    from transformers.vision_utils import get_vision_cu_seqlens
+
     grid = torch.tensor([[2, 4, 8], [1, 8, 12], [3, 2, 2]])
     num_tokens = int(grid.prod(-1).sum())
     cu = vision_cu_seqlens(grid, num_tokens, min_frame_tokens=4)
@@ -292,6 +295,8 @@ def test_vision_cu_seqlens_matches_transformers():
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_drop_in_modules_match_transformers(family):
+    from transformers.vision_utils import get_vision_cu_seqlens
+
     model, inputs = build(family)
     tower = model.model.visual
     rows = inputs["pixel_values"]

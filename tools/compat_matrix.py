@@ -47,6 +47,11 @@ BEGIN, END = "<!-- compat-matrix:begin -->", "<!-- compat-matrix:end -->"
 # (vlmops.transformers.adapters serves both).
 RELEASES = ("5.10.4", "5.13.1", "5.15.1", "5.17.0", "5.19.0", "5.20.2", "5.22.2", "5.23.0", "5.24.0", "5.25.0")
 
+# Releases outside the declared range on which the matrix runs verify=True (VERIFY_TEST, with the
+# fingerprint table as it is): the newest release before the range and the first 5.0 release.
+OUTSIDE = ("5.9.0", "5.0.0")
+VERIFY_TEST = "tests/test_compat_verify.py::test_verify_applies_exactly_the_rules_that_agree"
+
 # Per family, the parity tests: pytest node ids relative to the repository root.
 QWEN, PIXTRAL = "tests/test_patch_qwen.py", "tests/test_patch_pixtral.py"
 CLIP, MLLAMA, SHUFFLE = "tests/test_patch_clip.py", "tests/test_patch_mllama.py", "tests/test_patch_pixel_shuffle.py"
@@ -178,20 +183,26 @@ def _dump_fingerprints(out: str) -> None:
     Path(out).write_text(json.dumps({"transformers": transformers.__version__, "rules": rules}))
 
 
-def run_parity(folder: Path | None, families, trust: bool) -> dict:
-    """{node id: outcome} of the families' parity tests run against the release in ``folder``."""
-    nodes = [node for family in families for node in PARITY[family]]
+def run_tests(folder: Path | None, nodes, trust: bool) -> tuple[dict, dict]:
+    """({node id: outcome}, {node id: recorded "verify" property}) of the tests ``nodes`` run
+    against the release in ``folder``."""
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "outcomes.json"
         command = [sys.executable, "-m", "pytest", "-q", "-p", "compat_trust", "--compat-report", str(report),
                    *(["--compat-trust"] if trust else []), *nodes]
         result = subprocess.run(command, env=_env(folder), cwd=ROOT, capture_output=True, text=True)
-        outcomes = json.loads(report.read_text()) if report.exists() else {}
+        recorded = json.loads(report.read_text()) if report.exists() else {"outcomes": {}, "properties": {}}
+    outcomes = recorded["outcomes"]
     for node in nodes:
         outcomes.setdefault(node, "not run")
     if any(outcome != "passed" for outcome in outcomes.values()):
         print(result.stdout[-6000:], result.stderr[-2000:], sep="\n")
-    return outcomes
+    return outcomes, recorded["properties"]
+
+
+def run_parity(folder: Path | None, families, trust: bool) -> dict:
+    """{node id: outcome} of the families' parity tests run against the release in ``folder``."""
+    return run_tests(folder, [node for family in families for node in PARITY[family]], trust)[0]
 
 
 def _families_of(rules: dict) -> dict:
@@ -230,6 +241,36 @@ def matrix(releases) -> dict:
     return results
 
 
+def verify_outside(releases) -> dict:
+    """VERIFY_TEST of every family against ``releases``: {release: {"date", "families": {family:
+    {"outcome", and "applied" and "verified" kinds, or "refused"}}}}."""
+    results = {}
+    for release in releases:
+        started = time.monotonic()
+        folder = install(release)
+        nodes = {family: f"{VERIFY_TEST}[{family}]" for family in PARITY}
+        outcomes, properties = run_tests(folder, list(nodes.values()), trust=False)
+        families = {family: {"outcome": outcomes[node], **properties.get(node, {})} for family, node in nodes.items()}
+        results[release] = {"date": release_date(release), "families": families}
+        print(f"transformers {release} (outside the range), verify=True: "
+              + ", ".join(f"{f} {_outside_cell(e)}" for f, e in families.items())
+              + f" ({time.monotonic() - started:.0f} s)", flush=True)
+    return results
+
+
+def _outside_cell(entry: dict) -> str:
+    if entry["outcome"] != "passed":
+        return f"✗ ({entry['outcome']})"
+    if "refused" in entry:
+        return "refused (code missing)"
+    verified = entry["verified"]
+    agreed = sum(1 for status in verified.values() if status == "agreed")
+    by_fingerprint = len(entry["applied"]) - agreed
+    refused = len(verified) - agreed
+    return (f"{len(entry['applied'])} applied ({by_fingerprint} by fingerprint, {agreed} verified)"
+            + (f", {refused} refused" if refused else ""))
+
+
 def verified_source(results: dict) -> str:
     """The text of vlmops/transformers/verified.py for the results: per rule, the fingerprints of
     releases on which its family was verified."""
@@ -262,19 +303,19 @@ def verified_source(results: dict) -> str:
         f"RANGE = ({_q(tested[0])}, {_q(tested[-1])})" if tested else "RANGE = ()",
         "",
         "RELEASES = {",
-        *(f"    {_q(family)}: {_tuple(items)}," for family, items in releases.items()),
+        *(line for family, items in releases.items() for line in _entry(family, items, indent=4)),
         "}",
         "",
         "FINGERPRINTS = {",
     ]
     for key in sorted(rule_prints):
         lines.append(f"    {_q(key)}: {{")
-        lines += [f"        {_q(sha)}: {_tuple(tags)}," for sha, tags in rule_prints[key].items()]
+        lines += [line for sha, tags in rule_prints[key].items() for line in _entry(sha, tags)]
         lines.append("    },")
     lines += ["}", "", "SOURCES = {"]
     for spec in sorted(sources):
         lines.append(f"    {_q(spec)}: {{")
-        lines += [f"        {_q(sha)}: {_tuple(tags)}," for sha, tags in sources[spec].items()]
+        lines += [line for sha, tags in sources[spec].items() for line in _entry(sha, tags)]
         lines.append("    },")
     lines += ["}", ""]
     return "\n".join(lines)
@@ -288,11 +329,27 @@ def _tuple(items) -> str:
     return "(" + ", ".join(_q(item) for item in items) + ("," if len(items) == 1 else "") + ")"
 
 
+def _entry(key: str, releases, indent: int = 8) -> list:
+    """The lines of ``"key": (releases),`` in a dict of verified.py, wrapped at 120 columns."""
+    pad = " " * indent
+    line = f"{pad}{_q(key)}: {_tuple(releases)},"
+    if len(line) <= 120:
+        return [line]
+    rows, row = [], []
+    for release in releases:
+        if row and len(f"{pad}    " + ", ".join(_q(r) for r in [*row, release]) + ",") > 120:
+            rows.append(row)
+            row = []
+        row.append(release)
+    rows.append(row)
+    return [f"{pad}{_q(key)}: (", *(f"{pad}    " + ", ".join(_q(r) for r in row) + "," for row in rows), f"{pad}),"]
+
+
 SYMBOLS = {"verified": "✓", "failed": "✗", "absent": "—"}
 
 
-def table(results: dict) -> str:
-    """The family x release table (markdown) of the results."""
+def table(results: dict, outside: dict) -> str:
+    """The family x release table (markdown) of the matrix, then that of the releases outside it."""
     releases = sorted(results, key=release_key)
     header = "| family | " + " | ".join(f"{r}<br>{results[r]['date']}" for r in releases) + " |"
     rows = [header, "|---|" + "---|" * len(releases)]
@@ -301,26 +358,39 @@ def table(results: dict) -> str:
         rows.append(f"| {family} | " + " | ".join(cells) + " |")
     legend = (f"✓ all parity tests pass (outputs, the vlmops ops ran, save/load), ✗ they do not, — the release "
               f"has no such model. Declared range: transformers {releases[0]} to {releases[-1]}.")
-    return "\n".join(rows) + "\n\n" + legend
+    text = "\n".join(rows) + "\n\n" + legend
+    if outside:
+        others = sorted(outside, key=release_key, reverse=True)
+        rows = ["| family (verify=True) | " + " | ".join(f"{r}<br>{outside[r]['date']}" for r in others) + " |",
+                "|---|" + "---|" * len(others)]
+        rows += [f"| {family} | " + " | ".join(_outside_cell(outside[r]["families"][family]) for r in others) + " |"
+                 for family in PARITY]
+        text += ("\n\nOutside the range, `patch_model(model, verify=True)` on the same models: the rules whose code"
+                 " matches a verified fingerprint are applied as is, the others are verified on the model and applied"
+                 " where they agree; the patched model matches the unpatched one in every case"
+                 " (`tests/test_compat_verify.py`).\n\n" + "\n".join(rows))
+    return text
 
 
-def write_readme(results: dict) -> None:
+def write_readme(results: dict, outside: dict) -> None:
     text = README.read_text()
     if BEGIN not in text or END not in text:
         raise RuntimeError(f"README.md has no {BEGIN} ... {END} markers")
     head, rest = text.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
-    README.write_text(f"{head}{BEGIN}\n{table(results)}\n{END}{tail}")
+    README.write_text(f"{head}{BEGIN}\n{table(results, outside)}\n{END}{tail}")
 
 
-def load_results() -> dict:
-    return json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+def load_results() -> tuple[dict, dict]:
+    """(the matrix's results per release, the verify=True results per release outside the range)."""
+    recorded = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    return recorded.get("matrix", {}), recorded.get("outside", {})
 
 
 def check(releases) -> int:
     """CI: the parity tests of every family recorded as verified on each release, against the committed
     verified.py. Returns the number of families that failed."""
-    recorded = load_results()
+    recorded, _ = load_results()
     failures = 0
     for release in releases:
         started = time.monotonic()
@@ -353,19 +423,23 @@ def main(argv=None) -> int:
     if args.ci_releases:
         print(" ".join(ci_releases()))
         return 0
-    releases = args.releases or list(RELEASES)
     if args.check:
-        return 1 if check(releases) else 0
+        return 1 if check(args.releases or list(RELEASES)) else 0
     started = time.monotonic()
-    results = load_results()
+    results, outside = load_results()
+    releases = [r for r in args.releases if r not in OUTSIDE] if args.releases else list(RELEASES)
     results.update(matrix(releases))
-    RESULTS.write_text(json.dumps({r: results[r] for r in sorted(results, key=release_key)}, indent=1) + "\n")
+    outside.update(verify_outside([r for r in args.releases if r in OUTSIDE] if args.releases else OUTSIDE))
+    recorded = {"matrix": {r: results[r] for r in sorted(results, key=release_key)},
+                "outside": {r: outside[r] for r in sorted(outside, key=release_key)}}
+    RESULTS.write_text(json.dumps(recorded, indent=1, ensure_ascii=False) + "\n")
     VERIFIED.write_text(verified_source(results))
-    write_readme(results)
-    print(table(results))
-    print(f"compatibility matrix: {len(releases)} releases in {time.monotonic() - started:.0f} s "
-          f"({datetime.date.today()})")
+    write_readme(results, outside)
+    print(table(results, outside))
+    print(f"compatibility matrix: {len(releases)} releases and {len(outside)} outside the range in "
+          f"{time.monotonic() - started:.0f} s ({datetime.date.today()})")
     failed = [(r, f) for r in releases for f, s in results[r]["families"].items() if s == "failed"]
+    failed += [(r, f) for r in outside for f, e in outside[r]["families"].items() if e["outcome"] != "passed"]
     return 1 if failed else 0
 
 

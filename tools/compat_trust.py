@@ -3,7 +3,8 @@
 ``--compat-trust``: the fingerprints of the installed transformers count as verified for this run
 (vlmops.transformers.verified is extended in this process only), so the parity tests say whether
 the patches are right on it; the matrix records them as verified only where they pass.
-``--compat-report PATH``: writes {node id: "passed" | "failed" | "skipped"} of the run to PATH.
+``--compat-report PATH``: writes {"outcomes": {node id: "passed" | "failed" | "skipped"},
+"properties": {node id: the "verify" property the test recorded}} of the run to PATH.
 """
 
 import json
@@ -14,8 +15,8 @@ def pytest_addoption(parser):
     parser.addoption("--compat-report", default=None)
 
 
-# node id -> outcome of this run.
-OUTCOMES = {}
+# node id -> outcome of this run; node id -> the "verify" property a test recorded.
+OUTCOMES, PROPERTIES = {}, {}
 
 
 def pytest_configure(config):
@@ -47,10 +48,13 @@ def pytest_runtest_logreport(report):
     if report.when == "call" or report.outcome != "passed":
         if OUTCOMES.get(report.nodeid, "passed") == "passed":
             OUTCOMES[report.nodeid] = report.outcome
+    for name, value in report.user_properties:
+        if name == "verify":
+            PROPERTIES[report.nodeid] = value
 
 
 def pytest_sessionfinish(session):
     path = session.config.getoption("--compat-report")
     if path:
         with open(path, "w") as f:
-            json.dump(OUTCOMES, f, indent=1)
+            json.dump({"outcomes": OUTCOMES, "properties": PROPERTIES}, f, indent=1)

@@ -131,9 +131,11 @@ def patch_model(model: nn.Module, *, ops=None, verify: bool = False) -> PatchRep
             if rule.kind not in kinds:
                 continue
             if rule.key in unverified:
-                reason, _ = _checked(rule, model, module, path)
+                reason, raised = _checked(rule, model, module, path)
                 verdict = verdicts.get(rule.key)
-                if reason is None and verdict is not None and not verdict.agreed:
+                if raised:
+                    reason = f"{unverified[rule.key]}; verify: {reason}"
+                elif reason is None and verdict is not None and not verdict.agreed:
                     reason = f"{unverified[rule.key]}; {verdict}"
             else:
                 reason = rule.check(model, module, path) if rule.check is not None else None
@@ -215,4 +217,4 @@ def _checked(rule, model, module, path) -> tuple[str | None, bool]:
     try:
         return rule.check(model, module, path), False
     except Exception as error:  # changed transformers code: reported, the module keeps its code
-        return f"verify: the rule's check failed on this transformers ({type(error).__name__}: {error})", True
+        return f"the rule's check failed on this transformers ({type(error).__name__}: {error})", True

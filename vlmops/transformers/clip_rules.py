@@ -242,7 +242,8 @@ def _vlm_rules(family: str, target: str) -> list:
 
     def embeddings_patched(model):
         tower = tower_of(model)
-        return tower is not None and isinstance(tower.embeddings, (CLIPVisionEmbeddings, SiglipVisionEmbeddings))
+        embeddings = getattr(tower, "embeddings", None)  # a tower of other transformers code may have none
+        return isinstance(embeddings, (CLIPVisionEmbeddings, SiglipVisionEmbeddings))
 
     def attention_patched(model):
         tower = tower_of(model)

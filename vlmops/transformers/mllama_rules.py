@@ -3,6 +3,8 @@
 takes their heads, key/value heads, head dim and dtype, and they have no dropout and transformers'
 softmax scale ``head_dim ** -0.5`` (the one ``vlmops.nn.MllamaCrossAttention`` uses)."""
 
+import inspect
+
 import torch
 
 from vlmops.nn.gated_cross_attention import MllamaCrossAttention
@@ -51,20 +53,34 @@ def _patch_cross_attention(root, attn, path):
 
 def _cross_attention_sample(root, attn, path):
     """verify=True on the module: 3 text rows attending to 4 image tokens (cross_attention_states in the
-    model's width) through an additive mask of transformers' form: row 0 sees every token, row 1 the
-    first two, row 2 the last two."""
+    model's width) through an additive mask of transformers' form (row 0 sees every token, row 1 the
+    first two, row 2 the last two), with a fresh cache; then one decode row that reads the keys and
+    values back from that cache."""
+    from transformers.cache_utils import DynamicCache
+
     weight = attn.q_proj.weight
     generator = torch.Generator().manual_seed(0)
 
     def randn(*shape):
         return torch.randn(*shape, generator=generator).to(weight.device, weight.dtype)
 
-    hidden, states = randn(1, 3, attn.q_proj.in_features), randn(1, 4, attn.k_proj.in_features)
+    width, image_width = attn.q_proj.in_features, attn.k_proj.in_features
+    hidden, states, step = randn(1, 3, width), randn(1, 4, image_width), randn(1, 1, width)
     visible = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [0, 0, 1, 1]], dtype=torch.bool, device=weight.device)
     mask = torch.zeros(1, 1, 3, 4, dtype=weight.dtype, device=weight.device)
     mask = mask.masked_fill(~visible, torch.finfo(weight.dtype).min)
-    return Sample(path, lambda m: m(hidden_states=hidden, cross_attention_states=states, attention_mask=mask)[0],
-                  "3 text rows, 4 image tokens")
+    # The cache's keyword in the installed transformers' signature ("cache", earlier "past_key_values").
+    name = "cache" if "cache" in inspect.signature(type(attn).forward).parameters else "past_key_values"
+
+    def run(module):
+        cache = {name: DynamicCache()}
+        prefill = module(hidden_states=hidden, cross_attention_states=states, attention_mask=mask, use_cache=True,
+                         **cache)[0]
+        decode = module(hidden_states=step, cross_attention_states=None, attention_mask=mask[:, :, :1],
+                        use_cache=True, **cache)[0]
+        return prefill, decode
+
+    return Sample(path, run, "3 text rows and 4 image tokens with a cache, then one decode row")
 
 
 RULES = [

@@ -253,7 +253,8 @@ def verified_releases(rule: Rule) -> tuple[str, ...]:
 
 def release_key(release: str) -> tuple:
     """Sort key of a release string such as "5.24.0" (numeric parts compared as numbers, before others)."""
-    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in release.replace("-", ".").split("."))
+    parts = release.replace("-", ".").split(".")
+    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in parts)
 
 
 def _verified_text(rule: Rule) -> str:

@@ -291,6 +291,9 @@ def _tower_specs(module, tower, attention, block, patch_embed, rotary, extra=())
             f"{module}:{rotary}.compute_axial_rope_parameters", *_RELIED_ON)
 
 
+# Qwen2.5-VL's window permutation, a method of the tower from transformers 5.17.
+_PERMUTE = f"{QWEN2_5}:Qwen2_5_VisionTransformerPretrainedModel.permute_input_for_window_attn"
+
 RULES = [
     *_rules("Qwen2-VL", QWEN2, "Qwen2VisionTransformerPretrainedModel", "PatchEmbed", "Qwen2VLVisionRotaryEmbedding",
             _tower_specs(QWEN2, "Qwen2VisionTransformerPretrainedModel", "VisionAttention", "Qwen2VLVisionBlock",
@@ -300,10 +303,9 @@ RULES = [
             "Qwen2_5_VLVisionRotaryEmbedding",
             (*_tower_specs(QWEN2_5, "Qwen2_5_VisionTransformerPretrainedModel", "Qwen2_5_VLVisionAttention",
                            "Qwen2_5_VLVisionBlock", "Qwen2_5_VisionPatchEmbed", "Qwen2_5_VLVisionRotaryEmbedding",
-                           extra=(f"{QWEN2_5}:Qwen2_5_VisionTransformerPretrainedModel.permute_input_for_window_attn",)),
+                           extra=(_PERMUTE,)),
              f"{VISION_UTILS}:get_vision_window_index"),
-            ("Qwen2_5_VisionRotaryEmbedding",
-             {f"{QWEN2_5}:Qwen2_5_VisionTransformerPretrainedModel.permute_input_for_window_attn": None})),
+            ("Qwen2_5_VisionRotaryEmbedding", {_PERMUTE: None})),
     *_rules("Qwen3-VL", QWEN3, "Qwen3VLVisionModel", "Qwen3VLVisionPatchEmbed", "Qwen3VLVisionRotaryEmbedding",
             (*_tower_specs(QWEN3, "Qwen3VLVisionModel", "Qwen3VLVisionAttention", "Qwen3VLVisionBlock",
                            "Qwen3VLVisionPatchEmbed", "Qwen3VLVisionRotaryEmbedding"),
