@@ -214,8 +214,7 @@ def _replaced(cls, class_name):
 
 def _tower_sample(tower_path):
     """verify=True on a tower: one image of 2m x 4m patches (m: spatial_merge_size) as pixel rows in the
-    patch conv's dtype, through the tower at ``tower_path`` (the matched module's path, or a function
-    of it)."""
+    patch conv's dtype, through the tower at ``tower_path(the matched module's path)``."""
     def sample(root, module, path):
         scope = tower_path(path)
         tower = root.get_submodule(scope)
