@@ -250,9 +250,8 @@ def gelu_mlp_forward(self, hidden_state):
 
 
 def test_planted_change_in_another_family_is_refused(monkeypatch):
-    from transformers.models.pixtral.modeling_pixtral import PixtralMLP
-
     from test_patch_pixtral import IMAGE_SIZES, pixels, tower
+    from transformers.models.pixtral.modeling_pixtral import PixtralMLP
 
     monkeypatch.setattr(PixtralMLP, "forward", gelu_mlp_forward)
     model = tower()
@@ -271,9 +270,8 @@ def test_planted_change_in_another_family_is_refused(monkeypatch):
 def test_verify_reports_a_rule_that_cannot_run_on_the_changed_code(monkeypatch):
     """A planted change the replacement cannot even be built on (a renamed attribute) is a refusal with
     its error, not a crash."""
-    from transformers.models.smolvlm.modeling_smolvlm import SmolVLMConnector
-
     from test_patch_pixel_shuffle import build, image_features
+    from transformers.models.smolvlm.modeling_smolvlm import SmolVLMConnector
 
     real_init = SmolVLMConnector.__init__
 

@@ -112,7 +112,7 @@ def install(release: str) -> Path | None:
     wheel = _wheel(release)
     started = time.monotonic()
     result = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                             "--target", str(folder), str(wheel)], capture_output=True, text=True)
+                             "--target", str(folder), str(wheel)], capture_output=True, text=True, check=False)
     if result.returncode:
         raise RuntimeError(f"pip install --target {folder} {wheel.name} failed:\n{result.stdout}\n{result.stderr}")
     for path in folder.iterdir():
@@ -133,7 +133,7 @@ def _wheel(release: str) -> Path:
     wheels.mkdir(parents=True, exist_ok=True)
     result = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
                              "--no-deps", "--dest", str(wheels), f"transformers=={release}"],
-                            capture_output=True, text=True)
+                            capture_output=True, text=True, check=False)
     found = sorted(wheels.glob(f"transformers-{release}-*.whl"))
     if result.returncode or not found:
         raise RuntimeError(f"pip download transformers=={release} failed:\n{result.stdout}\n{result.stderr}")
@@ -143,7 +143,8 @@ def _wheel(release: str) -> Path:
 def release_date(release: str) -> str:
     """The date the release's wheel was built (its newest file), as YYYY-MM-DD."""
     with zipfile.ZipFile(_wheel(release)) as wheel:
-        return "%04d-%02d-%02d" % max(info.date_time for info in wheel.infolist())[:3]
+        year, month, day = max(info.date_time for info in wheel.infolist())[:3]
+    return f"{year:04d}-{month:02d}-{day:02d}"
 
 
 def _env(folder: Path | None) -> dict:
@@ -190,7 +191,7 @@ def run_tests(folder: Path | None, nodes, trust: bool) -> tuple[dict, dict]:
         report = Path(tmp) / "outcomes.json"
         command = [sys.executable, "-m", "pytest", "-q", "-p", "compat_trust", "--compat-report", str(report),
                    *(["--compat-trust"] if trust else []), *nodes]
-        result = subprocess.run(command, env=_env(folder), cwd=ROOT, capture_output=True, text=True)
+        result = subprocess.run(command, env=_env(folder), cwd=ROOT, capture_output=True, text=True, check=False)
         recorded = json.loads(report.read_text()) if report.exists() else {"outcomes": {}, "properties": {}}
     outcomes = recorded["outcomes"]
     for node in nodes:
@@ -227,10 +228,10 @@ def matrix(releases) -> dict:
         present = [family for family in PARITY if family not in absent]
         outcomes = run_parity(folder, present, trust=True)
         families = {}
-        for family in PARITY:
+        for family, nodes in PARITY.items():
             if family in absent:
                 families[family] = "absent"
-            elif all(outcomes[node] == "passed" for node in PARITY[family]):
+            elif all(outcomes[node] == "passed" for node in nodes):
                 families[family] = "verified"
             else:
                 families[family] = "failed"

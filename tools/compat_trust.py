@@ -45,9 +45,9 @@ def trust_installed():
 
 def pytest_runtest_logreport(report):
     """A test's outcome: its call's, or the first setup or teardown that did not pass."""
-    if report.when == "call" or report.outcome != "passed":
-        if OUTCOMES.get(report.nodeid, "passed") == "passed":
-            OUTCOMES[report.nodeid] = report.outcome
+    first = OUTCOMES.get(report.nodeid, "passed") == "passed"
+    if (report.when == "call" or report.outcome != "passed") and first:
+        OUTCOMES[report.nodeid] = report.outcome
     for name, value in report.user_properties:
         if name == "verify":
             PROPERTIES[report.nodeid] = value

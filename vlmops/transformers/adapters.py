@@ -106,7 +106,7 @@ def pixtral_cos_sin(rotary, patch_embeds: torch.Tensor, positions: torch.Tensor,
 def qwen3_position_embeddings(tower, grid_thw: torch.Tensor) -> torch.Tensor:
     """Qwen3-VL's interpolated learned position embeddings [N, hidden] through whichever helper the
     installed transformers has."""
-    import transformers.vision_utils as vision_utils
+    from transformers import vision_utils
 
     interpolation = getattr(vision_utils, "get_vision_interpolation_indices_and_weights", None)
     if interpolation is not None:

@@ -8,10 +8,10 @@
   dtype. An MLP with another activation is left as it is (and reported as skipped).
 """
 
-from vlmops.nn.mlp import GatedMLP
-from vlmops.nn.norm import RMSNorm
 import torch
 
+from vlmops.nn.mlp import GatedMLP
+from vlmops.nn.norm import RMSNorm
 from vlmops.transformers.patch import Rule, Sample, Zeros, build_refusal, op_refusal, replace_module
 
 

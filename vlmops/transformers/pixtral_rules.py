@@ -22,10 +22,10 @@ import types
 import torch
 import torch.nn.functional as F
 
+from vlmops.models.pixtral import pixtral_rope_positions
 from vlmops.nn.attention import PackedVisionAttention
 from vlmops.nn.patch_embed import PatchEmbed
 from vlmops.nn.rope import VisionRotaryEmbedding
-from vlmops.models.pixtral import pixtral_rope_positions
 from vlmops.transformers.adapters import PixtralTableRotaryEmbedding, pixtral_cos_sin
 from vlmops.transformers.norm_mlp_rules import norm_mlp_rules
 from vlmops.transformers.patch import (
@@ -182,8 +182,8 @@ _ATTENTION_SPECS = (*_TOWER_SPECS, f"{PIXTRAL}:PixtralTransformer.forward", f"{P
                     f"{PIXTRAL}:apply_rotary_pos_emb")
 # transformers 5.10-5.16: the table rotary module, indexed by the positions this helper flattens.
 _MESHGRID = f"{PIXTRAL}:position_ids_in_meshgrid"
-_LEGACY = dict(serves=lambda: resolve_or_none(f"{PIXTRAL}:PixtralRotaryEmbedding") is not None,
-               api="table rotary module (transformers 5.10-5.16)")
+_LEGACY = {"serves": lambda: resolve_or_none(f"{PIXTRAL}:PixtralRotaryEmbedding") is not None,
+           "api": "table rotary module (transformers 5.10-5.16)"}
 
 RULES = [
     Rule(family="Pixtral", kind="patch_embed", target=_TOWER, guarded=_TOWER_SPECS,

@@ -25,10 +25,10 @@ import types
 
 import torch
 
+from vlmops.models.qwen_vl import qwen2_5_vl_window_index, vision_rope_positions
 from vlmops.nn.attention import PackedVisionAttention, vision_cu_seqlens
 from vlmops.nn.patch_embed import PatchEmbed
 from vlmops.nn.rope import VisionRotaryEmbedding
-from vlmops.models.qwen_vl import qwen2_5_vl_window_index, vision_rope_positions
 from vlmops.transformers.adapters import QwenAngleRotaryEmbedding, qwen3_position_embeddings, qwen_cos_sin, takes_angles
 from vlmops.transformers.norm_mlp_rules import norm_mlp_rules
 from vlmops.transformers.patch import (
@@ -262,7 +262,7 @@ def _rules(family, module, tower, patch_embed, rotary, guarded, legacy):
                     check=_tower_refusal, requires=(*_DECORATORS, *_OUTPUTS[family]),
                     sample=_tower_sample(lambda path: path), **variant)
 
-    legacy_variant = dict(serves=serves_legacy, api="rotary modules returning angles (transformers 5.10-5.16)")
+    legacy_variant = {"serves": serves_legacy, "api": "rotary modules returning angles (transformers 5.10-5.16)"}
     return [
         Rule(family=family, kind="patch_embed", target=spec(patch_embed), guarded=own(patch_embed),
              apply=replace_module(PatchEmbed.from_qwen, "vlmops.nn.PatchEmbed"),
