@@ -11,10 +11,13 @@ For every release in RELEASES (or those named on the command line):
 3. run every family's parity tests (PARITY: outputs against the unpatched model, the dispatch-mode
    proof that the vlmops ops ran, save/load) against it, trusting those fingerprints for the run.
 
-A family is verified on a release when all its parity tests passed there. The results are kept in
-``tools/compat_matrix.json``; from them the tool writes ``vlmops/transformers/verified.py`` (the
-fingerprints of verified families, tagged with their releases: what ``patch_model`` accepts) and
-the table of README.md between its markers, and prints the table.
+A family is verified on a release when all its parity tests passed there. On the releases in
+OUTSIDE (before the declared range) it runs ``patch_model(model, verify=True)`` on every family's
+model instead (tests/test_compat_verify.py). The results are kept in ``tools/compat_matrix.json``;
+from them the tool writes ``vlmops/transformers/verified.py`` (the fingerprints of verified
+families, tagged with their releases: what ``patch_model`` accepts) and the tables of README.md
+between its markers, and prints them. ``--render`` rewrites those two files from the recorded
+results alone.
 
 ``--check RELEASE ...`` is CI's run: the parity tests against the committed ``verified.py``, without
 trusting anything; it fails unless every family that ``tools/compat_matrix.json`` records as
@@ -266,10 +269,10 @@ def _outside_cell(entry: dict) -> str:
         return "refused (code missing)"
     verified = entry["verified"]
     agreed = sum(1 for status in verified.values() if status == "agreed")
-    by_fingerprint = len(entry["applied"]) - agreed
     refused = len(verified) - agreed
-    return (f"{len(entry['applied'])} applied ({by_fingerprint} by fingerprint, {agreed} verified)"
-            + (f", {refused} refused" if refused else ""))
+    applied = len(entry["applied"])
+    return (f"{applied} of {applied + refused} rules" + (f" ({agreed} verified on the model)" if agreed else "")
+            + (f", {refused} refused by verify" if refused else ""))
 
 
 def verified_source(results: dict) -> str:
@@ -416,6 +419,8 @@ def main(argv=None) -> int:
     parser.add_argument("--check", action="store_true", help="CI: test against the committed fingerprints")
     parser.add_argument("--ci-releases", action="store_true",
                         help="print the releases CI checks (the oldest and newest of the matrix) and exit")
+    parser.add_argument("--render", action="store_true",
+                        help=f"rewrite verified.py and README's table from {RESULTS.name} without running anything")
     parser.add_argument("--fingerprints-to", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.fingerprints_to:
@@ -426,6 +431,11 @@ def main(argv=None) -> int:
         return 0
     if args.check:
         return 1 if check(args.releases or list(RELEASES)) else 0
+    if args.render:
+        results, outside = load_results()
+        VERIFIED.write_text(verified_source(results))
+        write_readme(results, outside)
+        return 0
     started = time.monotonic()
     results, outside = load_results()
     releases = [r for r in args.releases if r not in OUTSIDE] if args.releases else list(RELEASES)
