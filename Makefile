@@ -63,3 +63,11 @@ kernel-report: build
 
 clean:
 	rm -rf build vlmops/*.so
+
+# transformers compatibility matrix (tools/compat_matrix.py): installs every release of its RELEASES
+# into its own cached folder under .compat/, runs the patch parity tests against each, then writes
+# vlmops/transformers/verified.py, tools/compat_matrix.json and README's table. `make test` runs the
+# oldest and newest of them through tests/test_compat_releases.py.
+.PHONY: test-compat
+test-compat: build
+	$(PY) tools/compat_matrix.py

@@ -66,7 +66,8 @@ def build_onevision():
     pixel_values = torch.randn(2, 5, 3, 28, 28)  # up to 5 tiles per image; the unused ones are dropped
     with torch.no_grad():
         # The token count per image is what transformers' own image path produces for these sizes.
-        lengths = [len(f) for f in model.model.get_image_features(pixel_values, image_sizes).pooler_output]
+        features = model.model.get_image_features(pixel_values, image_sizes)
+        lengths = [len(f) for f in getattr(features, "pooler_output", features)]
     input_ids = torch.tensor([[1] + [IMAGE_TOKEN] * lengths[0] + [2, 3] + [IMAGE_TOKEN] * lengths[1] + [4]])
     return model, dict(input_ids=input_ids, pixel_values=pixel_values, image_sizes=image_sizes)
 
@@ -216,16 +217,33 @@ def test_clip_model_patches_only_the_vision_side():
     torch.testing.assert_close(got.logits_per_image, expected.logits_per_image, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("builder", [lambda: build_tower("SigLIP"), lambda: build_llava()[0]], ids=["SigLIP", "LLaVA"])
-def test_save_and_load_round_trip(builder, tmp_path):
-    model = builder()
+def tower_case(family):
+    model = build_tower(family)
+    return model, {"pixel_values": torch.randn(2, 3, 56, 56)}
+
+
+SAVE_LOAD = {"CLIP": lambda: tower_case("CLIP"), "SigLIP": lambda: tower_case("SigLIP"), **VLMS}
+
+
+def outputs(model, inputs):
+    with torch.no_grad():
+        if "input_ids" in inputs:
+            return model(**inputs).logits
+        return model(**inputs).last_hidden_state
+
+
+@pytest.mark.parametrize("family", list(SAVE_LOAD))
+def test_save_and_load_round_trip(family, tmp_path):
+    model, inputs = SAVE_LOAD[family]()
     expected_keys = list(model.state_dict())
+    expected = outputs(model, inputs)
     vlmops.patch_model(model)
     model.save_pretrained(tmp_path)
     loaded = type(model).from_pretrained(tmp_path).eval()
     assert list(loaded.state_dict()) == expected_keys
-    vlmops.patch_model(loaded)
+    assert vlmops.patch_model(loaded).families == [family]
     assert_same_state(loaded, model)
+    torch.testing.assert_close(outputs(loaded, inputs), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_unsupported_model_lists_families():

@@ -71,6 +71,19 @@ def test_patched_mllama_matches_logits_and_generate():
     assert recorder.calls.count("vlmops::gated_cross_attention") >= 4
 
 
+def test_save_and_load_round_trip(tmp_path):
+    model, inputs = build()
+    with torch.no_grad():
+        expected = model(**inputs).logits
+    vlmops.patch_model(model)
+    model.save_pretrained(tmp_path)
+    loaded = type(model).from_pretrained(tmp_path).eval()
+    assert list(loaded.state_dict()) == list(model.state_dict())
+    assert [r.path for r in vlmops.patch_model(loaded).replacements] == ["model.language_model.layers.1.cross_attn"]
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**inputs).logits, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_patch_twice_is_a_no_op_and_ops_restrict_kinds():
     model, _ = build()
     assert vlmops.patch_model(model, ops=["pixel_shuffle"]).replacements == []

@@ -42,11 +42,15 @@ def build(family):
             "Idefics3": (Idefics3Config, Idefics3ForConditionalGeneration),
             "SmolVLM": (SmolVLMConfig, SmolVLMForConditionalGeneration),
         }[family]
-        config = config_cls(vision_config=VISION, text_config=text_config("llama"), scale_factor=2,
-                            image_token_id=IMAGE_TOKEN)
+        # SmolVLM: 32 px images of 4 px patches, 16 tokens each after the shuffle: transformers 5.20's
+        # SmolVLM merges image tokens in blocks of patch_size, so their count must be a multiple of it.
+        size, patch = (56, 14) if family == "Idefics3" else (32, 4)
+        tokens = (size // patch // 2) ** 2
+        config = config_cls(vision_config=dict(VISION, image_size=size, patch_size=patch),
+                            text_config=text_config("llama"), scale_factor=2, image_token_id=IMAGE_TOKEN)
         model = model_cls(config).eval()
-        pixel_values = torch.randn(1, 2, 3, 56, 56)  # one sample, two images
-        input_ids = torch.tensor([[1] + [IMAGE_TOKEN] * 4 + [2] + [IMAGE_TOKEN] * 4 + [3]])
+        pixel_values = torch.randn(1, 2, 3, size, size)  # one sample, two images
+        input_ids = torch.tensor([[1] + [IMAGE_TOKEN] * tokens + [2] + [IMAGE_TOKEN] * tokens + [3]])
     return model, pixel_values, input_ids
 
 
@@ -83,15 +87,19 @@ def test_patched_model_matches_and_runs_vlmops(family):
     assert expected_op in recorder.calls
 
 
-@pytest.mark.parametrize("family", ["InternVL", "SmolVLM"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_save_and_load_round_trip(family, tmp_path):
     model, pixel_values, _ = build(family)
+    with torch.no_grad():
+        expected = image_features(model, pixel_values)
     vlmops.patch_model(model)
     model.save_pretrained(tmp_path)
     loaded = type(model).from_pretrained(tmp_path).eval()
-    vlmops.patch_model(loaded)
+    assert list(loaded.state_dict()) == list(model.state_dict())
+    assert vlmops.patch_model(loaded).replacements
     with torch.no_grad():
         torch.testing.assert_close(image_features(loaded, pixel_values), image_features(model, pixel_values))
+        torch.testing.assert_close(image_features(loaded, pixel_values), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_patch_twice_is_a_no_op_and_submodules_work():

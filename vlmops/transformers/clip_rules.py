@@ -17,6 +17,7 @@ the outer family); the tower rules then leave it alone, also where the outer fam
 unpatched. Towers and embeddings carry the family that claimed them in ``vlmops_family``.
 """
 
+import torch
 from torch import nn
 
 from vlmops.nn.vision_embeddings import CLIPVisionEmbeddings, SiglipVisionEmbeddings
@@ -25,6 +26,7 @@ from vlmops.transformers.attention_interface import register_attention
 from vlmops.transformers.patch import (
     Replacement,
     Rule,
+    Sample,
     UnsupportedTransformersError,
     Zeros,
     attention_options_refusal,
@@ -39,37 +41,37 @@ SIGLIP = "transformers.models.siglip.modeling_siglip"
 LLAVA = "transformers.models.llava.modeling_llava"
 ONEVISION = "transformers.models.llava_onevision.modeling_llava_onevision"
 
-# sha256 of the source in transformers 5.24.0 (see vlmops.transformers.patch.check_guarded).
-_EMBEDDINGS_SHA = {
-    f"{CLIP}:CLIPVisionEmbeddings.__init__": "dc7e49cf9c8b06869539cb970190b3208b4eeff4b75ebbcb963abaa685682256",
-    f"{CLIP}:CLIPVisionEmbeddings.forward": "82de901f98bfe2d2bdb82440a3d4f98185cd8c9e49afd24027eeff2c23958a8e",
-    f"{CLIP}:CLIPVisionEmbeddings.interpolate_pos_encoding": "ab8b567e85f8f7b8d988fc9dc333fb4de120496b861555eb0d57863a5d3d3739",
-    f"{SIGLIP}:SiglipVisionEmbeddings.__init__": "3ac486320dc5e13a6ac6442b478ac4677eb8661da8eba6d73c9a4ed792c87a19",
-    f"{SIGLIP}:SiglipVisionEmbeddings.forward": "3a7f9d9a1759cd4d2b807af971c9ad368ee66b55431ab0be932ac1dc339626a7",
-    f"{SIGLIP}:SiglipVisionEmbeddings.interpolate_pos_encoding": "0ea8970982738b7361d0c23dca19b23ba6b08430f9d6b90f2075ad39d91a21dc",
-}
+# What the rules rely on (see vlmops.transformers.patch.Rule.guarded).
+_EMBEDDINGS_SPECS = (
+    f"{CLIP}:CLIPVisionEmbeddings.__init__",
+    f"{CLIP}:CLIPVisionEmbeddings.forward",
+    f"{CLIP}:CLIPVisionEmbeddings.interpolate_pos_encoding",
+    f"{SIGLIP}:SiglipVisionEmbeddings.__init__",
+    f"{SIGLIP}:SiglipVisionEmbeddings.forward",
+    f"{SIGLIP}:SiglipVisionEmbeddings.interpolate_pos_encoding",
+)
 # The attention path: the tower passes no mask, the layers pass it through, the attention modules
 # look the implementation up in config._attn_implementation with [B, H, L, D] views.
-_ATTENTION_SHA = {
-    f"{CLIP}:CLIPAttention.forward": "45fb45ce967c253b82b398090cb5f2799d3798f620067f2f3b84de00464561a9",
-    f"{CLIP}:CLIPEncoderLayer.forward": "75b63a9d281a8af0fcc3efb6b80f0bb0d9be9d3de4b30877f00e2d04c92abb5b",
-    f"{CLIP}:CLIPEncoder.forward": "1004cb628fc6685f8316486c8fe5e84692ecf7add0fbbc6f91cb397ab768ca50",
-    f"{CLIP}:CLIPVisionModel.forward": "6b056d1060d3ae4c17af01b7fdb078077658b65dc9b3cba75184a81e0bbd2aaf",
-    f"{SIGLIP}:SiglipAttention.forward": "66b32085cb786718602bd8b3b7c2ab194c40db4d1e8a1e86346d9242f4e5f30b",
-    f"{SIGLIP}:SiglipEncoderLayer.forward": "e2aec042a10f7e92e7189b11608ee6b2b6186e75b083b31b28bdf0fe7e4fdbbb",
-    f"{SIGLIP}:SiglipEncoder.forward": "d91ba546ba6bcc0710927bffa70189e0c09563e897a682a969b8f8b8456f6963",
-    f"{SIGLIP}:SiglipVisionModel.forward": "d423b654a7ec899459eb230086f0d8fc04da6a758bff43db9088838019749fc1",
-}
+_ATTENTION_SPECS = (
+    f"{CLIP}:CLIPAttention.forward",
+    f"{CLIP}:CLIPEncoderLayer.forward",
+    f"{CLIP}:CLIPEncoder.forward",
+    f"{CLIP}:CLIPVisionModel.forward",
+    f"{SIGLIP}:SiglipAttention.forward",
+    f"{SIGLIP}:SiglipEncoderLayer.forward",
+    f"{SIGLIP}:SiglipEncoder.forward",
+    f"{SIGLIP}:SiglipVisionModel.forward",
+)
 # How the VLMs build and call their tower.
-_OUTER_SHA = {
-    "LLaVA": {
-        f"{LLAVA}:LlavaModel.__init__": "cc9af222e9282a4af2b876f0aa655fc7a6addd51d3c483be9127d8099edfb08a",
-        f"{LLAVA}:LlavaModel.get_image_features": "4f9de0c01a9b60039e655fae33df7ff530301fc8b411b76bdc6892c784d00a25",
-    },
-    "LLaVA-OneVision": {
-        f"{ONEVISION}:LlavaOnevisionModel.__init__": "4402fe653377309a489a0a3871ee13eab8bad537be08696f1a9986098afee03f",
-        f"{ONEVISION}:LlavaOnevisionModel.get_image_features": "e8244aeb1687ecf0f28fd107aaa2898c1238e03ec825a5cb49117c40c770f5cc",
-    },
+_OUTER_SPECS = {
+    "LLaVA": (
+        f"{LLAVA}:LlavaModel.__init__",
+        f"{LLAVA}:LlavaModel.get_image_features",
+    ),
+    "LLaVA-OneVision": (
+        f"{ONEVISION}:LlavaOnevisionModel.__init__",
+        f"{ONEVISION}:LlavaOnevisionModel.get_image_features",
+    ),
 }
 
 # What the "vlmops" attention implementation registers with (vlmops.transformers.attention_interface).
@@ -173,6 +175,26 @@ def _switch_attention(tower: nn.Module, tower_path: str, family: str) -> list:
                         f'attn_implementation="{ATTENTION_NAME}" (vlmops.varlen_attention)')]
 
 
+def _pixels_sample(tower_of):
+    """verify=True: two images at the tower's image size in its dtype, through the module at the matched
+    module's path; ``tower_of(matched module)`` is the tower the size is read from and
+    ``call(scope, pixels)`` runs the scope."""
+    def make(call):
+        def sample(root, module, path):
+            tower = tower_of(module)
+            config = tower.config
+            weight = next(tower.parameters())
+            size = config.image_size
+            generator = torch.Generator().manual_seed(0)
+            pixels = torch.randn(2, config.num_channels, size, size, generator=generator).to(weight.device,
+                                                                                               weight.dtype)
+            return Sample(path, lambda scope: call(scope, pixels), f"two {size}x{size} images")
+
+        return sample
+
+    return make
+
+
 def _tower_rules(family: str) -> list:
     """Rules for a bare CLIP / SigLIP tower (not claimed by a VLM's rules)."""
     embeddings_target, vlmops_cls = _EMBEDDINGS[family]
@@ -181,18 +203,19 @@ def _tower_rules(family: str) -> list:
             family=family,
             kind="patch_embed",
             target=embeddings_target,
-            guarded={k: v for k, v in _EMBEDDINGS_SHA.items() if k.startswith(embeddings_target)},
+            guarded=tuple(k for k in _EMBEDDINGS_SPECS if k.startswith(f"{embeddings_target}.")),
             apply=lambda root, old, path: _replace_embeddings(root, old, path, vlmops_cls, family),
             patched=lambda m: isinstance(m, vlmops_cls) and _owner(m) == family,
             replaces_matched=True,
             matches=_unclaimed_or(family),
             check=lambda root, embeddings, path: _embeddings_refusal(embeddings),
+            sample=_pixels_sample(lambda embeddings: embeddings)(lambda scope, pixels: scope(pixels)),
         ),
         Rule(
             family=family,
             kind="attention",
             target=_TOWERS[family],
-            guarded={k: v for k, v in _ATTENTION_SHA.items() if k.startswith(_TOWERS[family].split(":")[0])},
+            guarded=tuple(k for k in _ATTENTION_SPECS if k.startswith(_TOWERS[family].split(":")[0])),
             apply=lambda root, tower, path: _switch_attention(tower, path, family),
             patched=lambda m: (_isinstance(m, _TOWERS[family]) and _owner(m) in (None, family)
                                and _attention_is_vlmops(m, family)),
@@ -200,6 +223,7 @@ def _tower_rules(family: str) -> list:
             matches=_unclaimed_or(family),
             check=lambda root, tower, path: _attention_refusal(tower, path),
             requires=_ATTENTION_INTERFACE,
+            sample=_pixels_sample(lambda tower: tower)(lambda scope, pixels: scope(pixel_values=pixels)),
         ),
     ]
 
@@ -218,7 +242,8 @@ def _vlm_rules(family: str, target: str) -> list:
 
     def embeddings_patched(model):
         tower = tower_of(model)
-        return tower is not None and isinstance(tower.embeddings, (CLIPVisionEmbeddings, SiglipVisionEmbeddings))
+        embeddings = getattr(tower, "embeddings", None)  # a tower of other transformers code may have none
+        return isinstance(embeddings, (CLIPVisionEmbeddings, SiglipVisionEmbeddings))
 
     def attention_patched(model):
         tower = tower_of(model)
@@ -233,30 +258,35 @@ def _vlm_rules(family: str, target: str) -> list:
 
         return check
 
-    guarded = _OUTER_SHA[family]
+    guarded = _OUTER_SPECS[family]
+    # The VLM's tower, run on its own: the rules patch only it.
+    sample = _pixels_sample(lambda model: model.vision_tower)(
+        lambda scope, pixels: scope.vision_tower(pixel_values=pixels))
     return [
         Rule(
             family=family,
             kind="patch_embed",
             target=target,
-            guarded={**guarded, **_EMBEDDINGS_SHA},
+            guarded=(*guarded, *_EMBEDDINGS_SPECS),
             apply=lambda root, model, path: _swap_embeddings(root, model.vision_tower, prefix(path), family),
             patched=embeddings_patched,
             replaces_matched=False,
             matches=lambda model: tower_of(model) is not None,
             check=claimed(lambda tower, tower_path: _embeddings_refusal(tower.embeddings)),
+            sample=sample,
         ),
         Rule(
             family=family,
             kind="attention",
             target=target,
-            guarded={**guarded, **_ATTENTION_SHA},
+            guarded=(*guarded, *_ATTENTION_SPECS),
             apply=lambda root, model, path: _switch_attention(model.vision_tower, prefix(path), family),
             patched=attention_patched,
             replaces_matched=False,
             matches=lambda model: tower_of(model) is not None,
             check=claimed(_attention_refusal),
             requires=_ATTENTION_INTERFACE,
+            sample=sample,
         ),
     ]
 

@@ -3,10 +3,20 @@
 takes their heads, key/value heads, head dim and dtype, and they have no dropout and transformers'
 softmax scale ``head_dim ** -0.5`` (the one ``vlmops.nn.MllamaCrossAttention`` uses)."""
 
+import inspect
+
 import torch
 
 from vlmops.nn.gated_cross_attention import MllamaCrossAttention
-from vlmops.transformers.patch import Replacement, Rule, Zeros, attention_options_refusal, op_refusal, set_submodule
+from vlmops.transformers.patch import (
+    Replacement,
+    Rule,
+    Sample,
+    Zeros,
+    attention_options_refusal,
+    op_refusal,
+    set_submodule,
+)
 
 MLLAMA = "transformers.models.mllama.modeling_mllama"
 
@@ -41,22 +51,54 @@ def _patch_cross_attention(root, attn, path):
     return [Replacement(path, type(attn).__name__, "vlmops.nn.MllamaCrossAttention")]
 
 
+def _cross_attention_sample(root, attn, path):
+    """verify=True on the module: 3 text rows attending to 4 image tokens (cross_attention_states in the
+    model's width) through an additive mask of transformers' form (row 0 sees every token, row 1 the
+    first two, row 2 the last two), with a fresh cache; then one decode row that reads the keys and
+    values back from that cache."""
+    from transformers.cache_utils import DynamicCache
+
+    weight = attn.q_proj.weight
+    generator = torch.Generator().manual_seed(0)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=generator).to(weight.device, weight.dtype)
+
+    width, image_width = attn.q_proj.in_features, attn.k_proj.in_features
+    hidden, states, step = randn(1, 3, width), randn(1, 4, image_width), randn(1, 1, width)
+    visible = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [0, 0, 1, 1]], dtype=torch.bool, device=weight.device)
+    mask = torch.zeros(1, 1, 3, 4, dtype=weight.dtype, device=weight.device)
+    mask = mask.masked_fill(~visible, torch.finfo(weight.dtype).min)
+    # The cache's keyword in the installed transformers' signature ("cache", earlier "past_key_values").
+    name = "cache" if "cache" in inspect.signature(type(attn).forward).parameters else "past_key_values"
+
+    def run(module):
+        cache = {name: DynamicCache()}
+        prefill = module(hidden_states=hidden, cross_attention_states=states, attention_mask=mask, use_cache=True,
+                         **cache)[0]
+        decode = module(hidden_states=step, cross_attention_states=None, attention_mask=mask[:, :, :1],
+                        use_cache=True, **cache)[0]
+        return prefill, decode
+
+    return Sample(path, run, "3 text rows and 4 image tokens with a cache, then one decode row")
+
+
 RULES = [
     Rule(
         family="Mllama",
         kind="cross_attention",
         target=f"{MLLAMA}:MllamaTextCrossAttention",
-        # sha256 of the source in transformers 5.24.0 (see vlmops.transformers.patch.check_guarded):
-        # the replaced forward, the layer that calls it (row mask placement), the mask it reads.
-        guarded={
-            f"{MLLAMA}:MllamaTextCrossAttention.forward": "a088bfefcf156b981599a6ed630c6054066516d7d6a8d8f6a5ff819bfee034d0",
-            f"{MLLAMA}:MllamaCrossAttentionDecoderLayer.forward": "6da2fb91af9d4aaa4c8292660169d2d18d595dc817ff784247db076cc0807723",
-            f"{MLLAMA}:_prepare_cross_attention_mask": "300fa05762c62044bda8ba08278368cad461f8d609917c5608ccfb32e3b37e88",
-            f"{MLLAMA}:MllamaModel.forward": "d28fe843d788870606338fa51f21db941e4d3655a6f548682c9695bd9d5d17cd",
-        },
+        # The replaced forward, the layer that calls it (row mask placement), the mask it reads.
+        guarded=(
+            f"{MLLAMA}:MllamaTextCrossAttention.forward",
+            f"{MLLAMA}:MllamaCrossAttentionDecoderLayer.forward",
+            f"{MLLAMA}:_prepare_cross_attention_mask",
+            f"{MLLAMA}:MllamaModel.forward",
+        ),
         apply=_patch_cross_attention,
         patched=lambda module: isinstance(module, MllamaCrossAttention),
         replaces_matched=True,
         check=_cross_attention_refusal,
+        sample=_cross_attention_sample,
     ),
 ]

@@ -8,9 +8,11 @@
   dtype. An MLP with another activation is left as it is (and reported as skipped).
 """
 
+import torch
+
 from vlmops.nn.mlp import GatedMLP
 from vlmops.nn.norm import RMSNorm
-from vlmops.transformers.patch import Rule, Zeros, build_refusal, op_refusal, replace_module
+from vlmops.transformers.patch import Rule, Sample, Zeros, build_refusal, op_refusal, replace_module
 
 
 def _norm_refusal(root, norm, path):
@@ -30,20 +32,31 @@ def _mlp_refusal(root, mlp, path):
                       Zeros((1, up.out_features), up.weight.dtype))
 
 
-def norm_mlp_rules(family: str, module: str, norm: str, mlp: str, guarded: dict) -> list:
-    """The "norm" and "mlp" rules of ``family`` for ``module:norm`` and ``module:mlp``; ``guarded``
-    holds the fingerprints of both classes' ``__init__`` and ``forward``."""
+def _rows_sample(width):
+    """verify=True on the module itself: a few rows [1, 4, width(module)] in its weight's dtype."""
+    def sample(root, module, path):
+        weight = next(module.parameters())
+        generator = torch.Generator().manual_seed(0)
+        rows = torch.randn(1, 4, width(module), generator=generator).to(weight.device, weight.dtype)
+        return Sample(path, lambda m: m(rows), f"4 rows of width {rows.shape[-1]}")
 
-    def only(name):
-        return {k: v for k, v in guarded.items() if k.startswith(f"{module}:{name}.")}
+    return sample
+
+
+def norm_mlp_rules(family: str, module: str, norm: str, mlp: str) -> list:
+    """The "norm" and "mlp" rules of ``family`` for ``module:norm`` and ``module:mlp``; each relies on
+    its class's ``__init__`` and ``forward``."""
+
+    def own(name):
+        return (f"{module}:{name}.forward", f"{module}:{name}.__init__")
 
     return [
-        Rule(family=family, kind="norm", target=f"{module}:{norm}", guarded=only(norm),
+        Rule(family=family, kind="norm", target=f"{module}:{norm}", guarded=own(norm),
              apply=replace_module(RMSNorm, "vlmops.nn.RMSNorm"),
              patched=lambda m: isinstance(m, RMSNorm) and m.replaces == norm, replaces_matched=True,
-             check=_norm_refusal),
-        Rule(family=family, kind="mlp", target=f"{module}:{mlp}", guarded=only(mlp),
+             check=_norm_refusal, sample=_rows_sample(lambda m: m.weight.shape[-1])),
+        Rule(family=family, kind="mlp", target=f"{module}:{mlp}", guarded=own(mlp),
              apply=replace_module(GatedMLP, "vlmops.nn.GatedMLP"),
              patched=lambda m: isinstance(m, GatedMLP) and m.replaces == mlp, replaces_matched=True,
-             check=_mlp_refusal),
+             check=_mlp_refusal, sample=_rows_sample(lambda m: m.gate_proj.in_features)),
     ]

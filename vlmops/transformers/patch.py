@@ -3,21 +3,31 @@
 A rule matches one transformers class and rewires instances of it. Two kinds of checks guard it:
 
 - The transformers code it relies on. Each rule names the transformers functions whose code it
-  relies on (``guarded``, fingerprinted by the sha256 of their source) and the ones it only calls
-  (``requires``). A transformers release that changed a guarded function, or lacks one of either
-  kind, is refused with :class:`UnsupportedTransformersError` naming the family and the function,
-  before anything changes.
+  relies on (``guarded``) and the ones it only calls (``requires``). The sha256 of the guarded
+  functions' source, taken together, is the rule's fingerprint; ``vlmops.transformers.verified``
+  lists the fingerprints whose patch passed the parity tests, with the transformers releases they
+  were taken from (``tools/compat_matrix.py`` writes it). A transformers release whose code gives
+  another fingerprint is refused with :class:`UnsupportedTransformersError` naming the family and
+  the functions, before anything changes, unless the caller asks to verify the rule on the model
+  (``patch_model(..., verify=True)``, :func:`verify_rule`). A release that lacks an object of either
+  kind is refused the same way.
 - This model's configuration. Before a rule replaces anything in a matched module, its ``check``
   says whether vlmops can run that module: options of the module the replacement does not implement
   (checked by the rule, from the module), and what the vlmops ops say of tensors shaped like the
   module's (:func:`op_refusal`; the op limits live in one place, the C++ op contract). A module that
   fails is left as it is and reported in :attr:`PatchReport.skipped`.
+
+Where transformers reorganised the code a rule serves (a rotary module with another interface,
+a renamed class), the rule has variants: one :class:`Rule` per code generation, told apart by its
+``serves`` test, with the same family and kind (see :func:`select_rules`).
 """
 
+import copy
 import dataclasses
 import hashlib
 import importlib
 import inspect
+import itertools
 from typing import Callable
 
 import torch
@@ -51,11 +61,35 @@ class Skip:
     reason: str  # why vlmops cannot run them
 
 
+@dataclasses.dataclass(frozen=True)
+class Verification:
+    """What ``patch_model(..., verify=True)`` measured for a rule whose transformers code has a
+    fingerprint vlmops has not verified: the rule's replacement against the original module on a
+    small input derived from the model (:func:`verify_rule`)."""
+
+    family: str
+    kind: str
+    path: str  # the module it was measured on ("" is the model itself)
+    agreed: bool  # within the tolerance: the rule is applied
+    error: float | None  # max |patched - original| over the outputs; None where nothing could be compared
+    ratio: float | None  # max |patched - original| / (atol + rtol * |original|), elementwise: agreed when <= 1
+    detail: str  # the input and tolerance, or why the comparison could not run
+
+    def __str__(self) -> str:
+        if self.error is None:
+            return f"verify: {self.detail}"
+        verdict = "agrees with" if self.agreed else "differs from"
+        return (f"verify: the patched module {verdict} transformers' on this model: max abs error {self.error:.3g} "
+                f"({self.ratio:.3g}x the tolerance; {self.detail})")
+
+
 @dataclasses.dataclass
 class PatchReport:
     families: list[str] = dataclasses.field(default_factory=list)
     replacements: list[Replacement] = dataclasses.field(default_factory=list)
     skipped: list[Skip] = dataclasses.field(default_factory=list)
+    # verify=True: one entry per rule whose transformers code vlmops had not verified.
+    verifications: list[Verification] = dataclasses.field(default_factory=list)
 
     def add_family(self, family: str) -> None:
         if family not in self.families:
@@ -83,7 +117,21 @@ class PatchReport:
             rows = [f"  {s.family} {s.kind} at {', '.join(p or '<model>' for p in s.paths)}: {s.reason}"
                     for s in self.skipped]
             text += "\nskipped (these modules keep their transformers code):\n" + "\n".join(rows)
+        if self.verifications:
+            rows = [f"  {v.family} {v.kind} at {v.path or '<model>'}: {v}" for v in self.verifications]
+            text += "\nverified on this model (transformers code vlmops had not verified):\n" + "\n".join(rows)
         return text
+
+
+@dataclasses.dataclass(frozen=True)
+class Sample:
+    """How :func:`verify_rule` compares a rule with transformers: ``run(scope)`` on the module at path
+    ``scope`` (the matched module or one that contains it) returns its outputs, on inputs built once
+    from the model's configuration and weights; ``inputs`` says what they are."""
+
+    scope: str
+    run: Callable[[nn.Module], object]
+    inputs: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,7 +139,9 @@ class Rule:
     family: str
     kind: str
     target: str  # "module:ClassName" of the transformers class this rule matches
-    guarded: dict  # "module:qualname" -> sha256 of its source in the transformers versions verified
+    # "module:qualname" of the transformers functions whose source the rule relies on; their sha256,
+    # taken together in this order, is the rule's fingerprint (fingerprint()).
+    guarded: tuple[str, ...]
     apply: Callable[[nn.Module, nn.Module, str], list]  # (root, matched module, its path) -> [Replacement]
     patched: Callable[[nn.Module], bool]  # is this module already the product of this rule?
     replaces_matched: bool  # the matched module itself is swapped (so it cannot be the root)
@@ -103,6 +153,32 @@ class Rule:
     check: Callable[[nn.Module, nn.Module, str], str | None] | None = None
     # "module:qualname" of transformers objects the replacement calls without relying on their code.
     requires: tuple[str, ...] = ()
+    # (root, matched module, its path) -> the Sample verify_rule runs; None: the rule cannot be verified
+    # on a model, only by its fingerprint.
+    sample: Callable[[nn.Module, nn.Module, str], Sample] | None = None
+    # Variants of one (family, kind) for successive generations of the transformers code: ``serves()``
+    # says whether the installed transformers has the generation this variant serves (``api`` names
+    # it). A variant without ``serves`` is the one used where no other variant serves.
+    serves: Callable[[], bool] | None = None
+    api: str = ""
+
+    @property
+    def key(self) -> str:
+        """The rule's name in ``vlmops.transformers.verified``: its variants share it."""
+        return f"{self.family}/{self.kind}"
+
+
+def select_rules(rules: list) -> list:
+    """One rule per (family, kind), in ``rules``' order: the first variant whose ``serves()`` is true
+    for the installed transformers, else the first variant without ``serves``."""
+    chosen = {}
+    for rule in rules:
+        if rule.serves is not None and rule.key not in chosen and rule.serves():
+            chosen[rule.key] = rule
+    for rule in rules:
+        if rule.serves is None:
+            chosen.setdefault(rule.key, rule)
+    return [rule for rule in rules if chosen.get(rule.key) is rule]
 
 
 def _resolve(spec: str):
@@ -121,8 +197,69 @@ def resolve_or_none(spec: str):
         return None
 
 
+def _written(obj, name: str, module: str):
+    """The function or class that the source of ``module`` defines as ``name``, below the wrappers
+    that decorators put around it: ``functools.wraps`` wrappers (``__wrapped__``), wrappers that keep
+    it in a closure (``kernels.use_kernelized_func``'s ``__init__``), and callable ``nn.Module``
+    instances made from a function (``kernels.use_kernel_forward_from_hub`` on a function)."""
+    obj = inspect.unwrap(obj)
+    if inspect.isclass(obj) or (inspect.isroutine(obj) and getattr(obj, "__module__", None) == module):
+        return obj
+    function = getattr(obj, "__func__", obj)
+    if not inspect.isfunction(function):  # a callable instance: look into its class's forward
+        function = inspect.unwrap(getattr(type(obj), "forward", None) or type(obj).__call__)
+    for cell in function.__closure__ or ():
+        try:
+            inner = cell.cell_contents
+        except ValueError:  # an empty cell
+            continue
+        if inspect.isfunction(inner) and inner.__name__ == name and inner.__module__ == module:
+            return _written(inner, name, module)
+    return obj
+
+
+def source_of(spec: str) -> str:
+    """The source text of the object ``spec`` names, as its module writes it (decorators included)."""
+    module_name, qualname = spec.split(":")
+    try:
+        return inspect.getsource(_written(_resolve(spec), qualname.rpartition(".")[2], module_name))
+    except (OSError, TypeError) as error:
+        raise UnsupportedTransformersError(f"vlmops.patch_model: cannot read the source of {spec}: {error}") from error
+
+
 def source_fingerprint(spec: str) -> str:
-    return hashlib.sha256(inspect.getsource(_resolve(spec)).encode()).hexdigest()
+    """sha256 of the source of the object ``spec`` names."""
+    return hashlib.sha256(source_of(spec).encode()).hexdigest()
+
+
+def fingerprint(rule: Rule) -> tuple[str, dict]:
+    """(the rule's fingerprint, {guarded spec: its source_fingerprint}) for the installed transformers.
+    Raises UnsupportedTransformersError when it lacks a guarded object."""
+    for spec in rule.guarded:
+        if resolve_or_none(spec) is None:
+            raise refuse_missing(rule, spec)
+    sources = {spec: source_fingerprint(spec) for spec in rule.guarded}
+    combined = hashlib.sha256("".join(f"{spec} {sha}\n" for spec, sha in sources.items()).encode()).hexdigest()
+    return combined, sources
+
+
+def verified_releases(rule: Rule) -> tuple[str, ...]:
+    """The transformers releases on which a variant of ``rule`` passed the parity tests."""
+    from vlmops.transformers import verified
+
+    releases = set(itertools.chain.from_iterable(verified.FINGERPRINTS.get(rule.key, {}).values()))
+    return tuple(sorted(releases, key=release_key))
+
+
+def release_key(release: str) -> tuple:
+    """Sort key of a release string such as "5.24.0" (numeric parts compared as numbers, before others)."""
+    parts = release.replace("-", ".").split(".")
+    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in parts)
+
+
+def _verified_text(rule: Rule) -> str:
+    releases = verified_releases(rule)
+    return f"transformers {', '.join(releases)}" if releases else "no transformers release"
 
 
 def refuse_missing(rule: Rule, spec: str) -> UnsupportedTransformersError:
@@ -130,25 +267,40 @@ def refuse_missing(rule: Rule, spec: str) -> UnsupportedTransformersError:
 
     return UnsupportedTransformersError(
         f"vlmops.patch_model: transformers {transformers.__version__} has no {spec}, which the {rule.family} "
-        f"patch ({rule.kind}) relies on; refusing to patch. vlmops verified this patch against transformers 5.24.0."
+        f"patch ({rule.kind}) relies on; refusing to patch. vlmops verified this patch on {_verified_text(rule)}."
     )
+
+
+def unverified_reason(rule: Rule) -> str | None:
+    """None when the installed transformers has every object the rule names and its guarded code has
+    a verified fingerprint; else what differs, naming the functions. Raises UnsupportedTransformersError
+    when an object is missing (nothing can be verified then)."""
+    import transformers
+
+    from vlmops.transformers import verified
+
+    for spec in rule.requires:
+        if resolve_or_none(spec) is None:
+            raise refuse_missing(rule, spec)
+    combined, sources = fingerprint(rule)
+    if combined in verified.FINGERPRINTS.get(rule.key, {}):
+        return None
+    changed = [spec for spec, sha in sources.items() if sha not in verified.SOURCES.get(spec, {})]
+    what = (f"changed {', '.join(changed)}" if changed else
+            f"combines versions of {', '.join(rule.guarded)} that were never verified together")
+    return (f"transformers {transformers.__version__} {what}, which the {rule.family} patch ({rule.kind}) relies on")
 
 
 def check_guarded(rule: Rule) -> None:
     """Raises UnsupportedTransformersError when the installed transformers lacks an object the rule
-    names or changed the source of one it guards."""
-    import transformers
-
-    for spec in (*rule.guarded, *rule.requires):
-        if resolve_or_none(spec) is None:
-            raise refuse_missing(rule, spec)
-    for spec, expected in rule.guarded.items():
-        if source_fingerprint(spec) != expected:
-            raise UnsupportedTransformersError(
-                f"vlmops.patch_model: transformers {transformers.__version__} changed {spec}, which the "
-                f"{rule.family} patch ({rule.kind}) relies on; refusing to patch. vlmops verified this patch "
-                "against transformers 5.24.0."
-            )
+    names or its guarded code has no verified fingerprint."""
+    reason = unverified_reason(rule)
+    if reason is not None:
+        raise UnsupportedTransformersError(
+            f"vlmops.patch_model: {reason}; refusing to patch. vlmops verified this patch on {_verified_text(rule)}; "
+            "patch_model(model, verify=True) compares it with transformers on your model and applies it where "
+            "they agree."
+        )
 
 
 def set_submodule(root: nn.Module, path: str, module: nn.Module) -> None:
@@ -295,15 +447,13 @@ def patch_conv_refusal(conv: nn.Module, rows: bool = False, pos_embed: torch.Ten
                       None if cls_token is None else Zeros.like(cls_token))
 
 
-def rope_refusal(rotary: nn.Module, convention: str, consumers: dict) -> str | None:
-    """Can ``vlmops.nn.VisionRotaryEmbedding`` (``convention``) stand for this rotary module? Its own
-    checks (its tables: e.g. no attention scaling), then what ``rope`` says of one token of the q and
-    k (:class:`Zeros` ``[1, H, D]``) of each attention that rotates with it (``consumers``: path ->
-    (q, k)), with the tables' pairs."""
-    from vlmops.nn.rope import VisionRotaryEmbedding
-
+def rope_refusal(factory: Callable, rotary: nn.Module, consumers: dict) -> str | None:
+    """Can the ``vlmops.nn.VisionRotaryEmbedding`` that ``factory(rotary)`` builds stand for this rotary
+    module? Its own checks (its tables: e.g. no attention scaling), then what ``rope`` says of one token
+    of the q and k (:class:`Zeros` ``[1, H, D]``) of each attention that rotates with it (``consumers``:
+    path -> (q, k)), with the tables' pairs."""
     try:
-        tables = VisionRotaryEmbedding.from_module(rotary, convention).tables()
+        tables = factory(rotary).tables()
     except ValueError as error:
         return str(error)
     pairs = tables.axis.shape[0]
@@ -314,3 +464,80 @@ def rope_refusal(rotary: nn.Module, convention: str, consumers: dict) -> str | N
         if reason:
             return f"{path}: {reason}"
     return None
+
+
+# verify=True: a rule's replacement against the original, on the model itself.
+
+# (rtol, atol) of the comparison per output dtype: float32 and float64 as the parity tests compare;
+# float16 and bfloat16 as torch.testing.assert_close does. atol is relative to the largest |output|
+# (at least 1): towers of real checkpoints have activations far from 1.
+TOLERANCES = {torch.float64: (1e-5, 1e-5), torch.float32: (1e-5, 1e-5), torch.float16: (1e-3, 1e-3),
+              torch.bfloat16: (1.6e-2, 1e-2)}
+
+
+def structural_copy(module: nn.Module) -> nn.Module:
+    """A deep copy of ``module``'s module tree that shares its parameters and buffers (no tensor memory):
+    the replacement is built on it, beside the original."""
+    memo = {id(t): t for t in itertools.chain(module.parameters(), module.buffers())}
+    return copy.deepcopy(module, memo)
+
+
+def output_tensors(outputs) -> list:
+    """The floating-point tensors of a module's outputs (a tensor, a tuple or list, a ModelOutput), in order."""
+    if isinstance(outputs, torch.Tensor):
+        return [outputs] if outputs.is_floating_point() else []
+    if isinstance(outputs, dict):
+        outputs = list(outputs.values())
+    if isinstance(outputs, (tuple, list)):
+        return [t for item in outputs for t in output_tensors(item)]
+    return []
+
+
+def compare(got, expected) -> tuple[float, float, str]:
+    """(max |got - expected|, its ratio to the tolerance (TOLERANCES), what was compared) over the
+    floating-point tensors of two outputs. Raises ValueError when their structure or shapes differ."""
+    got, expected = output_tensors(got), output_tensors(expected)
+    if len(got) != len(expected) or not expected:
+        raise ValueError(f"the outputs differ in structure: {len(got)} tensors vs transformers' {len(expected)}")
+    error = ratio = 0.0
+    for a, b in zip(got, expected):
+        if a.shape != b.shape:
+            raise ValueError(f"an output has shape {tuple(a.shape)}, transformers' {tuple(b.shape)}")
+        rtol, atol = TOLERANCES.get(b.dtype, TOLERANCES[torch.float32])
+        a, b = a.detach().double(), b.detach().double()
+        if not torch.isfinite(b).all():
+            raise ValueError("transformers' output is not finite on the sample input")
+        diff = (a - b).abs()
+        allowed = atol * max(1.0, b.abs().max().item()) + rtol * b.abs()
+        error = max(error, diff.max().item() if diff.numel() else 0.0)
+        ratio = max(ratio, (diff / allowed).max().item() if diff.numel() else 0.0)
+    dtypes = sorted({str(t.dtype).removeprefix("torch.") for t in expected})
+    return error, ratio, f"{len(expected)} output tensors in {'/'.join(dtypes)}"
+
+
+def verify_rule(rule: Rule, root: nn.Module, module: nn.Module, path: str) -> Verification:
+    """Applies ``rule`` to a structural copy of the module its sample names (the matched module or one
+    that contains it), runs the original and the copy on the sample input, and compares their
+    outputs within TOLERANCES. Nothing of ``root`` changes. Any failure to build, run or compare is a
+    disagreement, reported with its error."""
+
+    def verdict(agreed, error=None, ratio=None, detail=""):
+        return Verification(rule.family, rule.kind, path, agreed, error, ratio, detail)
+
+    if rule.sample is None:
+        return verdict(False, detail="this rule has no sample input to verify it on")
+    try:
+        sample = rule.sample(root, module, path)
+        scope = root.get_submodule(sample.scope)
+        inner = path[len(sample.scope):].lstrip(".") if sample.scope else path
+        holder = nn.Module()
+        holder.scope = structural_copy(scope)
+        target = "scope" + (f".{inner}" if inner else "")
+        with torch.no_grad():
+            expected = sample.run(scope)
+            rule.apply(holder, holder.get_submodule(target), target)
+            got = sample.run(holder.scope)
+        error, ratio, compared = compare(got, expected)
+    except Exception as error:  # a verification that cannot run is a failed one, reported with its cause
+        return verdict(False, detail=f"could not compare ({type(error).__name__}: {error})")
+    return verdict(ratio <= 1.0, error, ratio, f"{sample.inputs}; {compared}")

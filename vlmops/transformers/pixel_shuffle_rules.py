@@ -9,10 +9,11 @@
 
 import types
 
+import torch
 from torch import nn
 
 from vlmops.nn.pixel_shuffle import PixelShuffleConnector, PixelShuffleProjector
-from vlmops.transformers.patch import Replacement, Rule, Zeros, op_refusal, replace_module, set_submodule
+from vlmops.transformers.patch import Replacement, Rule, Sample, Zeros, op_refusal, replace_module, set_submodule
 
 INTERNVL = "transformers.models.internvl.modeling_internvl"
 
@@ -74,9 +75,25 @@ def _patch_internvl(root, model, path):
     ]
 
 
-# Idefics3Connector and SmolVLMConnector are the same code (same fingerprints in 5.24.0).
-_CONNECTOR_FORWARD_SHA = "67d6770854cb3449479f3e6e18f093cbb6da6e7f735457f558211878f0f2dc72"
-_CONNECTOR_SHUFFLE_SHA = "59fd364af5e65d6c062e339968dee46e9c9c1812817003b80b475f5cdfdcede8"
+def _internvl_sample(root, model, path):
+    """verify=True on the model: get_image_features of one image at the vision tower's size."""
+    vision = model.config.vision_config
+    size = vision.image_size if isinstance(vision.image_size, int) else vision.image_size[0]
+    weight = next(model.vision_tower.parameters())
+    generator = torch.Generator().manual_seed(0)
+    pixels = torch.randn(1, vision.num_channels, size, size, generator=generator).to(weight.device, weight.dtype)
+    return Sample(path, lambda m: m.get_image_features(pixel_values=pixels), f"one {size}x{size} image")
+
+
+def _connector_sample(root, connector, path):
+    """verify=True on the connector: one image's vision features, a (2s)x(2s) grid (s: scale_factor) of
+    the width its projection expects."""
+    scale = connector.scale_factor
+    projection = connector.modality_projection.proj
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(1, 4 * scale * scale, projection.in_features // (scale * scale), generator=generator)
+    features = features.to(projection.weight.device, projection.weight.dtype)
+    return Sample(path, lambda m: m(features), f"a {2 * scale}x{2 * scale} grid of vision features")
 
 
 def _connector_rule(family: str, module: str, class_name: str) -> Rule:
@@ -84,14 +101,12 @@ def _connector_rule(family: str, module: str, class_name: str) -> Rule:
         family=family,
         kind="pixel_shuffle",
         target=f"{module}:{class_name}",
-        guarded={
-            f"{module}:{class_name}.forward": _CONNECTOR_FORWARD_SHA,
-            f"{module}:{class_name}.pixel_shuffle": _CONNECTOR_SHUFFLE_SHA,
-        },
+        guarded=(f"{module}:{class_name}.forward", f"{module}:{class_name}.pixel_shuffle"),
         apply=replace_module(PixelShuffleConnector.from_connector, "vlmops.nn.PixelShuffleConnector"),
         patched=lambda m: isinstance(m, PixelShuffleConnector) and m.replaces == class_name,
         replaces_matched=True,
         check=_connector_refusal,
+        sample=_connector_sample,
     )
 
 
@@ -100,16 +115,16 @@ RULES = [
         family="InternVL",
         kind="pixel_shuffle",
         target=f"{INTERNVL}:InternVLModel",
-        # sha256 of the source in transformers 5.24.0 (see vlmops.transformers.patch.check_guarded).
-        guarded={
-            f"{INTERNVL}:InternVLModel.get_image_features": "7a124db3f9c669f6028c7337e1be16e02329475cba3144416e8c92b15ed0128d",
-            f"{INTERNVL}:InternVLModel.pixel_shuffle": "93d9721ad0c4df9b5ac9525c254f6fbc5ae9e0d2e65a4eac427f79f7009194a9",
-            f"{INTERNVL}:InternVLMultiModalProjector.forward": "ca57ed976a326d5ca7927f4bad8bac7b17465ad1be7c2f176caad5a93a74f6be",
-        },
+        guarded=(
+            f"{INTERNVL}:InternVLModel.get_image_features",
+            f"{INTERNVL}:InternVLModel.pixel_shuffle",
+            f"{INTERNVL}:InternVLMultiModalProjector.forward",
+        ),
         apply=_patch_internvl,
         patched=lambda module: isinstance(getattr(module, "multi_modal_projector", None), PixelShuffleProjector),
         replaces_matched=False,
         check=_internvl_refusal,
+        sample=_internvl_sample,
     ),
     _connector_rule("Idefics3", "transformers.models.idefics3.modeling_idefics3", "Idefics3Connector"),
     _connector_rule("SmolVLM", "transformers.models.smolvlm.modeling_smolvlm", "SmolVLMConnector"),

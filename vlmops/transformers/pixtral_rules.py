@@ -11,6 +11,9 @@
   dropout. All layers or none: the tower's forward serves the packed layers only.
 - "norm": every ``PixtralRMSNorm`` -> ``vlmops.nn.RMSNorm``; "mlp": a SiLU ``PixtralMLP`` (Pixtral-12B,
   Mistral3) -> ``vlmops.nn.GatedMLP`` (see ``vlmops.transformers.norm_mlp_rules``).
+
+The "rope" and "attention" rules have a variant for transformers 5.10-5.16, whose rotary module
+``PixtralRotaryEmbedding`` holds a table of angles per flattened position (``vlmops.transformers.adapters``).
 """
 
 import functools
@@ -19,20 +22,23 @@ import types
 import torch
 import torch.nn.functional as F
 
+from vlmops.models.pixtral import pixtral_rope_positions
 from vlmops.nn.attention import PackedVisionAttention
 from vlmops.nn.patch_embed import PatchEmbed
 from vlmops.nn.rope import VisionRotaryEmbedding
-from vlmops.models.pixtral import pixtral_rope_positions
+from vlmops.transformers.adapters import PixtralTableRotaryEmbedding, pixtral_cos_sin
 from vlmops.transformers.norm_mlp_rules import norm_mlp_rules
 from vlmops.transformers.patch import (
     Replacement,
     Rule,
+    Sample,
     attention_options_refusal,
     build_refusal,
     heads_of,
     parent_of,
     patch_conv_refusal,
     replace_module,
+    resolve_or_none,
     rope_refusal,
     varlen_refusal,
 )
@@ -64,7 +70,8 @@ def _pixtral_forward(self, pixel_values, image_sizes=None, **kwargs):
     if isinstance(self.patch_positional_embedding, VisionRotaryEmbedding):
         position_embeddings = self.patch_positional_embedding.rope(positions)
     else:
-        position_embeddings = self.patch_positional_embedding(patch_embeds, positions)
+        position_embeddings = pixtral_cos_sin(self.patch_positional_embedding, patch_embeds, positions,
+                                              self.config.image_size // P)
     return self.transformer(patch_embeds, attention_mask=None, position_embeddings=position_embeddings,
                             cu_seqlens=cu_seqlens, **kwargs)
 
@@ -112,10 +119,14 @@ def _tower_refusal(root, tower, path):
     return None
 
 
-def _rope_refusal(root, rotary, path):
-    """The rotary module against the attention of each layer of the tower that holds it."""
-    layers = _layers(parent_of(root, path), path.rpartition(".")[0])
-    return rope_refusal(rotary, "pixtral", {p: _attention_shapes(attn)[:2] for p, attn in layers.items()})
+def _rope_refusal(factory):
+    """The replacement ``factory`` builds for the rotary module, against the attention of each layer of
+    the tower that holds it."""
+    def check(root, rotary, path):
+        layers = _layers(parent_of(root, path), path.rpartition(".")[0])
+        return rope_refusal(factory, rotary, {p: _attention_shapes(attn)[:2] for p, attn in layers.items()})
+
+    return check
 
 
 def _patch_conv_refusal(root, tower, path):
@@ -144,43 +155,59 @@ def _patch_conv(root, tower, path):
     return [Replacement(f"{prefix}patch_conv", "Conv2d", "vlmops.nn.PatchEmbed")]
 
 
-_TOWER = f"{PIXTRAL}:PixtralVisionModel"
+def _tower_sample(tower_path):
+    """verify=True on a tower: one image of 2 x 3 patches in the patch conv's dtype, through the tower at
+    ``tower_path(matched module's path)``."""
+    def sample(root, module, path):
+        scope = tower_path(path)
+        tower = root.get_submodule(scope)
+        weight = tower.patch_conv.weight
+        P = tower.patch_size
+        generator = torch.Generator().manual_seed(0)
+        pixels = torch.randn(1, weight.shape[1], 2 * P, 3 * P, generator=generator).to(weight.device, weight.dtype)
+        sizes = torch.tensor([[2 * P, 3 * P]], device=weight.device)
+        return Sample(scope, lambda t: t(pixels, image_sizes=sizes), "one image of 2x3 patches")
 
-# sha256 of the source in transformers 5.24.0 (see vlmops.transformers.patch.check_guarded).
+    return sample
+
+
+def _rotary_patched(class_name):
+    return lambda m: isinstance(m, VisionRotaryEmbedding) and m.replaces == class_name
+
+
+_TOWER = f"{PIXTRAL}:PixtralVisionModel"
+_TOWER_SPECS = (f"{PIXTRAL}:PixtralVisionModel.forward", f"{PIXTRAL}:PixtralVisionModel.__init__")
+_ATTENTION_SPECS = (*_TOWER_SPECS, f"{PIXTRAL}:PixtralTransformer.forward", f"{PIXTRAL}:PixtralAttentionLayer.forward",
+                    f"{PIXTRAL}:PixtralAttention.forward", f"{PIXTRAL}:PixtralAttention.__init__",
+                    f"{PIXTRAL}:apply_rotary_pos_emb")
+# transformers 5.10-5.16: the table rotary module, indexed by the positions this helper flattens.
+_MESHGRID = f"{PIXTRAL}:position_ids_in_meshgrid"
+_LEGACY = {"serves": lambda: resolve_or_none(f"{PIXTRAL}:PixtralRotaryEmbedding") is not None,
+           "api": "table rotary module (transformers 5.10-5.16)"}
+
 RULES = [
-    Rule(family="Pixtral", kind="patch_embed", target=_TOWER,
-         guarded={
-             f"{PIXTRAL}:PixtralVisionModel.forward": "52f519f669370edd917ffe25fd0f90e7158264679e65b7e691ea897e122fa862",
-             f"{PIXTRAL}:PixtralVisionModel.__init__": "1ebb59ede05b9f8ca51fa8249809d433a59dc5dc1499c31df34bb19b09bd0f70",
-         },
+    Rule(family="Pixtral", kind="patch_embed", target=_TOWER, guarded=_TOWER_SPECS,
          apply=_patch_conv, patched=lambda m: isinstance(getattr(m, "patch_conv", None), PatchEmbed),
-         replaces_matched=False, check=_patch_conv_refusal),
+         replaces_matched=False, check=_patch_conv_refusal, sample=_tower_sample(lambda path: path)),
+    Rule(family="Pixtral", kind="rope", target=f"{PIXTRAL}:PixtralRotaryEmbedding",
+         guarded=(f"{PIXTRAL}:PixtralRotaryEmbedding.__init__", f"{PIXTRAL}:PixtralRotaryEmbedding.forward",
+                  f"{PIXTRAL}:PixtralRotaryEmbedding.compute_default_rope_parameters", _MESHGRID),
+         apply=replace_module(PixtralTableRotaryEmbedding.from_table_module, "vlmops.nn.VisionRotaryEmbedding"),
+         patched=_rotary_patched("PixtralRotaryEmbedding"), replaces_matched=True,
+         check=_rope_refusal(PixtralTableRotaryEmbedding.from_table_module),
+         sample=_tower_sample(lambda path: path.rpartition(".")[0]), **_LEGACY),
     Rule(family="Pixtral", kind="rope", target=f"{PIXTRAL}:PixtralVisionRotaryEmbedding",
-         guarded={
-             f"{PIXTRAL}:PixtralVisionRotaryEmbedding.forward": "ea8611d2000fe659053baabf4cbe3f275e1517b7b41d6a80b8b1028e4f306ca8",
-             f"{PIXTRAL}:PixtralVisionRotaryEmbedding.recomposition_frequencies": "6ff4c7bd25df475da2023c56923fcabd14bcd382d554d0be40b4f49aef36e4f4",
-             f"{PIXTRAL}:PixtralVisionRotaryEmbedding.compute_axial_rope_parameters": "0439f878c86ac53d350bfe215796c0e95e9ee742a893908cff43ffe8b1095a5a",
-         },
+         guarded=(f"{PIXTRAL}:PixtralVisionRotaryEmbedding.forward",
+                  f"{PIXTRAL}:PixtralVisionRotaryEmbedding.recomposition_frequencies",
+                  f"{PIXTRAL}:PixtralVisionRotaryEmbedding.compute_axial_rope_parameters"),
          apply=replace_module(lambda m: VisionRotaryEmbedding.from_module(m, "pixtral"),
                               "vlmops.nn.VisionRotaryEmbedding"),
-         patched=lambda m: isinstance(m, VisionRotaryEmbedding) and m.replaces == "PixtralVisionRotaryEmbedding",
-         replaces_matched=True, check=_rope_refusal),
-    Rule(family="Pixtral", kind="attention", target=_TOWER,
-         guarded={
-             f"{PIXTRAL}:PixtralVisionModel.forward": "52f519f669370edd917ffe25fd0f90e7158264679e65b7e691ea897e122fa862",
-             f"{PIXTRAL}:PixtralVisionModel.__init__": "1ebb59ede05b9f8ca51fa8249809d433a59dc5dc1499c31df34bb19b09bd0f70",
-             f"{PIXTRAL}:PixtralTransformer.forward": "539fd434754f0713ff1b8bd23088643bc6ac03bdd2d75f71231a180e35ee3411",
-             f"{PIXTRAL}:PixtralAttentionLayer.forward": "c5f18fb1773552c7da709e01dd7041f05f8a0747f9cd935c92a36aad2be4efae",
-             f"{PIXTRAL}:PixtralAttention.forward": "8eafcfc54e81f11c635a0038f32adf87abcab1cbd3e65df8f2ecc60d93f621c9",
-             f"{PIXTRAL}:PixtralAttention.__init__": "49bb19497cc0d00d52f23bc3eee13e6bf8da7055f593c702e0dcaaccf3f96d31",
-             f"{PIXTRAL}:apply_rotary_pos_emb": "14ef8b572d9c0bd1488bf65dfd1e1d4a70008016d097cf1e6ade055e3d1100ef",
-         },
-         apply=_patch_tower, patched=_tower_patched, replaces_matched=False, check=_tower_refusal,
-         requires=_DECORATORS),
-    *norm_mlp_rules("Pixtral", PIXTRAL, "PixtralRMSNorm", "PixtralMLP", {
-        f"{PIXTRAL}:PixtralRMSNorm.forward": "790fa612e4fa57acfcbea31da45f92ba91f9016f7260ef539f61c5530ba06a5f",
-        f"{PIXTRAL}:PixtralRMSNorm.__init__": "f94137b7bbd7ba5ad1481e6fadf79b43e58a3ea47d2beca6b490f84721720480",
-        f"{PIXTRAL}:PixtralMLP.forward": "03df2d7685cf8446594448cbd33ef676a2b088779d99d9803abe3bed2ec7ad9b",
-        f"{PIXTRAL}:PixtralMLP.__init__": "f8665938acefee57189a70093085547e2dbd73acf5732809c0f6827c9c89ee30",
-    }),
+         patched=_rotary_patched("PixtralVisionRotaryEmbedding"), replaces_matched=True,
+         check=_rope_refusal(lambda m: VisionRotaryEmbedding.from_module(m, "pixtral")),
+         sample=_tower_sample(lambda path: path.rpartition(".")[0])),
+    *(Rule(family="Pixtral", kind="attention", target=_TOWER, guarded=guarded, apply=_patch_tower,
+           patched=_tower_patched, replaces_matched=False, check=_tower_refusal, requires=_DECORATORS,
+           sample=_tower_sample(lambda path: path), **variant)
+      for guarded, variant in (((*_ATTENTION_SPECS, _MESHGRID), _LEGACY), (_ATTENTION_SPECS, {}))),
+    *norm_mlp_rules("Pixtral", PIXTRAL, "PixtralRMSNorm", "PixtralMLP"),
 ]

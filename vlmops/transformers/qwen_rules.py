@@ -15,19 +15,26 @@
 - Qwen2.5-VL only: "norm": every ``Qwen2_5_VLRMSNorm`` (vision blocks, merger, language model) ->
   ``vlmops.nn.RMSNorm``; "mlp": the vision blocks' SiLU ``Qwen2_5_VLMLP`` -> ``vlmops.nn.GatedMLP``
   (see ``vlmops.transformers.norm_mlp_rules``).
+
+The "rope" and "attention" rules have a variant for transformers 5.10-5.16, whose rotary modules
+return angles rather than cos/sin (``vlmops.transformers.adapters``).
 """
 
 import functools
 import types
 
+import torch
+
+from vlmops.models.qwen_vl import qwen2_5_vl_window_index, vision_rope_positions
 from vlmops.nn.attention import PackedVisionAttention, vision_cu_seqlens
 from vlmops.nn.patch_embed import PatchEmbed
 from vlmops.nn.rope import VisionRotaryEmbedding
-from vlmops.models.qwen_vl import qwen2_5_vl_window_index, vision_rope_positions
+from vlmops.transformers.adapters import QwenAngleRotaryEmbedding, qwen3_position_embeddings, qwen_cos_sin, takes_angles
 from vlmops.transformers.norm_mlp_rules import norm_mlp_rules
 from vlmops.transformers.patch import (
     Replacement,
     Rule,
+    Sample,
     attention_options_refusal,
     build_refusal,
     heads_of,
@@ -48,7 +55,7 @@ def _position_embeddings(tower, hidden_states, positions):
     """A VisionRope for the patched attention when the rotary module is vlmops', else transformers' cos/sin."""
     if isinstance(tower.rotary_pos_emb, VisionRotaryEmbedding):
         return tower.rotary_pos_emb.rope(positions)
-    return tower.rotary_pos_emb(hidden_states, positions)
+    return qwen_cos_sin(tower.rotary_pos_emb, hidden_states, positions)
 
 
 def _packed_metadata(tower, hidden_states, grid_thw):
@@ -101,15 +108,9 @@ def _qwen2_5_vl_forward(self, hidden_states, grid_thw, **kwargs):
 def _qwen3_vl_forward(self, hidden_states, grid_thw, **kwargs):
     """Qwen3VLVisionModel.forward on vlmops ops (same outputs, DeepStack features included)."""
     from transformers.models.qwen3_vl.modeling_qwen3_vl import BaseModelOutputWithDeepstackFeatures
-    from transformers.vision_utils import get_vision_interpolation_indices_and_weights
 
-    interp_indices, interp_weights = get_vision_interpolation_indices_and_weights(
-        grid_thw, num_grid_per_side=self.num_grid_per_side, mode=self.interpolation_mode,
-        align_corners=self.interpolation_align_corners, spatial_merge_size=self.config.spatial_merge_size,
-    )
     hidden_states = self.patch_embed(hidden_states)
-    pos_embeds = (self.pos_embed(interp_indices) * interp_weights[:, :, None]).sum(1)
-    hidden_states = hidden_states + pos_embeds.to(hidden_states.dtype)
+    hidden_states = hidden_states + qwen3_position_embeddings(self, grid_thw).to(hidden_states.dtype)
     positions, cu_seqlens = _packed_metadata(self, hidden_states, grid_thw)
     position_embeddings = _position_embeddings(self, hidden_states, positions)
     deepstack_features = []
@@ -177,13 +178,17 @@ def _tower_refusal(root, tower, path):
     return None
 
 
-def _rope_refusal(root, rotary, path):
-    """The rotary module against the attention of each block of the tower that holds it."""
-    tower_path = path.rpartition(".")[0]
-    prefix = f"{tower_path}." if tower_path else ""
-    blocks = getattr(parent_of(root, path), "blocks", ())
-    consumers = {f"{prefix}blocks.{i}.attn": _attention_shapes(block.attn)[:2] for i, block in enumerate(blocks)}
-    return rope_refusal(rotary, "qwen", consumers)
+def _rope_refusal(factory):
+    """The replacement ``factory`` builds for the rotary module, against the attention of each block of
+    the tower that holds it."""
+    def check(root, rotary, path):
+        tower_path = path.rpartition(".")[0]
+        prefix = f"{tower_path}." if tower_path else ""
+        blocks = getattr(parent_of(root, path), "blocks", ())
+        consumers = {f"{prefix}blocks.{i}.attn": _attention_shapes(block.attn)[:2] for i, block in enumerate(blocks)}
+        return rope_refusal(factory, rotary, consumers)
+
+    return check
 
 
 def _patch_tower(family):
@@ -207,82 +212,105 @@ def _replaced(cls, class_name):
     return lambda module: isinstance(module, cls) and module.replaces == class_name
 
 
-def _rules(family, module, tower, patch_embed, rotary, guarded):
+def _tower_sample(tower_path):
+    """verify=True on a tower: one image of 2m x 4m patches (m: spatial_merge_size) as pixel rows in the
+    patch conv's dtype, through the tower at ``tower_path(the matched module's path)``."""
+    def sample(root, module, path):
+        scope = tower_path(path)
+        tower = root.get_submodule(scope)
+        weight = tower.patch_embed.proj.weight
+        m = tower.spatial_merge_size
+        grid = torch.tensor([[1, 2 * m, 4 * m]], device=weight.device)
+        generator = torch.Generator().manual_seed(0)
+        rows = torch.randn(8 * m * m, weight[0].numel(), generator=generator).to(weight.device, weight.dtype)
+        return Sample(scope, lambda t: t(rows, grid_thw=grid), f"one image of {2 * m}x{4 * m} patches")
+
+    return sample
+
+
+def _parent(path):
+    return path.rpartition(".")[0]
+
+
+def _rules(family, module, tower, patch_embed, rotary, guarded, legacy):
+    """The rules of one Qwen tower. ``guarded``: the specs the tower rules rely on (the patch embedding's
+    and rotary module's go to their own rules). ``legacy``: (rotary class, {spec: its replacement or
+    None}) of the transformers 5.10-5.16 variant of the "rope" and "attention" rules."""
     def spec(name):
         return f"{module}:{name}"
 
+    def own(name):
+        return tuple(k for k in guarded if k.startswith(spec(f"{name}.")))
+
+    tower_guarded = tuple(k for k in guarded if not k.startswith((spec(f"{patch_embed}."), spec(f"{rotary}."))))
+    legacy_rotary, legacy_specs = legacy
+    legacy_tower = tuple(legacy_specs.get(k, k) for k in tower_guarded if legacy_specs.get(k, k) is not None)
+
+    def serves_legacy():
+        return takes_angles(spec(legacy_rotary))
+
+    def rope_rule(target, rope_guarded, factory, **variant):
+        return Rule(family=family, kind="rope", target=spec(target), guarded=rope_guarded,
+                    apply=replace_module(factory, "vlmops.nn.VisionRotaryEmbedding"),
+                    patched=_replaced(VisionRotaryEmbedding, target), replaces_matched=True,
+                    check=_rope_refusal(factory),
+                    sample=_tower_sample(_parent), **variant)
+
+    def attention_rule(attention_guarded, **variant):
+        return Rule(family=family, kind="attention", target=spec(tower), guarded=attention_guarded,
+                    apply=_patch_tower(family), patched=_tower_patched(family), replaces_matched=False,
+                    check=_tower_refusal, requires=(*_DECORATORS, *_OUTPUTS[family]),
+                    sample=_tower_sample(lambda path: path), **variant)
+
+    legacy_variant = {"serves": serves_legacy, "api": "rotary modules returning angles (transformers 5.10-5.16)"}
     return [
-        Rule(family=family, kind="patch_embed", target=spec(patch_embed),
-             guarded={k: v for k, v in guarded.items() if k.startswith(spec(patch_embed))},
+        Rule(family=family, kind="patch_embed", target=spec(patch_embed), guarded=own(patch_embed),
              apply=replace_module(PatchEmbed.from_qwen, "vlmops.nn.PatchEmbed"),
              patched=_replaced(PatchEmbed, patch_embed), replaces_matched=True,
-             check=_patch_embed_refusal),
-        Rule(family=family, kind="rope", target=spec(rotary),
-             guarded={k: v for k, v in guarded.items() if k.startswith(spec(rotary))},
-             apply=replace_module(lambda m: VisionRotaryEmbedding.from_module(m, "qwen"), "vlmops.nn.VisionRotaryEmbedding"),
-             patched=_replaced(VisionRotaryEmbedding, rotary), replaces_matched=True, check=_rope_refusal),
-        Rule(family=family, kind="attention", target=spec(tower),
-             guarded={k: v for k, v in guarded.items()
-                      if not k.startswith((spec(patch_embed), spec(rotary)))},
-             apply=_patch_tower(family), patched=_tower_patched(family), replaces_matched=False,
-             check=_tower_refusal, requires=(*_DECORATORS, *_OUTPUTS[family])),
+             check=_patch_embed_refusal, sample=_tower_sample(_parent)),
+        rope_rule(legacy_rotary, (spec(f"{legacy_rotary}.__init__"), spec(f"{legacy_rotary}.forward")),
+                  QwenAngleRotaryEmbedding.from_angle_module, **legacy_variant),
+        rope_rule(rotary, own(rotary), lambda m: VisionRotaryEmbedding.from_module(m, "qwen")),
+        attention_rule(legacy_tower, **legacy_variant),
+        attention_rule(tower_guarded),
     ]
 
 
-# sha256 of the source in transformers 5.24.0 (see vlmops.transformers.patch.check_guarded).
+_RELIED_ON = (f"{VISION_UTILS}:get_vision_position_ids", f"{VISION_UTILS}:get_vision_cu_seqlens")
+
+
+def _tower_specs(module, tower, attention, block, patch_embed, rotary, extra=()):
+    """The specs a Qwen tower's rules rely on: the tower's, its attention's and block's, the rotary
+    application, the patch embedding's and rotary module's own, and the vision_utils semantics."""
+    return (f"{module}:{tower}.forward", f"{module}:{tower}.__init__", *extra,
+            f"{module}:{attention}.forward", f"{module}:{attention}.__init__", f"{module}:{block}.forward",
+            f"{module}:apply_rotary_pos_emb_vision",
+            f"{module}:{patch_embed}.forward", f"{module}:{patch_embed}.__init__",
+            f"{module}:{rotary}.forward", f"{module}:{rotary}.recomposition_frequencies",
+            f"{module}:{rotary}.compute_axial_rope_parameters", *_RELIED_ON)
+
+
+# Qwen2.5-VL's window permutation, a method of the tower from transformers 5.17.
+_PERMUTE = f"{QWEN2_5}:Qwen2_5_VisionTransformerPretrainedModel.permute_input_for_window_attn"
+
 RULES = [
-    *_rules("Qwen2-VL", QWEN2, "Qwen2VisionTransformerPretrainedModel", "PatchEmbed", "Qwen2VLVisionRotaryEmbedding", {
-                f"{QWEN2}:Qwen2VisionTransformerPretrainedModel.forward": "4e3008c99d30062bb4883eb7b99fb7e7ba7e94231272741d0db2ce5a35b20c0d",
-                f"{QWEN2}:Qwen2VisionTransformerPretrainedModel.__init__": "779db4cdf078339b82e81bd3f9377f255d528dc262d69d7b5ce49a8b9cc04ece",
-                f"{QWEN2}:VisionAttention.forward": "2afc2f9fa3ebd677d971f5123f68b8aee607848de6287e6af72542ff8fb150b2",
-                f"{QWEN2}:VisionAttention.__init__": "34af800ded68139d1982955a51c181b2b4559bf82f394226c6a014412f9e0a95",
-                f"{QWEN2}:Qwen2VLVisionBlock.forward": "c68a8532e7df1519fe71de85be52510889fd25c56688680b185995fe9fa788b3",
-                f"{QWEN2}:apply_rotary_pos_emb_vision": "961a1862d6808a5ca62c8cd1184d4133feb923b246b8abc79fff6b7fb3079a00",
-                f"{QWEN2}:PatchEmbed.forward": "8a9155b5aa2fad48521834fb177e946d880c117270e73ba408869bc32f577968",
-                f"{QWEN2}:PatchEmbed.__init__": "7d39d6114757c6d331719fcdd6e42056ed012d60ab6920e8f0fcd1b87fbc7092",
-                f"{QWEN2}:Qwen2VLVisionRotaryEmbedding.forward": "44492339dc735e098097b1e0f69a245c54cef6fc87a0d6959f9789ab35367059",
-                f"{QWEN2}:Qwen2VLVisionRotaryEmbedding.recomposition_frequencies": "45be9ff8868e0659f3ae14914e5a1e3648b5ae6f4b4b00bf3f6d30dacb2400a2",
-                f"{QWEN2}:Qwen2VLVisionRotaryEmbedding.compute_axial_rope_parameters": "e17521ebbd668fc93b2e8649515ddffb293a80862bc3d28d21aa9097b4d27692",
-                f"{VISION_UTILS}:get_vision_position_ids": "8ac4d99395f31a6d890534b9138f69d933ef8526162960ccfda62bc799409db8",
-                f"{VISION_UTILS}:get_vision_cu_seqlens": "efc6af7d177a041fe4886f33fbdcc0790c8e4261452db2bc9e939c72ce48ab17",
-            }),
-    *_rules("Qwen2.5-VL", QWEN2_5, "Qwen2_5_VisionTransformerPretrainedModel", "Qwen2_5_VisionPatchEmbed", "Qwen2_5_VLVisionRotaryEmbedding", {
-                f"{QWEN2_5}:Qwen2_5_VisionTransformerPretrainedModel.forward": "76f11f57da441812e1b5e074735b27acd71803d22c15e4b928d41176d48c00c4",
-                f"{QWEN2_5}:Qwen2_5_VisionTransformerPretrainedModel.__init__": "65192ef692e5afb940c74d0b9e368aa079720f8e7053c8f22df99e04b2281294",
-                f"{QWEN2_5}:Qwen2_5_VisionTransformerPretrainedModel.permute_input_for_window_attn": "00fd04d0ac4e56119ec62aa8b4a53aa753c1b429a0581f6f99e439eb71fdd36e",
-                f"{QWEN2_5}:Qwen2_5_VLVisionAttention.forward": "2afc2f9fa3ebd677d971f5123f68b8aee607848de6287e6af72542ff8fb150b2",
-                f"{QWEN2_5}:Qwen2_5_VLVisionAttention.__init__": "38e2eeb4a0c41b15e6de8a20ccc982ffb2b3fe5e570b1a02ef7d4ad71b9a5c92",
-                f"{QWEN2_5}:Qwen2_5_VLVisionBlock.forward": "681e62f9206787afc4b0be28c3b8e0e990ed7d987f4b2042614c521d9b90b70d",
-                f"{QWEN2_5}:apply_rotary_pos_emb_vision": "961a1862d6808a5ca62c8cd1184d4133feb923b246b8abc79fff6b7fb3079a00",
-                f"{QWEN2_5}:Qwen2_5_VisionPatchEmbed.forward": "8a9155b5aa2fad48521834fb177e946d880c117270e73ba408869bc32f577968",
-                f"{QWEN2_5}:Qwen2_5_VisionPatchEmbed.__init__": "7d39d6114757c6d331719fcdd6e42056ed012d60ab6920e8f0fcd1b87fbc7092",
-                f"{QWEN2_5}:Qwen2_5_VLVisionRotaryEmbedding.forward": "44492339dc735e098097b1e0f69a245c54cef6fc87a0d6959f9789ab35367059",
-                f"{QWEN2_5}:Qwen2_5_VLVisionRotaryEmbedding.recomposition_frequencies": "45be9ff8868e0659f3ae14914e5a1e3648b5ae6f4b4b00bf3f6d30dacb2400a2",
-                f"{QWEN2_5}:Qwen2_5_VLVisionRotaryEmbedding.compute_axial_rope_parameters": "0bc6e808c65bba8ed533c8a2b5770e471904c4ce91f6423b1bcfb5deea4a0206",
-                f"{VISION_UTILS}:get_vision_position_ids": "8ac4d99395f31a6d890534b9138f69d933ef8526162960ccfda62bc799409db8",
-                f"{VISION_UTILS}:get_vision_cu_seqlens": "efc6af7d177a041fe4886f33fbdcc0790c8e4261452db2bc9e939c72ce48ab17",
-                f"{VISION_UTILS}:get_vision_window_index": "e63401aa8d17c007dde2d7e9cfe0c9186cbd2445df05436df202281ebfec380e",
-            }),
-    *_rules("Qwen3-VL", QWEN3, "Qwen3VLVisionModel", "Qwen3VLVisionPatchEmbed", "Qwen3VLVisionRotaryEmbedding", {
-                f"{QWEN3}:Qwen3VLVisionModel.forward": "aaadd4d83fb22c27797b995787bcbb2853fba5e4efbea8372749d71d58cc92bf",
-                f"{QWEN3}:Qwen3VLVisionModel.__init__": "7145d3b08399ae1232f4345b08533946ee56b8e6119ba3d3ff625dd1e577f270",
-                f"{QWEN3}:Qwen3VLVisionAttention.forward": "2afc2f9fa3ebd677d971f5123f68b8aee607848de6287e6af72542ff8fb150b2",
-                f"{QWEN3}:Qwen3VLVisionAttention.__init__": "f58b5d6b6e6b6b873a916066d466967aec640c91a0a89f12dc834659d45af566",
-                f"{QWEN3}:Qwen3VLVisionBlock.forward": "681e62f9206787afc4b0be28c3b8e0e990ed7d987f4b2042614c521d9b90b70d",
-                f"{QWEN3}:apply_rotary_pos_emb_vision": "961a1862d6808a5ca62c8cd1184d4133feb923b246b8abc79fff6b7fb3079a00",
-                f"{QWEN3}:Qwen3VLVisionPatchEmbed.forward": "8a9155b5aa2fad48521834fb177e946d880c117270e73ba408869bc32f577968",
-                f"{QWEN3}:Qwen3VLVisionPatchEmbed.__init__": "dc8972b2342cf3f3ff031dfdc20d5999beb5a1aed2caf736613e71203011d03c",
-                f"{QWEN3}:Qwen3VLVisionRotaryEmbedding.forward": "44492339dc735e098097b1e0f69a245c54cef6fc87a0d6959f9789ab35367059",
-                f"{QWEN3}:Qwen3VLVisionRotaryEmbedding.recomposition_frequencies": "45be9ff8868e0659f3ae14914e5a1e3648b5ae6f4b4b00bf3f6d30dacb2400a2",
-                f"{QWEN3}:Qwen3VLVisionRotaryEmbedding.compute_axial_rope_parameters": "186098ced4ab0f0a4589ff622a147b1d2050d4060ec4a1698747a2f45ae0e789",
-                f"{VISION_UTILS}:get_vision_position_ids": "8ac4d99395f31a6d890534b9138f69d933ef8526162960ccfda62bc799409db8",
-                f"{VISION_UTILS}:get_vision_cu_seqlens": "efc6af7d177a041fe4886f33fbdcc0790c8e4261452db2bc9e939c72ce48ab17",
-                f"{VISION_UTILS}:get_vision_interpolation_indices_and_weights": "f8bf49950ce4280d77ec8cc4ca7e42221ff70e9c5f536f92c7c904062b059a77",
-            }),
-    *norm_mlp_rules("Qwen2.5-VL", QWEN2_5, "Qwen2_5_VLRMSNorm", "Qwen2_5_VLMLP", {
-                f"{QWEN2_5}:Qwen2_5_VLRMSNorm.forward": "790fa612e4fa57acfcbea31da45f92ba91f9016f7260ef539f61c5530ba06a5f",
-                f"{QWEN2_5}:Qwen2_5_VLRMSNorm.__init__": "4c80cccea2db5edba3688db4a5ceadcf4f2c9299a53633ca5105996ea412fe14",
-                f"{QWEN2_5}:Qwen2_5_VLMLP.forward": "1e1715d7e10e8420119e35fbb688bc0628aa69de1fcf64661fae20ddd50d5f9f",
-                f"{QWEN2_5}:Qwen2_5_VLMLP.__init__": "3716ecb3ef85e5b8c609ca1cee43f499ca7cea691f2ec392e56c341ace640ea3",
-            }),
+    *_rules("Qwen2-VL", QWEN2, "Qwen2VisionTransformerPretrainedModel", "PatchEmbed", "Qwen2VLVisionRotaryEmbedding",
+            _tower_specs(QWEN2, "Qwen2VisionTransformerPretrainedModel", "VisionAttention", "Qwen2VLVisionBlock",
+                         "PatchEmbed", "Qwen2VLVisionRotaryEmbedding"),
+            ("VisionRotaryEmbedding", {})),
+    *_rules("Qwen2.5-VL", QWEN2_5, "Qwen2_5_VisionTransformerPretrainedModel", "Qwen2_5_VisionPatchEmbed",
+            "Qwen2_5_VLVisionRotaryEmbedding",
+            (*_tower_specs(QWEN2_5, "Qwen2_5_VisionTransformerPretrainedModel", "Qwen2_5_VLVisionAttention",
+                           "Qwen2_5_VLVisionBlock", "Qwen2_5_VisionPatchEmbed", "Qwen2_5_VLVisionRotaryEmbedding",
+                           extra=(_PERMUTE,)),
+             f"{VISION_UTILS}:get_vision_window_index"),
+            ("Qwen2_5_VisionRotaryEmbedding", {_PERMUTE: None})),
+    *_rules("Qwen3-VL", QWEN3, "Qwen3VLVisionModel", "Qwen3VLVisionPatchEmbed", "Qwen3VLVisionRotaryEmbedding",
+            (*_tower_specs(QWEN3, "Qwen3VLVisionModel", "Qwen3VLVisionAttention", "Qwen3VLVisionBlock",
+                           "Qwen3VLVisionPatchEmbed", "Qwen3VLVisionRotaryEmbedding"),
+             f"{VISION_UTILS}:get_vision_interpolation_indices_and_weights"),
+            ("Qwen3VLVisionRotaryEmbedding",
+             {f"{VISION_UTILS}:get_vision_interpolation_indices_and_weights":
+              f"{VISION_UTILS}:get_vision_bilinear_indices_and_weights"})),
+    *norm_mlp_rules("Qwen2.5-VL", QWEN2_5, "Qwen2_5_VLRMSNorm", "Qwen2_5_VLMLP"),
 ]
