@@ -17,8 +17,14 @@ sys.path.remove(str(ROOT / "tools"))
 def test_oldest_and_newest_releases_pass_the_parity_tests():
     releases = compat_matrix.ci_releases()
     results, _ = compat_matrix.load_results()
-    result = subprocess.run([sys.executable, str(ROOT / "tools" / "compat_matrix.py"), "--check", *releases],
-                            cwd=ROOT, capture_output=True, text=True, timeout=1800, check=False)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "compat_matrix.py"), "--check", *releases],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
     assert result.returncode == 0, f"{result.stdout[-8000:]}\n{result.stderr[-4000:]}"
     for release in releases:
         verified = sum(status == "verified" for status in results[release]["families"].values())

@@ -113,11 +113,17 @@ def test_verify_applies_exactly_the_rules_that_agree(family, monkeypatch, record
         assert {v.kind for v in report.verifications} == {r.kind for r in patch_rules(family)}
     skipped = {s.kind for s in report.skipped if s.family == family}
     # What tools/compat_matrix.py reports for a release outside the declared range.
-    record_property("verify", {
-        "applied": sorted({r.kind for r in patch_rules(family)} - skipped),
-        "verified": {v.kind: "agreed" if v.agreed else "differs" if v.error is not None else "failed"
-                     for v in report.verifications if v.family == family},
-    })
+    record_property(
+        "verify",
+        {
+            "applied": sorted({r.kind for r in patch_rules(family)} - skipped),
+            "verified": {
+                v.kind: "agreed" if v.agreed else "differs" if v.error is not None else "failed"
+                for v in report.verifications
+                if v.family == family
+            },
+        },
+    )
     with torch.no_grad():
         got = outputs(patched)
     for a, b in zip(torch.utils._pytree.tree_leaves(got), torch.utils._pytree.tree_leaves(expected), strict=True):

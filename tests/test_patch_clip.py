@@ -5,6 +5,7 @@ import copy
 
 import pytest
 import torch
+from conftest import RecordVlmopsCalls
 from transformers import (
     CLIPConfig,
     CLIPModel,
@@ -22,17 +23,22 @@ from transformers.models.siglip.modeling_siglip import SiglipVisionEmbeddings as
 
 import vlmops
 from vlmops.transformers import UnsupportedModelError, UnsupportedTransformersError
-from conftest import RecordVlmopsCalls
 
 IMAGE_TOKEN = 99
 # Head dim 32: the smallest varlen_attention takes.
-VISION = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, image_size=56,
-              patch_size=14)
-TEXT = dict(hidden_size=64, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, intermediate_size=128,
-            vocab_size=100)
+VISION = dict(
+    hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, image_size=56, patch_size=14
+)
+TEXT = dict(
+    hidden_size=64,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    intermediate_size=128,
+    vocab_size=100,
+)
 TOWERS = {"CLIP": (CLIPVisionConfig, CLIPVisionModel), "SigLIP": (SiglipVisionConfig, SiglipVisionModel)}
 VLMOPS_OPS = {"vlmops::patch_embed", "vlmops::varlen_attention"}
-
 
 
 def build_tower(family, **overrides):
@@ -44,8 +50,11 @@ def build_tower(family, **overrides):
 def build_llava():
     """A tiny LLaVA (CLIP tower), two 56x56 images (16 patch tokens each, CLS dropped) in a prompt."""
     torch.manual_seed(0)
-    config = LlavaConfig(vision_config=dict(VISION, model_type="clip_vision_model"),
-                         text_config=dict(TEXT, model_type="llama"), image_token_id=IMAGE_TOKEN)
+    config = LlavaConfig(
+        vision_config=dict(VISION, model_type="clip_vision_model"),
+        text_config=dict(TEXT, model_type="llama"),
+        image_token_id=IMAGE_TOKEN,
+    )
     model = LlavaForConditionalGeneration(config).eval()
     pixel_values = torch.randn(2, 3, 56, 56)
     input_ids = torch.tensor([[1, 2] + [IMAGE_TOKEN] * 16 + [3] + [IMAGE_TOKEN] * 16 + [4, 5]])
@@ -58,7 +67,9 @@ def build_onevision():
     torch.manual_seed(0)
     config = LlavaOnevisionConfig(
         vision_config=dict(VISION, model_type="siglip_vision_model", image_size=28),
-        text_config=dict(TEXT, model_type="qwen2"), image_token_index=IMAGE_TOKEN, video_token_index=98,
+        text_config=dict(TEXT, model_type="qwen2"),
+        image_token_index=IMAGE_TOKEN,
+        video_token_index=98,
         image_grid_pinpoints=[[28, 28], [28, 56], [56, 28], [56, 56]],
     )
     model = LlavaOnevisionForConditionalGeneration(config).eval()
@@ -137,13 +148,17 @@ def test_vlm_matches_and_runs_vlmops(family):
 
 
 def test_embeddings_module_alone():
-    for family, (hf_cls, vlmops_cls) in {"CLIP": (HFCLIPVisionEmbeddings, vlmops.nn.CLIPVisionEmbeddings),
-                                         "SigLIP": (HFSiglipVisionEmbeddings, vlmops.nn.SiglipVisionEmbeddings)}.items():
+    for family, (hf_cls, vlmops_cls) in {
+        "CLIP": (HFCLIPVisionEmbeddings, vlmops.nn.CLIPVisionEmbeddings),
+        "SigLIP": (HFSiglipVisionEmbeddings, vlmops.nn.SiglipVisionEmbeddings),
+    }.items():
         config = TOWERS[family][0](**VISION)
         torch.manual_seed(0)
         original = hf_cls(config)
         module = vlmops_cls(config)
-        assert [(n, p.shape) for n, p in module.named_parameters()] == [(n, p.shape) for n, p in original.named_parameters()]
+        assert [(n, p.shape) for n, p in module.named_parameters()] == [
+            (n, p.shape) for n, p in original.named_parameters()
+        ]
         module.load_state_dict(original.state_dict())
         pixel_values = torch.randn(2, 3, 56, 56, requires_grad=True)
         expected = original(pixel_values)
@@ -169,8 +184,9 @@ def test_siglip_crops_like_the_conv():
     vlmops.patch_model(patched)
     pixel_values = torch.randn(2, 3, 62, 62)
     with torch.no_grad():
-        torch.testing.assert_close(patched(pixel_values).last_hidden_state, model(pixel_values).last_hidden_state,
-                                   rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            patched(pixel_values).last_hidden_state, model(pixel_values).last_hidden_state, rtol=1e-5, atol=1e-5
+        )
 
 
 @pytest.mark.parametrize("kind", ["patch_embed", "attention"])
@@ -251,8 +267,10 @@ def test_unsupported_model_lists_families():
         vlmops.patch_model(torch.nn.Linear(2, 2))
 
 
-@pytest.mark.parametrize("changed", ["CLIPAttention.forward", "CLIPVisionEmbeddings.interpolate_pos_encoding",
-                                     "LlavaModel.get_image_features"])
+@pytest.mark.parametrize(
+    "changed",
+    ["CLIPAttention.forward", "CLIPVisionEmbeddings.interpolate_pos_encoding", "LlavaModel.get_image_features"],
+)
 def test_changed_transformers_code_is_refused(monkeypatch, changed):
     import vlmops.transformers.patch as patch
 

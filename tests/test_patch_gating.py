@@ -16,6 +16,7 @@ import sys
 
 import pytest
 import torch
+from conftest import RecordVlmopsCalls
 from torch import nn
 from transformers import (
     CLIPVisionConfig,
@@ -42,7 +43,6 @@ from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLVisionModel
 
 import vlmops
 import vlmops.transformers.patch as patch
-from conftest import RecordVlmopsCalls
 from vlmops.nn import PackedVisionAttention
 from vlmops.transformers import Skip, UnsupportedTransformersError
 
@@ -90,19 +90,35 @@ PATCH_ROW = 3 * 2 * 14 * 14
 
 
 def qwen_tower(family, width=HEAD_DIM, heads=1, **overrides):
-    vision = dict(depth=2, hidden_size=width, num_heads=heads, spatial_merge_size=2, patch_size=14,
-                  temporal_patch_size=2)
+    vision = dict(
+        depth=2, hidden_size=width, num_heads=heads, spatial_merge_size=2, patch_size=14, temporal_patch_size=2
+    )
     if family == "Qwen2-VL":
         config = Qwen2VLConfig(vision_config=dict(vision, embed_dim=width, hidden_size=32, mlp_ratio=1, **overrides))
         cls = Qwen2VisionTransformerPretrainedModel
     elif family == "Qwen2.5-VL":
-        config = Qwen2_5_VLConfig(vision_config=dict(vision, intermediate_size=100, out_hidden_size=32, window_size=56,
-                                                     fullatt_block_indexes=[1], **overrides))
+        config = Qwen2_5_VLConfig(
+            vision_config=dict(
+                vision,
+                intermediate_size=100,
+                out_hidden_size=32,
+                window_size=56,
+                fullatt_block_indexes=[1],
+                **overrides,
+            )
+        )
         cls = Qwen2_5_VisionTransformerPretrainedModel
     else:
-        config = Qwen3VLConfig(vision_config=dict(vision, intermediate_size=64, out_hidden_size=32,
-                                                  num_position_embeddings=16, deepstack_visual_indexes=[0],
-                                                  **overrides))
+        config = Qwen3VLConfig(
+            vision_config=dict(
+                vision,
+                intermediate_size=64,
+                out_hidden_size=32,
+                num_position_embeddings=16,
+                deepstack_visual_indexes=[0],
+                **overrides,
+            )
+        )
         cls = Qwen3VLVisionModel
     torch.manual_seed(0)
     return cls._from_config(config.vision_config, attn_implementation="sdpa").eval()
@@ -216,8 +232,16 @@ def test_qwen_patch_conv_with_groups_is_skipped():
 
 
 def pixtral(width=HEAD_DIM, heads=1, **overrides):
-    config = dict(hidden_size=width, intermediate_size=64, num_hidden_layers=2, num_attention_heads=heads,
-                  head_dim=width // heads, image_size=56, patch_size=14, **overrides)
+    config = dict(
+        hidden_size=width,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=heads,
+        head_dim=width // heads,
+        image_size=56,
+        patch_size=14,
+        **overrides,
+    )
     torch.manual_seed(0)
     return PixtralVisionModel._from_config(PixtralVisionConfig(**config), attn_implementation="sdpa").eval()
 
@@ -247,9 +271,14 @@ def test_pixtral_mixed_two_rules_skipped_the_others_applied():
     expected = pixtral_outputs(tower)
     report = vlmops.patch_model(tower)
     assert {s.kind: s.paths for s in report.skipped} == {
-        "attention": ("",), "mlp": ("transformer.layers.0.feed_forward", "transformer.layers.1.feed_forward")}
+        "attention": ("",),
+        "mlp": ("transformer.layers.0.feed_forward", "transformer.layers.1.feed_forward"),
+    }
     assert {r.new for r in report.replacements} == {
-        "vlmops.nn.PatchEmbed", "vlmops.nn.VisionRotaryEmbedding", "vlmops.nn.RMSNorm"}
+        "vlmops.nn.PatchEmbed",
+        "vlmops.nn.VisionRotaryEmbedding",
+        "vlmops.nn.RMSNorm",
+    }
     with RecordVlmopsCalls() as recorder:
         got = pixtral_outputs(tower)
     assert {"vlmops::patch_embed", "vlmops::rms_norm"} <= set(recorder.calls)
@@ -336,11 +365,19 @@ def test_clip_patch_conv_with_groups_is_skipped(family):
 def test_llava_attention_skipped_is_reported_once_for_llava():
     """The LLaVA rules keep the tower they skipped: the CLIP tower rules do not report it again."""
     torch.manual_seed(0)
-    config = LlavaConfig(vision_config=dict(CLIP_VISION, hidden_size=HEAD_DIM, num_attention_heads=1,
-                                            model_type="clip_vision_model"),
-                         text_config=dict(model_type="llama", hidden_size=64, num_hidden_layers=1,
-                                          num_attention_heads=2, num_key_value_heads=1, intermediate_size=64,
-                                          vocab_size=100), image_token_id=99)
+    config = LlavaConfig(
+        vision_config=dict(CLIP_VISION, hidden_size=HEAD_DIM, num_attention_heads=1, model_type="clip_vision_model"),
+        text_config=dict(
+            model_type="llama",
+            hidden_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            intermediate_size=64,
+            vocab_size=100,
+        ),
+        image_token_id=99,
+    )
     model = LlavaForConditionalGeneration(config).eval()
     pixels = torch.randn(1, 3, 56, 56)
     input_ids = torch.tensor([[1, 2] + [99] * 16 + [3]])
@@ -351,8 +388,9 @@ def test_llava_attention_skipped_is_reported_once_for_llava():
     assert [r.path for r in report.replacements] == ["model.vision_tower.embeddings"]
     assert_only_skip(report, "LLaVA", "attention", ["model"], "model.vision_tower.encoder.layers.0.self_attn")
     with torch.no_grad():
-        torch.testing.assert_close(model(input_ids=input_ids, pixel_values=pixels).logits, expected,
-                                   rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            model(input_ids=input_ids, pixel_values=pixels).logits, expected, rtol=1e-5, atol=1e-5
+        )
 
 
 # Mllama.
@@ -360,14 +398,33 @@ def test_llava_attention_skipped_is_reported_once_for_llava():
 
 def mllama(text_width=2 * HEAD_DIM):
     torch.manual_seed(0)
-    vision = dict(hidden_size=16, num_hidden_layers=1, num_global_layers=1, attention_heads=2, intermediate_size=32,
-                  image_size=28, patch_size=14, max_num_tiles=4, intermediate_layers_indices=[0],
-                  vision_output_dim=32)
-    text = dict(vocab_size=64, hidden_size=text_width, intermediate_size=64, num_hidden_layers=2,
-                num_attention_heads=2, num_key_value_heads=1, cross_attention_layers=[1], bos_token_id=1,
-                eos_token_id=2, pad_token_id=0)
-    model = MllamaForConditionalGeneration(MllamaConfig(vision_config=vision, text_config=text,
-                                                        image_token_index=63)).eval()
+    vision = dict(
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_global_layers=1,
+        attention_heads=2,
+        intermediate_size=32,
+        image_size=28,
+        patch_size=14,
+        max_num_tiles=4,
+        intermediate_layers_indices=[0],
+        vision_output_dim=32,
+    )
+    text = dict(
+        vocab_size=64,
+        hidden_size=text_width,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        cross_attention_layers=[1],
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
+    model = MllamaForConditionalGeneration(
+        MllamaConfig(vision_config=vision, text_config=text, image_token_index=63)
+    ).eval()
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith("_gate"):
@@ -379,9 +436,13 @@ def mllama_logits(model):
     torch.manual_seed(1)
     cross_attention_mask = torch.zeros(1, 6, 1, 4, dtype=torch.int64)
     cross_attention_mask[0, 2:, 0, :2] = 1  # rows 0-1: text before the image; the image has [1, 2] tiles
-    inputs = dict(input_ids=torch.randint(3, 60, (1, 6)), pixel_values=torch.randn(1, 1, 4, 3, 28, 28),
-                  aspect_ratio_ids=torch.tensor([[2]]), aspect_ratio_mask=torch.tensor([[[1, 1, 0, 0]]]),
-                  cross_attention_mask=cross_attention_mask)
+    inputs = dict(
+        input_ids=torch.randint(3, 60, (1, 6)),
+        pixel_values=torch.randn(1, 1, 4, 3, 28, 28),
+        aspect_ratio_ids=torch.tensor([[2]]),
+        aspect_ratio_mask=torch.tensor([[[1, 1, 0, 0]]]),
+        cross_attention_mask=cross_attention_mask,
+    )
     with torch.no_grad():
         return (model(**inputs).logits,)
 
@@ -400,10 +461,13 @@ def test_mllama_cross_attention_the_op_refuses_is_skipped():
     assert_exact(mllama_logits(model), expected)
 
 
-@pytest.mark.parametrize("option, value, reason", [
-    ("scaling", 0.5, "softmax scale 0.5 is not head_dim ** -0.5"),
-    ("dropout", 0.1, "attention dropout (dropout=0.1)"),
-])
+@pytest.mark.parametrize(
+    "option, value, reason",
+    [
+        ("scaling", 0.5, "softmax scale 0.5 is not head_dim ** -0.5"),
+        ("dropout", 0.1, "attention dropout (dropout=0.1)"),
+    ],
+)
 def test_mllama_cross_attention_options_are_checked(option, value, reason):
     model = mllama(text_width=64)
     setattr(model.get_submodule(CROSS), option, value)
@@ -420,11 +484,27 @@ def test_mllama_cross_attention_options_are_checked(option, value, reason):
 
 def internvl():
     torch.manual_seed(0)
-    config = InternVLConfig(vision_config=dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                                               intermediate_size=64, image_size=56, patch_size=14),
-                            text_config=dict(model_type="qwen2", hidden_size=32, num_hidden_layers=1,
-                                             num_attention_heads=2, num_key_value_heads=1, intermediate_size=64,
-                                             vocab_size=100), image_token_id=99, image_seq_length=4)
+    config = InternVLConfig(
+        vision_config=dict(
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+            image_size=56,
+            patch_size=14,
+        ),
+        text_config=dict(
+            model_type="qwen2",
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            intermediate_size=64,
+            vocab_size=100,
+        ),
+        image_token_id=99,
+        image_seq_length=4,
+    )
     return InternVLForConditionalGeneration(config).eval()
 
 
@@ -437,8 +517,9 @@ def internvl_features(model):
 def test_internvl_layer_norm_eps_the_op_refuses_is_skipped():
     model = internvl()
     model.model.multi_modal_projector.layer_norm.eps = -1e-7  # F.layer_norm takes it, the fused op does not
-    message = op_message("pixel_shuffle_layer_norm", torch.zeros(1, 2, 2, 32), 2, torch.zeros(128),
-                         torch.zeros(128), -1e-7)
+    message = op_message(
+        "pixel_shuffle_layer_norm", torch.zeros(1, 2, 2, 32), 2, torch.zeros(128), torch.zeros(128), -1e-7
+    )
     assert message is not None
     expected = internvl_features(model)
     report = vlmops.patch_model(model)
@@ -453,11 +534,27 @@ def test_internvl_layer_norm_eps_the_op_refuses_is_skipped():
 
 def smolvlm():
     torch.manual_seed(0)
-    config = SmolVLMConfig(vision_config=dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                                              intermediate_size=64, image_size=56, patch_size=14),
-                           text_config=dict(model_type="llama", hidden_size=32, num_hidden_layers=1,
-                                            num_attention_heads=2, num_key_value_heads=1, intermediate_size=64,
-                                            vocab_size=100), scale_factor=2, image_token_id=99)
+    config = SmolVLMConfig(
+        vision_config=dict(
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+            image_size=56,
+            patch_size=14,
+        ),
+        text_config=dict(
+            model_type="llama",
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            intermediate_size=64,
+            vocab_size=100,
+        ),
+        scale_factor=2,
+        image_token_id=99,
+    )
     return SmolVLMForConditionalGeneration(config).eval()
 
 
@@ -523,9 +620,11 @@ def test_missing_transformers_class_refuses_its_family_only(monkeypatch):
     monkeypatch.delattr(modeling_qwen2_vl, "Qwen2VLVisionRotaryEmbedding")
     other = pixtral(width=64, heads=2)
     assert vlmops.patch_model(other).families == ["Pixtral"]
-    with pytest.raises(UnsupportedTransformersError,
-                       match=r"has no transformers\.models\.qwen2_vl\.modeling_qwen2_vl:Qwen2VLVisionRotaryEmbedding, "
-                             r"which the Qwen2-VL patch \(rope\)"):
+    with pytest.raises(
+        UnsupportedTransformersError,
+        match=r"has no transformers\.models\.qwen2_vl\.modeling_qwen2_vl:Qwen2VLVisionRotaryEmbedding, "
+        r"which the Qwen2-VL patch \(rope\)",
+    ):
         vlmops.patch_model(qwen)
     assert type(qwen.patch_embed).__name__ == "PatchEmbed" and "forward" not in vars(qwen)
     assert vlmops.patch_model(qwen, ops=["patch_embed"]).replacements  # the kinds that need no such class
@@ -544,6 +643,7 @@ def test_missing_guarded_function_refuses_its_family_only(monkeypatch):
 
 def test_missing_transformers_helper_refuses_the_towers_that_call_it(monkeypatch):
     import transformers.utils.output_capturing as output_capturing
+
     from vlmops.transformers import pixtral_rules, qwen_rules
 
     # The tower forwards are built on first use: none is built yet here.

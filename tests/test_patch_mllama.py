@@ -6,18 +6,37 @@ import copy
 
 import pytest
 import torch
+from conftest import RecordVlmopsCalls
 from transformers import MllamaConfig, MllamaForConditionalGeneration
 
 import vlmops
 from vlmops.transformers import UnsupportedTransformersError
-from conftest import RecordVlmopsCalls
 
 # Tiny and CPU-friendly: 28 px tiles of 14 px patches -> 5 tokens per tile, up to 4 tiles per image.
-VISION = dict(hidden_size=16, num_hidden_layers=2, num_global_layers=1, attention_heads=2, intermediate_size=32,
-              image_size=28, patch_size=14, max_num_tiles=4, intermediate_layers_indices=[0, 1],
-              vision_output_dim=48)
-TEXT = dict(vocab_size=64, hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
-            num_key_value_heads=2, cross_attention_layers=[1], bos_token_id=1, eos_token_id=2, pad_token_id=0)
+VISION = dict(
+    hidden_size=16,
+    num_hidden_layers=2,
+    num_global_layers=1,
+    attention_heads=2,
+    intermediate_size=32,
+    image_size=28,
+    patch_size=14,
+    max_num_tiles=4,
+    intermediate_layers_indices=[0, 1],
+    vision_output_dim=48,
+)
+TEXT = dict(
+    vocab_size=64,
+    hidden_size=64,
+    intermediate_size=96,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    cross_attention_layers=[1],
+    bos_token_id=1,
+    eos_token_id=2,
+    pad_token_id=0,
+)
 
 
 def build():
@@ -39,11 +58,15 @@ def build():
     cross_attention_mask[0, 3:7, 0, :2] = 1  # rows 0-2: text before the first image
     cross_attention_mask[0, 7:, 1, :] = 1
     cross_attention_mask[1, 1:, 0, :] = 1
-    inputs = dict(input_ids=input_ids, pixel_values=pixel_values, aspect_ratio_ids=aspect_ratio_ids,
-                  aspect_ratio_mask=aspect_ratio_mask, cross_attention_mask=cross_attention_mask,
-                  attention_mask=torch.ones(B, Lq, dtype=torch.int64))
+    inputs = dict(
+        input_ids=input_ids,
+        pixel_values=pixel_values,
+        aspect_ratio_ids=aspect_ratio_ids,
+        aspect_ratio_mask=aspect_ratio_mask,
+        cross_attention_mask=cross_attention_mask,
+        attention_mask=torch.ones(B, Lq, dtype=torch.int64),
+    )
     return model, inputs
-
 
 
 def test_patched_mllama_matches_logits_and_generate():
@@ -99,8 +122,11 @@ def test_changed_transformers_code_is_refused(monkeypatch):
     import vlmops.transformers.patch as patch
 
     real = patch.source_fingerprint
-    monkeypatch.setattr(patch, "source_fingerprint",
-                        lambda spec: "0" * 64 if spec.endswith("_prepare_cross_attention_mask") else real(spec))
+    monkeypatch.setattr(
+        patch,
+        "source_fingerprint",
+        lambda spec: "0" * 64 if spec.endswith("_prepare_cross_attention_mask") else real(spec),
+    )
     model, _ = build()
     with pytest.raises(UnsupportedTransformersError, match="changed .*_prepare_cross_attention_mask"):
         vlmops.patch_model(model)

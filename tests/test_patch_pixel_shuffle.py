@@ -6,6 +6,7 @@ import re
 
 import pytest
 import torch
+from conftest import RecordVlmopsCalls
 from transformers import (
     Idefics3Config,
     Idefics3ForConditionalGeneration,
@@ -17,23 +18,32 @@ from transformers import (
 
 import vlmops
 from vlmops.transformers import SUPPORTED_FAMILIES, UnsupportedModelError, UnsupportedTransformersError
-from conftest import RecordVlmopsCalls
 
 IMAGE_TOKEN = 99
-VISION = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=56, patch_size=14)
+VISION = dict(
+    hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=56, patch_size=14
+)
 
 
 def text_config(model_type):
-    return dict(model_type=model_type, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                num_key_value_heads=1, intermediate_size=64, vocab_size=100)
+    return dict(
+        model_type=model_type,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        intermediate_size=64,
+        vocab_size=100,
+    )
 
 
 def build(family):
     """A tiny seeded model of the family, its pixel_values and a prompt with its image tokens."""
     torch.manual_seed(0)
     if family == "InternVL":
-        config = InternVLConfig(vision_config=VISION, text_config=text_config("qwen2"), image_token_id=IMAGE_TOKEN,
-                                image_seq_length=4)
+        config = InternVLConfig(
+            vision_config=VISION, text_config=text_config("qwen2"), image_token_id=IMAGE_TOKEN, image_seq_length=4
+        )
         model = InternVLForConditionalGeneration(config).eval()
         pixel_values = torch.randn(2, 3, 56, 56)  # 2 images -> 4x4 patches -> 2x2 merged tokens each
         input_ids = torch.tensor([[1, 2] + [IMAGE_TOKEN] * 4 + [3], [4] + [IMAGE_TOKEN] * 4 + [5, 6]])
@@ -46,8 +56,12 @@ def build(family):
         # SmolVLM merges image tokens in blocks of patch_size, so their count must be a multiple of it.
         size, patch = (56, 14) if family == "Idefics3" else (32, 4)
         tokens = (size // patch // 2) ** 2
-        config = config_cls(vision_config=dict(VISION, image_size=size, patch_size=patch),
-                            text_config=text_config("llama"), scale_factor=2, image_token_id=IMAGE_TOKEN)
+        config = config_cls(
+            vision_config=dict(VISION, image_size=size, patch_size=patch),
+            text_config=text_config("llama"),
+            scale_factor=2,
+            image_token_id=IMAGE_TOKEN,
+        )
         model = model_cls(config).eval()
         pixel_values = torch.randn(1, 2, 3, size, size)  # one sample, two images
         input_ids = torch.tensor([[1] + [IMAGE_TOKEN] * tokens + [2] + [IMAGE_TOKEN] * tokens + [3]])
@@ -58,7 +72,6 @@ def image_features(model, pixel_values):
     out = model.model.get_image_features(pixel_values)
     pooled = out.pooler_output
     return torch.cat(list(pooled)) if isinstance(pooled, (list, tuple)) else pooled
-
 
 
 FAMILIES = ["InternVL", "Idefics3", "SmolVLM"]

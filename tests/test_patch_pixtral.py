@@ -6,19 +6,26 @@ import copy
 
 import pytest
 import torch
+from conftest import RecordVlmopsCalls
 from transformers import Mistral3Config, Mistral3ForConditionalGeneration, PixtralVisionConfig, PixtralVisionModel
 
 import vlmops
 from vlmops.nn import PackedVisionAttention, PatchEmbed, VisionRotaryEmbedding
-from conftest import RecordVlmopsCalls
 
 IMAGE = 10
 # hidden_act silu as in Pixtral-12B and Mistral3 (the config's default is gelu), so the MLPs are patched too.
-VISION = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2, head_dim=32,
-              image_size=112, patch_size=14, hidden_act="silu")
+VISION = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    head_dim=32,
+    image_size=112,
+    patch_size=14,
+    hidden_act="silu",
+)
 # Three images of different sizes padded into one [3, 3, 112, 112] batch, as the processor pads them.
 IMAGE_SIZES = torch.tensor([[112, 84], [56, 112], [28, 56]])
-
 
 
 def tower(attn="sdpa"):
@@ -33,10 +40,22 @@ def pixels():
 
 def mistral3():
     torch.manual_seed(0)
-    text = dict(model_type="mistral", hidden_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
-                intermediate_size=128, vocab_size=100, head_dim=32)
-    config = Mistral3Config(vision_config=dict(VISION, model_type="pixtral"), text_config=text, image_token_index=IMAGE,
-                            spatial_merge_size=2)
+    text = dict(
+        model_type="mistral",
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        intermediate_size=128,
+        vocab_size=100,
+        head_dim=32,
+    )
+    config = Mistral3Config(
+        vision_config=dict(VISION, model_type="pixtral"),
+        text_config=text,
+        image_token_index=IMAGE,
+        spatial_merge_size=2,
+    )
     model = Mistral3ForConditionalGeneration._from_config(config, attn_implementation="sdpa").eval()
     tokens = [int(n) for n in (IMAGE_SIZES // 28).prod(-1)]
     ids = [1, 2] + [IMAGE] * tokens[0] + [3] + [IMAGE] * tokens[1] + [4] + [IMAGE] * tokens[2] + [5]
@@ -59,8 +78,13 @@ def test_patched_tower_matches_every_layer(attn):
     for a, b in zip(got.hidden_states, expected.hidden_states):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(got.last_hidden_state, expected.last_hidden_state, rtol=1e-5, atol=1e-5)
-    assert {"vlmops::patch_embed", "vlmops::rope_", "vlmops::varlen_attention", "vlmops::rms_norm",
-            "vlmops::silu_mul"} <= set(recorder.calls)
+    assert {
+        "vlmops::patch_embed",
+        "vlmops::rope_",
+        "vlmops::varlen_attention",
+        "vlmops::rms_norm",
+        "vlmops::silu_mul",
+    } <= set(recorder.calls)
 
 
 def test_mistral3_features_and_logits_match():
@@ -99,8 +123,9 @@ def test_patch_twice_ops_restriction_and_save_load(tmp_path):
     loaded = PixtralVisionModel.from_pretrained(tmp_path).eval()
     vlmops.patch_model(loaded)
     with torch.no_grad():
-        torch.testing.assert_close(loaded(x, image_sizes=IMAGE_SIZES).last_hidden_state,
-                                   model(x, image_sizes=IMAGE_SIZES).last_hidden_state)
+        torch.testing.assert_close(
+            loaded(x, image_sizes=IMAGE_SIZES).last_hidden_state, model(x, image_sizes=IMAGE_SIZES).last_hidden_state
+        )
 
 
 def test_drop_in_modules_match_transformers():

@@ -20,8 +20,14 @@ from transformers import (
 from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VisionTransformerPretrainedModel
 
 import vlmops
-from vlmops.nn import MRotaryEmbedding, PackedVisionAttention, PatchEmbed, PatchMerger, VisionRotaryEmbedding
-from vlmops.nn import vision_cu_seqlens
+from vlmops.nn import (
+    MRotaryEmbedding,
+    PackedVisionAttention,
+    PatchEmbed,
+    PatchMerger,
+    VisionRotaryEmbedding,
+    vision_cu_seqlens,
+)
 from vlmops.transformers import UnsupportedTransformersError
 
 IMAGE, VIDEO, VISION_START = 190, 191, 192
@@ -30,8 +36,17 @@ PATCH_ROW = 3 * 2 * 14 * 14  # C * temporal_patch * P * P
 IMAGE_GRID = torch.tensor([[1, 8, 12], [1, 6, 10]])
 VIDEO_GRID = torch.tensor([[2, 4, 8]])
 
-TEXT = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, intermediate_size=128,
-            vocab_size=200, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+TEXT = dict(
+    hidden_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    intermediate_size=128,
+    vocab_size=200,
+    pad_token_id=0,
+    bos_token_id=1,
+    eos_token_id=2,
+)
 TOKENS = dict(image_token_id=IMAGE, video_token_id=VIDEO, vision_start_token_id=VISION_START)
 
 
@@ -40,20 +55,41 @@ def config(family):
     if family == "Qwen2-VL":
         text = dict(TEXT, rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 6, 6]})
         return Qwen2VLForConditionalGeneration, Qwen2VLConfig(
-            text_config=text, vision_config=dict(vision, embed_dim=64, mlp_ratio=2), **TOKENS)
+            text_config=text, vision_config=dict(vision, embed_dim=64, mlp_ratio=2), **TOKENS
+        )
     if family == "Qwen2.5-VL":
         text = dict(TEXT, rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 6, 6]})
         # window 56 px = 4 patches = 2 merged units per side: the 8x12 image has 2x3 windows, the
         # 6x10 image (3x5 units) 2x3 windows cut by its edges; blocks 1 and 3 attend over whole frames.
         # intermediate 100: 400-byte MLP rows, so the patched MLP's GEMMs write padded rows.
         return Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLConfig(
-            text_config=text, vision_config=dict(vision, intermediate_size=100, out_hidden_size=64, window_size=56,
-                                                 fullatt_block_indexes=[1, 3]), **TOKENS)
-    text = dict(TEXT, head_dim=32, rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
-                                                     "mrope_section": [6, 5, 5], "mrope_interleaved": True})
+            text_config=text,
+            vision_config=dict(
+                vision, intermediate_size=100, out_hidden_size=64, window_size=56, fullatt_block_indexes=[1, 3]
+            ),
+            **TOKENS,
+        )
+    text = dict(
+        TEXT,
+        head_dim=32,
+        rope_parameters={
+            "rope_type": "default",
+            "rope_theta": 10000.0,
+            "mrope_section": [6, 5, 5],
+            "mrope_interleaved": True,
+        },
+    )
     return Qwen3VLForConditionalGeneration, Qwen3VLConfig(
-        text_config=text, vision_config=dict(vision, intermediate_size=128, out_hidden_size=64,
-                                             num_position_embeddings=16, deepstack_visual_indexes=[1, 2]), **TOKENS)
+        text_config=text,
+        vision_config=dict(
+            vision,
+            intermediate_size=128,
+            out_hidden_size=64,
+            num_position_embeddings=16,
+            deepstack_visual_indexes=[1, 2],
+        ),
+        **TOKENS,
+    )
 
 
 def build(family, attn="sdpa"):
@@ -72,8 +108,14 @@ def build(family, attn="sdpa"):
     ids = [3, 4, VISION_START] + [IMAGE] * units[0] + [5, VISION_START] + [IMAGE] * units[1] + video + [6, 7]
     input_ids = torch.tensor([ids])
     mm_token_type_ids = (input_ids == IMAGE).int() + 2 * (input_ids == VIDEO).int()
-    inputs = dict(input_ids=input_ids, mm_token_type_ids=mm_token_type_ids, pixel_values=pixel_values,
-                  image_grid_thw=IMAGE_GRID, pixel_values_videos=pixel_values_videos, video_grid_thw=VIDEO_GRID)
+    inputs = dict(
+        input_ids=input_ids,
+        mm_token_type_ids=mm_token_type_ids,
+        pixel_values=pixel_values,
+        image_grid_thw=IMAGE_GRID,
+        pixel_values_videos=pixel_values_videos,
+        video_grid_thw=VIDEO_GRID,
+    )
     return model, inputs
 
 
@@ -139,7 +181,7 @@ def test_qwen2_5_vl_window_and_full_attention_layers_match():
     # are window layers, 1 and 3 full-frame layers).
     assert len(got.hidden_states) == len(expected.hidden_states) == 5
     for layer, (a, b) in enumerate(zip(got.hidden_states, expected.hidden_states)):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=lambda m: f"block {layer}: {m}")
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=lambda m, layer=layer: f"block {layer}: {m}")
     torch.testing.assert_close(got.pooler_output, expected.pooler_output, rtol=1e-5, atol=1e-5)
 
 
@@ -162,7 +204,9 @@ def record_host_reads(monkeypatch):
     """Every Python-level read of a tensor's values (``.tolist()`` does not pass the dispatcher)."""
     reads = []
     for name in HOST_READS:
-        def read(self, *args, _name=name, _original=getattr(torch.Tensor, name), **kwargs):
+        original = getattr(torch.Tensor, name)
+
+        def read(self, *args, _name=name, _original=original, **kwargs):
             reads.append(_name)
             return _original(self, *args, **kwargs)
 
@@ -208,7 +252,9 @@ def test_tower_alone_and_ops_restriction():
     only_attention = copy.deepcopy(tower)
     report = vlmops.patch_model(only_attention, ops=["attention"])
     assert {r.new for r in report.replacements} == {
-        "vlmops.nn.PackedVisionAttention", "vlmops tower forward (metadata built once on device, varlen attention)"}
+        "vlmops.nn.PackedVisionAttention",
+        "vlmops tower forward (metadata built once on device, varlen attention)",
+    }
     assert type(only_attention.patch_embed).__name__ == "Qwen2_5_VisionPatchEmbed"
     assert type(only_attention.rotary_pos_emb).__name__ == "Qwen2_5_VLVisionRotaryEmbedding"
     only_embed = copy.deepcopy(tower)
@@ -217,8 +263,9 @@ def test_tower_alone_and_ops_restriction():
     assert type(only_embed.blocks[0].attn).__name__ == "Qwen2_5_VLVisionAttention"
     with torch.no_grad(), RecordCalls() as recorder:
         for patched in (only_attention, only_embed):
-            torch.testing.assert_close(patched(pixels, grid_thw=IMAGE_GRID).pooler_output, expected,
-                                       rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(
+                patched(pixels, grid_thw=IMAGE_GRID).pooler_output, expected, rtol=1e-5, atol=1e-5
+            )
     assert recorder.vlmops() == {"vlmops::varlen_attention", "vlmops::patch_embed"}  # rope kind not patched
 
 
@@ -255,9 +302,11 @@ def test_changed_transformers_code_is_refused(monkeypatch):
     real = patch.source_fingerprint
     monkeypatch.setattr(patch, "source_fingerprint", lambda s: "0" * 64 if s == spec else real(s))
     model, _ = build("Qwen2.5-VL")
-    with pytest.raises(UnsupportedTransformersError,
-                       match=rf"changed {re.escape(spec)}, which the Qwen2\.5-VL patch \(attention\) relies on"
-                             r".*verified this patch on transformers .*5\.24\.0"):
+    with pytest.raises(
+        UnsupportedTransformersError,
+        match=rf"changed {re.escape(spec)}, which the Qwen2\.5-VL patch \(attention\) relies on"
+        r".*verified this patch on transformers .*5\.24\.0",
+    ):
         vlmops.patch_model(model, ops=["attention"])
 
 

@@ -59,40 +59,72 @@ VERIFY_TEST = "tests/test_compat_verify.py::test_verify_applies_exactly_the_rule
 QWEN, PIXTRAL = "tests/test_patch_qwen.py", "tests/test_patch_pixtral.py"
 CLIP, MLLAMA, SHUFFLE = "tests/test_patch_clip.py", "tests/test_patch_mllama.py", "tests/test_patch_pixel_shuffle.py"
 PARITY = {
-    "Qwen2-VL": (f"{QWEN}::test_patched_model_matches_and_runs_vlmops[Qwen2-VL]",
-                 f"{QWEN}::test_qwen2_vl_generate_gives_identical_tokens",
-                 f"{QWEN}::test_save_load_round_trip[Qwen2-VL]"),
-    "Qwen2.5-VL": (f"{QWEN}::test_patched_model_matches_and_runs_vlmops[Qwen2.5-VL]",
-                   f"{QWEN}::test_qwen2_5_vl_window_and_full_attention_layers_match",
-                   f"{QWEN}::test_save_load_round_trip[Qwen2.5-VL]"),
-    "Qwen3-VL": (f"{QWEN}::test_patched_model_matches_and_runs_vlmops[Qwen3-VL]",
-                 f"{QWEN}::test_save_load_round_trip[Qwen3-VL]"),
-    "InternVL": (f"{SHUFFLE}::test_patched_model_matches_and_runs_vlmops[InternVL]",
-                 f"{SHUFFLE}::test_save_and_load_round_trip[InternVL]"),
-    "Idefics3": (f"{SHUFFLE}::test_patched_model_matches_and_runs_vlmops[Idefics3]",
-                 f"{SHUFFLE}::test_save_and_load_round_trip[Idefics3]"),
-    "SmolVLM": (f"{SHUFFLE}::test_patched_model_matches_and_runs_vlmops[SmolVLM]",
-                f"{SHUFFLE}::test_save_and_load_round_trip[SmolVLM]"),
-    "Pixtral": (f"{PIXTRAL}::test_patched_tower_matches_every_layer[sdpa]",
-                f"{PIXTRAL}::test_patched_tower_matches_every_layer[eager]",
-                f"{PIXTRAL}::test_mistral3_features_and_logits_match",
-                f"{PIXTRAL}::test_patch_twice_ops_restriction_and_save_load"),
-    "Mllama": (f"{MLLAMA}::test_patched_mllama_matches_logits_and_generate",
-               f"{MLLAMA}::test_save_and_load_round_trip"),
-    "LLaVA": (f"{CLIP}::test_vlm_matches_and_runs_vlmops[LLaVA]",
-              f"{CLIP}::test_save_and_load_round_trip[LLaVA]"),
-    "LLaVA-OneVision": (f"{CLIP}::test_vlm_matches_and_runs_vlmops[LLaVA-OneVision]",
-                        f"{CLIP}::test_save_and_load_round_trip[LLaVA-OneVision]"),
-    "CLIP": (f"{CLIP}::test_tower_matches_and_runs_vlmops[CLIP]",
-             f"{CLIP}::test_tower_interpolated_positions[CLIP]",
-             f"{CLIP}::test_save_and_load_round_trip[CLIP]"),
-    "SigLIP": (f"{CLIP}::test_tower_matches_and_runs_vlmops[SigLIP]",
-               f"{CLIP}::test_tower_interpolated_positions[SigLIP]",
-               f"{CLIP}::test_save_and_load_round_trip[SigLIP]"),
+    "Qwen2-VL": (
+        f"{QWEN}::test_patched_model_matches_and_runs_vlmops[Qwen2-VL]",
+        f"{QWEN}::test_qwen2_vl_generate_gives_identical_tokens",
+        f"{QWEN}::test_save_load_round_trip[Qwen2-VL]",
+    ),
+    "Qwen2.5-VL": (
+        f"{QWEN}::test_patched_model_matches_and_runs_vlmops[Qwen2.5-VL]",
+        f"{QWEN}::test_qwen2_5_vl_window_and_full_attention_layers_match",
+        f"{QWEN}::test_save_load_round_trip[Qwen2.5-VL]",
+    ),
+    "Qwen3-VL": (
+        f"{QWEN}::test_patched_model_matches_and_runs_vlmops[Qwen3-VL]",
+        f"{QWEN}::test_save_load_round_trip[Qwen3-VL]",
+    ),
+    "InternVL": (
+        f"{SHUFFLE}::test_patched_model_matches_and_runs_vlmops[InternVL]",
+        f"{SHUFFLE}::test_save_and_load_round_trip[InternVL]",
+    ),
+    "Idefics3": (
+        f"{SHUFFLE}::test_patched_model_matches_and_runs_vlmops[Idefics3]",
+        f"{SHUFFLE}::test_save_and_load_round_trip[Idefics3]",
+    ),
+    "SmolVLM": (
+        f"{SHUFFLE}::test_patched_model_matches_and_runs_vlmops[SmolVLM]",
+        f"{SHUFFLE}::test_save_and_load_round_trip[SmolVLM]",
+    ),
+    "Pixtral": (
+        f"{PIXTRAL}::test_patched_tower_matches_every_layer[sdpa]",
+        f"{PIXTRAL}::test_patched_tower_matches_every_layer[eager]",
+        f"{PIXTRAL}::test_mistral3_features_and_logits_match",
+        f"{PIXTRAL}::test_patch_twice_ops_restriction_and_save_load",
+    ),
+    "Mllama": (
+        f"{MLLAMA}::test_patched_mllama_matches_logits_and_generate",
+        f"{MLLAMA}::test_save_and_load_round_trip",
+    ),
+    "LLaVA": (f"{CLIP}::test_vlm_matches_and_runs_vlmops[LLaVA]", f"{CLIP}::test_save_and_load_round_trip[LLaVA]"),
+    "LLaVA-OneVision": (
+        f"{CLIP}::test_vlm_matches_and_runs_vlmops[LLaVA-OneVision]",
+        f"{CLIP}::test_save_and_load_round_trip[LLaVA-OneVision]",
+    ),
+    "CLIP": (
+        f"{CLIP}::test_tower_matches_and_runs_vlmops[CLIP]",
+        f"{CLIP}::test_tower_interpolated_positions[CLIP]",
+        f"{CLIP}::test_save_and_load_round_trip[CLIP]",
+    ),
+    "SigLIP": (
+        f"{CLIP}::test_tower_matches_and_runs_vlmops[SigLIP]",
+        f"{CLIP}::test_tower_interpolated_positions[SigLIP]",
+        f"{CLIP}::test_save_and_load_round_trip[SigLIP]",
+    ),
 }
 # Removed from an installed release's folder: the project's own copies must be the ones imported.
-PROJECT_PACKAGES = ("numpy", "numpy.libs", "torch", "torchgen", "functorch", "triton", "nvidia", "sympy",
-                    "mpmath", "networkx", "bin")
+PROJECT_PACKAGES = (
+    "numpy",
+    "numpy.libs",
+    "torch",
+    "torchgen",
+    "functorch",
+    "triton",
+    "nvidia",
+    "sympy",
+    "mpmath",
+    "networkx",
+    "bin",
+)
 
 
 def release_key(release: str) -> tuple:
@@ -114,8 +146,22 @@ def install(release: str) -> Path | None:
     shutil.rmtree(folder, ignore_errors=True)
     wheel = _wheel(release)
     started = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                             "--target", str(folder), str(wheel)], capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--target",
+            str(folder),
+            str(wheel),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if result.returncode:
         raise RuntimeError(f"pip install --target {folder} {wheel.name} failed:\n{result.stdout}\n{result.stderr}")
     for path in folder.iterdir():
@@ -134,9 +180,23 @@ def _wheel(release: str) -> Path:
     if found:
         return found[0]
     wheels.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
-                             "--no-deps", "--dest", str(wheels), f"transformers=={release}"],
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-deps",
+            "--dest",
+            str(wheels),
+            f"transformers=={release}",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     found = sorted(wheels.glob(f"transformers-{release}-*.whl"))
     if result.returncode or not found:
         raise RuntimeError(f"pip download transformers=={release} failed:\n{result.stdout}\n{result.stderr}")
@@ -162,8 +222,9 @@ def fingerprints(folder: Path | None) -> dict:
     that imports it."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "fingerprints.json"
-        subprocess.run([sys.executable, __file__, "--fingerprints-to", str(out)], env=_env(folder), cwd=ROOT,
-                       check=True)
+        subprocess.run(
+            [sys.executable, __file__, "--fingerprints-to", str(out)], env=_env(folder), cwd=ROOT, check=True
+        )
         return json.loads(out.read_text())
 
 
@@ -192,8 +253,18 @@ def run_tests(folder: Path | None, nodes, trust: bool) -> tuple[dict, dict]:
     against the release in ``folder``."""
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "outcomes.json"
-        command = [sys.executable, "-m", "pytest", "-q", "-p", "compat_trust", "--compat-report", str(report),
-                   *(["--compat-trust"] if trust else []), *nodes]
+        command = [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "compat_trust",
+            "--compat-report",
+            str(report),
+            *(["--compat-trust"] if trust else []),
+            *nodes,
+        ]
         result = subprocess.run(command, env=_env(folder), cwd=ROOT, capture_output=True, text=True, check=False)
         recorded = json.loads(report.read_text()) if report.exists() else {"outcomes": {}, "properties": {}}
     outcomes = recorded["outcomes"]
@@ -238,10 +309,18 @@ def matrix(releases) -> dict:
                 families[family] = "verified"
             else:
                 families[family] = "failed"
-        results[release] = {"date": release_date(release), "families": families, "rules": dump["rules"],
-                            "seconds": round(time.monotonic() - started)}
-        print(f"transformers {release}: " + ", ".join(f"{f} {s}" for f, s in families.items())
-              + f" ({results[release]['seconds']} s)", flush=True)
+        results[release] = {
+            "date": release_date(release),
+            "families": families,
+            "rules": dump["rules"],
+            "seconds": round(time.monotonic() - started),
+        }
+        print(
+            f"transformers {release}: "
+            + ", ".join(f"{f} {s}" for f, s in families.items())
+            + f" ({results[release]['seconds']} s)",
+            flush=True,
+        )
     return results
 
 
@@ -256,9 +335,12 @@ def verify_outside(releases) -> dict:
         outcomes, properties = run_tests(folder, list(nodes.values()), trust=False)
         families = {family: {"outcome": outcomes[node], **properties.get(node, {})} for family, node in nodes.items()}
         results[release] = {"date": release_date(release), "families": families}
-        print(f"transformers {release} (outside the range), verify=True: "
-              + ", ".join(f"{f} {_outside_cell(e)}" for f, e in families.items())
-              + f" ({time.monotonic() - started:.0f} s)", flush=True)
+        print(
+            f"transformers {release} (outside the range), verify=True: "
+            + ", ".join(f"{f} {_outside_cell(e)}" for f, e in families.items())
+            + f" ({time.monotonic() - started:.0f} s)",
+            flush=True,
+        )
     return results
 
 
@@ -271,8 +353,11 @@ def _outside_cell(entry: dict) -> str:
     agreed = sum(1 for status in verified.values() if status == "agreed")
     refused = len(verified) - agreed
     applied = len(entry["applied"])
-    return (f"{applied} of {applied + refused} rules" + (f" ({agreed} verified on the model)" if agreed else "")
-            + (f", {refused} refused by verify" if refused else ""))
+    return (
+        f"{applied} of {applied + refused} rules"
+        + (f" ({agreed} verified on the model)" if agreed else "")
+        + (f", {refused} refused by verify" if refused else "")
+    )
 
 
 def verified_source(results: dict) -> str:
@@ -349,6 +434,12 @@ def _entry(key: str, releases, indent: int = 8) -> list:
     return [f"{pad}{_q(key)}: (", *(f"{pad}    " + ", ".join(_q(r) for r in row) + "," for row in rows), f"{pad}),"]
 
 
+def write_verified(results: dict) -> None:
+    """verified.py from the results, in the project's format (``ruff format``, as ``make lint`` checks)."""
+    VERIFIED.write_text(verified_source(results))
+    subprocess.run([sys.executable, "-m", "ruff", "format", "--quiet", str(VERIFIED)], check=True)
+
+
 SYMBOLS = {"verified": "✓", "failed": "✗", "absent": "—"}
 
 
@@ -360,19 +451,27 @@ def table(results: dict, outside: dict) -> str:
     for family in PARITY:
         cells = [SYMBOLS[results[r]["families"].get(family, "absent")] for r in releases]
         rows.append(f"| {family} | " + " | ".join(cells) + " |")
-    legend = (f"✓ all parity tests pass (outputs, the vlmops ops ran, save/load), ✗ they do not, — the release "
-              f"has no such model. Declared range: transformers {releases[0]} to {releases[-1]}.")
+    legend = (
+        f"✓ all parity tests pass (outputs, the vlmops ops ran, save/load), ✗ they do not, — the release "
+        f"has no such model. Declared range: transformers {releases[0]} to {releases[-1]}."
+    )
     text = "\n".join(rows) + "\n\n" + legend
     if outside:
         others = sorted(outside, key=release_key, reverse=True)
-        rows = ["| family (verify=True) | " + " | ".join(f"{r}<br>{outside[r]['date']}" for r in others) + " |",
-                "|---|" + "---|" * len(others)]
-        rows += [f"| {family} | " + " | ".join(_outside_cell(outside[r]["families"][family]) for r in others) + " |"
-                 for family in PARITY]
-        text += ("\n\nOutside the range, `patch_model(model, verify=True)` on the same models: the rules whose code"
-                 " matches a verified fingerprint are applied as is, the others are verified on the model and applied"
-                 " where they agree; the patched model matches the unpatched one in every case"
-                 " (`tests/test_compat_verify.py`).\n\n" + "\n".join(rows))
+        rows = [
+            "| family (verify=True) | " + " | ".join(f"{r}<br>{outside[r]['date']}" for r in others) + " |",
+            "|---|" + "---|" * len(others),
+        ]
+        rows += [
+            f"| {family} | " + " | ".join(_outside_cell(outside[r]["families"][family]) for r in others) + " |"
+            for family in PARITY
+        ]
+        text += (
+            "\n\nOutside the range, `patch_model(model, verify=True)` on the same models: the rules whose code"
+            " matches a verified fingerprint are applied as is, the others are verified on the model and applied"
+            " where they agree; the patched model matches the unpatched one in every case"
+            " (`tests/test_compat_verify.py`).\n\n" + "\n".join(rows)
+        )
     return text
 
 
@@ -407,9 +506,12 @@ def check(releases) -> int:
         outcomes = run_parity(folder, families, trust=False)
         failed = [f for f in families if any(outcomes[node] != "passed" for node in PARITY[f])]
         failures += len(failed)
-        print(f"transformers {release}: {len(families) - len(failed)} of {len(families)} verified families pass"
-              + (f"; failed: {', '.join(failed)}" if failed else "") + f" ({time.monotonic() - started:.0f} s)",
-              flush=True)
+        print(
+            f"transformers {release}: {len(families) - len(failed)} of {len(families)} verified families pass"
+            + (f"; failed: {', '.join(failed)}" if failed else "")
+            + f" ({time.monotonic() - started:.0f} s)",
+            flush=True,
+        )
     return failures
 
 
@@ -417,10 +519,16 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("releases", nargs="*", help=f"releases to run (default: {' '.join(RELEASES)})")
     parser.add_argument("--check", action="store_true", help="CI: test against the committed fingerprints")
-    parser.add_argument("--ci-releases", action="store_true",
-                        help="print the releases CI checks (the oldest and newest of the matrix) and exit")
-    parser.add_argument("--render", action="store_true",
-                        help=f"rewrite verified.py and README's table from {RESULTS.name} without running anything")
+    parser.add_argument(
+        "--ci-releases",
+        action="store_true",
+        help="print the releases CI checks (the oldest and newest of the matrix) and exit",
+    )
+    parser.add_argument(
+        "--render",
+        action="store_true",
+        help=f"rewrite verified.py and README's table from {RESULTS.name} without running anything",
+    )
     parser.add_argument("--fingerprints-to", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.fingerprints_to:
@@ -433,7 +541,7 @@ def main(argv=None) -> int:
         return 1 if check(args.releases or list(RELEASES)) else 0
     if args.render:
         results, outside = load_results()
-        VERIFIED.write_text(verified_source(results))
+        write_verified(results)
         write_readme(results, outside)
         return 0
     started = time.monotonic()
@@ -441,14 +549,18 @@ def main(argv=None) -> int:
     releases = [r for r in args.releases if r not in OUTSIDE] if args.releases else list(RELEASES)
     results.update(matrix(releases))
     outside.update(verify_outside([r for r in args.releases if r in OUTSIDE] if args.releases else OUTSIDE))
-    recorded = {"matrix": {r: results[r] for r in sorted(results, key=release_key)},
-                "outside": {r: outside[r] for r in sorted(outside, key=release_key)}}
+    recorded = {
+        "matrix": {r: results[r] for r in sorted(results, key=release_key)},
+        "outside": {r: outside[r] for r in sorted(outside, key=release_key)},
+    }
     RESULTS.write_text(json.dumps(recorded, indent=1, ensure_ascii=False) + "\n")
-    VERIFIED.write_text(verified_source(results))
+    write_verified(results)
     write_readme(results, outside)
     print(table(results, outside))
-    print(f"compatibility matrix: {len(releases)} releases and {len(outside)} outside the range in "
-          f"{time.monotonic() - started:.0f} s ({datetime.date.today()})")
+    print(
+        f"compatibility matrix: {len(releases)} releases and {len(outside)} outside the range in "
+        f"{time.monotonic() - started:.0f} s ({datetime.date.today()})"
+    )
     failed = [(r, f) for r in releases for f, s in results[r]["families"].items() if s == "failed"]
     failed += [(r, f) for r in outside for f, e in outside[r]["families"].items() if e["outcome"] != "passed"]
     return 1 if failed else 0

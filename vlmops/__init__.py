@@ -28,7 +28,7 @@ from vlmops.ops.rms_norm import rms_norm
 from vlmops.ops.rope import RopeTables, apply_rope, rope_1d_tables, rope_inv_freq
 from vlmops.ops.silu_mul import silu_mul
 from vlmops.ops.varlen_attention import varlen_attention
-from vlmops.transformers import PatchReport, patch_model, register_attention
+from vlmops.transformers import PatchReport, patch_model, register_attention, supported_transformers
 
 _register_all()
 
@@ -60,6 +60,7 @@ __all__ = [
     "rope_1d_tables",
     "rope_inv_freq",
     "silu_mul",
+    "supported_transformers",
     "vision_rope_positions",
     "varlen_attention",
 ]

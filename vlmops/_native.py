@@ -20,6 +20,7 @@ except ImportError as error:
 else:
     _IMPORT_ERROR = None
 
+
 def available() -> bool:
     """True when the native op library is loaded (torch.ops.vlmops.* exist)."""
     return _C is not None

@@ -2,6 +2,9 @@
 
 from torch import nn
 
+from vlmops.transformers.attention_interface import register_attention
+from vlmops.transformers.clip_rules import RULES as _CLIP_RULES
+from vlmops.transformers.mllama_rules import RULES as _MLLAMA_RULES
 from vlmops.transformers.patch import (
     KINDS,
     PatchReport,
@@ -18,9 +21,6 @@ from vlmops.transformers.patch import (
     unverified_reason,
     verify_rule,
 )
-from vlmops.transformers.attention_interface import register_attention
-from vlmops.transformers.clip_rules import RULES as _CLIP_RULES
-from vlmops.transformers.mllama_rules import RULES as _MLLAMA_RULES
 from vlmops.transformers.pixel_shuffle_rules import RULES as _PIXEL_SHUFFLE_RULES
 from vlmops.transformers.pixtral_rules import RULES as _PIXTRAL_RULES
 from vlmops.transformers.qwen_rules import RULES as _QWEN_RULES
@@ -30,8 +30,10 @@ from vlmops.transformers.qwen_rules import RULES as _QWEN_RULES
 RULES = [*_PIXEL_SHUFFLE_RULES, *_QWEN_RULES, *_PIXTRAL_RULES, *_CLIP_RULES, *_MLLAMA_RULES]
 
 # family -> the kinds of replacement its rules make (a family may have several rules).
-SUPPORTED_FAMILIES = {family: tuple(sorted({r.kind for r in RULES if r.family == family}))
-                      for family in dict.fromkeys(rule.family for rule in RULES)}
+SUPPORTED_FAMILIES = {
+    family: tuple(sorted({r.kind for r in RULES if r.family == family}))
+    for family in dict.fromkeys(rule.family for rule in RULES)
+}
 
 __all__ = [
     "KINDS",
@@ -202,8 +204,11 @@ def _verify(model: nn.Module, kinds: set, rules: list, unverified: dict, report:
             reason, raised = _checked(rule, model, module, path)
             if reason is not None and not raised:
                 continue
-            verdicts[rule.key] = (Verification(rule.family, rule.kind, path, False, None, None, reason) if raised
-                                  else verify_rule(rule, model, module, path))
+            verdicts[rule.key] = (
+                Verification(rule.family, rule.kind, path, False, None, None, reason)
+                if raised
+                else verify_rule(rule, model, module, path)
+            )
             report.verifications.append(verdicts[rule.key])
             break
     return verdicts

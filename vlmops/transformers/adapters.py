@@ -81,7 +81,7 @@ class PixtralTableRotaryEmbedding(VisionRotaryEmbedding):
         table = module.inv_freq
         quarter = table.shape[-1] // 4
         if side > 1:
-            inv_freq = torch.cat((table[side, :quarter], table[1, quarter:2 * quarter])).float()
+            inv_freq = torch.cat((table[side, :quarter], table[1, quarter : 2 * quarter])).float()
         else:
             inv_freq = table.new_zeros(2 * quarter, dtype=torch.float32)
         rope = cls(inv_freq, "pixtral")
@@ -111,11 +111,16 @@ def qwen3_position_embeddings(tower, grid_thw: torch.Tensor) -> torch.Tensor:
     interpolation = getattr(vision_utils, "get_vision_interpolation_indices_and_weights", None)
     if interpolation is not None:
         indices, weights = interpolation(
-            grid_thw, num_grid_per_side=tower.num_grid_per_side, mode=tower.interpolation_mode,
-            align_corners=tower.interpolation_align_corners, spatial_merge_size=tower.config.spatial_merge_size,
+            grid_thw,
+            num_grid_per_side=tower.num_grid_per_side,
+            mode=tower.interpolation_mode,
+            align_corners=tower.interpolation_align_corners,
+            spatial_merge_size=tower.config.spatial_merge_size,
         )
         return (tower.pos_embed(indices) * weights[:, :, None]).sum(1)
     indices, weights = vision_utils.get_vision_bilinear_indices_and_weights(
-        grid_thw, num_grid_per_side=tower.num_grid_per_side, spatial_merge_size=tower.config.spatial_merge_size,
+        grid_thw,
+        num_grid_per_side=tower.num_grid_per_side,
+        spatial_merge_size=tower.config.spatial_merge_size,
     )
     return (tower.pos_embed(indices) * weights[:, :, None]).sum(0)

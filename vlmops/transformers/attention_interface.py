@@ -68,7 +68,7 @@ def vlmops_attention_forward(
     """The AttentionInterface function: returns ``(attn_output [B, Lq, H, D], None)`` like transformers' sdpa."""
     # transformers' convention (sdpa, flash): the call's is_causal wins over the module's attribute,
     # and a module that does not say is causal.
-    if (is_causal if is_causal is not None else getattr(module, "is_causal", True)):
+    if is_causal if is_causal is not None else getattr(module, "is_causal", True):
         raise _refuse(
             f"{type(module).__name__} is causal; vlmops' varlen attention is bidirectional (vision towers). "
             'For a whole VLM pass attn_implementation={"vision_config": "vlmops", "text_config": "sdpa"}'
@@ -96,8 +96,14 @@ def vlmops_attention_forward(
         cu_k = cu_q if length_k == length_q else _uniform_cu_seqlens(batch, length_k, query.device)
         max_length_q, max_length_k = length_q, length_k
     out = varlen_attention(
-        _packed(query), _packed(key), _packed(value), cu_q, cu_k,
-        max_seqlen_q=max_length_q, max_seqlen_k=max_length_k, softmax_scale=scaling,
+        _packed(query),
+        _packed(key),
+        _packed(value),
+        cu_q,
+        cu_k,
+        max_seqlen_q=max_length_q,
+        max_seqlen_k=max_length_k,
+        softmax_scale=scaling,
     )
     return out.view(batch, length_q, heads, head_dim), None
 

@@ -75,8 +75,11 @@ _OUTER_SPECS = {
 }
 
 # What the "vlmops" attention implementation registers with (vlmops.transformers.attention_interface).
-_ATTENTION_INTERFACE = ("transformers:AttentionInterface", "transformers.masking_utils:AttentionMaskInterface",
-                        "transformers.masking_utils:sdpa_mask")
+_ATTENTION_INTERFACE = (
+    "transformers:AttentionInterface",
+    "transformers.masking_utils:AttentionMaskInterface",
+    "transformers.masking_utils:sdpa_mask",
+)
 
 # Per tower kind: the tower class, its embeddings class and the vlmops replacement, its attention class.
 _TOWERS = {"CLIP": f"{CLIP}:CLIPVisionModel", "SigLIP": f"{SIGLIP}:SiglipVisionModel"}
@@ -102,7 +105,7 @@ def _isinstance(module: nn.Module, spec: str) -> bool:
 
 
 def _tower_kind(tower: nn.Module):
-    """"CLIP" or "SigLIP" for a tower vlmops knows, else None."""
+    """ "CLIP" or "SigLIP" for a tower vlmops knows, else None."""
     for kind, spec in _TOWERS.items():
         if _isinstance(tower, spec):
             return kind
@@ -125,8 +128,11 @@ def _attention_is_vlmops(tower: nn.Module, kind: str) -> bool:
 
 def _embeddings_refusal(embeddings: nn.Module) -> str | None:
     """patch_embed on one patch with the embeddings' conv, position table and CLS token (CLIP)."""
-    return patch_conv_refusal(embeddings.patch_embedding, pos_embed=embeddings.position_embedding.weight,
-                              cls_token=getattr(embeddings, "class_embedding", None))
+    return patch_conv_refusal(
+        embeddings.patch_embedding,
+        pos_embed=embeddings.position_embedding.weight,
+        cls_token=getattr(embeddings, "class_embedding", None),
+    )
 
 
 def _attention_refusal(tower: nn.Module, tower_path: str) -> str | None:
@@ -136,8 +142,10 @@ def _attention_refusal(tower: nn.Module, tower_path: str) -> str | None:
     for path, attn in tower.named_modules(prefix=tower_path):
         if not _isinstance(attn, _ATTENTION[kind]):
             continue
-        q, k, v = (Zeros((1, p.out_features // attn.head_dim, attn.head_dim), p.weight.dtype)
-                   for p in (attn.q_proj, attn.k_proj, attn.v_proj))
+        q, k, v = (
+            Zeros((1, p.out_features // attn.head_dim, attn.head_dim), p.weight.dtype)
+            for p in (attn.q_proj, attn.k_proj, attn.v_proj)
+        )
         reason = attention_options_refusal(attn, "dropout") or varlen_refusal(q, k, v, attn.scale)
         if reason:
             return f"{path}: {reason}"
@@ -171,14 +179,20 @@ def _switch_attention(tower: nn.Module, tower_path: str, family: str) -> list:
         )
     _claim(tower, family)
     layers = len(_attention_modules(tower, kind))
-    return [Replacement(tower_path, f'attn_implementation="{old}" ({layers} layers)',
-                        f'attn_implementation="{ATTENTION_NAME}" (vlmops.varlen_attention)')]
+    return [
+        Replacement(
+            tower_path,
+            f'attn_implementation="{old}" ({layers} layers)',
+            f'attn_implementation="{ATTENTION_NAME}" (vlmops.varlen_attention)',
+        )
+    ]
 
 
 def _pixels_sample(tower_of):
     """verify=True: two images at the tower's image size in its dtype, through the module at the matched
     module's path; ``tower_of(matched module)`` is the tower the size is read from and
     ``call(scope, pixels)`` runs the scope."""
+
     def make(call):
         def sample(root, module, path):
             tower = tower_of(module)
@@ -186,8 +200,9 @@ def _pixels_sample(tower_of):
             weight = next(tower.parameters())
             size = config.image_size
             generator = torch.Generator().manual_seed(0)
-            pixels = torch.randn(2, config.num_channels, size, size, generator=generator).to(weight.device,
-                                                                                               weight.dtype)
+            pixels = torch.randn(2, config.num_channels, size, size, generator=generator).to(
+                weight.device, weight.dtype
+            )
             return Sample(path, lambda scope: call(scope, pixels), f"two {size}x{size} images")
 
         return sample
@@ -217,8 +232,9 @@ def _tower_rules(family: str) -> list:
             target=_TOWERS[family],
             guarded=tuple(k for k in _ATTENTION_SPECS if k.startswith(_TOWERS[family].split(":")[0])),
             apply=lambda root, tower, path: _switch_attention(tower, path, family),
-            patched=lambda m: (_isinstance(m, _TOWERS[family]) and _owner(m) in (None, family)
-                               and _attention_is_vlmops(m, family)),
+            patched=lambda m: (
+                _isinstance(m, _TOWERS[family]) and _owner(m) in (None, family) and _attention_is_vlmops(m, family)
+            ),
             replaces_matched=False,
             matches=_unclaimed_or(family),
             check=lambda root, tower, path: _attention_refusal(tower, path),
@@ -252,6 +268,7 @@ def _vlm_rules(family: str, target: str) -> list:
     def claimed(refusal):
         """A check that first claims the tower for this family, patched or not: the tower rules then
         leave it to this family's rules."""
+
         def check(root, model, path):
             _claim(model.vision_tower, family)
             return refusal(model.vision_tower, prefix(path))
@@ -261,7 +278,8 @@ def _vlm_rules(family: str, target: str) -> list:
     guarded = _OUTER_SPECS[family]
     # The VLM's tower, run on its own: the rules patch only it.
     sample = _pixels_sample(lambda model: model.vision_tower)(
-        lambda scope, pixels: scope.vision_tower(pixel_values=pixels))
+        lambda scope, pixels: scope.vision_tower(pixel_values=pixels)
+    )
     return [
         Rule(
             family=family,

@@ -39,8 +39,11 @@ def _cross_attention_refusal(root, attn, path):
     D = attn.head_dim
     if attn.scaling != D**-0.5:
         return f"softmax scale {attn.scaling} is not head_dim ** -0.5 = {D**-0.5}, the scale MllamaCrossAttention uses"
-    projections = ((attn.q_proj, attn.num_heads), (attn.k_proj, attn.num_key_value_heads),
-                   (attn.v_proj, attn.num_key_value_heads))
+    projections = (
+        (attn.q_proj, attn.num_heads),
+        (attn.k_proj, attn.num_key_value_heads),
+        (attn.v_proj, attn.num_key_value_heads),
+    )
     q, k, v = (Zeros((1, 1, heads, D), projection.weight.dtype) for projection, heads in projections)
     ranges = Zeros((1, 1), torch.int32)
     return op_refusal("gated_cross_attention", q, k, v, ranges, ranges, None, D**-0.5)
@@ -74,10 +77,12 @@ def _cross_attention_sample(root, attn, path):
 
     def run(module):
         cache = {name: DynamicCache()}
-        prefill = module(hidden_states=hidden, cross_attention_states=states, attention_mask=mask, use_cache=True,
-                         **cache)[0]
-        decode = module(hidden_states=step, cross_attention_states=None, attention_mask=mask[:, :, :1],
-                        use_cache=True, **cache)[0]
+        prefill = module(
+            hidden_states=hidden, cross_attention_states=states, attention_mask=mask, use_cache=True, **cache
+        )[0]
+        decode = module(
+            hidden_states=step, cross_attention_states=None, attention_mask=mask[:, :, :1], use_cache=True, **cache
+        )[0]
         return prefill, decode
 
     return Sample(path, run, "3 text rows and 4 image tokens with a cache, then one decode row")

@@ -18,8 +18,9 @@ from vlmops.transformers.patch import Rule, Sample, Zeros, build_refusal, op_ref
 def _norm_refusal(root, norm, path):
     """rms_norm on one row ``[1, C]`` in the weight's dtype, with the norm's weight and eps."""
     weight = norm.weight
-    return op_refusal("rms_norm", Zeros((1, weight.shape[-1]), weight.dtype), Zeros.like(weight),
-                      float(norm.variance_epsilon))
+    return op_refusal(
+        "rms_norm", Zeros((1, weight.shape[-1]), weight.dtype), Zeros.like(weight), float(norm.variance_epsilon)
+    )
 
 
 def _mlp_refusal(root, mlp, path):
@@ -28,12 +29,14 @@ def _mlp_refusal(root, mlp, path):
     if reason:
         return reason
     gate, up = mlp.gate_proj, mlp.up_proj
-    return op_refusal("silu_mul", Zeros((1, gate.out_features), gate.weight.dtype),
-                      Zeros((1, up.out_features), up.weight.dtype))
+    return op_refusal(
+        "silu_mul", Zeros((1, gate.out_features), gate.weight.dtype), Zeros((1, up.out_features), up.weight.dtype)
+    )
 
 
 def _rows_sample(width):
     """verify=True on the module itself: a few rows [1, 4, width(module)] in its weight's dtype."""
+
     def sample(root, module, path):
         weight = next(module.parameters())
         generator = torch.Generator().manual_seed(0)
@@ -51,12 +54,26 @@ def norm_mlp_rules(family: str, module: str, norm: str, mlp: str) -> list:
         return (f"{module}:{name}.forward", f"{module}:{name}.__init__")
 
     return [
-        Rule(family=family, kind="norm", target=f"{module}:{norm}", guarded=own(norm),
-             apply=replace_module(RMSNorm, "vlmops.nn.RMSNorm"),
-             patched=lambda m: isinstance(m, RMSNorm) and m.replaces == norm, replaces_matched=True,
-             check=_norm_refusal, sample=_rows_sample(lambda m: m.weight.shape[-1])),
-        Rule(family=family, kind="mlp", target=f"{module}:{mlp}", guarded=own(mlp),
-             apply=replace_module(GatedMLP, "vlmops.nn.GatedMLP"),
-             patched=lambda m: isinstance(m, GatedMLP) and m.replaces == mlp, replaces_matched=True,
-             check=_mlp_refusal, sample=_rows_sample(lambda m: m.gate_proj.in_features)),
+        Rule(
+            family=family,
+            kind="norm",
+            target=f"{module}:{norm}",
+            guarded=own(norm),
+            apply=replace_module(RMSNorm, "vlmops.nn.RMSNorm"),
+            patched=lambda m: isinstance(m, RMSNorm) and m.replaces == norm,
+            replaces_matched=True,
+            check=_norm_refusal,
+            sample=_rows_sample(lambda m: m.weight.shape[-1]),
+        ),
+        Rule(
+            family=family,
+            kind="mlp",
+            target=f"{module}:{mlp}",
+            guarded=own(mlp),
+            apply=replace_module(GatedMLP, "vlmops.nn.GatedMLP"),
+            patched=lambda m: isinstance(m, GatedMLP) and m.replaces == mlp,
+            replaces_matched=True,
+            check=_mlp_refusal,
+            sample=_rows_sample(lambda m: m.gate_proj.in_features),
+        ),
     ]

@@ -28,7 +28,7 @@ import hashlib
 import importlib
 import inspect
 import itertools
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -79,8 +79,10 @@ class Verification:
         if self.error is None:
             return f"verify: {self.detail}"
         verdict = "agrees with" if self.agreed else "differs from"
-        return (f"verify: the patched module {verdict} transformers' on this model: max abs error {self.error:.3g} "
-                f"({self.ratio:.3g}x the tolerance; {self.detail})")
+        return (
+            f"verify: the patched module {verdict} transformers' on this model: max abs error {self.error:.3g} "
+            f"({self.ratio:.3g}x the tolerance; {self.detail})"
+        )
 
 
 @dataclasses.dataclass
@@ -114,8 +116,10 @@ class PatchReport:
         else:
             text = f"vlmops.patch_model: nothing to replace (families: {families}; already patched?)"
         if self.skipped:
-            rows = [f"  {s.family} {s.kind} at {', '.join(p or '<model>' for p in s.paths)}: {s.reason}"
-                    for s in self.skipped]
+            rows = [
+                f"  {s.family} {s.kind} at {', '.join(p or '<model>' for p in s.paths)}: {s.reason}"
+                for s in self.skipped
+            ]
             text += "\nskipped (these modules keep their transformers code):\n" + "\n".join(rows)
         if self.verifications:
             rows = [f"  {v.family} {v.kind} at {v.path or '<model>'}: {v}" for v in self.verifications]
@@ -286,9 +290,12 @@ def unverified_reason(rule: Rule) -> str | None:
     if combined in verified.FINGERPRINTS.get(rule.key, {}):
         return None
     changed = [spec for spec, sha in sources.items() if sha not in verified.SOURCES.get(spec, {})]
-    what = (f"changed {', '.join(changed)}" if changed else
-            f"combines versions of {', '.join(rule.guarded)} that were never verified together")
-    return (f"transformers {transformers.__version__} {what}, which the {rule.family} patch ({rule.kind}) relies on")
+    what = (
+        f"changed {', '.join(changed)}"
+        if changed
+        else f"combines versions of {', '.join(rule.guarded)} that were never verified together"
+    )
+    return f"transformers {transformers.__version__} {what}, which the {rule.family} patch ({rule.kind}) relies on"
 
 
 def check_guarded(rule: Rule) -> None:
@@ -315,6 +322,7 @@ def parent_of(root: nn.Module, path: str) -> nn.Module:
 
 def replace_module(factory: Callable[[nn.Module], nn.Module], new_name: str):
     """A Rule.apply that puts factory(matched module) at its path and reports it as new_name."""
+
     def apply(root, module, path):
         set_submodule(root, path, factory(module))
         return [Replacement(path, type(module).__name__, new_name)]
@@ -421,16 +429,23 @@ def patch_conv_options_refusal(conv: nn.Module) -> str | None:
     if not isinstance(conv, (nn.Conv2d, nn.Conv3d)):
         return f"the patch embedding must be an nn.Conv2d or nn.Conv3d, got {type(conv).__name__}"
     no_padding = conv.padding == "valid" or (not isinstance(conv.padding, str) and not any(conv.padding))
-    if tuple(conv.kernel_size) != tuple(conv.stride) or not no_padding or any(d != 1 for d in conv.dilation) \
-            or conv.groups != 1:
-        return (f"the patch conv must have kernel == stride, no padding, dilation 1 and groups 1 (vlmops.patch_embed "
-                f"is one GEMM over whole patches), got kernel {tuple(conv.kernel_size)}, stride {tuple(conv.stride)}, "
-                f"padding {conv.padding}, dilation {tuple(conv.dilation)}, groups {conv.groups}")
+    if (
+        tuple(conv.kernel_size) != tuple(conv.stride)
+        or not no_padding
+        or any(d != 1 for d in conv.dilation)
+        or conv.groups != 1
+    ):
+        return (
+            f"the patch conv must have kernel == stride, no padding, dilation 1 and groups 1 (vlmops.patch_embed "
+            f"is one GEMM over whole patches), got kernel {tuple(conv.kernel_size)}, stride {tuple(conv.stride)}, "
+            f"padding {conv.padding}, dilation {tuple(conv.dilation)}, groups {conv.groups}"
+        )
     return None
 
 
-def patch_conv_refusal(conv: nn.Module, rows: bool = False, pos_embed: torch.Tensor | None = None,
-                       cls_token: torch.Tensor | None = None) -> str | None:
+def patch_conv_refusal(
+    conv: nn.Module, rows: bool = False, pos_embed: torch.Tensor | None = None, cls_token: torch.Tensor | None = None
+) -> str | None:
     """Can ``vlmops.patch_embed`` stand for this patch conv? Its options, then what the op says of one
     patch in the weight's dtype: pixel rows ``[1, C*T*P*P]`` (``rows``) or an image/video of one patch,
     with the position table of one patch and the CLS token when given."""
@@ -442,9 +457,17 @@ def patch_conv_refusal(conv: nn.Module, rows: bool = False, pos_embed: torch.Ten
     positions = None
     if pos_embed is not None:
         positions = Zeros((1 + int(cls_token is not None), pos_embed.shape[-1]), pos_embed.dtype)
-    return op_refusal("patch_embed", Zeros(x, weight.dtype), Zeros.like(weight),
-                      None if conv.bias is None else Zeros.like(conv.bias), None, None, None, positions,
-                      None if cls_token is None else Zeros.like(cls_token))
+    return op_refusal(
+        "patch_embed",
+        Zeros(x, weight.dtype),
+        Zeros.like(weight),
+        None if conv.bias is None else Zeros.like(conv.bias),
+        None,
+        None,
+        None,
+        positions,
+        None if cls_token is None else Zeros.like(cls_token),
+    )
 
 
 def rope_refusal(factory: Callable, rotary: nn.Module, consumers: dict) -> str | None:
@@ -458,9 +481,15 @@ def rope_refusal(factory: Callable, rotary: nn.Module, consumers: dict) -> str |
         return str(error)
     pairs = tables.axis.shape[0]
     for path, (q, k) in consumers.items():
-        reason = op_refusal("rope", Zeros((1, *q.shape), q.dtype), Zeros((1, *k.shape), k.dtype),
-                            Zeros((1, 1, 2), torch.int64), Zeros((pairs,), torch.int64),
-                            Zeros((pairs,), torch.float32), tables.fp32_math)
+        reason = op_refusal(
+            "rope",
+            Zeros((1, *q.shape), q.dtype),
+            Zeros((1, *k.shape), k.dtype),
+            Zeros((1, 1, 2), torch.int64),
+            Zeros((pairs,), torch.int64),
+            Zeros((pairs,), torch.float32),
+            tables.fp32_math,
+        )
         if reason:
             return f"{path}: {reason}"
     return None
@@ -471,8 +500,12 @@ def rope_refusal(factory: Callable, rotary: nn.Module, consumers: dict) -> str |
 # (rtol, atol) of the comparison per output dtype: float32 and float64 as the parity tests compare;
 # float16 and bfloat16 as torch.testing.assert_close does. atol is relative to the largest |output|
 # (at least 1): towers of real checkpoints have activations far from 1.
-TOLERANCES = {torch.float64: (1e-5, 1e-5), torch.float32: (1e-5, 1e-5), torch.float16: (1e-3, 1e-3),
-              torch.bfloat16: (1.6e-2, 1e-2)}
+TOLERANCES = {
+    torch.float64: (1e-5, 1e-5),
+    torch.float32: (1e-5, 1e-5),
+    torch.float16: (1e-3, 1e-3),
+    torch.bfloat16: (1.6e-2, 1e-2),
+}
 
 
 def structural_copy(module: nn.Module) -> nn.Module:
@@ -529,7 +562,7 @@ def verify_rule(rule: Rule, root: nn.Module, module: nn.Module, path: str) -> Ve
     try:
         sample = rule.sample(root, module, path)
         scope = root.get_submodule(sample.scope)
-        inner = path[len(sample.scope):].lstrip(".") if sample.scope else path
+        inner = path[len(sample.scope) :].lstrip(".") if sample.scope else path
         holder = nn.Module()
         holder.scope = structural_copy(scope)
         target = "scope" + (f".{inner}" if inner else "")

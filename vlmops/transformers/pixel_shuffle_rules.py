@@ -66,8 +66,11 @@ def _connector_refusal(root, connector, path):
 def _patch_internvl(root, model, path):
     prefix = f"{path}." if path else ""
     projector = model.multi_modal_projector
-    set_submodule(root, f"{prefix}multi_modal_projector",
-                  PixelShuffleProjector.from_internvl(projector, model.config.downsample_ratio))
+    set_submodule(
+        root,
+        f"{prefix}multi_modal_projector",
+        PixelShuffleProjector.from_internvl(projector, model.config.downsample_ratio),
+    )
     model.pixel_shuffle = types.MethodType(_shuffle_moved_to_projector, model)
     return [
         Replacement(f"{prefix}multi_modal_projector", type(projector).__name__, "vlmops.nn.PixelShuffleProjector"),

@@ -70,15 +70,19 @@ def _pixtral_forward(self, pixel_values, image_sizes=None, **kwargs):
     if isinstance(self.patch_positional_embedding, VisionRotaryEmbedding):
         position_embeddings = self.patch_positional_embedding.rope(positions)
     else:
-        position_embeddings = pixtral_cos_sin(self.patch_positional_embedding, patch_embeds, positions,
-                                              self.config.image_size // P)
-    return self.transformer(patch_embeds, attention_mask=None, position_embeddings=position_embeddings,
-                            cu_seqlens=cu_seqlens, **kwargs)
+        position_embeddings = pixtral_cos_sin(
+            self.patch_positional_embedding, patch_embeds, positions, self.config.image_size // P
+        )
+    return self.transformer(
+        patch_embeds, attention_mask=None, position_embeddings=position_embeddings, cu_seqlens=cu_seqlens, **kwargs
+    )
 
 
 # What the tower forward calls in transformers besides the guarded functions.
-_DECORATORS = ("transformers.utils.generic:merge_with_config_defaults",
-               "transformers.utils.output_capturing:capture_outputs")
+_DECORATORS = (
+    "transformers.utils.generic:merge_with_config_defaults",
+    "transformers.utils.output_capturing:capture_outputs",
+)
 
 
 @functools.cache
@@ -122,6 +126,7 @@ def _tower_refusal(root, tower, path):
 def _rope_refusal(factory):
     """The replacement ``factory`` builds for the rotary module, against the attention of each layer of
     the tower that holds it."""
+
     def check(root, rotary, path):
         layers = _layers(parent_of(root, path), path.rpartition(".")[0])
         return rope_refusal(factory, rotary, {p: _attention_shapes(attn)[:2] for p, attn in layers.items()})
@@ -141,11 +146,15 @@ def _patch_tower(root, tower, path):
         if not isinstance(layer.attention, PackedVisionAttention):
             old = type(layer.attention).__name__
             layer.attention = PackedVisionAttention.from_pixtral(layer.attention)
-            replacements.append(Replacement(f"{prefix}transformer.layers.{index}.attention", old,
-                                            "vlmops.nn.PackedVisionAttention"))
+            replacements.append(
+                Replacement(f"{prefix}transformer.layers.{index}.attention", old, "vlmops.nn.PackedVisionAttention")
+            )
     tower.forward = types.MethodType(_forward(), tower)
-    replacements.append(Replacement(path, "PixtralVisionModel.forward",
-                                    "vlmops tower forward (metadata built once on device, varlen attention)"))
+    replacements.append(
+        Replacement(
+            path, "PixtralVisionModel.forward", "vlmops tower forward (metadata built once on device, varlen attention)"
+        )
+    )
     return replacements
 
 
@@ -158,6 +167,7 @@ def _patch_conv(root, tower, path):
 def _tower_sample(tower_path):
     """verify=True on a tower: one image of 2 x 3 patches in the patch conv's dtype, through the tower at
     ``tower_path(matched module's path)``."""
+
     def sample(root, module, path):
         scope = tower_path(path)
         tower = root.get_submodule(scope)
@@ -177,37 +187,82 @@ def _rotary_patched(class_name):
 
 _TOWER = f"{PIXTRAL}:PixtralVisionModel"
 _TOWER_SPECS = (f"{PIXTRAL}:PixtralVisionModel.forward", f"{PIXTRAL}:PixtralVisionModel.__init__")
-_ATTENTION_SPECS = (*_TOWER_SPECS, f"{PIXTRAL}:PixtralTransformer.forward", f"{PIXTRAL}:PixtralAttentionLayer.forward",
-                    f"{PIXTRAL}:PixtralAttention.forward", f"{PIXTRAL}:PixtralAttention.__init__",
-                    f"{PIXTRAL}:apply_rotary_pos_emb")
+_ATTENTION_SPECS = (
+    *_TOWER_SPECS,
+    f"{PIXTRAL}:PixtralTransformer.forward",
+    f"{PIXTRAL}:PixtralAttentionLayer.forward",
+    f"{PIXTRAL}:PixtralAttention.forward",
+    f"{PIXTRAL}:PixtralAttention.__init__",
+    f"{PIXTRAL}:apply_rotary_pos_emb",
+)
 # transformers 5.10-5.16: the table rotary module, indexed by the positions this helper flattens.
 _MESHGRID = f"{PIXTRAL}:position_ids_in_meshgrid"
-_LEGACY = {"serves": lambda: resolve_or_none(f"{PIXTRAL}:PixtralRotaryEmbedding") is not None,
-           "api": "table rotary module (transformers 5.10-5.16)"}
+_LEGACY = {
+    "serves": lambda: resolve_or_none(f"{PIXTRAL}:PixtralRotaryEmbedding") is not None,
+    "api": "table rotary module (transformers 5.10-5.16)",
+}
 
 RULES = [
-    Rule(family="Pixtral", kind="patch_embed", target=_TOWER, guarded=_TOWER_SPECS,
-         apply=_patch_conv, patched=lambda m: isinstance(getattr(m, "patch_conv", None), PatchEmbed),
-         replaces_matched=False, check=_patch_conv_refusal, sample=_tower_sample(lambda path: path)),
-    Rule(family="Pixtral", kind="rope", target=f"{PIXTRAL}:PixtralRotaryEmbedding",
-         guarded=(f"{PIXTRAL}:PixtralRotaryEmbedding.__init__", f"{PIXTRAL}:PixtralRotaryEmbedding.forward",
-                  f"{PIXTRAL}:PixtralRotaryEmbedding.compute_default_rope_parameters", _MESHGRID),
-         apply=replace_module(PixtralTableRotaryEmbedding.from_table_module, "vlmops.nn.VisionRotaryEmbedding"),
-         patched=_rotary_patched("PixtralRotaryEmbedding"), replaces_matched=True,
-         check=_rope_refusal(PixtralTableRotaryEmbedding.from_table_module),
-         sample=_tower_sample(lambda path: path.rpartition(".")[0]), **_LEGACY),
-    Rule(family="Pixtral", kind="rope", target=f"{PIXTRAL}:PixtralVisionRotaryEmbedding",
-         guarded=(f"{PIXTRAL}:PixtralVisionRotaryEmbedding.forward",
-                  f"{PIXTRAL}:PixtralVisionRotaryEmbedding.recomposition_frequencies",
-                  f"{PIXTRAL}:PixtralVisionRotaryEmbedding.compute_axial_rope_parameters"),
-         apply=replace_module(lambda m: VisionRotaryEmbedding.from_module(m, "pixtral"),
-                              "vlmops.nn.VisionRotaryEmbedding"),
-         patched=_rotary_patched("PixtralVisionRotaryEmbedding"), replaces_matched=True,
-         check=_rope_refusal(lambda m: VisionRotaryEmbedding.from_module(m, "pixtral")),
-         sample=_tower_sample(lambda path: path.rpartition(".")[0])),
-    *(Rule(family="Pixtral", kind="attention", target=_TOWER, guarded=guarded, apply=_patch_tower,
-           patched=_tower_patched, replaces_matched=False, check=_tower_refusal, requires=_DECORATORS,
-           sample=_tower_sample(lambda path: path), **variant)
-      for guarded, variant in (((*_ATTENTION_SPECS, _MESHGRID), _LEGACY), (_ATTENTION_SPECS, {}))),
+    Rule(
+        family="Pixtral",
+        kind="patch_embed",
+        target=_TOWER,
+        guarded=_TOWER_SPECS,
+        apply=_patch_conv,
+        patched=lambda m: isinstance(getattr(m, "patch_conv", None), PatchEmbed),
+        replaces_matched=False,
+        check=_patch_conv_refusal,
+        sample=_tower_sample(lambda path: path),
+    ),
+    Rule(
+        family="Pixtral",
+        kind="rope",
+        target=f"{PIXTRAL}:PixtralRotaryEmbedding",
+        guarded=(
+            f"{PIXTRAL}:PixtralRotaryEmbedding.__init__",
+            f"{PIXTRAL}:PixtralRotaryEmbedding.forward",
+            f"{PIXTRAL}:PixtralRotaryEmbedding.compute_default_rope_parameters",
+            _MESHGRID,
+        ),
+        apply=replace_module(PixtralTableRotaryEmbedding.from_table_module, "vlmops.nn.VisionRotaryEmbedding"),
+        patched=_rotary_patched("PixtralRotaryEmbedding"),
+        replaces_matched=True,
+        check=_rope_refusal(PixtralTableRotaryEmbedding.from_table_module),
+        sample=_tower_sample(lambda path: path.rpartition(".")[0]),
+        **_LEGACY,
+    ),
+    Rule(
+        family="Pixtral",
+        kind="rope",
+        target=f"{PIXTRAL}:PixtralVisionRotaryEmbedding",
+        guarded=(
+            f"{PIXTRAL}:PixtralVisionRotaryEmbedding.forward",
+            f"{PIXTRAL}:PixtralVisionRotaryEmbedding.recomposition_frequencies",
+            f"{PIXTRAL}:PixtralVisionRotaryEmbedding.compute_axial_rope_parameters",
+        ),
+        apply=replace_module(
+            lambda m: VisionRotaryEmbedding.from_module(m, "pixtral"), "vlmops.nn.VisionRotaryEmbedding"
+        ),
+        patched=_rotary_patched("PixtralVisionRotaryEmbedding"),
+        replaces_matched=True,
+        check=_rope_refusal(lambda m: VisionRotaryEmbedding.from_module(m, "pixtral")),
+        sample=_tower_sample(lambda path: path.rpartition(".")[0]),
+    ),
+    *(
+        Rule(
+            family="Pixtral",
+            kind="attention",
+            target=_TOWER,
+            guarded=guarded,
+            apply=_patch_tower,
+            patched=_tower_patched,
+            replaces_matched=False,
+            check=_tower_refusal,
+            requires=_DECORATORS,
+            sample=_tower_sample(lambda path: path),
+            **variant,
+        )
+        for guarded, variant in (((*_ATTENTION_SPECS, _MESHGRID), _LEGACY), (_ATTENTION_SPECS, {}))
+    ),
     *norm_mlp_rules("Pixtral", PIXTRAL, "PixtralRMSNorm", "PixtralMLP"),
 ]

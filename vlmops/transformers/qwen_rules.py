@@ -92,7 +92,11 @@ def _qwen2_5_vl_forward(self, hidden_states, grid_thw, **kwargs):
     num_tokens, unit = hidden_states.shape[0], self.spatial_merge_unit
     positions, cu_seqlens = _packed_metadata(self, hidden_states, grid_thw)
     window_index, reverse_index, cu_window_seqlens = qwen2_5_vl_window_index(
-        grid_thw, self.window_size, self.patch_size, self.spatial_merge_size, num_patches=num_tokens,
+        grid_thw,
+        self.window_size,
+        self.patch_size,
+        self.spatial_merge_size,
+        num_patches=num_tokens,
         check_values=False,
     )
     hidden_states = hidden_states.view(num_tokens // unit, unit, -1)[window_index].view(num_tokens, -1)
@@ -128,8 +132,10 @@ _RAW_FORWARDS = {"Qwen2-VL": _qwen2_vl_forward, "Qwen2.5-VL": _qwen2_5_vl_forwar
 
 
 # What the tower forwards call in transformers besides the guarded functions.
-_DECORATORS = ("transformers.utils.generic:merge_with_config_defaults",
-               "transformers.utils.output_capturing:capture_outputs")
+_DECORATORS = (
+    "transformers.utils.generic:merge_with_config_defaults",
+    "transformers.utils.output_capturing:capture_outputs",
+)
 _OUTPUTS = {
     "Qwen2-VL": ("transformers.modeling_outputs:BaseModelOutputWithPooling",),
     "Qwen2.5-VL": ("transformers.modeling_outputs:BaseModelOutputWithPooling",),
@@ -172,7 +178,8 @@ def _tower_refusal(root, tower, path):
     for index, block in enumerate(tower.blocks):
         attn = block.attn
         reason = attention_options_refusal(attn, "attention_dropout") or varlen_refusal(
-            *_attention_shapes(attn), attn.scaling)
+            *_attention_shapes(attn), attn.scaling
+        )
         if reason:
             return f"{prefix}blocks.{index}.attn: {reason}"
     return None
@@ -181,6 +188,7 @@ def _tower_refusal(root, tower, path):
 def _rope_refusal(factory):
     """The replacement ``factory`` builds for the rotary module, against the attention of each block of
     the tower that holds it."""
+
     def check(root, rotary, path):
         tower_path = path.rpartition(".")[0]
         prefix = f"{tower_path}." if tower_path else ""
@@ -201,8 +209,13 @@ def _patch_tower(family):
                 block.attn = PackedVisionAttention.from_qwen(block.attn)
                 replacements.append(Replacement(f"{prefix}blocks.{index}.attn", old, "vlmops.nn.PackedVisionAttention"))
         tower.forward = types.MethodType(_forward(family), tower)
-        replacements.append(Replacement(path, f"{type(tower).__name__}.forward",
-                                        "vlmops tower forward (metadata built once on device, varlen attention)"))
+        replacements.append(
+            Replacement(
+                path,
+                f"{type(tower).__name__}.forward",
+                "vlmops tower forward (metadata built once on device, varlen attention)",
+            )
+        )
         return replacements
 
     return apply
@@ -215,6 +228,7 @@ def _replaced(cls, class_name):
 def _tower_sample(tower_path):
     """verify=True on a tower: one image of 2m x 4m patches (m: spatial_merge_size) as pixel rows in the
     patch conv's dtype, through the tower at ``tower_path(the matched module's path)``."""
+
     def sample(root, module, path):
         scope = tower_path(path)
         tower = root.get_submodule(scope)
@@ -236,6 +250,7 @@ def _rules(family, module, tower, patch_embed, rotary, guarded, legacy):
     """The rules of one Qwen tower. ``guarded``: the specs the tower rules rely on (the patch embedding's
     and rotary module's go to their own rules). ``legacy``: (rotary class, {spec: its replacement or
     None}) of the transformers 5.10-5.16 variant of the "rope" and "attention" rules."""
+
     def spec(name):
         return f"{module}:{name}"
 
@@ -250,26 +265,53 @@ def _rules(family, module, tower, patch_embed, rotary, guarded, legacy):
         return takes_angles(spec(legacy_rotary))
 
     def rope_rule(target, rope_guarded, factory, **variant):
-        return Rule(family=family, kind="rope", target=spec(target), guarded=rope_guarded,
-                    apply=replace_module(factory, "vlmops.nn.VisionRotaryEmbedding"),
-                    patched=_replaced(VisionRotaryEmbedding, target), replaces_matched=True,
-                    check=_rope_refusal(factory),
-                    sample=_tower_sample(_parent), **variant)
+        return Rule(
+            family=family,
+            kind="rope",
+            target=spec(target),
+            guarded=rope_guarded,
+            apply=replace_module(factory, "vlmops.nn.VisionRotaryEmbedding"),
+            patched=_replaced(VisionRotaryEmbedding, target),
+            replaces_matched=True,
+            check=_rope_refusal(factory),
+            sample=_tower_sample(_parent),
+            **variant,
+        )
 
     def attention_rule(attention_guarded, **variant):
-        return Rule(family=family, kind="attention", target=spec(tower), guarded=attention_guarded,
-                    apply=_patch_tower(family), patched=_tower_patched(family), replaces_matched=False,
-                    check=_tower_refusal, requires=(*_DECORATORS, *_OUTPUTS[family]),
-                    sample=_tower_sample(lambda path: path), **variant)
+        return Rule(
+            family=family,
+            kind="attention",
+            target=spec(tower),
+            guarded=attention_guarded,
+            apply=_patch_tower(family),
+            patched=_tower_patched(family),
+            replaces_matched=False,
+            check=_tower_refusal,
+            requires=(*_DECORATORS, *_OUTPUTS[family]),
+            sample=_tower_sample(lambda path: path),
+            **variant,
+        )
 
     legacy_variant = {"serves": serves_legacy, "api": "rotary modules returning angles (transformers 5.10-5.16)"}
     return [
-        Rule(family=family, kind="patch_embed", target=spec(patch_embed), guarded=own(patch_embed),
-             apply=replace_module(PatchEmbed.from_qwen, "vlmops.nn.PatchEmbed"),
-             patched=_replaced(PatchEmbed, patch_embed), replaces_matched=True,
-             check=_patch_embed_refusal, sample=_tower_sample(_parent)),
-        rope_rule(legacy_rotary, (spec(f"{legacy_rotary}.__init__"), spec(f"{legacy_rotary}.forward")),
-                  QwenAngleRotaryEmbedding.from_angle_module, **legacy_variant),
+        Rule(
+            family=family,
+            kind="patch_embed",
+            target=spec(patch_embed),
+            guarded=own(patch_embed),
+            apply=replace_module(PatchEmbed.from_qwen, "vlmops.nn.PatchEmbed"),
+            patched=_replaced(PatchEmbed, patch_embed),
+            replaces_matched=True,
+            check=_patch_embed_refusal,
+            sample=_tower_sample(_parent),
+        ),
+        rope_rule(
+            legacy_rotary,
+            (spec(f"{legacy_rotary}.__init__"), spec(f"{legacy_rotary}.forward")),
+            QwenAngleRotaryEmbedding.from_angle_module,
+            **legacy_variant,
+        ),
         rope_rule(rotary, own(rotary), lambda m: VisionRotaryEmbedding.from_module(m, "qwen")),
         attention_rule(legacy_tower, **legacy_variant),
         attention_rule(tower_guarded),
@@ -282,35 +324,88 @@ _RELIED_ON = (f"{VISION_UTILS}:get_vision_position_ids", f"{VISION_UTILS}:get_vi
 def _tower_specs(module, tower, attention, block, patch_embed, rotary, extra=()):
     """The specs a Qwen tower's rules rely on: the tower's, its attention's and block's, the rotary
     application, the patch embedding's and rotary module's own, and the vision_utils semantics."""
-    return (f"{module}:{tower}.forward", f"{module}:{tower}.__init__", *extra,
-            f"{module}:{attention}.forward", f"{module}:{attention}.__init__", f"{module}:{block}.forward",
-            f"{module}:apply_rotary_pos_emb_vision",
-            f"{module}:{patch_embed}.forward", f"{module}:{patch_embed}.__init__",
-            f"{module}:{rotary}.forward", f"{module}:{rotary}.recomposition_frequencies",
-            f"{module}:{rotary}.compute_axial_rope_parameters", *_RELIED_ON)
+    return (
+        f"{module}:{tower}.forward",
+        f"{module}:{tower}.__init__",
+        *extra,
+        f"{module}:{attention}.forward",
+        f"{module}:{attention}.__init__",
+        f"{module}:{block}.forward",
+        f"{module}:apply_rotary_pos_emb_vision",
+        f"{module}:{patch_embed}.forward",
+        f"{module}:{patch_embed}.__init__",
+        f"{module}:{rotary}.forward",
+        f"{module}:{rotary}.recomposition_frequencies",
+        f"{module}:{rotary}.compute_axial_rope_parameters",
+        *_RELIED_ON,
+    )
 
 
 # Qwen2.5-VL's window permutation, a method of the tower from transformers 5.17.
 _PERMUTE = f"{QWEN2_5}:Qwen2_5_VisionTransformerPretrainedModel.permute_input_for_window_attn"
 
 RULES = [
-    *_rules("Qwen2-VL", QWEN2, "Qwen2VisionTransformerPretrainedModel", "PatchEmbed", "Qwen2VLVisionRotaryEmbedding",
-            _tower_specs(QWEN2, "Qwen2VisionTransformerPretrainedModel", "VisionAttention", "Qwen2VLVisionBlock",
-                         "PatchEmbed", "Qwen2VLVisionRotaryEmbedding"),
-            ("VisionRotaryEmbedding", {})),
-    *_rules("Qwen2.5-VL", QWEN2_5, "Qwen2_5_VisionTransformerPretrainedModel", "Qwen2_5_VisionPatchEmbed",
-            "Qwen2_5_VLVisionRotaryEmbedding",
-            (*_tower_specs(QWEN2_5, "Qwen2_5_VisionTransformerPretrainedModel", "Qwen2_5_VLVisionAttention",
-                           "Qwen2_5_VLVisionBlock", "Qwen2_5_VisionPatchEmbed", "Qwen2_5_VLVisionRotaryEmbedding",
-                           extra=(_PERMUTE,)),
-             f"{VISION_UTILS}:get_vision_window_index"),
-            ("Qwen2_5_VisionRotaryEmbedding", {_PERMUTE: None})),
-    *_rules("Qwen3-VL", QWEN3, "Qwen3VLVisionModel", "Qwen3VLVisionPatchEmbed", "Qwen3VLVisionRotaryEmbedding",
-            (*_tower_specs(QWEN3, "Qwen3VLVisionModel", "Qwen3VLVisionAttention", "Qwen3VLVisionBlock",
-                           "Qwen3VLVisionPatchEmbed", "Qwen3VLVisionRotaryEmbedding"),
-             f"{VISION_UTILS}:get_vision_interpolation_indices_and_weights"),
-            ("Qwen3VLVisionRotaryEmbedding",
-             {f"{VISION_UTILS}:get_vision_interpolation_indices_and_weights":
-              f"{VISION_UTILS}:get_vision_bilinear_indices_and_weights"})),
+    *_rules(
+        "Qwen2-VL",
+        QWEN2,
+        "Qwen2VisionTransformerPretrainedModel",
+        "PatchEmbed",
+        "Qwen2VLVisionRotaryEmbedding",
+        _tower_specs(
+            QWEN2,
+            "Qwen2VisionTransformerPretrainedModel",
+            "VisionAttention",
+            "Qwen2VLVisionBlock",
+            "PatchEmbed",
+            "Qwen2VLVisionRotaryEmbedding",
+        ),
+        ("VisionRotaryEmbedding", {}),
+    ),
+    *_rules(
+        "Qwen2.5-VL",
+        QWEN2_5,
+        "Qwen2_5_VisionTransformerPretrainedModel",
+        "Qwen2_5_VisionPatchEmbed",
+        "Qwen2_5_VLVisionRotaryEmbedding",
+        (
+            *_tower_specs(
+                QWEN2_5,
+                "Qwen2_5_VisionTransformerPretrainedModel",
+                "Qwen2_5_VLVisionAttention",
+                "Qwen2_5_VLVisionBlock",
+                "Qwen2_5_VisionPatchEmbed",
+                "Qwen2_5_VLVisionRotaryEmbedding",
+                extra=(_PERMUTE,),
+            ),
+            f"{VISION_UTILS}:get_vision_window_index",
+        ),
+        ("Qwen2_5_VisionRotaryEmbedding", {_PERMUTE: None}),
+    ),
+    *_rules(
+        "Qwen3-VL",
+        QWEN3,
+        "Qwen3VLVisionModel",
+        "Qwen3VLVisionPatchEmbed",
+        "Qwen3VLVisionRotaryEmbedding",
+        (
+            *_tower_specs(
+                QWEN3,
+                "Qwen3VLVisionModel",
+                "Qwen3VLVisionAttention",
+                "Qwen3VLVisionBlock",
+                "Qwen3VLVisionPatchEmbed",
+                "Qwen3VLVisionRotaryEmbedding",
+            ),
+            f"{VISION_UTILS}:get_vision_interpolation_indices_and_weights",
+        ),
+        (
+            "Qwen3VLVisionRotaryEmbedding",
+            {
+                f"{VISION_UTILS}:get_vision_interpolation_indices_and_weights": (
+                    f"{VISION_UTILS}:get_vision_bilinear_indices_and_weights"
+                )
+            },
+        ),
+    ),
     *norm_mlp_rules("Qwen2.5-VL", QWEN2_5, "Qwen2_5_VLRMSNorm", "Qwen2_5_VLMLP"),
 ]
