@@ -407,7 +407,7 @@ def verified_source(results: dict) -> str:
         lines += [line for sha, tags in sources[spec].items() for line in _entry(sha, tags)]
         lines.append("    },")
     lines += ["}", ""]
-    return "\n".join(lines)
+    return _ruff_format("\n".join(lines))
 
 
 def _q(text: str) -> str:
@@ -435,9 +435,20 @@ def _entry(key: str, releases, indent: int = 8) -> list:
 
 
 def write_verified(results: dict) -> None:
-    """verified.py from the results, in the project's format (``ruff format``, as ``make lint`` checks)."""
     VERIFIED.write_text(verified_source(results))
-    subprocess.run([sys.executable, "-m", "ruff", "format", "--quiet", str(VERIFIED)], check=True)
+
+
+def _ruff_format(source: str) -> str:
+    """source in the project's format (``ruff format``, as ``make lint`` checks)."""
+    formatted = subprocess.run(
+        [sys.executable, "-m", "ruff", "format", "--quiet", "--stdin-filename", str(VERIFIED), "-"],
+        input=source,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    return formatted.stdout
 
 
 SYMBOLS = {"verified": "✓", "failed": "✗", "absent": "—"}
