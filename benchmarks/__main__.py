@@ -4,8 +4,8 @@ Runs every `benchmarks/bench_*.py` through pytest-benchmark in this process (a p
 the terminal, pytest's own output in a log file), then writes the report: a table on stdout,
 `<out>/<device>-<date>.json`, `<out>/<device>-<date>.png`, and for a CPU run of the default
 suite the generated summary between the bench-summary markers of README.md. The static GPU kernel
-report (`tools/kernel_report.py`, `collect()`) runs afterwards in a subprocess without
-TRITON_INTERPRET and is joined to the JSON and the table.
+report (`tools/kernel_report.py`, `collect()`, and its grid table, `launch_grids()`) runs afterwards in
+a subprocess without TRITON_INTERPRET and is joined to the JSON and the table.
 """
 
 import argparse
@@ -68,12 +68,28 @@ def device_name(device: str) -> str:
     return platform.processor() or platform.machine()
 
 
+# collect() of the kernel report module, then its launch_grids() when it has one (a failure there is
+# reported beside the kernel rows, not instead of them).
+_KERNEL_REPORT_CODE = """
+import json, runpy, sys
+module = runpy.run_path(sys.argv[1])
+kernels, grids, grids_reason = module["collect"](), [], ""
+if "launch_grids" in module:
+    try:
+        grids = module["launch_grids"]()
+    except Exception as error:
+        grids_reason = f"{type(error).__name__}: {error}"
+print(json.dumps({"kernels": kernels, "grids": grids, "grids_reason": grids_reason}))
+"""
+
+
 def run_kernel_report(path: Path) -> dict:
-    """collect() of the kernel report module, in a subprocess compiling for real GPUs (no interpreter)."""
+    """collect() and launch_grids() of the kernel report module, in a subprocess compiling for real GPUs
+    (no interpreter)."""
     if not path.exists():
-        return {"status": "not available", "reason": f"{path} not found", "kernels": []}
+        return {"status": "not available", "reason": f"{path} not found", "kernels": [], "grids": []}
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    code = "import json, runpy, sys; print(json.dumps(runpy.run_path(sys.argv[1])['collect']()))"
+    code = _KERNEL_REPORT_CODE
     try:
         proc = subprocess.run(
             [sys.executable, "-c", code, str(path)],
@@ -84,12 +100,13 @@ def run_kernel_report(path: Path) -> dict:
             timeout=KERNEL_REPORT_TIMEOUT_S,
         )
     except subprocess.TimeoutExpired:
-        return {"status": "error", "reason": f"timed out after {KERNEL_REPORT_TIMEOUT_S} s", "kernels": []}
+        reason = f"timed out after {KERNEL_REPORT_TIMEOUT_S} s"
+        return {"status": "error", "reason": reason, "kernels": [], "grids": []}
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
         error = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"status": "error", "reason": f"exit {proc.returncode}: {error}", "kernels": []}
-    return {"status": "ok", "reason": "", "kernels": json.loads(lines[-1])}
+        return {"status": "error", "reason": f"exit {proc.returncode}: {error}", "kernels": [], "grids": []}
+    return {"status": "ok", "reason": "", **json.loads(lines[-1])}
 
 
 def git_commit() -> str | None:

@@ -376,7 +376,44 @@ def kernel_report_text(report: dict) -> str:
         if k.get("spill_stores") or k.get("spill_loads")
     ]
     verdict = "SPILLS: " + "; ".join(spilled) if spilled else "no spills"
-    return f"kernel report ({len(kernels)} kernels, {verdict}):\n" + _table(headers, lines)
+    text = f"kernel report ({len(kernels)} kernels, {verdict}):\n" + _table(headers, lines)
+    return text + "\n\n" + grid_table_text(report)
+
+
+def grid_table_text(report: dict) -> str:
+    """The kernel report's grid table: each memory-bound kernel's grid at the benchmark shapes, in
+    waves of the SMs of tools/launch_grids.py (programs / SMs; sm-sized: capped by the SM count)."""
+    grids = report.get("grids") or []
+    if not grids:
+        return "launch grids: " + (report.get("grids_reason") or "none")
+    headers = (
+        "kernel",
+        "backend",
+        "benchmark entry",
+        "tier",
+        "dtype",
+        "grid",
+        "programs",
+        "waves",
+        "sm-sized",
+        "vector",
+    )
+    lines = [
+        (
+            g["kernel"],
+            g["backend"],
+            g["entry"],
+            g["tier"],
+            g["dtype"],
+            "x".join(str(d) for d in g["grid"]),
+            g["programs"],
+            f"{g['waves']:.2f}",
+            "yes" if g["sm_sized"] else "no",
+            f"{g['vector_bytes']} B" if g["vector_bytes"] else "-",
+        )
+        for g in grids
+    ]
+    return f"launch grids at the benchmark shapes (waves of {grids[0]['sms']} SMs):\n" + _table(headers, lines)
 
 
 # ---------------------------------------------------------------------------------------------- files

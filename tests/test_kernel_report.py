@@ -162,3 +162,146 @@ def test_sass_global_access_widths(kernel_report):
         "_Z4copyv": {"ld_global": 2, "ld_global_128": 1, "st_global": 1, "st_global_128": 1},
         "_Z4normv": {"ld_global": 1, "ld_global_128": 0, "st_global": 1, "st_global_128": 0},
     }
+
+
+# The memory-bound Triton kernels. At contiguous inputs (every spec but NARROWER_BY_DESIGN) their main
+# loops move 16 bytes per thread and access; what may stay narrower, per kernel: at most
+# (loads, stores) in the PTX, and what they are.
+NARROW_ALLOWED = {
+    "_rope_kernel": (24, 0, "per pair a thread holds (8): the position gather; cos/sin's slow-path table reads"),
+    "_silu_mul_fwd_kernel": (0, 0, ""),
+    "_silu_mul_bwd_kernel": (0, 0, ""),
+    "_rms_norm_fwd_kernel": (0, 1, "the rows' rstd"),
+    "_rms_norm_bwd_kernel": (1, 0, "the rows' rstd"),
+    "_pixel_shuffle_copy_kernel": (0, 0, ""),
+    "_pixel_shuffle_layer_norm_fwd_kernel": (0, 2, "the row's mean and rstd"),
+    "_pixel_shuffle_layer_norm_bwd_dx_kernel": (2, 0, "the row's mean and rstd"),
+    "_pixel_shuffle_layer_norm_bwd_dwdb_kernel": (8, 2, "the tile rows' mean and rstd; the column partials, once"),
+}
+# Specs of inputs whose rows are not all 16-byte aligned: 3420 bf16 output rows are 8-byte aligned.
+NARROWER_BY_DESIGN = {"qwen2.5-vl-vision:padded-rows:bfloat16:fwd", "qwen2.5-vl-vision:padded-rows:bfloat16:bwd"}
+
+
+def test_memory_bound_main_loops_move_16_bytes(report_rows):
+    checked = set()
+    for row in report_rows:
+        if row["kernel"] not in NARROW_ALLOWED or row["config"] in NARROWER_BY_DESIGN:
+            continue
+        loads, stores, _ = NARROW_ALLOWED[row["kernel"]]
+        assert row["ld_global_128"] > 0, row
+        assert row["st_global_128"] > 0 or row["st_global"] <= stores, row  # (dW/db stores only its partials)
+        assert row["ld_global"] - row["ld_global_128"] <= loads, row
+        assert row["st_global"] - row["st_global_128"] <= stores, row
+        checked.add(row["kernel"])
+    assert checked == set(NARROW_ALLOWED)
+
+
+def test_native_shuffle_copy_moves_16_bytes(report_rows):
+    """The CUDA C++ pixel shuffle copies 16-byte vectors (LDG.128/STG.128 in its uint4 instantiations),
+    when the built library has CUDA kernels."""
+    native = [r for r in report_rows if r["config"] == "native" and r["kernel"].startswith("shuffle_copy_kernel<uint4")]
+    if not any(r["config"] == "native" for r in report_rows):
+        pytest.skip("vlmops/_C*.so has no CUDA kernels (a CPU-only build)")
+    assert {r["kernel"] for r in native} == {"shuffle_copy_kernel<uint4, false>", "shuffle_copy_kernel<uint4, true>"}
+    for row in native:
+        assert row["ld_global_128"] >= 1 and row["st_global_128"] >= 1, row
+
+
+# --- the grid table: tools/launch_grids.py ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def launch_grids():
+    sys.path.insert(0, str(REPORT.parent))
+    try:
+        import launch_grids
+    finally:
+        sys.path.remove(str(REPORT.parent))
+    return launch_grids
+
+
+@pytest.fixture(scope="module")
+def grid_rows(launch_grids):
+    return launch_grids.collect()
+
+
+# Every benchmark entry of the memory-bound ops and the kernels its launches run (both tiers; the
+# --full-only entries at full size).
+EXPECTED_TRITON = {
+    "rope:qwen2-vl-vision (fwd, bwd)": {"_rope_kernel"},
+    "rope:qwen2.5-vl-7b-text (fwd, bwd)": {"_rope_kernel"},
+    "rms_norm:qwen2.5-vl-vision:fwd": {"_rms_norm_fwd_kernel"},
+    "rms_norm:qwen2.5-vl-vision:bwd": {"_rms_norm_bwd_kernel"},
+    "silu_mul:qwen2.5-vl-vision:fwd": {"_silu_mul_fwd_kernel"},
+    "silu_mul:qwen2.5-vl-vision:bwd": {"_silu_mul_bwd_kernel"},
+    "pixel_shuffle:internvl-300m:fwd": {"_pixel_shuffle_copy_kernel"},
+    "pixel_shuffle:smolvlm-256m:fwd": {"_pixel_shuffle_copy_kernel"},
+    "pixel_shuffle_layer_norm:internvl-300m:fwd": {"_pixel_shuffle_layer_norm_fwd_kernel"},
+    "pixel_shuffle_layer_norm:internvl-300m:bwd": {
+        "_pixel_shuffle_layer_norm_bwd_dx_kernel",
+        "_pixel_shuffle_layer_norm_bwd_dwdb_kernel",
+    },
+    "pixel_shuffle_layer_norm:internvit-6b:fwd": {"_pixel_shuffle_layer_norm_fwd_kernel"},
+    "pixel_shuffle_layer_norm:internvit-6b:bwd": {
+        "_pixel_shuffle_layer_norm_bwd_dx_kernel",
+        "_pixel_shuffle_layer_norm_bwd_dwdb_kernel",
+    },
+    "patch_embed:siglip-so400m-uint8:fwd": {"_patch_embed_fwd_kernel"},
+}
+
+
+def test_grid_table_covers_every_memory_bound_entry(launch_grids, grid_rows):
+    for row in grid_rows:
+        assert set(row) == set(launch_grids.COLUMNS), row
+        assert row["programs"] == row["grid"][0] * row["grid"][1] * row["grid"][2] > 0, row
+        assert row["waves"] == round(row["programs"] / row["sms"], 2), row
+    triton = {}
+    for row in grid_rows:
+        if row["backend"] == "triton" and row["tier"] == "full":
+            triton.setdefault(row["entry"], set()).add(row["kernel"])
+    assert triton == EXPECTED_TRITON
+
+
+def test_grid_bar_at_full_sizes(grid_rows):
+    """The GPU benchmark sizes (--full): every memory-bound kernel's grid is at least 2 waves of the
+    SMs, or sized by the SM count (persistent)."""
+    for row in grid_rows:
+        if row["tier"] == "full":
+            assert row["waves"] >= 2 or row["sm_sized"], row
+
+
+def test_grid_capture_sees_the_launch(launch_grids):
+    """The recorder reports the launcher's own grid: rope's head groups appear below 4 waves of blocks
+    and scale with the SM count; the native geometry is the launchers' (when the library is built)."""
+    from vlmops import _native
+
+    case = next(c for c in launch_grids._rope_cases("default") if "text" in c.entry)
+    ((kernel, grid, vector),) = launch_grids.triton_launches(case)
+    S, D = 2048, 128  # bench_rope.TEXT_SHAPES["default"]: 2048 tokens of 28 + 4 heads of 128
+    blocks = S * (D // 2) // 1024
+    assert kernel == "_rope_kernel" and grid[0] == blocks and vector == 16
+    groups = grid[1]
+    assert groups > 1 and blocks * groups >= 4 * launch_grids.SMS
+    ((_, grid_small, _),) = launch_grids.triton_launches(case, 8)
+    assert grid_small[1] < groups
+    if not _native.available():
+        pytest.skip("the native library is not built")
+    g = _native._C.launch_geometry
+    assert g.rope(16384, 40, 4) == {"grid": (16384, 1), "threads": 128, "shared_bytes": 320, "vector_elements": 1}
+    contiguous = g.pixel_shuffle_copy(
+        4, 1024, [1024 * 1024, 32 * 1024, 1024, 1], [256 * 4096, 16 * 4096, 4096, 1], 0, 0, 8 * 32 * 32 * 1024
+    )
+    assert contiguous["vector_elements"] == 4 and contiguous["grid"] == (8 * 32 * 32 * 1024 // 4 // 256, 1)
+    assert g.pixel_shuffle_copy(2, 1024, [1, 1, 1, 2], [1, 1, 1, 1], 0, 0, 4096)["vector_elements"] == 1
+    assert (
+        g.pixel_shuffle_copy(2, 1024, [2048, 1024, 1024, 1], [4096, 4096, 4096, 1], 4, 0, 4096)["vector_elements"] == 2
+    )
+    assert (
+        g.pixel_shuffle_copy(2, 1020, [2040, 1020, 1020, 1], [4080, 4080, 4080, 1], 0, 0, 4080)["vector_elements"] == 4
+    )
+    assert g.pixel_shuffle_layer_norm_affine(2048, 4096) == {
+        "grid": (16, 32),
+        "threads": 256,
+        "shared_bytes": 0,
+        "vector_elements": 1,
+    }

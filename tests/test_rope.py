@@ -440,6 +440,63 @@ def test_triton_kernel_matches_reference(device, dtype, fp32_math, layout):
         assert torch.equal(q_in, q_out) and torch.equal(k_in, k_out)
 
 
+def _scalar_layout(t):
+    """t's values in memory one element past a 16-byte boundary: every launch with it runs VEC = 1."""
+    return torch.empty(t.numel() + 1, dtype=t.dtype)[1:].view(t.shape).copy_(t)
+
+
+# (B, S, H, Hk, D, P, A): Qwen2.5-VL vision heads (80 = 2 * 40), a partial rotary (dims [16, 24) pass
+# through), and enough tokens for several blocks of pairs; GQA everywhere.
+VECTOR_PROBLEMS = [(1, 37, 3, 2, 80, 40, 2), (2, 9, 3, 1, 24, 8, 3), (1, 300, 5, 3, 16, 8, 3)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
+@pytest.mark.parametrize("problem", VECTOR_PROBLEMS)
+@pytest.mark.parametrize("layout", ["bshd", "bhsd"])
+def test_triton_vector_path_matches_scalar_path(dtype, problem, layout):
+    """16-byte runs (VEC = 16 bytes / element size) compute bitwise what the scalar path computes, out
+    of place and in place, with the heads split over several programs (the interpreter's grid aims at 4
+    programs) and partial rotary dims copied."""
+    from vlmops.triton.rope import _grid, _vec, rope_triton, rope_triton_
+
+    q, k, positions, axis, inv_freq = _random_problem(*problem, dtype)
+    if layout == "bhsd":
+        q, k = q.transpose(1, 2).contiguous().transpose(1, 2), k.transpose(1, 2).contiguous().transpose(1, 2)
+    P = problem[5]
+    assert _vec(q, k, q, k, P) == 16 // q.element_size()
+    qs, ks = _scalar_layout(q), _scalar_layout(k)
+    assert _vec(qs, ks, qs, ks, P) == 1
+    grid, _ = _grid(q.shape[0] * q.shape[1], P, q.shape[2] + k.shape[2], q.device)
+    assert grid[1] > 1  # the heads run in several groups
+    for fp32_math, inverse in ((True, False), (False, True)):
+        q_out, k_out = rope_triton(q, k, positions, axis, inv_freq, fp32_math, inverse)
+        q_ref, k_ref = rope_triton(qs, ks, positions, axis, inv_freq, fp32_math, inverse)
+        assert torch.equal(q_out, q_ref) and torch.equal(k_out, k_ref)
+        q_in, k_in = q.clone(), k.clone()
+        rope_triton_(q_in, k_in, positions, axis, inv_freq, fp32_math, inverse)
+        assert torch.equal(q_in, q_out) and torch.equal(k_in, k_out)
+        if dtype == torch.float64:
+            q64, k64 = reference.rope(q, k, positions, axis, inv_freq, fp32_math, inverse)
+            torch.testing.assert_close(q_out, q64, rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(k_out, k64, rtol=1e-12, atol=1e-12)
+
+
+def test_triton_vector_width_follows_alignment():
+    """VEC shrinks to what every head row allows: P, the token and head strides of all four tensors,
+    the data pointers; a head_dim stride other than 1 runs scalar."""
+    from vlmops.triton.rope import _vec
+
+    q, k = torch.randn(1, 4, 2, 16, dtype=torch.bfloat16), torch.randn(1, 4, 1, 16, dtype=torch.bfloat16)
+    assert _vec(q, k, q, k, 8) == 8
+    assert _vec(q, k, q, k, 4) == 4  # P = 4: x[i + P] is 8-byte aligned only
+    padded = torch.randn(1, 4, 2, 18, dtype=torch.bfloat16)[..., :16]  # head stride 18
+    assert _vec(padded, k, padded, k, 8) == 2
+    offset = torch.randn(1 * 4 * 2 * 16 + 4, dtype=torch.bfloat16)[4:].view(1, 4, 2, 16)
+    assert _vec(offset, k, q, k, 8) == 4  # 8 bytes past a 16-byte boundary
+    strided = torch.randn(1, 4, 2, 32, dtype=torch.bfloat16)[..., ::2]
+    assert _vec(strided, k, q, k, 8) == 1
+
+
 @pytest.mark.requires_cuda
 def test_cuda_backends_agree_and_backward(monkeypatch):
     q, k, positions, axis, inv_freq = _random_problem(2, 33, 4, 2, 64, 32, 3, torch.float32, "cuda")

@@ -275,6 +275,54 @@ def test_triton_rows_view_reads_in_place():
     assert rows.is_contiguous() and torch.equal(rows, gate.reshape(-1, gate.shape[-1]))
 
 
+def _scalar_layout(t):
+    """t's values one element past a 16-byte boundary (rows of t's shape, contiguous): VEC = 1."""
+    return torch.empty(t.numel() + 1, dtype=t.dtype)[1:].view(t.shape).copy_(t)
+
+
+# (gate, up) layouts whose rows allow vectors, and the VEC each gets: contiguous inputs seen as one row
+# (any I, here odd: 3420 / 20 * 3 = 513 elements per row), rows padded to 16 elements, halves of a fused
+# projection whose I is a multiple of 8.
+def _vector_layouts(dtype):
+    gen = torch.Generator().manual_seed(5)
+    full = 16 // torch.empty((), dtype=dtype).element_size()
+
+    def randn(*shape):
+        return (torch.randn(*shape, generator=gen) * 4).to(dtype)
+
+    fused = randn(6, 2 * 1040)
+    return {
+        "contiguous_odd_rows": ((randn(8, 513), randn(8, 513)), full),
+        "padded_rows": ((randn(9, 1040)[:, :1032], randn(9, 1040)[:, :1032]), full),
+        "fused_halves": ((fused[:, :1040], fused[:, 1040:]), full),
+        "padded_rows_4": ((randn(9, 176)[:, :172], randn(9, 176)[:, :172]), min(full, 4)),
+    }
+
+
+@pytest.mark.parametrize("layout", ["contiguous_odd_rows", "padded_rows", "fused_halves", "padded_rows_4"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
+def test_triton_vector_path_matches_scalar_path(layout, dtype):
+    """The launches with 16-byte (or narrower) vectors compute bitwise what the scalar launch computes."""
+    (gate, up), vec = _vector_layouts(dtype)[layout]
+    assert triton_silu_mul._views(gate, up)[3] == vec
+    grad_out = random_like(gate)
+    scalar = [_scalar_layout(t) for t in (grad_out, gate, up)]
+    assert triton_silu_mul._views(*scalar)[3] == 1
+    assert torch.equal(triton_silu_mul.silu_mul(gate, up), triton_silu_mul.silu_mul(*scalar[1:]))
+    got, want = triton_silu_mul.silu_mul_backward(grad_out, gate, up), triton_silu_mul.silu_mul_backward(*scalar)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+
+def test_triton_contiguous_inputs_are_one_row():
+    """Contiguous gate and up (any row length) launch as one row of every element: whole 16-byte
+    vectors even where the rows themselves are not 16-byte aligned (3420 bf16 = 6840 bytes)."""
+    gate, up = torch.randn(6, 3420, dtype=torch.bfloat16), torch.randn(6, 3420, dtype=torch.bfloat16)
+    views, rows, I, vec = triton_silu_mul._views(gate, up)
+    assert (rows, I, vec) == (1, 6 * 3420, 8) and all(v.data_ptr() == gate.data_ptr() for v in views[:1])
+    padded = torch.randn(6, 3424, dtype=torch.bfloat16)[:, :3420]
+    assert triton_silu_mul._views(padded, padded)[1:] == (6, 3420, 4)
+
+
 @pytest.mark.requires_cuda
 def test_cuda_op_matches_cpu_op():
     """bf16 on the GPU: the same roundings as the CPU kernel (round to nearest even), at most one

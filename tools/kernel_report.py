@@ -12,10 +12,14 @@ bandwidth. When the built native library
 (config "native"; spills read as the stack frame plus local memory, wgmma as HGMMA and the access
 widths as LDG/STG ``.128`` in the sm_90a SASS).
 
+A second table gives each memory-bound kernel's grid at the benchmark shapes, in waves of 132 SMs
+(tools/launch_grids.py: the Triton launchers run on fake CUDA tensors, the CUDA C++ grids come from
+the functions their launchers call).
+
     python tools/kernel_report.py [--json PATH]
 
 Must run without TRITON_INTERPRET (the interpreter replaces compilation); it refuses otherwise.
-``collect()`` returns the rows as dicts for the benchmark harness.
+``collect()`` returns the rows as dicts for the benchmark harness, ``launch_grids()`` the grid rows.
 """
 
 import argparse
@@ -301,6 +305,21 @@ def collect() -> list:
     return triton_rows_parallel() + native_rows()
 
 
+def _grid_module():
+    """tools/launch_grids.py (tools/ is not a package; this file may run through runpy)."""
+    tools = str(Path(__file__).resolve().parent)
+    if tools not in sys.path:
+        sys.path.insert(0, tools)
+    import launch_grids
+
+    return launch_grids
+
+
+def launch_grids() -> list:
+    """The grid table's rows (tools/launch_grids.py)."""
+    return _grid_module().collect()
+
+
 def format_table(rows: list) -> str:
     cells = [COLUMNS] + [tuple(str(row[c]) for c in COLUMNS) for row in rows]
     widths = [max(len(line[i]) for line in cells) for i in range(len(COLUMNS))]
@@ -311,7 +330,8 @@ def format_table(rows: list) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", metavar="PATH", help="also write the rows as a JSON list to PATH")
+    parser.add_argument("--json", metavar="PATH", help="also write the kernel rows as a JSON list to PATH")
+    parser.add_argument("--grids-json", metavar="PATH", help="also write the grid rows as a JSON list to PATH")
     parser.add_argument(
         "--triton-shard",
         metavar="I/N",
@@ -329,6 +349,12 @@ def main(argv=None) -> int:
         print("\n(no CUDA C++ kernels: vlmops/_C*.so is missing or was built without CUDA cubins)")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+    from benchmarks.report import grid_table_text
+
+    grids = launch_grids()
+    print("\n" + grid_table_text({"grids": grids}))
+    if args.grids_json:
+        Path(args.grids_json).write_text(json.dumps(grids, indent=2) + "\n")
     spilled = [row for row in rows if row["spill_stores"] or row["spill_loads"]]
     for row in spilled:
         print(f"SPILL: {row['kernel']} [{row['config']}] on {row['arch']}", file=sys.stderr)

@@ -1,7 +1,7 @@
 // CUDA entries of pixel shuffle and fused pixel shuffle + LayerNorm: the op's checks, then the CUDA
 // kernels below, or with VLMOPS_CUDA_BACKEND=triton the Triton variant (vlmops/triton/pixel_shuffle.py).
 // The index math and the LayerNorm element math come from pixel_shuffle_math.h, the code the CPU
-// tests exercise.
+// tests exercise; grids and vector widths from launch_geometry.h.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
@@ -13,11 +13,11 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
-#include <algorithm>
 #include <limits>
 #include <optional>
 #include <tuple>
 
+#include "vlmops/launch_geometry.h"
 #include "vlmops/pixel_shuffle_checks.h"
 #include "vlmops/pixel_shuffle_math.h"
 #include "vlmops/triton_kernel.h"
@@ -25,7 +25,7 @@
 namespace vlmops {
 namespace {
 
-constexpr int kThreads = 256;
+constexpr int kThreads = kPixelShuffleThreads;
 constexpr int kWarps = kThreads / 32;
 
 struct ShuffledLayout {  // shape and strides of a [B, H/s, W/s, s*s*C] tensor
@@ -38,7 +38,8 @@ ShuffledLayout layout_of(const at::Tensor& y) {
 }
 
 // One thread per element of the shuffled tensor; kToShuffled picks the copy direction. The map is
-// a bijection, so every destination element is written exactly once.
+// a bijection, so every destination element is written exactly once. E is the element, or a vector of
+// v elements (launch_shuffle_copy): the same map over channel runs of C / v vectors.
 template <class E, bool kToShuffled>
 __global__ void shuffle_copy_kernel(E* __restrict__ x, E* __restrict__ y, PixelShuffleGeometry g, ShuffledLayout ly,
                                     int64_t total) {
@@ -56,27 +57,37 @@ __global__ void shuffle_copy_kernel(E* __restrict__ x, E* __restrict__ y, PixelS
   }
 }
 
-int grid_for(int64_t total) {
-  return static_cast<int>(std::min<int64_t>((total + kThreads - 1) / kThreads, int64_t(1) << 20));
-}
-
+// Moves the elements between x [B, H, W, C] and y [B, H/s, W/s, s*s*C] (the direction kToShuffled) in
+// vectors of v = pixel_shuffle_copy_vector(...) elements: with unit channel strides, v dividing C and
+// every other stride, element k = v * k' + r of a token is element r of vector k' of the same map on C / v
+// channels and strides / v, and the data addresses are aligned to v elements; v = 1 is the plain copy.
 template <bool kToShuffled>
 void launch_shuffle_copy(const PixelShuffleGeometry& g, const at::Tensor& x, const at::Tensor& y) {
-  const ShuffledLayout ly = layout_of(y);
-  const int64_t total = y.numel();
+  const int64_t esize = x.element_size();
+  const int64_t x_strides[4] = {g.stride_b, g.stride_h, g.stride_w, g.stride_c};
+  const int64_t y_strides[4] = {y.stride(0), y.stride(1), y.stride(2), y.stride(3)};
+  const int64_t v =
+      pixel_shuffle_copy_vector(esize, g.channels, x_strides, y_strides, reinterpret_cast<uint64_t>(x.data_ptr()),
+                                reinterpret_cast<uint64_t>(y.data_ptr()));
+  const PixelShuffleGeometry gv{g.scale, g.channels / v, g.stride_b / v, g.stride_h / v, g.stride_w / v, g.stride_c};
+  const ShuffledLayout ly{
+      y.size(1), y.size(2), y.size(3) / v, {y_strides[0] / v, y_strides[1] / v, y_strides[2] / v, y_strides[3]}};
+  const LaunchGeometry launch = pixel_shuffle_copy_launch_geometry(y.numel(), v);
+  const int64_t total = y.numel() / v;
   auto stream = c10::cuda::getCurrentCUDAStream();
-  switch (x.element_size()) {
-#define VLMOPS_SHUFFLE_CASE(BYTES, E)                                                \
-  case BYTES:                                                                        \
-    shuffle_copy_kernel<E, kToShuffled><<<grid_for(total), kThreads, 0, stream>>>(   \
-        static_cast<E*>(x.data_ptr()), static_cast<E*>(y.data_ptr()), g, ly, total); \
+  switch (esize * v) {
+#define VLMOPS_SHUFFLE_CASE(BYTES, E)                                                                   \
+  case BYTES:                                                                                           \
+    shuffle_copy_kernel<E, kToShuffled><<<static_cast<unsigned>(launch.grid_x), kThreads, 0, stream>>>( \
+        static_cast<E*>(x.data_ptr()), static_cast<E*>(y.data_ptr()), gv, ly, total);                   \
     break;
     VLMOPS_SHUFFLE_CASE(2, uint16_t)
     VLMOPS_SHUFFLE_CASE(4, uint32_t)
     VLMOPS_SHUFFLE_CASE(8, uint64_t)
+    VLMOPS_SHUFFLE_CASE(16, uint4)
 #undef VLMOPS_SHUFFLE_CASE
     default:
-      TORCH_CHECK(false, "vlmops.pixel_shuffle: unsupported element size ", x.element_size());
+      TORCH_CHECK(false, "vlmops.pixel_shuffle: unsupported element size ", esize);
   }
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
@@ -132,9 +143,9 @@ __device__ void block_sum(acc_t (&v)[count]) {
   __syncthreads();
 }
 
-// Blocks of a one-block-per-row kernel: one per row up to the grid's limit, then blocks loop over rows.
+// Blocks of a one-block-per-row kernel (pixel_shuffle_layer_norm_launch_geometry).
 unsigned row_blocks(int64_t rows) {
-  return static_cast<unsigned>(std::min<int64_t>(rows, std::numeric_limits<int>::max()));
+  return static_cast<unsigned>(pixel_shuffle_layer_norm_launch_geometry(rows).grid_x);
 }
 
 // One block per output token: pass 1 accumulates sums shifted by the row's first element (stable,
@@ -204,8 +215,7 @@ __global__ void layer_norm_backward_input_kernel(const scalar_t* __restrict__ gr
   }
 }
 
-constexpr int64_t kRowsPerTile = 64;
-constexpr int64_t kMaxTileBlocks = 65535;  // the grid's y limit
+constexpr int64_t kRowsPerTile = kPixelShuffleRowsPerTile;
 
 // grad_weight / grad_bias partial sums: thread = channel; block.y sums the tiles of kRowsPerTile rows
 // blockIdx.y, blockIdx.y + gridDim.y, ... into row blockIdx.y of the partial buffers.
@@ -291,7 +301,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pixel_shuffle_layer_norm_backward
   const auto acc_options = x.options().dtype(pixel_shuffle_stats_dtype(x.scalar_type()));
   c10::cuda::CUDAGuard guard(x.device());
   auto stream = c10::cuda::getCurrentCUDAStream();
-  const int64_t tile_blocks = std::clamp<int64_t>((rows + kRowsPerTile - 1) / kRowsPerTile, 1, kMaxTileBlocks);
+  const LaunchGeometry affine = pixel_shuffle_layer_norm_affine_launch_geometry(rows, n);
+  const int64_t tile_blocks = affine.grid_y;
   at::Tensor grad_x = at::empty({shape.B, shape.H, shape.W, shape.C}, x.options());
   if (rows == 0 || n == 0) {
     return {grad_x, at::zeros({n}, x.options()), at::zeros({n}, x.options())};
@@ -311,7 +322,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pixel_shuffle_layer_norm_backward
             rstd_c.const_data_ptr<acc_t>(), w.defined() ? w.const_data_ptr<scalar_t>() : nullptr,
             grad_x.mutable_data_ptr<scalar_t>(), g, gx, ly, rows);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
-        const dim3 grid(static_cast<unsigned>((n + kThreads - 1) / kThreads), static_cast<unsigned>(tile_blocks));
+        const dim3 grid(static_cast<unsigned>(affine.grid_x), static_cast<unsigned>(affine.grid_y));
         layer_norm_backward_affine_kernel<scalar_t, acc_t><<<grid, kThreads, 0, stream>>>(
             grad_out.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), mean_c.const_data_ptr<acc_t>(),
             rstd_c.const_data_ptr<acc_t>(), gw_partial.mutable_data_ptr<acc_t>(), gb_partial.mutable_data_ptr<acc_t>(),

@@ -12,11 +12,10 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
-#include <algorithm>
 #include <cstdint>
-#include <limits>
 #include <tuple>
 
+#include "vlmops/launch_geometry.h"
 #include "vlmops/rope_checks.h"
 #include "vlmops/rope_math.h"
 #include "vlmops/triton_kernel.h"
@@ -24,7 +23,7 @@
 namespace vlmops {
 namespace {
 
-constexpr int kThreads = 128;
+constexpr int kThreads = kRopeThreads;
 constexpr int64_t kMaxSharedBytes = 48 * 1024;  // without opting in to more
 
 struct HeadsArgs {
@@ -129,11 +128,12 @@ void rope_launch(const at::Tensor& q, const at::Tensor& k, const at::Tensor& q_o
   const bool copy_tail = !q.is_same(q_out) && 2 * P < D;
   const HeadsArgs qa = heads_args(q, q_out), ka = heads_args(k, k_out);
   const at::Tensor axis_c = axis.contiguous(), freq_c = inv_freq.contiguous();
-  // Blocks loop over tokens: the grid's x dimension holds at most 2^31 - 1 blocks.
-  const auto blocks = static_cast<unsigned int>(std::min<int64_t>(tokens, std::numeric_limits<int32_t>::max()));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "rope_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const int64_t smem = 2 * P * static_cast<int64_t>(sizeof(acc_t));
+    // Blocks loop over tokens: the grid's x dimension holds at most 2^31 - 1 blocks.
+    const LaunchGeometry geometry = rope_launch_geometry(tokens, P, sizeof(acc_t));
+    const auto blocks = static_cast<unsigned int>(geometry.grid_x);
+    const int64_t smem = geometry.shared_bytes;
     TORCH_CHECK_VALUE(smem <= kMaxSharedBytes, "vlmops.rope: rotary_dim = 2 * ", P,
                       " is more than the CUDA kernel "
                       "takes (its cos/sin rows live in ",

@@ -101,6 +101,25 @@ def device_guard(t: torch.Tensor):
     return torch.cuda.device(t.device) if t.device.type == "cuda" else contextlib.nullcontext()
 
 
+def multiprocessors(device: torch.device) -> int:
+    """Streaming multiprocessors of a CUDA device, which grids are sized against; 1 for the CPU tensors
+    the interpreter runs (so that small test problems take the multi-program paths)."""
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
+
+
+VECTOR_BYTES = 16  # the widest global access of one thread: ld.global.v4.b32 / st.global.v4.b32
+
+
+def vector_width(element_size: int, counts=(), tensors=()) -> int:
+    """Elements per 16-byte vector access a kernel may promise (``VEC``): the largest power of two up to
+    16 bytes that divides every integer of ``counts`` (sizes and strides, in elements, that offsets are
+    built from) and every data pointer of ``tensors`` in units of its bytes. 1 means scalar accesses."""
+    vec = VECTOR_BYTES // element_size
+    while vec > 1 and (any(c % vec for c in counts) or any(t.data_ptr() % (vec * element_size) for t in tensors)):
+        vec //= 2
+    return max(vec, 1)
+
+
 def rows_2d(t: torch.Tensor) -> torch.Tensor:
     """t [..., C] as [rows, C]: a view (any row and column strides) when the leading dims collapse into
     one row stride, otherwise a contiguous copy."""

@@ -27,7 +27,7 @@ import triton
 import triton.language as tl
 
 from vlmops.ops import pixel_shuffle as _ops
-from vlmops.triton import KERNEL_SPECS, device_guard, make_spec
+from vlmops.triton import KERNEL_SPECS, device_guard, make_spec, vector_width
 
 # Elements one program of the pure shuffle moves: large enough for wide loads, small enough that
 # narrow rows (s*s*C of a few hundred) do not leave most lanes masked.
@@ -446,12 +446,7 @@ def _vector_width(x: torch.Tensor) -> int:
     two, up to 16 bytes, dividing C, the token strides and the data pointer, when channels are unit-stride."""
     if x.stride(3) != 1:
         return 1
-    vec = 16 // x.element_size()
-    while vec > 1 and (
-        x.shape[3] % vec or x.data_ptr() % (vec * x.element_size()) or any(stride % vec for stride in x.stride()[:3])
-    ):
-        vec //= 2
-    return vec
+    return vector_width(x.element_size(), [x.shape[3], *x.stride()[:3]], [x])
 
 
 def pixel_shuffle(x: torch.Tensor, scale: int) -> torch.Tensor:
@@ -618,7 +613,7 @@ def pixel_shuffle_layer_norm_backward(grad_out, x, mean, rstd, weight, scale: in
 def _specs():
     """Representative compilations, contiguous x: InternVL (InternViT-300M, C=1024, s=2 -> 4096
     features) in bf16; SmolVLM (SigLIP C=768, s=4 -> 12288 features, BLOCK 16384, the widest row) in
-    bf16 (one register-resident row) and fp32 (two row chunks)."""
+    bf16 (one register-resident row) and fp32 (two row chunks; the copy in fp32, as benchmarked)."""
     specs = []
     for model, C, s, dtype in (
         ("internvl3-1b", 1024, 2, torch.bfloat16),
@@ -635,24 +630,23 @@ def _specs():
         grad_out_strides = dict(stride_gb=Ho * Wo * n, stride_gh=Wo * n, stride_gw=n, stride_gc=1)
         stats_strides = dict(stride_mb=Ho * Wo, stride_mh=Wo, stride_mw=1, stride_rb=Ho * Wo, stride_rh=Wo, stride_rw=1)
         config = f"{model}:{str(dtype).replace('torch.', '')}:C={C},s={s}"
-        if dtype == torch.bfloat16:  # the copy kernels only move bytes: one dtype is representative
-            for to_shuffled in (True, False):
-                specs.append(
-                    make_spec(
-                        _pixel_shuffle_copy_kernel,
-                        f"{config}:{'fwd' if to_shuffled else 'bwd'}",
-                        4,
-                        dict(TO_SHUFFLED=to_shuffled, VEC=vec, BLOCK=COPY_BLOCK),
-                        X=dtype,
-                        Y=dtype,
-                        **geometry,
-                        **x_strides,
-                        stride_yb=Ho * Wo * n,
-                        stride_yh=Wo * n,
-                        stride_yw=n,
-                        stride_yc=1,
-                    )
+        for to_shuffled in (True, False):  # the copies only move bytes: 16-byte vectors of 8 bf16 or 4 fp32
+            specs.append(
+                make_spec(
+                    _pixel_shuffle_copy_kernel,
+                    f"{config}:{'fwd' if to_shuffled else 'bwd'}",
+                    4,
+                    dict(TO_SHUFFLED=to_shuffled, VEC=vec, BLOCK=COPY_BLOCK),
+                    X=dtype,
+                    Y=dtype,
+                    **geometry,
+                    **x_strides,
+                    stride_yb=Ho * Wo * n,
+                    stride_yh=Wo * n,
+                    stride_yw=n,
+                    stride_yc=1,
                 )
+            )
         specs.append(
             make_spec(
                 _pixel_shuffle_layer_norm_fwd_kernel,

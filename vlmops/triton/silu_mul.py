@@ -13,16 +13,25 @@ gate/up written by a GEMM with padded rows (``buf[:, :3420]`` of a ``[M, 3424]``
 of a fused gate_up projection, or a transposed or expanded input is read in place. The only copy:
 a tensor whose leading dims do not collapse into one row stride (e.g. a ``[B, S, I]`` tensor sliced
 along S out of a larger buffer, ``x[:, ::2]``) is copied once by ``reshape`` before the launch.
+When every input's rows follow each other without gaps (row stride = I * column stride: contiguous
+inputs), the launch sees them as one row of rows * I elements: the op is then purely element-wise.
 Outputs are new contiguous tensors. The grid is one program per row and block of BLOCK columns, rows *
 cdiv(I, BLOCK) of them, known from shapes (no host sync); row and block offsets are 64-bit, the offsets
 within a block too when BLOCK times a column stride may pass int32.
+
+Access width: VEC elements per thread and access, up to 16 bytes (8 bf16/fp16, 4 fp32, 2 fp64), the
+largest power of two that divides I, every row stride and every data pointer, with unit column strides
+(``vlmops.triton.vector_width``). The launcher passes I and the row strides in units of VEC so that the
+kernel's offsets and row-end masks are visibly VEC-aligned: loads and stores are 128-bit vectors. At
+I = 3420 a contiguous [M, I] tensor is one row of M * I elements (128-bit); padded inputs with their
+own row stride run 4 elements wide in bf16 (the contiguous output's rows are 8-byte aligned only).
 """
 
 import torch
 import triton
 import triton.language as tl
 
-from vlmops.triton import KERNEL_SPECS, device_guard, make_spec, rows_2d
+from vlmops.triton import KERNEL_SPECS, device_guard, make_spec, rows_2d, vector_width
 
 BLOCK = 1024
 NUM_WARPS = 4
@@ -41,7 +50,7 @@ def _div(a, b, IS_FP64: tl.constexpr):
 def _block(I, BLOCK: tl.constexpr, WIDE: tl.constexpr):
     """This program's row and first column (int64; one program per row and block of BLOCK columns) and
     the column offsets within the block (int64 when BLOCK times a column stride may pass 2^31)."""
-    blocks = tl.cdiv(I, BLOCK)
+    blocks = tl.cdiv(I, BLOCK)  # I and the strides below are multiples of VEC: the launcher passes them / VEC
     pid = tl.program_id(0).to(tl.int64)
     row = pid // blocks
     offsets = tl.arange(0, BLOCK)
@@ -61,15 +70,17 @@ def _silu_mul_fwd_kernel(
     Gate,
     Up,
     Out,
-    I,
-    stride_gr,
+    I_VEC,
+    stride_gr_vec,
     stride_gc,
-    stride_ur,
+    stride_ur_vec,
     stride_uc,
     BLOCK: tl.constexpr,
     WIDE: tl.constexpr,
     IS_FP64: tl.constexpr,
+    VEC: tl.constexpr,
 ):
+    I, stride_gr, stride_ur = I_VEC * VEC, stride_gr_vec * VEC, stride_ur_vec * VEC
     row, col0, offsets = _block(I, BLOCK, WIDE)
     mask = offsets < I - col0
     ACC = tl.float64 if IS_FP64 else tl.float32
@@ -87,17 +98,19 @@ def _silu_mul_bwd_kernel(
     Up,
     GradGate,
     GradUp,
-    I,
-    stride_dr,
+    I_VEC,
+    stride_dr_vec,
     stride_dc,
-    stride_gr,
+    stride_gr_vec,
     stride_gc,
-    stride_ur,
+    stride_ur_vec,
     stride_uc,
     BLOCK: tl.constexpr,
     WIDE: tl.constexpr,
     IS_FP64: tl.constexpr,
+    VEC: tl.constexpr,
 ):
+    I, stride_dr, stride_gr, stride_ur = I_VEC * VEC, stride_dr_vec * VEC, stride_gr_vec * VEC, stride_ur_vec * VEC
     row, col0, offsets = _block(I, BLOCK, WIDE)
     mask = offsets < I - col0
     ACC = tl.float64 if IS_FP64 else tl.float32
@@ -119,26 +132,42 @@ def _wide(*views) -> bool:
     return BLOCK * max(v.stride(1) for v in views) >= 2**31
 
 
+def _views(*tensors):
+    """The [rows, I] views the kernels read and their VEC: one row of every element when each view's
+    rows follow each other without gaps (the element-wise case), else rows_2d's views."""
+    views = [rows_2d(t) for t in tensors]
+    rows, I = views[0].shape
+    if rows > 1 and all(v.stride(0) == I * v.stride(1) for v in views):
+        views = [v.as_strided((1, rows * I), (rows * I * v.stride(1), v.stride(1))) for v in views]
+        rows, I = 1, rows * I
+    if any(v.stride(1) != 1 for v in views):
+        return views, rows, I, 1
+    return views, rows, I, vector_width(views[0].element_size(), [I] + [v.stride(0) for v in views if rows > 1], views)
+
+
+def _row_strides(views, rows: int, vec: int) -> list:
+    """(row stride / VEC, column stride) of each view (a single row's stride is never read: 0)."""
+    return [s for v in views for s in ((v.stride(0) if rows > 1 else 0) // vec, v.stride(1))]
+
+
 def silu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     """The forward launcher: ``silu(gate) * up``, contiguous, in gate's dtype."""
     out = torch.empty(gate.shape, dtype=gate.dtype, device=gate.device)
     if out.numel() == 0:
         return out
-    g, u = rows_2d(gate), rows_2d(up)
-    rows, I = g.shape
+    (g, u), rows, I, vec = _views(gate, up)
+    vec = min(vec, vector_width(out.element_size(), (), (out,)))
     with device_guard(gate):
         _silu_mul_fwd_kernel[(rows * triton.cdiv(I, BLOCK),)](
             g,
             u,
             out,
-            I,
-            g.stride(0),
-            g.stride(1),
-            u.stride(0),
-            u.stride(1),
+            I // vec,
+            *_row_strides((g, u), rows, vec),
             BLOCK=BLOCK,
             WIDE=_wide(g, u),
             IS_FP64=gate.dtype == torch.float64,
+            VEC=vec,
             num_warps=NUM_WARPS,
         )
     return out
@@ -150,8 +179,8 @@ def silu_mul_backward(grad_out: torch.Tensor, gate: torch.Tensor, up: torch.Tens
     grad_up = torch.empty_like(grad_gate)
     if grad_gate.numel() == 0:
         return grad_gate, grad_up
-    d, g, u = rows_2d(grad_out), rows_2d(gate), rows_2d(up)
-    rows, I = g.shape
+    (d, g, u), rows, I, vec = _views(grad_out, gate, up)
+    vec = min(vec, vector_width(grad_gate.element_size(), (), (grad_gate, grad_up)))
     with device_guard(gate):
         _silu_mul_bwd_kernel[(rows * triton.cdiv(I, BLOCK),)](
             d,
@@ -159,66 +188,66 @@ def silu_mul_backward(grad_out: torch.Tensor, gate: torch.Tensor, up: torch.Tens
             u,
             grad_gate,
             grad_up,
-            I,
-            d.stride(0),
-            d.stride(1),
-            g.stride(0),
-            g.stride(1),
-            u.stride(0),
-            u.stride(1),
+            I // vec,
+            *_row_strides((d, g, u), rows, vec),
             BLOCK=BLOCK,
             WIDE=_wide(d, g, u),
             IS_FP64=gate.dtype == torch.float64,
+            VEC=vec,
             num_warps=NUM_WARPS,
         )
     return grad_gate, grad_up
 
 
 def _specs():
-    """Representative launches for the static kernel report: the Qwen2.5-VL vision MLP (I = 3420,
-    gate/up with padded 3424-element rows) and a Llama-3-8B MLP (I = 14336, halves of a fused
-    gate_up projection, row stride 2 * I), in float32 and bfloat16."""
+    """Representative launches for the static kernel report, with the VEC the launcher picks: the
+    Qwen2.5-VL vision MLP (I = 3420, 16384 tokens) on contiguous gate/up (one row of 16384 * 3420
+    elements) and on gate/up with padded 3424-element rows, float32 and bfloat16 (4 elements wide: 3420
+    bf16 output rows are 8-byte aligned); a Llama-3-8B MLP (I = 14336, halves of a fused gate_up
+    projection, row stride 2 * I) in bfloat16."""
     specs = []
-    for config, I, row_stride in (("qwen2.5-vl-vision", 3420, 3424), ("llama-3-8b", 14336, 2 * 14336)):
-        for dtype in (torch.float32, torch.bfloat16):
-            name = f"{config}:{str(dtype).replace('torch.', '')}"
-            constexprs = dict(BLOCK=BLOCK, WIDE=False, IS_FP64=False)
-            specs.append(
-                make_spec(
-                    _silu_mul_fwd_kernel,
-                    f"{name}:fwd",
-                    NUM_WARPS,
-                    constexprs,
-                    Gate=dtype,
-                    Up=dtype,
-                    Out=dtype,
-                    I=I,
-                    stride_gr=row_stride,
-                    stride_gc=1,
-                    stride_ur=row_stride,
-                    stride_uc=1,
-                )
+    M = 16384
+    for config, dtype, I, row_stride in (
+        ("qwen2.5-vl-vision:contiguous", torch.float32, M * 3420, 0),
+        ("qwen2.5-vl-vision:contiguous", torch.bfloat16, M * 3420, 0),
+        ("qwen2.5-vl-vision:padded-rows", torch.float32, 3420, 3424),
+        ("qwen2.5-vl-vision:padded-rows", torch.bfloat16, 3420, 3424),
+        ("llama-3-8b:gate-up-halves", torch.bfloat16, 14336, 2 * 14336),
+    ):
+        name = f"{config}:{str(dtype).replace('torch.', '')}"
+        vec = vector_width(dtype.itemsize, (I, row_stride))
+        constexprs = dict(BLOCK=BLOCK, WIDE=False, IS_FP64=False, VEC=vec)
+        rows = dict(stride_gr_vec=row_stride // vec, stride_gc=1, stride_ur_vec=row_stride // vec, stride_uc=1)
+        specs.append(
+            make_spec(
+                _silu_mul_fwd_kernel,
+                f"{name}:fwd",
+                NUM_WARPS,
+                constexprs,
+                Gate=dtype,
+                Up=dtype,
+                Out=dtype,
+                I_VEC=I // vec,
+                **rows,
             )
-            specs.append(
-                make_spec(
-                    _silu_mul_bwd_kernel,
-                    f"{name}:bwd",
-                    NUM_WARPS,
-                    constexprs,
-                    GradOut=dtype,
-                    Gate=dtype,
-                    Up=dtype,
-                    GradGate=dtype,
-                    GradUp=dtype,
-                    I=I,
-                    stride_dr=I,
-                    stride_dc=1,
-                    stride_gr=row_stride,
-                    stride_gc=1,
-                    stride_ur=row_stride,
-                    stride_uc=1,
-                )
+        )
+        specs.append(
+            make_spec(
+                _silu_mul_bwd_kernel,
+                f"{name}:bwd",
+                NUM_WARPS,
+                constexprs,
+                GradOut=dtype,
+                Gate=dtype,
+                Up=dtype,
+                GradGate=dtype,
+                GradUp=dtype,
+                I_VEC=I // vec,
+                stride_dr_vec=(I if row_stride else 0) // vec,
+                stride_dc=1,
+                **rows,
             )
+        )
     return specs
 
 
