@@ -25,6 +25,11 @@ def collect():
     return [{"kernel": "fake_kernel", "config": "BLOCK=64", "arch": "sm_90a", "registers": 40, "spill_stores": 0,
              "spill_loads": 0, "shared_bytes": 1024, "wgmma": True,
              "triton_interpret": os.environ.get("TRITON_INTERPRET")}]
+
+def launch_grids():
+    return [{"kernel": "fake_copy_kernel", "backend": "triton", "entry": "fake:entry:fwd", "tier": "full",
+             "dtype": "float32", "grid": [264, 1, 1], "programs": 264, "sms": 132, "waves": 2.0, "sm_sized": False,
+             "vector_bytes": 16}]
 """
 
 
@@ -122,6 +127,7 @@ def test_outputs_written(tiny_run):
     assert all(t["status"] in ("met", "NOT met") for t in result["targets"])
     stdout = tiny_run["stdout"]
     assert "speedup of vlmops" in stdout and "roofline" in stdout and "fake_kernel" in stdout
+    assert "launch grids at the benchmark shapes (waves of 132 SMs)" in stdout and "fake_copy_kernel" in stdout
 
 
 def test_kernel_report_joined_without_interpreter(tiny_run):
@@ -129,6 +135,59 @@ def test_kernel_report_joined_without_interpreter(tiny_run):
     assert kernel_report["status"] == "ok"
     (kernel,) = kernel_report["kernels"]
     assert kernel["kernel"] == "fake_kernel" and kernel["triton_interpret"] is None
+    (grid,) = kernel_report["grids"]
+    assert grid["kernel"] == "fake_copy_kernel" and kernel_report["grids_reason"] == ""
+
+
+def test_grid_table_text():
+    """The grid table of make bench's report: one line per launch, grid, programs, waves, vector bytes;
+    a failed grid collection is named instead of the table."""
+    grids = [
+        {
+            "kernel": "k1",
+            "backend": "triton",
+            "entry": "op:case:fwd",
+            "tier": "full",
+            "dtype": "bfloat16",
+            "grid": [128, 5, 1],
+            "programs": 640,
+            "sms": 132,
+            "waves": 4.85,
+            "sm_sized": True,
+            "vector_bytes": 16,
+        },
+        {
+            "kernel": "k2",
+            "backend": "cuda",
+            "entry": "op:case:fwd",
+            "tier": "default",
+            "dtype": "float32",
+            "grid": [100, 1, 1],
+            "programs": 100,
+            "sms": 132,
+            "waves": 0.76,
+            "sm_sized": False,
+            "vector_bytes": None,
+        },
+    ]
+    lines = report.grid_table_text({"grids": grids}).splitlines()
+    assert lines[0] == "launch grids at the benchmark shapes (waves of 132 SMs):"
+    assert lines[3].split() == [
+        "k1",
+        "triton",
+        "op:case:fwd",
+        "full",
+        "bfloat16",
+        "128x5x1",
+        "640",
+        "4.85",
+        "yes",
+        "16",
+        "B",
+    ]
+    assert lines[4].split() == ["k2", "cuda", "op:case:fwd", "default", "float32", "100x1x1", "100", "0.76", "no", "-"]
+    failed = report.grid_table_text({"grids": [], "grids_reason": "ImportError: no triton"})
+    assert failed == "launch grids: ImportError: no triton"
 
 
 def test_kernel_report_absent_or_broken(tmp_path):
@@ -138,6 +197,12 @@ def test_kernel_report_absent_or_broken(tmp_path):
     broken.write_text("def collect():\n    raise RuntimeError('no ptxas here')\n")
     failed = run_kernel_report(broken)
     assert failed["status"] == "error" and "no ptxas here" in failed["reason"]
+    grids_broken = tmp_path / "grids_broken.py"
+    grids_broken.write_text(
+        "def collect():\n    return []\n\ndef launch_grids():\n    raise ImportError('no triton')\n"
+    )
+    partial = run_kernel_report(grids_broken)
+    assert partial["status"] == "ok" and partial["grids"] == [] and partial["grids_reason"] == "ImportError: no triton"
 
 
 def _row(group, impl, role, median):

@@ -304,10 +304,10 @@ def _vector_layouts(dtype):
 def test_triton_vector_path_matches_scalar_path(layout, dtype):
     """The launches with 16-byte (or narrower) vectors compute bitwise what the scalar launch computes."""
     (gate, up), vec = _vector_layouts(dtype)[layout]
-    assert triton_silu_mul._views(gate, up)[3] == vec
+    assert triton_silu_mul._launch_args(gate, up)[3] == vec
     grad_out = random_like(gate)
     scalar = [_scalar_layout(t) for t in (grad_out, gate, up)]
-    assert triton_silu_mul._views(*scalar)[3] == 1
+    assert triton_silu_mul._launch_args(*scalar)[3] == 1
     assert torch.equal(triton_silu_mul.silu_mul(gate, up), triton_silu_mul.silu_mul(*scalar[1:]))
     got, want = triton_silu_mul.silu_mul_backward(grad_out, gate, up), triton_silu_mul.silu_mul_backward(*scalar)
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
@@ -317,10 +317,12 @@ def test_triton_contiguous_inputs_are_one_row():
     """Contiguous gate and up (any row length) launch as one row of every element: whole 16-byte
     vectors even where the rows themselves are not 16-byte aligned (3420 bf16 = 6840 bytes)."""
     gate, up = torch.randn(6, 3420, dtype=torch.bfloat16), torch.randn(6, 3420, dtype=torch.bfloat16)
-    views, rows, I, vec = triton_silu_mul._views(gate, up)
-    assert (rows, I, vec) == (1, 6 * 3420, 8) and all(v.data_ptr() == gate.data_ptr() for v in views[:1])
+    (g, _), programs, args, vec, _ = triton_silu_mul._launch_args(gate, up)
+    assert g.shape == (1, 6 * 3420) and g.data_ptr() == gate.data_ptr()
+    assert (programs, args[0] * vec, vec) == (-(-6 * 3420 // 1024), 6 * 3420, 8)
     padded = torch.randn(6, 3424, dtype=torch.bfloat16)[:, :3420]
-    assert triton_silu_mul._views(padded, padded)[1:] == (6, 3420, 4)
+    _, programs, args, vec, _ = triton_silu_mul._launch_args(padded, padded)
+    assert (programs, vec, args) == (6 * 4, 4, [3420 // 4, 3424 // 4, 1, 3424 // 4, 1])
 
 
 @pytest.mark.requires_cuda

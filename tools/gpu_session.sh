@@ -8,8 +8,8 @@
 #   OUT=/tmp/gpu tools/gpu_session.sh [seconds, default 560]
 #
 # TESTS_K narrows the CUDA tests (a pytest -k expression; empty runs none, unset runs all); BENCHES
-# lists the benchmark groups to run, in order (default: all, see below), and may include "tune"
-# (tools/tune_attention.py).
+# lists the benchmark groups to run, in order (default: all, see below; "membound" stands for rope
+# rms_norm silu_mul pixel_shuffle patch_embed), and may include "tune" (tools/tune_attention.py).
 #
 # Optional peers (liger-kernel, ...) travel as wheels in .whl/ and are installed to /tmp/site.
 set -u
@@ -60,20 +60,28 @@ if [ -z "${TESTS_K+x}" ] || [ -n "$TESTS_K" ]; then
   stage tests 170 $PY -m pytest tests -m requires_cuda ${TESTS_K:+-k "$TESTS_K"} -v -p no:cacheprovider -rfE \
     --tb=short -n 4 --timeout 60 --junitxml="$WORK/logs/tests.xml"
 fi
-for name in ${BENCHES:-rope patch_embed varlen gated tower rms_norm silu_mul varlen_flex pixel_shuffle clip_tower}; do
-  case $name in
-    rope) bench rope 90 "bench_rope" ;;
-    patch_embed) bench patch_embed 80 "bench_patch_embed" ;;
-    varlen) bench varlen 90 "bench_varlen_attention and not flex" ;;
-    gated) bench gated 90 "bench_gated_cross_attention" ;;
-    tower) bench tower 80 "bench_vision_tower" ;;
-    rms_norm) bench rms_norm 50 "bench_rms_norm" ;;
-    silu_mul) bench silu_mul 50 "bench_silu_mul" ;;
-    varlen_flex) bench varlen_flex 110 "bench_varlen_attention and flex" ;;
-    pixel_shuffle) bench pixel_shuffle 80 "bench_pixel_shuffle" ;;
-    clip_tower) bench clip_tower 60 "bench_clip_tower" ;;
-    tune) stage tune 90 $PY tools/tune_attention.py ;;
-    *) echo "unknown benchmark group $name" | tee -a "$OUT/stages.txt" ;;
-  esac
+# Attention first, then the memory-bound kernels (RoPE, RMSNorm, SiLU-mul, pixel shuffle + LayerNorm,
+# the fused patch normalize); "membound" names those five. Their limits are about 1.5x each group's
+# duration at --full in benchmarks/results/cuda-h200-2026-11-26 (rope 60 s, pixel_shuffle 46 s,
+# patch_embed 30 s; rms_norm and silu_mul, not run there, taken as 40 s), so one slow group cannot
+# starve the next.
+for group in ${BENCHES:-varlen gated membound varlen_flex tower clip_tower}; do
+  [ "$group" = membound ] && group="rope rms_norm silu_mul pixel_shuffle patch_embed"
+  for name in $group; do
+    case $name in
+      varlen) bench varlen 90 "bench_varlen_attention and not flex" ;;
+      gated) bench gated 90 "bench_gated_cross_attention" ;;
+      rope) bench rope 90 "bench_rope" ;;
+      rms_norm) bench rms_norm 60 "bench_rms_norm" ;;
+      silu_mul) bench silu_mul 60 "bench_silu_mul" ;;
+      pixel_shuffle) bench pixel_shuffle 70 "bench_pixel_shuffle" ;;
+      patch_embed) bench patch_embed 50 "bench_patch_embed" ;;
+      varlen_flex) bench varlen_flex 110 "bench_varlen_attention and flex" ;;
+      tower) bench tower 80 "bench_vision_tower" ;;
+      clip_tower) bench clip_tower 60 "bench_clip_tower" ;;
+      tune) stage tune 90 $PY tools/tune_attention.py ;;
+      *) echo "unknown benchmark group $name" | tee -a "$OUT/stages.txt" ;;
+    esac
+  done
 done
 cat "$OUT/stages.txt"

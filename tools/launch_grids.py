@@ -263,12 +263,14 @@ def _recorder(multiprocessors: int):
     saved_runs, saved_properties = (JITFunction.run, InterpretedFunction.run), torch.cuda.get_device_properties
     JITFunction.run = InterpretedFunction.run = run  # (kernels are InterpretedFunctions under TRITON_INTERPRET)
     torch.cuda.get_device_properties = lambda device=None: types.SimpleNamespace(multi_processor_count=multiprocessors)
+    vlmops.triton._cuda_multiprocessors.cache_clear()  # (the launchers' cached count of the stub)
     for module, _ in saved:
         module.device_guard = lambda t: contextlib.nullcontext()
     try:
         yield launches
     finally:
         (JITFunction.run, InterpretedFunction.run), torch.cuda.get_device_properties = saved_runs, saved_properties
+        vlmops.triton._cuda_multiprocessors.cache_clear()
         for module, guard in saved:
             module.device_guard = guard
 

@@ -10,6 +10,7 @@ registers, spills, shared memory and access widths. A new family adds its module
 """
 
 import contextlib
+import functools
 import importlib
 from dataclasses import dataclass, field
 
@@ -101,10 +102,17 @@ def device_guard(t: torch.Tensor):
     return torch.cuda.device(t.device) if t.device.type == "cuda" else contextlib.nullcontext()
 
 
+@functools.cache
+def _cuda_multiprocessors(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
 def multiprocessors(device: torch.device) -> int:
-    """Streaming multiprocessors of a CUDA device, which grids are sized against; 1 for the CPU tensors
-    the interpreter runs (so that small test problems take the multi-program paths)."""
-    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
+    """Streaming multiprocessors of a CUDA device (cached per device), which grids are sized against; 1
+    for the CPU tensors the interpreter runs (so that small test problems take the multi-program paths)."""
+    if device.type != "cuda":
+        return 1
+    return _cuda_multiprocessors(torch.cuda.current_device() if device.index is None else device.index)
 
 
 VECTOR_BYTES = 16  # the widest global access of one thread: ld.global.v4.b32 / st.global.v4.b32
@@ -113,17 +121,28 @@ VECTOR_BYTES = 16  # the widest global access of one thread: ld.global.v4.b32 / 
 def vector_width(element_size: int, counts=(), tensors=()) -> int:
     """Elements per 16-byte vector access a kernel may promise (``VEC``): the largest power of two up to
     16 bytes that divides every integer of ``counts`` (sizes and strides, in elements, that offsets are
-    built from) and every data pointer of ``tensors`` in units of its bytes. 1 means scalar accesses."""
+    built from) and every data pointer of ``tensors`` in units of its bytes. 1 means scalar accesses.
+
+    The largest power of two dividing several integers is the lowest set bit of their bitwise or (a
+    launcher calls this once per launch: no loop over candidate widths)."""
+    elements = 0
+    for count in counts:
+        elements |= count
+    address = 0
+    for t in tensors:
+        address |= t.data_ptr()
     vec = VECTOR_BYTES // element_size
-    while vec > 1 and (any(c % vec for c in counts) or any(t.data_ptr() % (vec * element_size) for t in tensors)):
-        vec //= 2
+    if elements:
+        vec = min(vec, elements & -elements)
+    if address:
+        vec = min(vec, (address & -address) // element_size)
     return max(vec, 1)
 
 
 def rows_2d(t: torch.Tensor) -> torch.Tensor:
-    """t [..., C] as [rows, C]: a view (any row and column strides) when the leading dims collapse into
-    one row stride, otherwise a contiguous copy."""
-    return t.reshape(-1, t.shape[-1])
+    """t [..., C] as [rows, C]: t itself when 2-D, a view (any row and column strides) when the leading
+    dims collapse into one row stride, otherwise a contiguous copy."""
+    return t if t.dim() == 2 else t.reshape(-1, t.shape[-1])
 
 
 def kernel_specs() -> list:

@@ -27,7 +27,7 @@ import triton
 import triton.language as tl
 
 from vlmops.ops import pixel_shuffle as _ops
-from vlmops.triton import KERNEL_SPECS, device_guard, make_spec, vector_width
+from vlmops.triton import KERNEL_SPECS, device_guard, make_spec, multiprocessors, vector_width
 
 # Elements one program of the pure shuffle moves: large enough for wide loads, small enough that
 # narrow rows (s*s*C of a few hundred) do not leave most lanes masked.
@@ -540,7 +540,7 @@ def _dwdb_grid(rows: int, n: int, device: torch.device):
     interpreter, 2-row blocks and at most 2 row programs, so the tests run programs that loop."""
     column_blocks = max(1, triton.cdiv(n, DWDB_BLOCK_N))
     if device.type == "cuda":
-        block_rows, target = 16, 4 * torch.cuda.get_device_properties(device).multi_processor_count
+        block_rows, target = 16, 4 * multiprocessors(device)
     else:
         block_rows, target = 2, 2 * column_blocks
     row_programs = max(1, min(triton.cdiv(rows, block_rows), triton.cdiv(target, column_blocks), 65535))

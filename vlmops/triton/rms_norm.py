@@ -23,7 +23,7 @@ import triton
 import triton.language as tl
 
 from vlmops.ops import rms_norm as _ops
-from vlmops.triton import KERNEL_SPECS, device_guard, make_spec, rows_2d
+from vlmops.triton import KERNEL_SPECS, device_guard, make_spec, multiprocessors, rows_2d
 
 MAX_BLOCK_C = 8192  # widest row kept in registers (Qwen2.5-VL vision: 1280, Qwen2.5-VL-7B LM: 3584)
 _TL_DTYPES = {
@@ -266,7 +266,7 @@ def rms_norm(x, weight, eps, *, max_block_c=MAX_BLOCK_C):
 def _programs(M: int, block_m: int, device: torch.device) -> int:
     """Backward grid: a few programs per SM on a GPU (each reduces many rows into one partial)."""
     if device.type == "cuda":
-        cap = 4 * torch.cuda.get_device_properties(device).multi_processor_count
+        cap = 4 * multiprocessors(device)
     else:
         cap = 8
     return max(1, min(triton.cdiv(M, block_m), cap))

@@ -211,9 +211,13 @@ def _rope_kernel(
 def _vec(q, k, q_out, k_out, P: int) -> int:
     """VEC of the launch: 16-byte runs when every head row of the four tensors is aligned to them."""
     tensors = (q, k, q_out, k_out)
-    if any(t.stride(3) != 1 and t.shape[3] > 1 for t in tensors):
-        return 1
-    return vector_width(q.element_size(), [P, *(s for t in tensors for s in t.stride()[:3])], tensors)
+    counts = [P]
+    for t in tensors:
+        stride_b, stride_s, stride_h, stride_d = t.stride()
+        if stride_d != 1:
+            return 1
+        counts += (stride_b, stride_s, stride_h)
+    return vector_width(q.element_size(), counts, tensors)
 
 
 def _grid(tokens: int, P: int, heads: int, device: torch.device) -> tuple:

@@ -127,27 +127,27 @@ def _silu_mul_bwd_kernel(
     tl.store(GradGate + out, (t * sig * (1.0 + g * (1.0 - sig))).to(act), mask=mask)
 
 
-def _wide(*views) -> bool:
-    """Whether BLOCK * a column stride of the [rows, I] views may pass int32."""
-    return BLOCK * max(v.stride(1) for v in views) >= 2**31
+def _launch_args(*tensors):
+    """(the [rows, I] views the kernels read, rows, the arguments after the output pointers, VEC, WIDE).
 
-
-def _views(*tensors):
-    """The [rows, I] views the kernels read and their VEC: one row of every element when each view's
-    rows follow each other without gaps (the element-wise case), else rows_2d's views."""
+    The views are one row of every element when each view's rows follow each other without gaps (the
+    element-wise case), else rows_2d's. VEC covers the inputs; the outputs are new allocations, aligned.
+    Row strides and I are passed in units of VEC (a single row's stride is never read: 0)."""
     views = [rows_2d(t) for t in tensors]
     rows, I = views[0].shape
-    if rows > 1 and all(v.stride(0) == I * v.stride(1) for v in views):
-        views = [v.as_strided((1, rows * I), (rows * I * v.stride(1), v.stride(1))) for v in views]
+    strides = [v.stride() for v in views]
+    if rows > 1 and all(row == I * column for row, column in strides):
+        views = [v.as_strided((1, rows * I), (rows * I * column, column)) for v, (_, column) in zip(views, strides)]
         rows, I = 1, rows * I
-    if any(v.stride(1) != 1 for v in views):
-        return views, rows, I, 1
-    return views, rows, I, vector_width(views[0].element_size(), [I] + [v.stride(0) for v in views if rows > 1], views)
-
-
-def _row_strides(views, rows: int, vec: int) -> list:
-    """(row stride / VEC, column stride) of each view (a single row's stride is never read: 0)."""
-    return [s for v in views for s in ((v.stride(0) if rows > 1 else 0) // vec, v.stride(1))]
+        strides = [(0, column) for _, column in strides]
+    elif rows == 1:
+        strides = [(0, column) for _, column in strides]
+    vec = 1
+    if all(column == 1 for _, column in strides):
+        vec = vector_width(views[0].element_size(), [I] + [row for row, _ in strides], views)
+    wide = BLOCK * max(column for _, column in strides) >= 2**31  # offsets within a block need int64
+    args = [I // vec] + [s for row, column in strides for s in (row // vec, column)]
+    return views, rows * triton.cdiv(I, BLOCK), args, vec, wide
 
 
 def silu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
@@ -155,17 +155,15 @@ def silu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     out = torch.empty(gate.shape, dtype=gate.dtype, device=gate.device)
     if out.numel() == 0:
         return out
-    (g, u), rows, I, vec = _views(gate, up)
-    vec = min(vec, vector_width(out.element_size(), (), (out,)))
+    (g, u), programs, args, vec, wide = _launch_args(gate, up)
     with device_guard(gate):
-        _silu_mul_fwd_kernel[(rows * triton.cdiv(I, BLOCK),)](
+        _silu_mul_fwd_kernel[(programs,)](
             g,
             u,
             out,
-            I // vec,
-            *_row_strides((g, u), rows, vec),
+            *args,
             BLOCK=BLOCK,
-            WIDE=_wide(g, u),
+            WIDE=wide,
             IS_FP64=gate.dtype == torch.float64,
             VEC=vec,
             num_warps=NUM_WARPS,
@@ -179,19 +177,17 @@ def silu_mul_backward(grad_out: torch.Tensor, gate: torch.Tensor, up: torch.Tens
     grad_up = torch.empty_like(grad_gate)
     if grad_gate.numel() == 0:
         return grad_gate, grad_up
-    (d, g, u), rows, I, vec = _views(grad_out, gate, up)
-    vec = min(vec, vector_width(grad_gate.element_size(), (), (grad_gate, grad_up)))
+    (d, g, u), programs, args, vec, wide = _launch_args(grad_out, gate, up)
     with device_guard(gate):
-        _silu_mul_bwd_kernel[(rows * triton.cdiv(I, BLOCK),)](
+        _silu_mul_bwd_kernel[(programs,)](
             d,
             g,
             u,
             grad_gate,
             grad_up,
-            I // vec,
-            *_row_strides((d, g, u), rows, vec),
+            *args,
             BLOCK=BLOCK,
-            WIDE=_wide(d, g, u),
+            WIDE=wide,
             IS_FP64=gate.dtype == torch.float64,
             VEC=vec,
             num_warps=NUM_WARPS,
