@@ -340,3 +340,16 @@ def test_roofline_times_on_every_thread(monkeypatch):
     roofline = Roofline("cpu", settings_for("tiny", "cpu"))
     assert roofline.copy_bytes_per_s() > 0 and roofline.matmul_flops_per_s(torch.float32) > 0
     assert threads == [torch.get_num_threads()] * 2
+
+
+def test_wrapper_overhead_tool_runs():
+    """tools/wrapper_overhead.py times every memory-bound op's wrapper against its torch.ops call."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import wrapper_overhead
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
+    times = wrapper_overhead.measure(rounds=1, number=3)
+    assert times.pop("aten.alias") > 0
+    assert set(times) == set(wrapper_overhead.calls())
+    assert all(wrapper > 0 and op > 0 for wrapper, op in times.values())

@@ -104,8 +104,10 @@ def _rope_cases(tier):
         positions = _cuda(1, N, 2, dtype=torch.int64)
         return q, k, positions, _cuda(P, dtype=torch.int64), _cuda(P, dtype=torch.float32), True
 
-    size = torch.empty((), dtype=dtype).element_size()
-    yield _Case("rope:qwen2-vl-vision (fwd, bwd)", tier, dtype, "rope", vision, lambda g: [g.rope(N, P, size)])
+    acc_bytes = 8 if dtype == torch.float64 else 4  # the CUDA kernel's cos/sin rows, in the math type
+    yield _Case(
+        "rope:qwen2-vl-vision (fwd, bwd)", tier, dtype, "rope", vision, lambda g, P=P: [g.rope(N, P, acc_bytes)]
+    )
     B, S, HQ, HK, D = _shape(bench_rope.TEXT_SHAPES, tier)
     P = D // 2
 
@@ -115,7 +117,9 @@ def _rope_cases(tier):
         positions = _cuda(3, B, S, dtype=torch.int64).permute(1, 2, 0)
         return q, k, positions, _cuda(P, dtype=torch.int64), _cuda(P, dtype=torch.float32), False
 
-    yield _Case("rope:qwen2.5-vl-7b-text (fwd, bwd)", tier, dtype, "rope", text, lambda g: [g.rope(B * S, P, size)])
+    yield _Case(
+        "rope:qwen2.5-vl-7b-text (fwd, bwd)", tier, dtype, "rope", text, lambda g, P=P: [g.rope(B * S, P, acc_bytes)]
+    )
 
 
 def _rms_norm_cases(tier):
