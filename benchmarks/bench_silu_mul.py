@@ -1,8 +1,9 @@
 """SwiGLU gating (`vlmops.ops.silu_mul.silu_mul`) against what users run today.
 
 - `qwen2.5-vl-vision`: the gating of the Qwen2.5-VL vision tower's MLP (`Qwen2_5_VLMLP`,
-  intermediate size I = 3420) on gate/up written by GEMMs with padded rows (row stride 3424, as the
-  vlmops tower module writes them): transformers' expression `SiLUActivation()(gate) * up`, the same
+  intermediate size I = 3420) on gate/up laid out as the vlmops tower module's GEMMs write them
+  (`vlmops.nn.RowAlignedLinear`: rows padded to 3424 on CPU, contiguous rows elsewhere):
+  transformers' expression `SiLUActivation()(gate) * up`, the same
   under `torch.compile`, eager PyTorch (`vlmops.reference`), and on CUDA Liger-Kernel's
   `LigerSiLUMulFunction` when installed. float32 forward and forward+backward, and a bfloat16
   forward entry (`qwen2.5-vl-vision-bf16`, --full only on CPU: see CASES).
@@ -36,9 +37,10 @@ def _transformers_gating(gate, up):
     return SiLUActivation()(gate) * up
 
 
-def _padded_rows(M, I, dtype, device, gen):
-    """[M, I] view of a [M, I rounded up to 16] buffer: a GEMM output with padded rows."""
-    width = -(-I // 16) * 16
+def _gemm_rows(M, I, dtype, device, gen):
+    """[M, I] as vlmops.nn.RowAlignedLinear writes it: on CPU a view of a [M, I rounded up to 16]
+    buffer (padded rows), elsewhere contiguous (F.linear's output)."""
+    width = -(-I // 16) * 16 if device == "cpu" else I
     return torch.randn(M, width, generator=gen, dtype=torch.float32).to(device=device, dtype=dtype)[:, :I]
 
 
@@ -72,8 +74,8 @@ def test_silu_mul(benchmark, request, device, impl, config, dtype, mode):
     )
     function = _function(impl, device)
     gen = torch.Generator().manual_seed(0)
-    gate = _padded_rows(M, I, dtype, device, gen)
-    up = _padded_rows(M, I, dtype, device, gen)
+    gate = _gemm_rows(M, I, dtype, device, gen)
+    up = _gemm_rows(M, I, dtype, device, gen)
     expected = _transformers_gating(gate, up)
     tol = 1e-5 if dtype == torch.float32 else 1e-2
     torch.testing.assert_close(function(gate, up), expected, rtol=tol, atol=tol)
