@@ -8,13 +8,20 @@ Baselines, all on the same packed q/k/v [N, H, D]:
   transformers' `pixtral.generate_block_attention_mask` (built outside the timed call);
 - `flex-attention`: `torch.compile`d FlexAttention with a document block mask (built outside the
   timed call; its build time is the separate `<shape>:mask-build` group);
+- `torch-varlen-attn`: `torch.nn.attention.varlen.varlen_attn` (torch 2.10+, GPU only) as it
+  chooses: cuDNN on sm90/sm100 with cuDNN >= 9.18 and segments over 128 tokens, otherwise FA2 (the
+  entry records which in `varlen_attn_kernel`);
+- `torch-varlen-attn-fa2`: the FA2 kernel that varlen_attn runs without cuDNN
+  (`aten._flash_attention_forward` on the packed tensors), whatever cuDNN is installed;
 - `flash-attn`: `flash_attn_varlen_func` when installed (GPU only).
+
+`vlmops` is vlmops' own kernel (`backend="vlmops"`), never routed to torch.
 
 Shapes (H=16, D=80 for Qwen2.5-VL's vision tower unless noted; --full sizes in brackets):
 `qwen2.5-vl-4img` images of 256-1024 tokens [1024-4096]; `qwen2.5-vl-8img` 8 images of 512 [1024]
 tokens; `qwen2.5-vl-video` 16 [64] frames of 256 tokens; `qwen2.5-vl-window` 64-token windows over
 4096 [16384] tokens; `siglip-so400m` (D=72) 4 [16] images of 729 tokens; `internvit-6b` (H=25,
-D=128) 2 [8] tiles of 1025 tokens. float32 on CPU, bfloat16 on CUDA.
+D=128) 2 [8] tiles of 1025 tokens; `internvit-300m` (D=64) 4 [8] tiles of 1025 tokens. float32 on CPU, bfloat16 on CUDA.
 """
 
 import pytest
@@ -52,9 +59,18 @@ SHAPES = {
     "qwen2.5-vl-window": {"default": ([64] * 64, 16, 80), "full": ([64] * 256, 16, 80), "tiny": ([8] * 3, 2, 32)},
     "siglip-so400m": {"default": ([729] * 4, 16, 72), "full": ([729] * 16, 16, 72), "tiny": ([8] * 3, 2, 32)},
     "internvit-6b": {"default": ([1025] * 2, 25, 128), "full": ([1025] * 8, 25, 128), "tiny": ([8] * 3, 2, 32)},
+    "internvit-300m": {"default": ([1025] * 4, 16, 64), "full": ([1025] * 8, 16, 64), "tiny": ([8] * 3, 2, 32)},
 }
 SHAPE_NAMES = list(SHAPES)
-IMPLS = ["vlmops", "transformers-sdpa-loop", "dense-mask-sdpa", "flex-attention", "flash-attn"]
+IMPLS = [
+    "vlmops",
+    "torch-varlen-attn",
+    "torch-varlen-attn-fa2",
+    "transformers-sdpa-loop",
+    "dense-mask-sdpa",
+    "flex-attention",
+    "flash-attn",
+]
 
 
 def _dtype(device: str) -> torch.dtype:
@@ -138,6 +154,31 @@ def _flash_attn(lengths, cu, scale):
     return lambda q, k, v: flash_attn_varlen_func(q, k, v, cu, cu, max_seqlen, max_seqlen, softmax_scale=scale)
 
 
+def _torch_varlen_attn(lengths, cu, scale):
+    """torch.nn.attention.varlen.varlen_attn with the true maximum lengths, and the kernel it picks."""
+    varlen = pytest.importorskip("torch.nn.attention.varlen", reason=f"torch {torch.__version__} has no varlen_attn")
+    max_len = max(lengths)
+
+    def attend(q, k, v):
+        return varlen.varlen_attn(q, k, v, cu, cu, max_len, max_len, scale=scale)
+
+    return attend, getattr(varlen, "_can_use_cudnn", None)
+
+
+def _torch_fa2(lengths, cu, scale):
+    """The FA2 kernel torch's varlen_attn runs without cuDNN, called on the packed tensors."""
+    if not hasattr(torch.ops.aten, "_flash_attention_forward"):
+        pytest.skip(f"torch {torch.__version__} has no aten._flash_attention_forward")
+    max_len = max(lengths)
+
+    def attend(q, k, v):
+        return torch.ops.aten._flash_attention_forward(
+            q, k, v, cu, cu, max_len, max_len, 0.0, False, False, scale=scale
+        )[0]
+
+    return attend
+
+
 @pytest.mark.parametrize("mode", ["fwd", "fwd+bwd"])
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("shape_name", SHAPE_NAMES)
@@ -161,7 +202,20 @@ def test_varlen_attention(benchmark, request, device, shape_name, impl, mode):
     scale = D**-0.5
     q, k, v, cu = _inputs(lengths, H, D, dtype, device, backward)
     if impl == "vlmops":
-        attend = lambda q, k, v: vlmops.varlen_attention(q, k, v, cu)  # noqa: E731
+        attend = lambda q, k, v: vlmops.varlen_attention(q, k, v, cu, backend="vlmops")  # noqa: E731
+    elif impl == "torch-varlen-attn":
+        if device != "cuda":
+            pytest.skip("torch's varlen_attn needs a CUDA device")
+        attend, can_use_cudnn = _torch_varlen_attn(lengths, cu, scale)
+        try:  # torch's private chooser, whose signature may change between releases
+            kernel = "cudnn" if can_use_cudnn(q, k, v, max(lengths), [-1, -1]) else "fa2"
+        except TypeError:
+            kernel = "unknown"
+        benchmark.extra_info["varlen_attn_kernel"] = kernel
+    elif impl == "torch-varlen-attn-fa2":
+        if device != "cuda":
+            pytest.skip("FA2 needs a CUDA device")
+        attend = _torch_fa2(lengths, cu, scale)
     elif impl == "transformers-sdpa-loop":
         attend = _transformers_sdpa_loop(lengths, scale)
     elif impl == "dense-mask-sdpa":

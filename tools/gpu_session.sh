@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# A time-boxed GPU run in one command: build for the GPU at hand, run every CUDA test, then the GPU
-# benchmarks group by group (the most wanted first), each stage capped by one deadline so that a slow
-# stage cannot starve the rest. After every stage the logs, the pytest junit XML and the benchmark
+# A time-boxed GPU run in one command: build for the GPU at hand, then the stages in order (the most
+# wanted first: the attention benchmarks and tile sweep, the CUDA tests, the memory-bound benchmarks,
+# the rest), each capped by one deadline so that a slow stage cannot starve the rest. After every stage the logs, the pytest junit XML and the benchmark
 # JSON/PNG so far are archived to $OUT/gpu-results.tgz, so a run killed from outside still returns
 # them; $OUT/stages.txt has one line per stage (exit code, seconds).
 #
 #   OUT=/tmp/gpu tools/gpu_session.sh [seconds, default 560]
 #
-# TESTS_K narrows the CUDA tests (a pytest -k expression; empty runs none, unset runs all); BENCHES
-# lists the benchmark groups to run, in order (default: all, see below; "membound" stands for rope
-# rms_norm silu_mul pixel_shuffle patch_embed), and may include "tune" (tools/tune_attention.py).
+# STAGES lists the stages to run, in order (default: all, see below): benchmark groups, "tune"
+# (tools/tune_attention.py, the attention tile sweep) and "tests" (every CUDA test; TESTS_K narrows
+# them with a pytest -k expression). "membound" stands for rope rms_norm silu_mul pixel_shuffle
+# patch_embed. BENCHES is the former name of STAGES.
 #
 # Optional peers (liger-kernel, ...) travel as wheels in .whl/ and are installed to /tmp/site.
 set -u
@@ -56,20 +57,17 @@ $PY -c "import torch, triton, transformers; print('torch', torch.__version__, 't
 'transformers', transformers.__version__)" 2>&1 | tee "$WORK/logs/versions.txt"
 
 stage build 240 $PY setup.py --quiet build_ext --inplace
-if [ -z "${TESTS_K+x}" ] || [ -n "$TESTS_K" ]; then
-  stage tests 170 $PY -m pytest tests -m requires_cuda ${TESTS_K:+-k "$TESTS_K"} -v -p no:cacheprovider -rfE \
-    --tb=short -n 4 --timeout 60 --junitxml="$WORK/logs/tests.xml"
-fi
-# Attention first, then the memory-bound kernels (RoPE, RMSNorm, SiLU-mul, pixel shuffle + LayerNorm,
+# Attention first (its benchmarks assert parity with the reference before timing), the tile sweep,
+# the CUDA tests, then the memory-bound kernels (RoPE, RMSNorm, SiLU-mul, pixel shuffle + LayerNorm,
 # the fused patch normalize); "membound" names those five. Their limits are about 1.5x each group's
 # duration at --full in benchmarks/results/cuda-h200-2026-11-26 (rope 60 s, pixel_shuffle 46 s,
 # patch_embed 30 s; rms_norm and silu_mul, not run there, taken as 40 s), so one slow group cannot
 # starve the next.
-for group in ${BENCHES:-varlen gated membound varlen_flex tower clip_tower}; do
+for group in ${STAGES:-${BENCHES:-varlen gated tune tests membound varlen_flex tower clip_tower graph_tower}}; do
   [ "$group" = membound ] && group="rope rms_norm silu_mul pixel_shuffle patch_embed"
   for name in $group; do
     case $name in
-      varlen) bench varlen 90 "bench_varlen_attention and not flex" ;;
+      varlen) bench varlen 120 "bench_varlen_attention and not flex" ;;
       gated) bench gated 90 "bench_gated_cross_attention" ;;
       rope) bench rope 90 "bench_rope" ;;
       rms_norm) bench rms_norm 60 "bench_rms_norm" ;;
@@ -80,6 +78,9 @@ for group in ${BENCHES:-varlen gated membound varlen_flex tower clip_tower}; do
       tower) bench tower 80 "bench_vision_tower" ;;
       clip_tower) bench clip_tower 60 "bench_clip_tower" ;;
       tune) stage tune 90 $PY tools/tune_attention.py ;;
+      tests) stage tests 170 $PY -m pytest tests -m requires_cuda ${TESTS_K:+-k "$TESTS_K"} -v -p no:cacheprovider \
+        -rfE --tb=short -n 4 --timeout 60 --junitxml="$WORK/logs/tests.xml" ;;
+      graph_tower) bench graph_tower 60 "cuda_graph" ;;
       *) echo "unknown benchmark group $name" | tee -a "$OUT/stages.txt" ;;
     esac
   done

@@ -27,7 +27,7 @@ from vlmops.ops.pixel_shuffle import pixel_shuffle, pixel_shuffle_layer_norm
 from vlmops.ops.rms_norm import rms_norm
 from vlmops.ops.rope import RopeTables, apply_rope, rope_1d_tables, rope_inv_freq
 from vlmops.ops.silu_mul import silu_mul
-from vlmops.ops.varlen_attention import varlen_attention
+from vlmops.ops.varlen_attention import varlen_attention, varlen_attention_backend
 from vlmops.transformers import PatchReport, patch_model, register_attention, supported_transformers
 
 _register_all()
@@ -63,4 +63,5 @@ __all__ = [
     "supported_transformers",
     "vision_rope_positions",
     "varlen_attention",
+    "varlen_attention_backend",
 ]

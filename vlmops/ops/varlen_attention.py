@@ -10,17 +10,58 @@ The contract (shapes, dtypes, devices, head dims, cu_seqlens values on CPU) is
 csrc/include/vlmops/varlen_attention_checks.h.
 """
 
+import dataclasses
+import functools
+import inspect
+
 import torch
 
 from vlmops.ops import registry
 from vlmops.reference.varlen_attention import varlen_attention as _reference
 from vlmops.reference.varlen_attention import varlen_attention_backward as _reference_backward
 
-__all__ = ["MAX_HEAD_DIM", "varlen_attention"]
+__all__ = [
+    "BACKENDS",
+    "MAX_HEAD_DIM",
+    "TORCH_ROUTES",
+    "TorchRoute",
+    "torch_route",
+    "varlen_attention",
+    "varlen_attention_backend",
+]
 
 # Head dims the kernels take, on every device: 1 to MAX_HEAD_DIM; tokens of q and of k: at most MAX_TOKENS.
 MAX_HEAD_DIM = 256
 MAX_TOKENS = 2**31 - 2**16
+
+BACKENDS = ("auto", "vlmops", "torch")
+
+
+@dataclasses.dataclass(frozen=True)
+class TorchRoute:
+    """A shape class that ``backend="auto"`` sends to ``torch.nn.attention.varlen.varlen_attn``,
+    because a committed GPU measurement (``source``) shows vlmops' kernel slower there."""
+
+    capability: int  # CUDA compute capability major (9: H100/H200)
+    dtypes: tuple[torch.dtype, ...]
+    head_dims: tuple[int, ...]
+    min_seqlen_q: int  # the caller's max_seqlen_q bound must be at least this
+    source: str
+
+
+# benchmarks/results/cuda-h200-2026-11-26 (varlen.json): vlmops' forward 0.37x and backward 0.32x
+# SDPA's flash backend looped per image (the FA2 kernel varlen_attn runs without cuDNN) on 4 images
+# of 1024-4096 tokens at head dim 80, 0.66x on 8 images of 1024, 0.73x at head dim 128 on tiles of
+# 1025 tokens; faster on 256-token frames (4.9x) and 64-token windows (22x), so those stay ours.
+TORCH_ROUTES = (
+    TorchRoute(
+        capability=9,
+        dtypes=(torch.bfloat16,),
+        head_dims=(80, 128),
+        min_seqlen_q=1024,
+        source="benchmarks/results/cuda-h200-2026-11-26",
+    ),
+)
 
 
 def varlen_attention(
@@ -33,6 +74,7 @@ def varlen_attention(
     max_seqlen_k: int | None = None,
     softmax_scale: float | None = None,
     return_lse: bool = False,
+    backend: str = "auto",
 ):
     """Non-causal softmax attention within each segment of a packed sequence.
 
@@ -55,6 +97,14 @@ def varlen_attention(
         softmax_scale: scale of ``q @ k^T`` before the softmax; default ``D ** -0.5``.
         return_lse: also return the log-sum-exp ``[H, Nq]`` of each softmax row (float32, float64
             for float64 inputs). It carries no gradient.
+        backend: ``"vlmops"`` runs vlmops' kernels (the ``torch.ops.vlmops.varlen_attention`` op).
+            ``"torch"`` runs ``torch.nn.attention.varlen.varlen_attn`` (CUDA, float16/bfloat16, head
+            dim a multiple of 8 up to 256, ``max_seqlen_q``/``max_seqlen_k`` given by the caller as
+            bounds: torch needs them as Python ints and vlmops never reads them from the device).
+            ``"auto"`` (default) runs vlmops' kernels except for the shape classes of
+            :data:`TORCH_ROUTES`, where a committed GPU measurement shows torch's faster; a class is
+            recognised from the caller's ``max_seqlen_q`` bound, so without it ``"auto"`` is
+            ``"vlmops"``. :func:`varlen_attention_backend` says which one runs.
 
     Returns:
         ``out [Nq, H, D]`` in q's dtype, or ``(out, lse)`` with ``return_lse=True``. Differentiable
@@ -78,8 +128,109 @@ def varlen_attention(
                 f"{q.shape[0]}"
             )
         cu_seqlens_k = cu_seqlens_q
-    out, lse = _varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale)
+        if max_seqlen_k is None:
+            max_seqlen_k = max_seqlen_q
+    if varlen_attention_backend(q, k, max_seqlen_q, max_seqlen_k, backend) == "torch":
+        out, lse = _torch_varlen_attn(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale)
+    else:
+        out, lse = _varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale)
     return (out, lse) if return_lse else out
+
+
+def varlen_attention_backend(
+    q: torch.Tensor, k: torch.Tensor, max_seqlen_q: int | None, max_seqlen_k: int | None, backend: str = "auto"
+) -> str:
+    """``"vlmops"`` or ``"torch"``: the kernels :func:`varlen_attention` runs for these arguments
+    (``max_seqlen_k``: k's bound, also for self-attention). Reads no tensor values. ``ValueError``
+    for ``backend="torch"`` with arguments torch's ``varlen_attn`` cannot take."""
+    if backend not in BACKENDS:
+        raise ValueError(f"vlmops.varlen_attention: backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "vlmops":
+        return "vlmops"
+    refusal = _torch_refusal(q, k, max_seqlen_q, max_seqlen_k)
+    if backend == "torch":
+        if refusal:
+            raise ValueError(f"vlmops.varlen_attention: backend='torch' {refusal}")
+        return "torch"
+    if refusal:
+        return "vlmops"
+    return "torch" if torch_route(_capability(q.device.index), q.dtype, q.shape[-1], max_seqlen_q) else "vlmops"
+
+
+def torch_route(capability: int, dtype: torch.dtype, head_dim: int, max_seqlen_q: int) -> TorchRoute | None:
+    """The entry of :data:`TORCH_ROUTES` that sends this shape class to torch under ``"auto"``, if any
+    (``capability``: the CUDA compute capability's major)."""
+    for route in TORCH_ROUTES:
+        if (
+            route.capability == capability
+            and dtype in route.dtypes
+            and head_dim in route.head_dims
+            and max_seqlen_q >= route.min_seqlen_q
+        ):
+            return route
+    return None
+
+
+@functools.cache
+def _capability(device_index: int | None) -> int:
+    return torch.cuda.get_device_capability(device_index)[0]
+
+
+def _torch_varlen_attn_api():
+    """torch's ``varlen_attn`` and whether it takes ``enable_gqa``; None before torch 2.10."""
+    try:
+        from torch.nn.attention.varlen import AuxRequest, varlen_attn
+    except ImportError:
+        return None
+    return varlen_attn, AuxRequest, "enable_gqa" in inspect.signature(varlen_attn).parameters
+
+
+_TORCH_VARLEN_ATTN = _torch_varlen_attn_api()
+
+
+def _torch_refusal(q, k, max_seqlen_q, max_seqlen_k) -> str | None:
+    """Why torch's ``varlen_attn`` cannot take these arguments, or None."""
+    if not (isinstance(q, torch.Tensor) and isinstance(k, torch.Tensor) and q.dim() == 3 and k.dim() == 3):
+        return "needs q [Nq, H, D] and k [Nk, Hk, D]"
+    api = _TORCH_VARLEN_ATTN
+    if api is None:
+        return f"needs torch.nn.attention.varlen.varlen_attn (torch 2.10 or newer; this is {torch.__version__})"
+    if q.dtype not in (torch.float16, torch.bfloat16):
+        return f"takes float16 or bfloat16 only; q is {q.dtype}"
+    D = q.shape[-1]
+    if D % 8 or D > 256:
+        return f"takes head dims that are multiples of 8 up to 256; q's head dim is {D}"
+    if q.shape[1] != k.shape[1] and not api[2]:
+        heads = f"{q.shape[1]} q heads, {k.shape[1]} k heads"
+        return f"cannot take grouped-query attention ({heads}) on torch {torch.__version__}"
+    for name, bound in (("max_seqlen_q", max_seqlen_q), ("max_seqlen_k", max_seqlen_k)):
+        if not isinstance(bound, int) or isinstance(bound, bool):
+            return f"needs {name}, the caller's bound on the segment lengths, as an int; got {bound!r}"
+    if q.device.type != "cuda":
+        return f"runs on CUDA only; q is on {q.device}"
+    return None
+
+
+def _torch_varlen_attn(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale):
+    varlen_attn, AuxRequest, takes_gqa = _TORCH_VARLEN_ATTN
+    if not isinstance(max_seqlen_k, int):
+        raise ValueError(
+            "vlmops.varlen_attention: backend='torch' needs max_seqlen_k, the bound on k's segment lengths"
+        )
+    gqa = {"enable_gqa": True} if takes_gqa and q.shape[1] != k.shape[1] else {}
+    out, lse = varlen_attn(
+        q,
+        k,
+        v,
+        cu_seqlens_q,
+        cu_seqlens_k,
+        max_seqlen_q,
+        max_seqlen_k,
+        return_aux=AuxRequest(lse=True),
+        scale=softmax_scale,
+        **gqa,
+    )
+    return out, lse.detach()
 
 
 def _lse_dtype(dtype: torch.dtype) -> torch.dtype:
