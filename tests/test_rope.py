@@ -290,6 +290,23 @@ def test_opcheck():
     torch.library.opcheck(torch.ops.vlmops.rope_.default, (q_t, k_t, positions, axis, inv_freq, True, False))
 
 
+def test_packed_operands_are_one_batch():
+    """q [N, H, D], k [N, H_kv, D], positions [N, A] straight to the ops: a batch of one, without the
+    wrapper's views; outputs keep the packed shape and q's memory layout."""
+    q, k, positions, axis, inv_freq = _random_problem(1, 7, 3, 1, 12, 5, 3, torch.float32)
+    q, k, positions = q[0].transpose(0, 1).contiguous().transpose(0, 1), k[0], positions[0]
+    q.requires_grad_(True)
+    k.requires_grad_(True)
+    q_out, k_out = torch.ops.vlmops.rope(q, k, positions, axis, inv_freq, True)
+    expected = reference.rope(q[None], k[None], positions[None], axis, inv_freq, True)
+    torch.testing.assert_close((q_out, k_out), (expected[0][0], expected[1][0]))
+    assert q_out.stride() == q.stride()
+    torch.library.opcheck(torch.ops.vlmops.rope.default, (q, k, positions, axis, inv_freq, False, True))
+    q_in, k_in = q.detach().clone(), k.detach().clone()
+    torch.ops.vlmops.rope_(q_in, k_in, positions, axis, inv_freq, True)
+    torch.testing.assert_close((q_in, k_in), (q_out.detach(), k_out.detach()))
+
+
 def test_compiles_fullgraph():
     q, k, positions, axis, inv_freq = _random_problem(1, 9, 2, 2, 16, 8, 2, torch.float32)
 
@@ -391,8 +408,14 @@ def test_bad_layout_axis_and_inplace_grad():
 def test_direct_op_checks():
     a = _good()
     q, k = a["q"][None], a["k"][None]
-    with pytest.raises(ValueError, match=r"rope: q must be \[B, S, H, D\] \(4 dims\), got shape \[6, 2, 8\]"):
-        torch.ops.vlmops.rope(a["q"], k, a["positions"][None], a["axis"], a["inv_freq"], True)
+    with pytest.raises(
+        ValueError, match=r"rope: q must be \[B, S, H, D\] or packed \[N, H, D\] \(4 dims\), got shape \[2, 8\]"
+    ):
+        torch.ops.vlmops.rope(a["q"][0], k, a["positions"][None], a["axis"], a["inv_freq"], True)
+    with pytest.raises(ValueError, match=r"rope: k must be \[N, H_kv, D\] like the packed q \[N, H, D\]"):
+        torch.ops.vlmops.rope(a["q"], k, a["positions"], a["axis"], a["inv_freq"], True)
+    with pytest.raises(ValueError, match=r"rope_: positions must be \[N, A\] like the packed q \[N, H, D\]"):
+        torch.ops.vlmops.rope_(a["q"].detach(), a["k"], a["positions"][None], a["axis"], a["inv_freq"], True)
     with pytest.raises(ValueError, match="positions must be int64 or int32"):
         torch.ops.vlmops.rope(q, k, a["positions"][None].float(), a["axis"], a["inv_freq"], True)
     with pytest.raises(ValueError, match=r"inv_freq must be \[P\] = \[4\] like axis"):

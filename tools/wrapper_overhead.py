@@ -40,7 +40,7 @@ def calls():
     return {
         "rope (layout nhd)": (
             lambda: vlmops.apply_rope(q, k, positions, *tables),
-            lambda: ops.rope(q4, k4, positions3, tables.axis, tables.inv_freq, True),
+            lambda: ops.rope(q, k, positions, tables.axis, tables.inv_freq, True),
         ),
         "rope (layout bshd)": (
             lambda: vlmops.apply_rope(q4, k4, positions3, *tables, layout="bshd"),

@@ -259,9 +259,10 @@ void rope_dispatch(const at::Tensor& q, const at::Tensor& k, const at::Tensor& q
   });
 }
 
-std::tuple<at::Tensor, at::Tensor> rope_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tensor& positions,
-                                            const at::Tensor& axis, const at::Tensor& inv_freq, bool fp32_math,
-                                            bool inverse) {
+std::tuple<at::Tensor, at::Tensor> rope_cpu(const at::Tensor& q_in, const at::Tensor& k_in,
+                                            const at::Tensor& positions_in, const at::Tensor& axis,
+                                            const at::Tensor& inv_freq, bool fp32_math, bool inverse) {
+  const auto [q, k, positions, packed] = rope_operands("rope", q_in, k_in, positions_in);
   check_rope("rope", q, k, positions, axis, inv_freq);
   check_rope_axis_values("rope", axis, positions.size(2));
   // Same memory layout as the inputs when they are dense (a [B, H, S, D] view stays [B, H, S, D]).
@@ -269,11 +270,13 @@ std::tuple<at::Tensor, at::Tensor> rope_cpu(const at::Tensor& q, const at::Tenso
   vlmops::cpu::advise_huge_pages(q_out);
   vlmops::cpu::advise_huge_pages(k_out);
   rope_dispatch(q, k, q_out, k_out, positions, axis, inv_freq, fp32_math, inverse);
+  if (packed) return {q_out.squeeze(0), k_out.squeeze(0)};
   return {q_out, k_out};
 }
 
-void rope_inplace_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tensor& positions, const at::Tensor& axis,
-                      const at::Tensor& inv_freq, bool fp32_math, bool inverse) {
+void rope_inplace_cpu(const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& positions_in,
+                      const at::Tensor& axis, const at::Tensor& inv_freq, bool fp32_math, bool inverse) {
+  const auto [q, k, positions, packed] = rope_operands("rope_", q_in, k_in, positions_in);
   check_rope("rope_", q, k, positions, axis, inv_freq);
   check_rope_inplace(q, k);
   check_rope_axis_values("rope_", axis, positions.size(2));

@@ -158,21 +158,27 @@ void rope_launch(const at::Tensor& q, const at::Tensor& k, const at::Tensor& q_o
   });
 }
 
-std::tuple<at::Tensor, at::Tensor> rope_cuda(const at::Tensor& q, const at::Tensor& k, const at::Tensor& positions,
-                                             const at::Tensor& axis, const at::Tensor& inv_freq, bool fp32_math,
-                                             bool inverse) {
+std::tuple<at::Tensor, at::Tensor> rope_cuda(const at::Tensor& q_in, const at::Tensor& k_in,
+                                             const at::Tensor& positions_in, const at::Tensor& axis,
+                                             const at::Tensor& inv_freq, bool fp32_math, bool inverse) {
+  const auto [q, k, positions, packed] = rope_operands("rope", q_in, k_in, positions_in);
   check_rope("rope", q, k, positions, axis, inv_freq);
+  at::Tensor q_out, k_out;
   if (cuda_backend_is_triton()) {
-    return triton_kernel<decltype(rope_cuda)>("vlmops::_rope_triton")
-        .call(q, k, positions, axis, inv_freq, fp32_math, inverse);
+    std::tie(q_out, k_out) = triton_kernel<decltype(rope_cuda)>("vlmops::_rope_triton")
+                                 .call(q, k, positions, axis, inv_freq, fp32_math, inverse);
+  } else {
+    q_out = at::empty_like(q);
+    k_out = at::empty_like(k);
+    rope_launch(q, k, q_out, k_out, positions, axis, inv_freq, fp32_math, inverse);
   }
-  at::Tensor q_out = at::empty_like(q), k_out = at::empty_like(k);
-  rope_launch(q, k, q_out, k_out, positions, axis, inv_freq, fp32_math, inverse);
+  if (packed) return {q_out.squeeze(0), k_out.squeeze(0)};
   return {q_out, k_out};
 }
 
-void rope_inplace_cuda(const at::Tensor& q, const at::Tensor& k, const at::Tensor& positions, const at::Tensor& axis,
-                       const at::Tensor& inv_freq, bool fp32_math, bool inverse) {
+void rope_inplace_cuda(const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& positions_in,
+                       const at::Tensor& axis, const at::Tensor& inv_freq, bool fp32_math, bool inverse) {
+  const auto [q, k, positions, packed] = rope_operands("rope_", q_in, k_in, positions_in);
   check_rope("rope_", q, k, positions, axis, inv_freq);
   check_rope_inplace(q, k);
   if (cuda_backend_is_triton()) {

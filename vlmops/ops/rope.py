@@ -60,14 +60,13 @@ def rope_1d_tables(inv_freq: torch.Tensor, fp32_math: bool = False) -> RopeTable
 
 
 def _as_bshd(name: str, x, layout: str, shape: str):
-    """x of the given layout shape as the ops take it: q and k [B, S, H, D], positions [B, S, A]. A
-    non-tensor passes through (the op raises TypeError naming it)."""
+    """x of the given layout shape as the ops take it: q and k [B, S, H, D] or packed [N, H, D],
+    positions [B, S, A] or packed [N, A]. A non-tensor passes through (the op raises TypeError naming
+    it)."""
     if not isinstance(x, torch.Tensor):
         return x
-    if x.dim() != len(shape.split(",")):
+    if x.dim() != shape.count(",") + 1:
         raise ValueError(f"vlmops.apply_rope: {name} must be {shape} for layout {layout!r}, got shape {tuple(x.shape)}")
-    if layout == "nhd":
-        return x.unsqueeze(0)
     return x.transpose(1, 2) if shape == "[B, H, S, D]" else x
 
 
@@ -124,8 +123,6 @@ def apply_rope(
         _rope_(q4, k4, pos3, axis, inv_freq, fp32_math)
         return q, k
     q_out, k_out = _rope(q4, k4, pos3, axis, inv_freq, fp32_math)
-    if layout == "nhd":
-        return q_out.squeeze(0), k_out.squeeze(0)
     if layout == "bhsd":
         return q_out.transpose(1, 2), k_out.transpose(1, 2)
     return q_out, k_out
@@ -133,7 +130,11 @@ def apply_rope(
 
 def _check_shapes(op, q, k, positions, axis, inv_freq):
     """The shape rules of csrc/include/vlmops/rope_checks.h, for fake tensors."""
-    torch._check(q.dim() == 4, lambda: f"vlmops.{op}: q must be [B, S, H, D]")
+    if q.dim() == 3:  # packed tokens: one batch of N
+        torch._check(k.dim() == 3, lambda: f"vlmops.{op}: k must be [N, H_kv, D] like the packed q [N, H, D]")
+        torch._check(positions.dim() == 2, lambda: f"vlmops.{op}: positions must be [N, A] like the packed q [N, H, D]")
+        q, k, positions = q.unsqueeze(0), k.unsqueeze(0), positions.unsqueeze(0)
+    torch._check(q.dim() == 4, lambda: f"vlmops.{op}: q must be [B, S, H, D] or packed [N, H, D]")
     torch._check(
         k.dim() == 4 and k.shape[0] == q.shape[0] and k.shape[1] == q.shape[1] and k.shape[3] == q.shape[3],
         lambda: f"vlmops.{op}: k must be [B, S, H_kv, D] like q {tuple(q.shape)}, got {tuple(k.shape)}",

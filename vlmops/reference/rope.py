@@ -21,15 +21,16 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 def rope_cos_sin(positions, axis, inv_freq, dtype=torch.float32):
-    """cos, sin [B, S, P] of the angles positions[b, s, axis[i]] * inv_freq[i], in `dtype` math."""
-    B, S, _ = positions.shape
-    pos = positions.gather(-1, axis.expand(B, S, -1))
+    """cos, sin [..., P] of the angles positions[..., axis[i]] * inv_freq[i], in `dtype` math
+    (positions [B, S, A] or packed [N, A])."""
+    pos = positions.gather(-1, axis.expand(*positions.shape[:-1], -1))
     angle = pos.to(dtype) * inv_freq.to(dtype)
     return angle.cos(), angle.sin()
 
 
 def rope(q, k, positions, axis, inv_freq, fp32_math, inverse=False):
-    """q [B, S, H, D], k [B, S, H_kv, D], positions [B, S, A], axis [P], inv_freq [P] -> (q_out, k_out).
+    """q [B, S, H, D], k [B, S, H_kv, D], positions [B, S, A] (or packed: q [N, H, D], k [N, H_kv, D],
+    positions [N, A]), axis [P], inv_freq [P] -> (q_out, k_out).
 
     inverse=True rotates by the negated angle (the backward of the forward rotation).
     """

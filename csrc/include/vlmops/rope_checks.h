@@ -16,11 +16,27 @@
 
 namespace vlmops {
 
+// The operands as [B, S, ...]: packed tokens q [N, H, D], k [N, H_kv, D] and positions [N, A] are one
+// batch of N ([1, N, ...] views), so that callers of packed vision tokens pass them as they are.
+struct RopeOperands {
+  at::Tensor q, k, positions;
+  bool packed;  // the outputs are squeezed back to [N, ...]
+};
+
+inline RopeOperands rope_operands(const char* op, const at::Tensor& q, const at::Tensor& k,
+                                  const at::Tensor& positions) {
+  if (q.dim() != 3) return {q, k, positions, false};
+  checks::dims(op, "k", k, 3, "[N, H_kv, D] like the packed q [N, H, D]");
+  checks::dims(op, "positions", positions, 2, "[N, A] like the packed q [N, H, D]");
+  return {q.unsqueeze(0), k.unsqueeze(0), positions.unsqueeze(0), true};
+}
+
 // q [B, S, H, D] and k [B, S, H_kv, D] float (any strides), positions [B, S, A] int64 or int32 (any
-// strides), axis [P] int64 and inv_freq [P] float32 with 1 <= P and 2 * P <= D, all on q's device.
+// strides), axis [P] int64 and inv_freq [P] float32 with 1 <= P and 2 * P <= D, all on q's device
+// (packed operands as rope_operands gives them).
 inline void check_rope(const char* op, const at::Tensor& q, const at::Tensor& k, const at::Tensor& positions,
                        const at::Tensor& axis, const at::Tensor& inv_freq) {
-  checks::dims(op, "q", q, 4, "[B, S, H, D]");
+  checks::dims(op, "q", q, 4, "[B, S, H, D] or packed [N, H, D]");
   checks::float_dtype(op, "q", q);
   checks::dims(op, "k", k, 4, "[B, S, H_kv, D]");
   checks::same_dtype(op, "k", k, "q", q);
