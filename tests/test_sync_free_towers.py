@@ -19,24 +19,26 @@ from vlmops.models.qwen_vl import qwen3_vl_position_interpolation
 
 
 def qwen_tower(family):
-    """A patched-or-not Qwen tower and its call on two images and a video (grids with t > 1)."""
+    """A Qwen tower and its call on two images and a video (grids with t > 1)."""
     model, inputs = qwen.build(family)
     pixels = torch.cat([inputs["pixel_values"], inputs["pixel_values_videos"]])
     grid = torch.cat([qwen.IMAGE_GRID, qwen.VIDEO_GRID])
-    return model.model.visual, lambda tower: tower(pixels, grid_thw=grid)
+    return model.model.visual, lambda tower, x: tower(x["pixels"], grid_thw=x["grid"]), dict(pixels=pixels, grid=grid)
 
 
 def pixtral_tower(family):
     """Three images of different sizes; the caller passes the packed length it knows."""
     num_patches = int((pixtral.IMAGE_SIZES // 14).prod(-1).sum())
-    pixels = pixtral.pixels()
-    return pixtral.tower(), lambda tower: tower(pixels, image_sizes=pixtral.IMAGE_SIZES, num_patches=num_patches)
+
+    def call(tower, x):
+        return tower(x["pixels"], image_sizes=x["sizes"], num_patches=num_patches)
+
+    return pixtral.tower(), call, dict(pixels=pixtral.pixels(), sizes=pixtral.IMAGE_SIZES)
 
 
 def clip_tower(family):
     torch.manual_seed(1)
-    pixels = torch.randn(2, 3, 56, 56)
-    return clip.build_tower(family), lambda tower: tower(pixels)
+    return clip.build_tower(family), lambda tower, x: tower(x["pixels"]), dict(pixels=torch.randn(2, 3, 56, 56))
 
 
 def llava_tower(family):
@@ -44,14 +46,13 @@ def llava_tower(family):
     model's anyres packing reads the image sizes in transformers' code, which vlmops does not patch)."""
     model, inputs = clip.VLMS[family]()
     if family == "LLaVA":
-        return model, lambda m: clip.image_features(m, inputs)
-    pixels = inputs["pixel_values"][0]
-    return model, lambda m: m.model.vision_tower(pixels)
+        return model, lambda m, x: clip.image_features(m, x), dict(pixel_values=inputs["pixel_values"])
+    return model, lambda m, x: m.model.vision_tower(x["pixels"]), dict(pixels=inputs["pixel_values"][0])
 
 
 def internvl_tower(family):
     model, pixels, _ = pixel_shuffle.build(family)
-    return model, lambda m: pixel_shuffle.image_features(m, pixels)
+    return model, lambda m, x: pixel_shuffle.image_features(m, x["pixels"]), dict(pixels=pixels)
 
 
 def idefics3_connector(family):
@@ -60,17 +61,18 @@ def idefics3_connector(family):
     model, pixels, _ = pixel_shuffle.build(family)
     with torch.no_grad():
         features = model.model.vision_model(pixels[0]).last_hidden_state
-    return model, lambda m: m.model.connector(features)
+    return model, lambda m, x: m.model.connector(x["features"]), dict(features=features)
 
 
 def mllama_vision(family):
     """Mllama's vision model (transformers' own: vlmops patches Mllama's text cross-attention)."""
     model, inputs = mllama.build()
     args = {k: inputs[k] for k in ("pixel_values", "aspect_ratio_ids", "aspect_ratio_mask")}
-    return model, lambda m: m.model.vision_model(**args)
+    return model, lambda m, x: m.model.vision_model(**x), args
 
 
-# family -> (builder, the vlmops ops its patched call must run; empty where vlmops patches none of it)
+# family -> (builder of (module, call(module, inputs), inputs), the vlmops ops its patched call must run;
+# none where vlmops patches none of it)
 TOWERS = {
     "Qwen2-VL": (qwen_tower, {"vlmops::patch_embed", "vlmops::varlen_attention"}),
     "Qwen2.5-VL": (qwen_tower, {"vlmops::patch_embed", "vlmops::varlen_attention", "vlmops::rms_norm"}),
@@ -90,13 +92,13 @@ TOWERS = {
 @pytest.mark.parametrize("family", list(TOWERS))
 def test_patched_tower_reads_nothing_on_the_host(family):
     builder, ops = TOWERS[family]
-    module, call = builder(family)
+    module, call, inputs = builder(family)
     expected_module = copy.deepcopy(module)
     vlmops.patch_model(module)
     with torch.no_grad():
         with RecordHostSyncs() as recorder:
-            got = call(module)
-        expected = call(expected_module)
+            got = call(module, inputs)
+        expected = call(expected_module, inputs)
     assert recorder.reads == []
     assert recorder.syncs == []
     # The recorded call really ran the patched code, and gave transformers' result.
@@ -118,9 +120,9 @@ def test_unpatched_tower_is_caught_reading_the_host(family):
     """The detector can fail: transformers' towers read grid_thw / image_sizes back (Qwen3-VL's
     position interpolation sizes its output from a sum on the device)."""
     builder, _ = TOWERS[family]
-    module, call = builder(family)
+    module, call, inputs = builder(family)
     with torch.no_grad(), RecordHostSyncs() as recorder:
-        call(module)
+        call(module, inputs)
     assert recorder.reads or recorder.syncs
 
 

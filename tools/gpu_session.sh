@@ -65,7 +65,7 @@ fi
 # duration at --full in benchmarks/results/cuda-h200-2026-11-26 (rope 60 s, pixel_shuffle 46 s,
 # patch_embed 30 s; rms_norm and silu_mul, not run there, taken as 40 s), so one slow group cannot
 # starve the next.
-for group in ${BENCHES:-varlen gated membound varlen_flex tower clip_tower}; do
+for group in ${BENCHES:-varlen gated membound varlen_flex tower cuda_graph clip_tower}; do
   [ "$group" = membound ] && group="rope rms_norm silu_mul pixel_shuffle patch_embed"
   for name in $group; do
     case $name in
@@ -78,6 +78,7 @@ for group in ${BENCHES:-varlen gated membound varlen_flex tower clip_tower}; do
       patch_embed) bench patch_embed 50 "bench_patch_embed" ;;
       varlen_flex) bench varlen_flex 110 "bench_varlen_attention and flex" ;;
       tower) bench tower 80 "bench_vision_tower" ;;
+      cuda_graph) bench cuda_graph 60 "bench_cuda_graph_tower" ;;
       clip_tower) bench clip_tower 60 "bench_clip_tower" ;;
       tune) stage tune 90 $PY tools/tune_attention.py ;;
       *) echo "unknown benchmark group $name" | tee -a "$OUT/stages.txt" ;;
