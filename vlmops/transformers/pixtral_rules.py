@@ -86,9 +86,11 @@ def _pixtral_forward(self, pixel_values, image_sizes=None, num_patches=None, **k
     w = grid[image, 1].clamp(min=1)
     real = torch.arange(num_patches, device=device) < counts.sum()
     positions = torch.where(real[:, None], torch.stack((local // w, local % w), dim=-1), 0)
-    index = torch.where(real, image * rows * cols + positions[:, 0] * cols + positions[:, 1], 0)
-    patch_embeds = self.ln_pre(embeds.permute(0, 2, 3, 1).reshape(-1, embeds.shape[1])[index].unsqueeze(0))
-    cu_seqlens = F.pad(counts.cumsum(0), (1, 1), value=num_patches).to(torch.int32)
+    # Gathered from the [B, H/P * W/P, D] view of the embeddings (no copy of the whole batch).
+    patches = embeds.flatten(2).transpose(1, 2)[image, positions[:, 0] * cols + positions[:, 1]]
+    patch_embeds = self.ln_pre(patches.unsqueeze(0))
+    ends = counts.cumsum(0).clamp(max=num_patches)
+    cu_seqlens = F.pad(ends, (1, 1), value=num_patches).to(torch.int32)
     cu_seqlens[:1].zero_()  # a fill kernel: no host-to-device copy
     if isinstance(self.patch_positional_embedding, VisionRotaryEmbedding):
         position_embeddings = self.patch_positional_embedding.rope(positions)
