@@ -1,17 +1,18 @@
 """vlmops.cuda_graph_tower: bucket selection, the padding (run eagerly on CPU: the padded call, cut back,
-is the unpadded call), argument errors; on a GPU, every family's tower captured and replayed against
-eager (the packed towers through cuda_graph_tower, the others captured whole)."""
+is the unpadded call), argument errors, the runner's logic with each graph replaced by an eager rerun
+(CPU) and with real CUDA graphs (GPU) against the eager tower; on a GPU also every other family's
+tower captured whole and replayed."""
 
 import copy
 
 import pytest
 import test_patch_pixtral as pixtral
 import torch
-from conftest import capture_cuda_graph
+from conftest import DEVICES, capture_cuda_graph
 from test_sync_free_towers import TOWERS, qwen_tower, result
 
 import vlmops
-from vlmops.cuda_graphs import pad_pixtral_inputs, pad_qwen_inputs, select_bucket, unpad_outputs
+from vlmops.cuda_graphs import CUDAGraphTower, pad_pixtral_inputs, pad_qwen_inputs, select_bucket, unpad_outputs
 
 QWEN = ["Qwen2-VL", "Qwen2.5-VL", "Qwen3-VL"]
 
@@ -122,38 +123,76 @@ def to(inputs, device):
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
 
 
-@pytest.mark.requires_cuda
+def tensors(output):
+    """The tensors of a tower output, lists flattened, in field order."""
+    for value in output.values():
+        for item in value if isinstance(value, (list, tuple)) else (value,):
+            if isinstance(item, torch.Tensor):
+                yield item
+
+
+class EagerReplayTower(CUDAGraphTower):
+    """The runner with every graph replaced by a rerun of the captured call whose result is written into
+    the captured output tensors, as a replay rewrites them: the runner's own logic (static buffers,
+    padding, bucket choice, cutting, fallback) on any device."""
+
+    def _capture_graph(self, fn):
+        output = fn()
+
+        class Replay:
+            def replay(self):
+                for captured, new in zip(tensors(output), tensors(fn()), strict=True):
+                    captured.copy_(new)
+
+        return Replay(), output
+
+
+def runner_for(tower, device, buckets, max_images):
+    if device == "cuda":
+        return vlmops.cuda_graph_tower(tower, buckets=buckets, max_images=max_images)
+    return EagerReplayTower(tower, buckets, max_images)
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("family", QWEN)
-def test_qwen_cuda_graph_tower_matches_eager(family):
+def test_qwen_cuda_graph_tower_matches_eager(family, device):
     tower, _, inputs = qwen_tower(family)
-    tower = patched(tower.cuda())  # patched on its device, as a user does (layouts depend on it)
-    pixels, grid = inputs["pixels"].cuda(), inputs["grid"].cuda()
-    runner = vlmops.cuda_graph_tower(tower, buckets=(64, 256), max_images=8)
-    # Two images (96 + 60 tokens) and a video (64): all in bucket 256; the video alone fills bucket 64
-    # exactly (no padding image); all of it twice (440 tokens) runs eagerly.
-    calls = [(pixels, grid), (pixels[156:], grid[2:]), (torch.cat([pixels, pixels]), torch.cat([grid, grid]))]
+    tower = patched(tower.to(device))  # patched on its device, as a user does (layouts depend on it)
+    pixels, grid = inputs["pixels"].to(device), inputs["grid"].to(device)
+    runner = runner_for(tower, device, (64, 256), 8)
+    # Two images (96 + 60 tokens) and a video (64): bucket 256; the video alone fills bucket 64 exactly
+    # (no padding image); the images alone (156) after it: bucket 256 again, over the first call's
+    # rows; all of it twice (440 tokens) runs eagerly.
+    calls = [
+        (pixels, grid),
+        (pixels[156:], grid[2:]),
+        (pixels[:156], grid[:2]),
+        (torch.cat([pixels, pixels]), torch.cat([grid, grid])),
+    ]
     with torch.no_grad():
-        for rows, grid_thw in calls:
-            assert_same_output(runner(rows, grid_thw), tower(rows, grid_thw=grid_thw))
+        results = [runner(rows, grid_thw) for rows, grid_thw in calls]
+        for (rows, grid_thw), got in zip(calls, results):  # each result survives the later replays
+            assert_same_output(got, tower(rows, grid_thw=grid_thw))
     assert runner.eager_calls == 1 and sorted(runner.graphs) == [64, 256]
 
 
-@pytest.mark.requires_cuda
-def test_pixtral_cuda_graph_tower_matches_eager():
-    tower = patched(pixtral.tower().cuda())
-    pixels, sizes = pixtral.pixels().cuda(), pixtral.IMAGE_SIZES
-    runner = vlmops.cuda_graph_tower(tower, buckets=(64, 128), max_images=4)
+@pytest.mark.parametrize("device", DEVICES)
+def test_pixtral_cuda_graph_tower_matches_eager(device):
+    tower = patched(pixtral.tower().to(device))
+    pixels, sizes = pixtral.pixels().to(device), pixtral.IMAGE_SIZES
+    runner = runner_for(tower, device, (64, 128), 4)
+    # Host sizes (88 patches: bucket 128), a device tensor with num_patches (40: bucket 64), no sizes
+    # (3 x 64 patches: eager), then smaller images than the canvas (2 x 4 x 8 = 64: bucket 64).
+    calls = [
+        (pixels, dict(image_sizes=sizes.tolist())),
+        (pixels[1:], dict(image_sizes=sizes[1:].to(device), num_patches=40)),
+        (pixels, dict(image_sizes=None)),
+        (pixels[:2, :, :56, :], dict(image_sizes=None)),
+    ]
     with torch.no_grad():
-        # Host sizes (88 patches: bucket 128), a CUDA tensor with num_patches (40: bucket 64), no sizes
-        # (3 x 64 patches: eager).
-        for kwargs in (
-            dict(image_sizes=sizes.tolist()),
-            dict(image_sizes=sizes[1:].cuda(), num_patches=40),
-            dict(image_sizes=None),
-        ):
-            images = pixels[1:] if kwargs.get("num_patches") else pixels
-            expected = tower(images, image_sizes=kwargs["image_sizes"])
-            assert_same_output(runner(images, **kwargs), expected)
+        results = [runner(images, **kwargs) for images, kwargs in calls]
+        for (images, kwargs), got in zip(calls, results):
+            assert_same_output(got, tower(images, image_sizes=kwargs["image_sizes"]))
     assert runner.eager_calls == 1
 
 

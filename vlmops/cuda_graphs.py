@@ -173,32 +173,35 @@ class CUDAGraphTower(torch.nn.Module):
             self.grid = torch.zeros(max_images + 1, 3, dtype=torch.long, device=device)
         self.buckets = sorted(set(buckets))
         self.graphs, self.outputs = {}, {}
-        pool = torch.cuda.graph_pool_handle()
         # Largest first: the smaller graphs reuse its memory from the shared pool.
+        self._pool = torch.cuda.graph_pool_handle() if device.type == "cuda" else None
         with torch.no_grad():
             for bucket in reversed(self.buckets):
-                self._capture(bucket, pool)
+                # Captured on padding only (the inputs of a call are copied in before each replay).
+                if self.family == "Pixtral":
+                    self.sizes.zero_()
+                else:
+                    pad_qwen_inputs(self.rows[:0], self.grid[:0], bucket, int(self.unit**0.5), self.rows, self.grid)
+                self.graphs[bucket], self.outputs[bucket] = self._capture_graph(lambda b=bucket: self._run_static(b))
 
     def _run_static(self, bucket):
         if self.family == "Pixtral":
             return self.tower(self.pixels, image_sizes=self.sizes, num_patches=bucket)
         return self.tower(self.rows[:bucket], grid_thw=self.grid)
 
-    def _capture(self, bucket, pool):
-        # Warm-up on a side stream (Triton compiles and autotunes there), on padding only.
-        if self.family == "Pixtral":
-            self.sizes.zero_()
-        else:
-            pad_qwen_inputs(self.rows[:0], self.grid[:0], bucket, int(self.unit**0.5), self.rows, self.grid)
+    def _capture_graph(self, fn):
+        """(graph, fn()'s output captured in it): a warm-up run on a side stream first (Triton compiles
+        and autotunes there), then the capture into the shared pool. Anything with ``replay()`` that
+        rewrites that output in place can stand in for the graph (tests run the runner on CPU so)."""
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
-            self._run_static(bucket)
+            fn()
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=pool):
-            self.outputs[bucket] = self._run_static(bucket)
-        self.graphs[bucket] = graph
+        with torch.cuda.graph(graph, pool=self._pool):
+            output = fn()
+        return graph, output
 
     @torch.no_grad()
     def forward(self, *args, **kwargs):
