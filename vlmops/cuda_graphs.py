@@ -168,6 +168,7 @@ class CUDAGraphTower(torch.nn.Module):
             self.pixels = torch.zeros(max_images, config.num_channels, side, side, device=device, dtype=dtype)
             self.sizes = torch.zeros(max_images, 2, dtype=torch.long, device=device)
         else:
+            self.merge = config.spatial_merge_size
             row = config.in_channels * config.temporal_patch_size * config.patch_size**2
             self.rows = torch.zeros(max(buckets), row, device=device, dtype=dtype)
             self.grid = torch.zeros(max_images + 1, 3, dtype=torch.long, device=device)
@@ -181,7 +182,7 @@ class CUDAGraphTower(torch.nn.Module):
                 if self.family == "Pixtral":
                     self.sizes.zero_()
                 else:
-                    pad_qwen_inputs(self.rows[:0], self.grid[:0], bucket, int(self.unit**0.5), self.rows, self.grid)
+                    pad_qwen_inputs(self.rows[:0], self.grid[:0], bucket, self.merge, self.rows, self.grid)
                 self.graphs[bucket], self.outputs[bucket] = self._capture_graph(lambda b=bucket: self._run_static(b))
 
     def _run_static(self, bucket):
@@ -218,8 +219,7 @@ class CUDAGraphTower(torch.nn.Module):
         bucket = select_bucket(tokens, self.buckets)
         if bucket is None or grid_thw.shape[0] > self.max_images:
             return self._eager(hidden_states, grid_thw=grid_thw)
-        m = int(self.unit**0.5)
-        pad_qwen_inputs(hidden_states, grid_thw.to(self.grid.device), bucket, m, self.rows, self.grid)
+        pad_qwen_inputs(hidden_states, grid_thw.to(self.grid.device), bucket, self.merge, self.rows, self.grid)
         self.graphs[bucket].replay()
         return unpad_outputs(self.outputs[bucket], tokens, bucket, self.unit)
 
