@@ -63,7 +63,7 @@ stage build 240 $PY setup.py --quiet build_ext --inplace
 # duration at --full in benchmarks/results/cuda-h200-2026-11-26 (rope 60 s, pixel_shuffle 46 s,
 # patch_embed 30 s; rms_norm and silu_mul, not run there, taken as 40 s), so one slow group cannot
 # starve the next.
-for group in ${STAGES:-${BENCHES:-varlen gated tune tests membound varlen_flex tower clip_tower graph_tower}}; do
+for group in ${STAGES:-${BENCHES:-varlen gated tune tests membound varlen_flex tower cuda_graph clip_tower}}; do
   [ "$group" = membound ] && group="rope rms_norm silu_mul pixel_shuffle patch_embed"
   for name in $group; do
     case $name in
@@ -76,11 +76,11 @@ for group in ${STAGES:-${BENCHES:-varlen gated tune tests membound varlen_flex t
       patch_embed) bench patch_embed 50 "bench_patch_embed" ;;
       varlen_flex) bench varlen_flex 110 "bench_varlen_attention and flex" ;;
       tower) bench tower 80 "bench_vision_tower" ;;
+      cuda_graph) bench cuda_graph 60 "bench_cuda_graph_tower" ;;
       clip_tower) bench clip_tower 60 "bench_clip_tower" ;;
       tune) stage tune 90 $PY tools/tune_attention.py ;;
       tests) stage tests 170 $PY -m pytest tests -m requires_cuda ${TESTS_K:+-k "$TESTS_K"} -v -p no:cacheprovider \
         -rfE --tb=short -n 4 --timeout 60 --junitxml="$WORK/logs/tests.xml" ;;
-      graph_tower) bench graph_tower 60 "cuda_graph" ;;
       *) echo "unknown benchmark group $name" | tee -a "$OUT/stages.txt" ;;
     esac
   done

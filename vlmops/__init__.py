@@ -7,6 +7,7 @@ that validates its arguments. `vlmops.reference` holds the pure-PyTorch oracles.
 
 from vlmops import reference
 from vlmops._native import build_info
+from vlmops.cuda_graphs import cuda_graph_tower
 from vlmops.models import (
     flamingo_kv_ranges,
     interleaved_mrope_tables,
@@ -37,6 +38,7 @@ __version__ = "0.1.0"
 __all__ = [
     "PatchReport",
     "build_info",
+    "cuda_graph_tower",
     "flamingo_kv_ranges",
     "gated_cross_attention",
     "mllama_kv_ranges",

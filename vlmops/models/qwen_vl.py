@@ -427,3 +427,82 @@ def qwen2_5_vl_window_index(
     cu_units[:1].zero_()  # a fill kernel: a Python scalar assigned by index would be a host-to-device copy
     cu_window_seqlens = (cu_units[: units + 1] * unit).to(torch.int32)
     return window_index, position, cu_window_seqlens
+
+
+def _interpolation_taps(index: torch.Tensor, size: torch.Tensor, side: int, mode: str, align_corners: bool):
+    """Taps into a ``side``-long table and their weights for target positions ``index`` on axes of
+    ``size`` positions (per token), as ``F.interpolate`` resamples with border padding: ``[N, 2]``
+    (bilinear) or ``[N, 4]`` (bicubic, Keys kernel with a = -0.75)."""
+    index = index.float()
+    if align_corners:
+        source = index * (side - 1) / size.clamp(min=2).sub(1)
+    else:
+        source = (index + 0.5) * side / size.clamp(min=1) - 0.5
+    floor = source.floor()
+    first, last = (0, 2) if mode == "bilinear" else (-1, 3)
+    offsets = torch.arange(first, last, device=index.device)
+    taps = (floor.long()[:, None] + offsets).clamp(0, side - 1)
+    distance = (source - floor)[:, None].sub(offsets).abs()
+    if mode == "bilinear":
+        return taps, (1 - distance).clamp(min=0)
+    a = -0.75
+    near = ((a + 2) * distance - (a + 3)) * distance * distance + 1
+    far = ((a * distance - 5 * a) * distance + 8 * a) * distance - 4 * a
+    return taps, torch.where(distance <= 1, near, far)
+
+
+def qwen3_vl_position_interpolation(
+    grid_thw: torch.Tensor,
+    num_grid_per_side: int,
+    spatial_merge_size: int,
+    num_patches: int,
+    *,
+    mode: str = "bilinear",
+    align_corners: bool = True,
+):
+    """Qwen3-VL's learned position embeddings resampled to each image's grid, as gather indices and
+    weights built on grid_thw's device with tensor code (no host read, no loop over images).
+
+    The semantics of transformers' ``get_vision_interpolation_indices_and_weights`` (and of
+    ``get_vision_bilinear_indices_and_weights``, its bilinear ``align_corners=True`` predecessor, with
+    the taps on dim 1): the ``num_grid_per_side**2`` table is resampled as ``F.interpolate(mode=mode,
+    align_corners=align_corners)`` to every frame's (h, w) grid, the patches of each frame in
+    spatial-merge-block order (``spatial_merge_size**2`` patches per merged unit, units row-major).
+    ``(pos_embed(indices) * weights[..., None]).sum(1)`` is ``Qwen3VLVisionModel``'s position embedding.
+
+    Args:
+        grid_thw: ``[n, 3]`` int32/int64 (t, h, w) patch grids on any device; h and w multiples of
+            spatial_merge_size.
+        num_grid_per_side: side of the learned table (``int(num_position_embeddings ** 0.5)``).
+        spatial_merge_size: m (vision_config.spatial_merge_size).
+        num_patches: ``sum(t*h*w)``, the packed length (the patch embeddings' first dimension): the
+            output size, taken from the caller so that nothing reads grid_thw on the host.
+        mode: "bilinear" (2 x 2 taps) or "bicubic" (4 x 4 taps).
+        align_corners: as in ``F.interpolate``.
+
+    Returns:
+        ``(indices [num_patches, taps] int64, weights [num_patches, taps] float32)`` on grid_thw's device.
+        The grid values are not checked: a grid whose token count is not num_patches gives wrong
+        positions, never out-of-bounds indices.
+    """
+    fn = "qwen3_vl_position_interpolation"
+    check_grid(fn, "grid_thw", grid_thw, 3)
+    side = check_int(fn, "num_grid_per_side", num_grid_per_side, minimum=1)
+    m = check_int(fn, "spatial_merge_size", spatial_merge_size, minimum=1)
+    check_int(fn, "num_patches", num_patches, minimum=0)
+    if mode not in ("bilinear", "bicubic"):
+        raise ValueError(f"vlmops.{fn}: mode must be 'bilinear' or 'bicubic', got {mode!r}")
+    grid = grid_thw.long()
+    image, local = image_of_token(grid.prod(-1), num_patches)
+    heights, widths = grid[image, 1], grid[image, 2]
+    within = local % (heights * widths).clamp(min=1)
+    unit, in_unit = within // (m * m), within % (m * m)
+    units_per_row = (widths // m).clamp(min=1)
+    row = unit // units_per_row * m + in_unit // m
+    col = unit % units_per_row * m + in_unit % m
+    row_taps, row_weights = _interpolation_taps(row, heights, side, mode, align_corners)
+    col_taps, col_weights = _interpolation_taps(col, widths, side, mode, align_corners)
+    n = row_taps.shape[1]
+    indices = (row_taps[:, :, None] * side + col_taps[:, None, :]).reshape(-1, n * n)
+    weights = (row_weights[:, :, None] * col_weights[:, None, :]).reshape(-1, n * n)
+    return indices, weights

@@ -11,7 +11,8 @@ with one interface, ``forward(x, position_ids [N, 2]) -> (cos, sin)``. Before it
   ``inv_freq [side * side, head_dim]`` (``side = image_size // patch_size``, row ``h * side + w``),
   and took ``forward(x, position_ids [N] = h * side + w) -> (cos, sin)`` in x's dtype;
 - Qwen3-VL's position embeddings were interpolated with ``get_vision_bilinear_indices_and_weights``
-  (taps on dim 0) instead of ``get_vision_interpolation_indices_and_weights`` (taps on dim 1).
+  (taps on dim 0) instead of ``get_vision_interpolation_indices_and_weights`` (taps on dim 1); the
+  patched tower builds them itself on the device (``vlmops.models.qwen_vl``), for either release.
 
 The adapters here are ``vlmops.nn.VisionRotaryEmbedding`` with the older interface (the same
 tables, so the packed attention's ``rope`` path is unchanged) and the few calls a patched tower
@@ -101,26 +102,3 @@ def pixtral_cos_sin(rotary, patch_embeds: torch.Tensor, positions: torch.Tensor,
     if not isinstance(rotary, VisionRotaryEmbedding) and rotary.inv_freq.dim() == 2:
         positions = positions[:, 0] * side + positions[:, 1]
     return rotary(patch_embeds, positions)
-
-
-def qwen3_position_embeddings(tower, grid_thw: torch.Tensor) -> torch.Tensor:
-    """Qwen3-VL's interpolated learned position embeddings [N, hidden] through whichever helper the
-    installed transformers has."""
-    from transformers import vision_utils
-
-    interpolation = getattr(vision_utils, "get_vision_interpolation_indices_and_weights", None)
-    if interpolation is not None:
-        indices, weights = interpolation(
-            grid_thw,
-            num_grid_per_side=tower.num_grid_per_side,
-            mode=tower.interpolation_mode,
-            align_corners=tower.interpolation_align_corners,
-            spatial_merge_size=tower.config.spatial_merge_size,
-        )
-        return (tower.pos_embed(indices) * weights[:, :, None]).sum(1)
-    indices, weights = vision_utils.get_vision_bilinear_indices_and_weights(
-        grid_thw,
-        num_grid_per_side=tower.num_grid_per_side,
-        spatial_merge_size=tower.config.spatial_merge_size,
-    )
-    return (tower.pos_embed(indices) * weights[:, :, None]).sum(0)

@@ -22,7 +22,7 @@ import types
 import torch
 import torch.nn.functional as F
 
-from vlmops.models.pixtral import pixtral_rope_positions
+from vlmops.models._common import image_of_token
 from vlmops.nn.attention import PackedVisionAttention
 from vlmops.nn.patch_embed import PatchEmbed
 from vlmops.nn.rope import VisionRotaryEmbedding
@@ -46,27 +46,52 @@ from vlmops.transformers.patch import (
 PIXTRAL = "transformers.models.pixtral.modeling_pixtral"
 
 
-def _pixtral_forward(self, pixel_values, image_sizes=None, **kwargs):
-    """PixtralVisionModel.forward on vlmops ops (same outputs).
+def _num_patches(image_sizes, grid, P, batch, rows, cols):
+    """The packed length sum over images of (h // P) * (w // P), each clamped to the batch's patch grid,
+    from what the caller gave on the host: the batch's shape without image_sizes, Python sizes, or else
+    one read of the image_sizes tensor (a device sync where it lives on a GPU)."""
+    if image_sizes is None:
+        return batch * rows * cols
+    if isinstance(image_sizes, (list, tuple)):
+        return sum(min(int(h) // P, rows) * min(int(w) // P, cols) for h, w in image_sizes)
+    return int(grid.prod(-1).sum())
 
-    The images' patches are packed with one boolean gather: its length depends on image_sizes, so
-    that gather is the forward's only host sync (transformers loops over the images instead)."""
+
+def _pixtral_forward(self, pixel_values, image_sizes=None, num_patches=None, **kwargs):
+    """PixtralVisionModel.forward on vlmops ops (same outputs), with no host read when the packed length
+    is known: ``image_sizes`` None (every image fills the batch) or Python ints, or ``num_patches``.
+
+    The images' patches are packed by a gather whose indices are tensor code on the device (transformers
+    loops over the images). ``num_patches``: the packed length, ``sum((h // P) * (w // P))`` over
+    ``image_sizes``, which sizes the output; without it, it is computed from ``image_sizes`` (see
+    ``_num_patches``). A larger ``num_patches`` pads the sequence: the tokens past the images' patches
+    (copies of the first patch at position (0, 0)) form one segment of their own, which no image token
+    attends to; with the exact count that segment is empty. A smaller one drops the last patches."""
     batch, _, height, width = pixel_values.shape
     P = self.patch_size
     device = pixel_values.device
+    rows, cols = height // P, width // P
     if image_sizes is None:
-        image_sizes = torch.tensor([[height, width]], device=device).expand(batch, 2)
-    grid = torch.as_tensor(image_sizes, device=device).long() // P  # [B, 2] patch rows, columns
+        grid = _grid_limit(rows, cols, device).expand(batch, 2)
+    else:
+        # A slice past the batch's patch grid stops at its edge, as in transformers' loop.
+        grid = torch.minimum(torch.as_tensor(image_sizes, device=device).long() // P, _grid_limit(rows, cols, device))
+    if num_patches is None:
+        num_patches = _num_patches(image_sizes, grid, P, batch, rows, cols)
     # nn.Conv2d drops a remainder smaller than a patch; a view does the same.
-    pixels = pixel_values[..., : height - height % P, : width - width % P].to(self.patch_conv.weight.dtype)
+    pixels = pixel_values[..., : rows * P, : cols * P].to(self.patch_conv.weight.dtype)
     embeds = self.patch_conv(pixels)  # [B, D, H/P, W/P]
-    rows = torch.arange(embeds.shape[2], device=device)
-    cols = torch.arange(embeds.shape[3], device=device)
-    inside = (rows[None, :, None] < grid[:, 0, None, None]) & (cols[None, None, :] < grid[:, 1, None, None])
-    patch_embeds = self.ln_pre(embeds.permute(0, 2, 3, 1)[inside].unsqueeze(0))
-    num_tokens = patch_embeds.shape[1]
-    positions = pixtral_rope_positions(grid, num_tokens=num_tokens)
-    cu_seqlens = F.pad(grid.prod(-1).cumsum(0), (1, 0)).to(torch.int32)
+    counts = grid.prod(-1)
+    image, local = image_of_token(counts, num_patches)
+    w = grid[image, 1].clamp(min=1)
+    real = torch.arange(num_patches, device=device) < counts.sum()
+    positions = torch.where(real[:, None], torch.stack((local // w, local % w), dim=-1), 0)
+    # Gathered from the [B, H/P * W/P, D] view of the embeddings (no copy of the whole batch).
+    patches = embeds.flatten(2).transpose(1, 2)[image, positions[:, 0] * cols + positions[:, 1]]
+    patch_embeds = self.ln_pre(patches.unsqueeze(0))
+    ends = counts.cumsum(0).clamp(max=num_patches)
+    cu_seqlens = F.pad(ends, (1, 1), value=num_patches).to(torch.int32)
+    cu_seqlens[:1].zero_()  # a fill kernel: no host-to-device copy
     if isinstance(self.patch_positional_embedding, VisionRotaryEmbedding):
         position_embeddings = self.patch_positional_embedding.rope(positions)
     else:
@@ -76,6 +101,11 @@ def _pixtral_forward(self, pixel_values, image_sizes=None, **kwargs):
     return self.transformer(
         patch_embeds, attention_mask=None, position_embeddings=position_embeddings, cu_seqlens=cu_seqlens, **kwargs
     )
+
+
+def _grid_limit(rows: int, cols: int, device) -> torch.Tensor:
+    """[2] (rows, cols) of the batch's patch grid, built on the device without a host-to-device copy."""
+    return torch.stack((torch.full((), rows, device=device), torch.full((), cols, device=device))).long()
 
 
 # What the tower forward calls in transformers besides the guarded functions.

@@ -25,11 +25,11 @@ import types
 
 import torch
 
-from vlmops.models.qwen_vl import qwen2_5_vl_window_index, vision_rope_positions
+from vlmops.models.qwen_vl import qwen2_5_vl_window_index, qwen3_vl_position_interpolation, vision_rope_positions
 from vlmops.nn.attention import PackedVisionAttention, vision_cu_seqlens
 from vlmops.nn.patch_embed import PatchEmbed
 from vlmops.nn.rope import VisionRotaryEmbedding
-from vlmops.transformers.adapters import QwenAngleRotaryEmbedding, qwen3_position_embeddings, qwen_cos_sin, takes_angles
+from vlmops.transformers.adapters import QwenAngleRotaryEmbedding, qwen_cos_sin, takes_angles
 from vlmops.transformers.norm_mlp_rules import norm_mlp_rules
 from vlmops.transformers.patch import (
     Replacement,
@@ -109,12 +109,28 @@ def _qwen2_5_vl_forward(self, hidden_states, grid_thw, **kwargs):
     return BaseModelOutputWithPooling(last_hidden_state=hidden_states, pooler_output=merged)
 
 
+def _qwen3_position_embeddings(tower, grid_thw, num_patches):
+    """Qwen3-VL's interpolated learned position embeddings [N, hidden] (float32 weights), from indices
+    and weights built on the device (transformers' helpers read grid_thw on the host). Towers of
+    transformers before 5.17 have no interpolation attributes: bilinear with align_corners."""
+    indices, weights = qwen3_vl_position_interpolation(
+        grid_thw,
+        tower.num_grid_per_side,
+        tower.spatial_merge_size,
+        num_patches,
+        mode=getattr(tower, "interpolation_mode", "bilinear"),
+        align_corners=getattr(tower, "interpolation_align_corners", True),
+    )
+    return (tower.pos_embed(indices) * weights[:, :, None]).sum(1)
+
+
 def _qwen3_vl_forward(self, hidden_states, grid_thw, **kwargs):
     """Qwen3VLVisionModel.forward on vlmops ops (same outputs, DeepStack features included)."""
     from transformers.models.qwen3_vl.modeling_qwen3_vl import BaseModelOutputWithDeepstackFeatures
 
     hidden_states = self.patch_embed(hidden_states)
-    hidden_states = hidden_states + qwen3_position_embeddings(self, grid_thw).to(hidden_states.dtype)
+    position_embeds = _qwen3_position_embeddings(self, grid_thw, hidden_states.shape[0])
+    hidden_states = hidden_states + position_embeds.to(hidden_states.dtype)
     positions, cu_seqlens = _packed_metadata(self, hidden_states, grid_thw)
     position_embeddings = _position_embeddings(self, hidden_states, positions)
     deepstack_features = []
