@@ -81,10 +81,15 @@ def inputs_of(layouts, dtype=torch.float32, max_tiles=4):
 # Batches of prompts, each a list of (position of <|image|>, its tiles). Every row sees one run of
 # consecutive tiles: images apart, or consecutive after an image with every tile.
 LAYOUTS = {
-    "one image, text before it": [[(3, 2)], [(0, 4)]],
-    "images apart, tiles 2 / 4 / 1": [[(1, 2), (5, 4), (9, 1)], [(2, 3), (7, 4)]],
-    "consecutive images, the first with every tile": [[(2, 4), (3, 3)], [(4, 4), (5, 4), (6, 1)]],
+    "one-image": [[(3, 2)], [(0, 4)]],  # one image each, text before it in sample 0
+    "apart": [[(1, 2), (5, 4), (9, 1)], [(2, 3), (7, 4)]],  # images apart, 2 / 4 / 1 and 3 / 4 tiles
+    "consecutive": [[(2, 4), (3, 3)], [(4, 4), (5, 4), (6, 1)]],  # the first of a group has every tile
 }
+
+
+def cache_of(out):
+    """The output's cache as a forward takes it: ``cache`` (transformers >= 5.24) or ``past_key_values``."""
+    return {"cache": out.cache} if "cache" in out else {"past_key_values": out.past_key_values}
 
 
 def hand_made_rows(inputs):
@@ -98,7 +103,7 @@ def hand_made_rows(inputs):
     return {**inputs, "cross_attention_mask": mask}
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
 @pytest.mark.parametrize("layout", list(LAYOUTS))
 def test_logits_match_transformers(layout, dtype):
     model = model_of(dtype=dtype)
@@ -120,7 +125,7 @@ def test_rows_that_see_no_image_are_zeroed_after_the_mlp():
     would get the MLP's output, and the logits differ."""
     model = model_of()
     patched, _ = patched_copy(model)
-    inputs = inputs_of(LAYOUTS["one image, text before it"])
+    inputs = inputs_of(LAYOUTS["one-image"])
     layer = patched.model.language_model.layers[1]
     seen = []
     hook = layer.register_forward_pre_hook(
@@ -138,7 +143,7 @@ def test_rows_that_see_no_image_are_zeroed_after_the_mlp():
 def test_generate_matches_with_kv_cache():
     model = model_of()
     patched, _ = patched_copy(model)
-    inputs = hand_made_rows(inputs_of(LAYOUTS["images apart, tiles 2 / 4 / 1"]))
+    inputs = hand_made_rows(inputs_of(LAYOUTS["apart"]))
     with torch.no_grad():
         expected = model.generate(**inputs, max_new_tokens=5, do_sample=False)
         with RecordVlmopsCalls() as recorder:
@@ -153,7 +158,7 @@ def test_decode_rows_from_the_full_mask_match():
     (``[past, past + 1)``), as transformers does; then a step whose last row sees no image."""
     model = model_of()
     patched, _ = patched_copy(model)
-    inputs = inputs_of(LAYOUTS["images apart, tiles 2 / 4 / 1"])
+    inputs = inputs_of(LAYOUTS["apart"])
     step = torch.tensor([[5], [6]])
     ids = torch.cat([inputs["input_ids"], step], 1)
     mask = inputs["cross_attention_mask"]
@@ -168,8 +173,8 @@ def test_decode_rows_from_the_full_mask_match():
                         input_ids=step,
                         cross_attention_mask=full,
                         attention_mask=torch.ones_like(ids),
-                        cache=out.cache,
                         use_cache=True,
+                        **cache_of(out),
                     ).logits
                 )
         torch.testing.assert_close(logits[1], logits[0], rtol=1e-5, atol=1e-5)
@@ -212,7 +217,7 @@ def test_no_op_creates_a_tensor_of_the_dense_mask_size():
     transformers' forward creates tensors of Lq * Lk and B * Lq * Lk elements, the patched one none."""
     model = model_of()
     patched, _ = patched_copy(model)
-    inputs = inputs_of(LAYOUTS["images apart, tiles 2 / 4 / 1"])
+    inputs = inputs_of(LAYOUTS["apart"])
     inputs["pixel_values"] = inputs["pixel_values"][:, :2]
     inputs["aspect_ratio_ids"] = inputs["aspect_ratio_ids"][:, :2]
     inputs["aspect_ratio_mask"] = inputs["aspect_ratio_mask"][:, :2]
@@ -223,7 +228,9 @@ def test_no_op_creates_a_tensor_of_the_dense_mask_size():
             # The vision tower runs outside the recording: its tensors have nothing to do with the mask.
             states = m.model.multi_modal_projector(
                 m.model.vision_model(
-                    inputs["pixel_values"], inputs["aspect_ratio_ids"], inputs["aspect_ratio_mask"]
+                    pixel_values=inputs["pixel_values"],
+                    aspect_ratio_ids=inputs["aspect_ratio_ids"],
+                    aspect_ratio_mask=inputs["aspect_ratio_mask"],
                 ).last_hidden_state
             ).reshape(B, Lk, -1)
             with RecordShapes() as prefill:
@@ -233,12 +240,14 @@ def test_no_op_creates_a_tensor_of_the_dense_mask_size():
                     cross_attention_mask=inputs["cross_attention_mask"],
                     use_cache=True,
                 )
+            # The mask of every row so far, as every release's forward takes it (and slices the last row).
+            mask = inputs["cross_attention_mask"]
             with RecordShapes() as decode:
                 m(
                     input_ids=torch.tensor([[5], [6]]),
-                    cross_attention_mask=inputs["cross_attention_mask"][:, -1:],
-                    cache=out.cache,
+                    cross_attention_mask=torch.cat([mask, mask[:, -1:]], 1),
                     use_cache=True,
+                    **cache_of(out),
                 )
         assert bool(mask_sized(prefill.shapes, B, Lq, Lk)) == dense, mask_sized(prefill.shapes, B, Lq, Lk)
         assert bool(mask_sized(decode.shapes, B, 1, Lk)) == dense, mask_sized(decode.shapes, B, 1, Lk)
@@ -292,7 +301,7 @@ def test_rule_kinds_and_fallbacks():
     layer rule alone keeps transformers' forward and mask (read one entry per tile); a text model
     without MllamaModel gets the layer rule."""
     model = model_of()
-    inputs = inputs_of(LAYOUTS["images apart, tiles 2 / 4 / 1"])
+    inputs = inputs_of(LAYOUTS["apart"])
     with torch.no_grad():
         expected = model(**inputs).logits
     for ops, paths, then in (

@@ -90,6 +90,11 @@ def _cross_attention_sample(root, attn, path):
 
     def run(module):
         cache = {name: DynamicCache()}
+        if attn.layer_idx:
+            # Before 5.24 the layer reads its cached keys only where layer 0 of the cache holds tokens,
+            # as the model's first (self-attention) layer does.
+            empty = torch.zeros(1, attn.num_key_value_heads, 1, attn.head_dim, dtype=weight.dtype, device=weight.device)
+            cache[name].update(empty, empty, 0)
         prefill = module(
             hidden_states=hidden, cross_attention_states=states, attention_mask=mask, use_cache=True, **cache
         )[0]
@@ -267,7 +272,8 @@ def _patch_model(root, model, path):
 def _model_sample(root, model, path):
     """verify=True on the model: 4 text rows (row 0 before the image, rows 1-2 see both tiles, row 3
     the first) attending to one image of 2 tiles given as ``cross_attention_states`` (the model's
-    width), with a fresh cache; then one decode row whose mask row is the prompt's last."""
+    width), with a fresh cache; then one decode row whose mask row is the prompt's last, passed with
+    the prompt's rows (the form every release's forward slices)."""
     from transformers.cache_utils import DynamicCache
 
     weight = model.language_model.embed_tokens.weight
@@ -283,7 +289,9 @@ def _model_sample(root, model, path):
         prefill = module(
             input_ids=ids[:, :4], cross_attention_states=states, cross_attention_mask=mask, use_cache=True, **cache
         ).last_hidden_state
-        decode = module(input_ids=ids[:, 4:], cross_attention_mask=mask[:, -1:], use_cache=True, **cache)
+        decode = module(
+            input_ids=ids[:, 4:], cross_attention_mask=torch.cat([mask, mask[:, -1:]], 1), use_cache=True, **cache
+        )
         return prefill, decode.last_hidden_state
 
     return Sample(path, run, "4 text rows and one image of 2 tiles with a cache, then one decode row")
