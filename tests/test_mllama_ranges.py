@@ -121,8 +121,9 @@ def test_logits_match_transformers(layout, dtype):
 
 
 def test_rows_that_see_no_image_are_zeroed_after_the_mlp():
-    """The row mask is transformers': without it (every row's mask entry 1) the rows before the image
-    would get the MLP's output, and the logits differ."""
+    """The cross-attention decoder layer gets transformers' row mask from the patched forward: 0 for the
+    rows that see no image (here the text before sample 0's image), 1 elsewhere, in the model's dtype;
+    the layer multiplies its MLP output by it."""
     model = model_of()
     patched, _ = patched_copy(model)
     inputs = inputs_of(LAYOUTS["one-image"])

@@ -149,13 +149,13 @@ def _mllama_model_forward(
     """transformers' ``MllamaModel.forward`` with the key ranges of
     :func:`mllama_cross_attention_inputs` in place of ``_prepare_cross_attention_mask``'s dense mask.
 
-    Serves both generations of the code: the cache is ``cache`` (transformers >= 5.24, which still
-    takes ``past_key_values``) or ``past_key_values``; the mask rows of the tokens being processed are
-    the whole mask when it has one row per token, else rows ``[past, past + seq_len)`` (``past``: the
-    cache's length), as both generations take them from a mask of every row so far.
+    Serves both generations of the code (:func:`_text_model_code`): the cache comes as ``cache``
+    (transformers >= 5.24, which still takes ``past_key_values``) or ``past_key_values``. The mask rows
+    of the tokens being processed are the whole mask when it has one row per token, else rows
+    ``[past, past + seq_len)`` (``past``: the cache's length), as transformers >= 5.24 takes them;
+    before 5.24 transformers took rows ``[past, past + seq_len)`` always, which is the same wherever
+    it ran (its ``generate`` passes the mask of every row so far).
     """
-    from transformers.models.mllama import modeling_mllama
-
     cache = past_key_values if cache is None else cache
     if (input_ids is None) ^ (inputs_embeds is not None):
         raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
@@ -185,9 +185,7 @@ def _mllama_model_forward(
             cross_attention_mask, self.vision_model.num_patches, self.dtype
         )
 
-    cache_name = (
-        "cache" if "cache" in inspect.signature(type(self.language_model).forward).parameters else "past_key_values"
-    )
+    cache_keyword, output_class = _text_model_code()
     outputs = self.language_model(
         input_ids=input_ids,
         attention_mask=attention_mask,
@@ -197,17 +195,32 @@ def _mllama_model_forward(
         full_text_row_masked_out_mask=full_text_row_masked_out_mask,
         use_cache=use_cache,
         inputs_embeds=inputs_embeds,
-        **{cache_name: cache},
+        **{cache_keyword: cache},
         **kwargs,
     )
-    multimodal = getattr(modeling_mllama, "MultimodalBaseModelOutputWithPast", None)
-    if multimodal is not None:
-        return multimodal(**outputs, image_outputs=vision_outputs)
-    return modeling_mllama.BaseModelOutputWithPast(
+    if output_class.__name__ == "MultimodalBaseModelOutputWithPast":
+        return output_class(**outputs, image_outputs=vision_outputs)
+    return output_class(
         last_hidden_state=outputs.last_hidden_state,
         past_key_values=outputs.past_key_values,
         hidden_states=outputs.hidden_states,
         attentions=outputs.attentions,
+    )
+
+
+@functools.cache
+def _text_model_code():
+    """What differs between the generations of the installed transformers' Mllama code, read once:
+    the keyword ``MllamaTextModel.forward`` takes its cache by (``cache`` from 5.24, before it
+    ``past_key_values``) and the output class of ``MllamaModel.forward``
+    (``MultimodalBaseModelOutputWithPast`` from 5.24, before it ``BaseModelOutputWithPast``)."""
+    from transformers.models.mllama import modeling_mllama
+
+    parameters = inspect.signature(modeling_mllama.MllamaTextModel.forward).parameters
+    output_class = getattr(modeling_mllama, "MultimodalBaseModelOutputWithPast", None)
+    return (
+        "cache" if "cache" in parameters else "past_key_values",
+        output_class or modeling_mllama.BaseModelOutputWithPast,
     )
 
 
