@@ -493,7 +493,7 @@ def test_mllama_logits_and_generate_match_on_device(device):
     model, inputs = model.to(device), to(inputs, device)
     patched = copy.deepcopy(model)
     report = vlmops.patch_model(patched)
-    assert [r.path for r in report.replacements] == ["model.language_model.layers.1.cross_attn"]
+    assert [r.path for r in report.replacements] == ["model.language_model.layers.1.cross_attn", "model"]
     with torch.no_grad():
         expected = model(**inputs).logits
         with RecordVlmopsDevices() as rec:

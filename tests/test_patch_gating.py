@@ -450,6 +450,15 @@ def mllama_logits(model):
 CROSS = "model.language_model.layers.1.cross_attn"
 
 
+def assert_mllama_skips(report, reason_part):
+    """The layer rule skips the cross-attention layer, and the model rule, whose ranges only vlmops'
+    layers take, skips the model for the same reason, naming the layer."""
+    layer, model = report.skipped
+    assert (layer.family, layer.kind, layer.paths) == ("Mllama", "cross_attention", (CROSS,)), report
+    assert (model.family, model.kind, model.paths) == ("Mllama", "cross_attention_mask", ("model",)), report
+    assert reason_part in layer.reason and model.reason == f"{CROSS}: {layer.reason}", report
+
+
 def test_mllama_cross_attention_the_op_refuses_is_skipped():
     message = gated_message(2, 1, HEAD_DIM)
     assert message is not None
@@ -457,7 +466,7 @@ def test_mllama_cross_attention_the_op_refuses_is_skipped():
     expected = mllama_logits(model)
     report = vlmops.patch_model(model)
     assert report.families == ["Mllama"] and report.replacements == []
-    assert_only_skip(report, "Mllama", "cross_attention", [CROSS], message)
+    assert_mllama_skips(report, message)
     assert_exact(mllama_logits(model), expected)
 
 
@@ -473,10 +482,10 @@ def test_mllama_cross_attention_options_are_checked(option, value, reason):
     setattr(model.get_submodule(CROSS), option, value)
     expected = mllama_logits(model)
     report = vlmops.patch_model(model)
-    assert_only_skip(report, "Mllama", "cross_attention", [CROSS], reason)
+    assert_mllama_skips(report, reason)
     assert_exact(mllama_logits(model), expected)
     setattr(model.get_submodule(CROSS), option, {"scaling": 32**-0.5, "dropout": 0.0}[option])
-    assert [r.path for r in vlmops.patch_model(model).replacements] == [CROSS]
+    assert [r.path for r in vlmops.patch_model(model).replacements] == [CROSS, "model"]
 
 
 # Pixel shuffle: InternVL.
@@ -568,7 +577,7 @@ CASES = {
     "Qwen2.5-VL": (lambda: qwen_tower("Qwen2.5-VL", width=64, heads=2), qwen_outputs, 5),
     "Pixtral": (lambda: pixtral(width=64, heads=2, hidden_act="silu"), pixtral_outputs, 5),
     "SigLIP": (lambda: clip_tower("SigLIP", width=64, heads=2), clip_outputs, 2),
-    "Mllama": (lambda: mllama(text_width=64), mllama_logits, 1),
+    "Mllama": (lambda: mllama(text_width=64), mllama_logits, 2),
     "InternVL": (internvl, internvl_features, 1),
     "SmolVLM": (smolvlm, smolvlm_features, 1),
 }

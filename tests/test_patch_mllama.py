@@ -74,7 +74,7 @@ def test_patched_mllama_matches_logits_and_generate():
     patched = copy.deepcopy(model)
     report = vlmops.patch_model(patched)
     assert report.families == ["Mllama"]
-    assert [r.path for r in report.replacements] == ["model.language_model.layers.1.cross_attn"]
+    assert [r.path for r in report.replacements] == ["model.language_model.layers.1.cross_attn", "model"]
     assert patched.model.language_model.layers[1].cross_attn.tokens_per_tile == 5
     assert patched.state_dict().keys() == model.state_dict().keys()
     for key, value in model.state_dict().items():
@@ -102,7 +102,10 @@ def test_save_and_load_round_trip(tmp_path):
     model.save_pretrained(tmp_path)
     loaded = type(model).from_pretrained(tmp_path).eval()
     assert list(loaded.state_dict()) == list(model.state_dict())
-    assert [r.path for r in vlmops.patch_model(loaded).replacements] == ["model.language_model.layers.1.cross_attn"]
+    assert [r.path for r in vlmops.patch_model(loaded).replacements] == [
+        "model.language_model.layers.1.cross_attn",
+        "model",
+    ]
     with torch.no_grad():
         torch.testing.assert_close(loaded(**inputs).logits, expected, rtol=1e-5, atol=1e-5)
 
@@ -114,8 +117,9 @@ def test_patch_twice_is_a_no_op_and_ops_restrict_kinds():
     first = vlmops.patch_model(model.model.language_model)  # no vision tower: reads every mask entry
     assert [r.path for r in first.replacements] == ["layers.1.cross_attn"]
     assert model.model.language_model.layers[1].cross_attn.tokens_per_tile == 1
-    second = vlmops.patch_model(model)
-    assert second.families == ["Mllama"] and second.replacements == []
+    second = vlmops.patch_model(model)  # the model's forward: key ranges instead of the dense mask
+    assert second.families == ["Mllama"] and [r.path for r in second.replacements] == ["model"]
+    assert vlmops.patch_model(model).replacements == []
 
 
 def test_changed_transformers_code_is_refused(monkeypatch):

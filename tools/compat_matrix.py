@@ -58,6 +58,7 @@ VERIFY_TEST = "tests/test_compat_verify.py::test_verify_applies_exactly_the_rule
 # Per family, the parity tests: pytest node ids relative to the repository root.
 QWEN, PIXTRAL = "tests/test_patch_qwen.py", "tests/test_patch_pixtral.py"
 CLIP, MLLAMA, SHUFFLE = "tests/test_patch_clip.py", "tests/test_patch_mllama.py", "tests/test_patch_pixel_shuffle.py"
+RANGES = "tests/test_mllama_ranges.py"
 PARITY = {
     "Qwen2-VL": (
         f"{QWEN}::test_patched_model_matches_and_runs_vlmops[Qwen2-VL]",
@@ -94,6 +95,16 @@ PARITY = {
     "Mllama": (
         f"{MLLAMA}::test_patched_mllama_matches_logits_and_generate",
         f"{MLLAMA}::test_save_and_load_round_trip",
+        *(
+            f"{RANGES}::test_logits_match_transformers[{layout}-{dtype}]"
+            for layout in ("one-image", "apart", "consecutive")
+            for dtype in ("float32", "bfloat16")
+        ),
+        f"{RANGES}::test_generate_matches_with_kv_cache",
+        f"{RANGES}::test_decode_rows_from_the_full_mask_match",
+        f"{RANGES}::test_row_mask_and_ranges_follow_transformers_mask_function",
+        f"{RANGES}::test_no_op_creates_a_tensor_of_the_dense_mask_size",
+        f"{RANGES}::test_peak_memory_is_lower_by_at_least_the_mask",
     ),
     "LLaVA": (f"{CLIP}::test_vlm_matches_and_runs_vlmops[LLaVA]", f"{CLIP}::test_save_and_load_round_trip[LLaVA]"),
     "LLaVA-OneVision": (

@@ -109,7 +109,10 @@ class MllamaCrossAttention(nn.Module):
 
     Visibility comes from the additive ``attention_mask`` ``[B, 1, Lq, Lk]`` transformers passes (read
     one key per tile: ``tokens_per_tile`` is the vision tower's tokens per tile, 1601 for Llama 3.2
-    Vision; 1 reads every key), or from ``kv_ranges=(kv_start, kv_end)`` (``vlmops.mllama_kv_ranges``).
+    Vision; 1 reads every key), or from key ranges ``(kv_start, kv_end)`` (int32 ``[B, Lq]``,
+    ``vlmops.mllama_kv_ranges``) passed as ``kv_ranges`` or in place of ``attention_mask``: the
+    ``MllamaModel`` forward that ``patch_model`` installs passes them there, through transformers'
+    decoder layers, instead of the dense mask.
 
     Full-text-row mask (rows that see no image: text before the first ``<|image|>``):
 
@@ -195,6 +198,8 @@ class MllamaCrossAttention(nn.Module):
             layer = cache.layers[self.layer_idx]
             k, v = layer.keys.transpose(1, 2), layer.values.transpose(1, 2)
         Lk = k.shape[1]
+        if kv_ranges is None and isinstance(attention_mask, tuple):
+            kv_ranges = attention_mask
         if kv_ranges is not None:
             start, end = kv_ranges
         elif attention_mask is not None:

@@ -35,7 +35,7 @@ from torch import nn
 
 from vlmops import _native
 
-KINDS = ("pixel_shuffle", "rope", "attention", "patch_embed", "cross_attention", "norm", "mlp")
+KINDS = ("pixel_shuffle", "rope", "attention", "patch_embed", "cross_attention", "cross_attention_mask", "norm", "mlp")
 
 
 class UnsupportedModelError(ValueError):

@@ -105,6 +105,10 @@ FINGERPRINTS = {
         "79fc24ebbfd74e8a9d2a6545ca4017252868eed60b0298ace9836bf00d76216c": ("5.23.0",),
         "cc47b9ec36f5ea805f74ebb9045394bbe049d0079ef673a70ed9c7f4a4bf1ff6": ("5.24.0", "5.25.0"),
     },
+    "Mllama/cross_attention_mask": {
+        "3a0bf01c99b9410fa989fbb84a83eeb1007f51cf5156aaabec185f7ce0046861": ("5.10.4",),
+        "f99e6bd9788561d4c4344ef1fa01426358a12aa804096ddd26ec5b251e8afa52": ("5.24.0", "5.25.0"),
+    },
     "Pixtral/attention": {
         "47811a9eaed7c744dd0ef7593aef17a2ad2a2744ea2335d90e273ad4c217741e": ("5.10.4", "5.13.1", "5.15.1"),
         "4a3efd0c14f34711cb960499e66fc59dc071c87821eb184dc66c11a2ee91ab3c": ("5.17.0",),
@@ -512,6 +516,10 @@ SOURCES = {
         "2840bb30417789cb0585800930e233ac1f54585735e6bf210bf189a4bc3ec65f": ("5.10.4", "5.13.1", "5.15.1", "5.17.0"),
         "be6da63fae4f4b79fbbb4f064aecdd53875de55589d93cfa3b6064d957a16bae": ("5.19.0", "5.20.2", "5.22.2", "5.23.0"),
         "a088bfefcf156b981599a6ed630c6054066516d7d6a8d8f6a5ff819bfee034d0": ("5.24.0", "5.25.0"),
+    },
+    "transformers.models.mllama.modeling_mllama:MllamaTextModel.forward": {
+        "207cf65faa91347c7710c98aa1018b852c915cf84290358f40f54c9ce079b85c": ("5.10.4",),
+        "d597b8c5bf36d4de5581e6cf281c6ae4ac49d65c37cad04328f6e94bad7b84c0": ("5.24.0", "5.25.0"),
     },
     "transformers.models.mllama.modeling_mllama:_prepare_cross_attention_mask": {
         "300fa05762c62044bda8ba08278368cad461f8d609917c5608ccfb32e3b37e88": (
