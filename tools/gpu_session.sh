@@ -68,7 +68,7 @@ for group in ${STAGES:-${BENCHES:-varlen gated tune tests membound varlen_flex t
   for name in $group; do
     case $name in
       varlen) bench varlen 120 "bench_varlen_attention and not flex" ;;
-      gated) bench gated 90 "bench_gated_cross_attention" ;;
+      gated) bench gated 100 "bench_gated_cross_attention or bench_mllama_cross_attention" ;;
       rope) bench rope 90 "bench_rope" ;;
       rms_norm) bench rms_norm 60 "bench_rms_norm" ;;
       silu_mul) bench silu_mul 60 "bench_silu_mul" ;;
