@@ -1,7 +1,7 @@
 """patch_model's text M-RoPE rule on the Qwen2-VL, Qwen2.5-VL and Qwen3-VL language models: logits and
 greedy generate (prefill and decode with a KV cache, images and a video in the prompt, so the 3-D
 positions differ per axis) equal to the unpatched model's, vlmops::rope running in every decoder layer
-with no cos/sin table built, the rule's gating, verify=True, and save/load."""
+with no cos/sin table built, the rule's gating, verify=True, torch.compile and save/load."""
 
 import copy
 
@@ -84,6 +84,22 @@ def test_text_rope_generate_gives_identical_tokens(family):
     assert torch.equal(got, expected)
     # Every forward of generate (the prefill and each decode step) rotated in every layer.
     assert recorder.calls.count("vlmops::rope") == steps * len(language_model(patched).layers)
+
+
+@pytest.mark.parametrize("family", ["Qwen2-VL", "Qwen3-VL"])  # contiguous and interleaved sections
+def test_patched_language_model_compiles_in_one_graph(family):
+    model, _ = build(family)
+    text = language_model(model)
+    patched = copy.deepcopy(text)
+    vlmops.patch_model(patched, ops=["rope"])
+    embeds = torch.randn(1, 12, text.config.hidden_size)
+    s = torch.arange(12)
+    position_ids = torch.stack((s, s // 2, s % 3))[:, None]
+    with torch.no_grad():
+        expected = text(inputs_embeds=embeds, position_ids=position_ids, use_cache=False).last_hidden_state
+        compiled = torch.compile(patched, fullgraph=True, backend="aot_eager")
+        got = compiled(inputs_embeds=embeds, position_ids=position_ids, use_cache=False).last_hidden_state
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("family", FAMILIES)

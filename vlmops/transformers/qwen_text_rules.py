@@ -69,7 +69,7 @@ def _cell_contents(cell):
         return None
 
 
-def with_globals(function, names: dict):
+def _with_globals(function, names: dict):
     """A copy of ``function`` in which the global ``names`` resolve to the objects given (the other
     globals to those of its module when the copy is made). Wrappers that ``functools.wraps`` put
     around it and that hold it in their closure (``deprecate_kwarg``'s) are rebuilt around the copy.
@@ -83,7 +83,7 @@ def with_globals(function, names: dict):
         scope = {**function.__globals__, **names}
         closure = function.__closure__
     else:
-        copy = with_globals(inner, names)
+        copy = _with_globals(inner, names)
         cells = function.__closure__ or ()
         if not any(_cell_contents(cell) is inner for cell in cells):
             raise ValueError(f"a wrapper of {function.__qualname__} does not hold the function it wraps")
@@ -101,11 +101,9 @@ def with_globals(function, names: dict):
 @functools.cache
 def _attention_forward(attention_cls, rotate_spec):
     """``attention_cls.forward`` with the global named by ``rotate_spec`` ("module:function") bound to
-    :func:`_rotation` of it; tagged ``vlmops_text_rope``."""
+    :func:`_rotation` of it."""
     name = rotate_spec.rpartition(":")[2]
-    forward = with_globals(attention_cls.forward, {name: _rotation(rotate_spec)})
-    forward.vlmops_text_rope = True
-    return forward
+    return _with_globals(attention_cls.forward, {name: _rotation(rotate_spec)})
 
 
 def _mrope_section(rotary):
