@@ -305,6 +305,7 @@ def test_verify_changes_nothing_before_it_decides(monkeypatch):
     monkeypatch.setattr(patch, "compare", lambda got, want: (1.0, 2.0, "forced"))
     monkeypatch.setitem(verified.FINGERPRINTS, "Qwen2-VL/attention", {})
     monkeypatch.setitem(verified.FINGERPRINTS, "Qwen2-VL/patch_embed", {})
+    monkeypatch.setitem(verified.FINGERPRINTS, "Qwen2-VL/rope/text", {})
     params = {id(p) for p in model.parameters()}
     report = vlmops.patch_model(model, verify=True)
     assert report.replacements == [] and {v.kind for v in report.verifications} == {"rope", "attention", "patch_embed"}

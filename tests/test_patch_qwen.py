@@ -228,8 +228,11 @@ def test_patch_twice_is_a_no_op():
     model, _ = build("Qwen2-VL")
     first = vlmops.patch_model(model.model.visual)  # a submodule first, then the whole model
     assert first.replacements
-    second = vlmops.patch_model(model)
-    assert second.families == ["Qwen2-VL"] and second.replacements == []
+    second = vlmops.patch_model(model)  # only the language model is left to patch
+    assert second.families == ["Qwen2-VL"] and second.replacements
+    assert all(r.path.startswith("model.language_model.") for r in second.replacements)
+    third = vlmops.patch_model(model)
+    assert third.families == ["Qwen2-VL"] and third.replacements == []
 
 
 @pytest.mark.parametrize("family", FAMILIES)

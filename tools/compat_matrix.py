@@ -57,6 +57,7 @@ VERIFY_TEST = "tests/test_compat_verify.py::test_verify_applies_exactly_the_rule
 
 # Per family, the parity tests: pytest node ids relative to the repository root.
 QWEN, PIXTRAL = "tests/test_patch_qwen.py", "tests/test_patch_pixtral.py"
+QWEN_TEXT = "tests/test_patch_qwen_text.py"
 CLIP, MLLAMA, SHUFFLE = "tests/test_patch_clip.py", "tests/test_patch_mllama.py", "tests/test_patch_pixel_shuffle.py"
 RANGES = "tests/test_mllama_ranges.py"
 PARITY = {
@@ -64,15 +65,24 @@ PARITY = {
         f"{QWEN}::test_patched_model_matches_and_runs_vlmops[Qwen2-VL]",
         f"{QWEN}::test_qwen2_vl_generate_gives_identical_tokens",
         f"{QWEN}::test_save_load_round_trip[Qwen2-VL]",
+        f"{QWEN_TEXT}::test_text_rope_matches_logits_and_runs_vlmops_rope[Qwen2-VL]",
+        f"{QWEN_TEXT}::test_text_rope_generate_gives_identical_tokens[Qwen2-VL]",
+        f"{QWEN_TEXT}::test_text_rope_save_load_round_trip[Qwen2-VL]",
     ),
     "Qwen2.5-VL": (
         f"{QWEN}::test_patched_model_matches_and_runs_vlmops[Qwen2.5-VL]",
         f"{QWEN}::test_qwen2_5_vl_window_and_full_attention_layers_match",
         f"{QWEN}::test_save_load_round_trip[Qwen2.5-VL]",
+        f"{QWEN_TEXT}::test_text_rope_matches_logits_and_runs_vlmops_rope[Qwen2.5-VL]",
+        f"{QWEN_TEXT}::test_text_rope_generate_gives_identical_tokens[Qwen2.5-VL]",
+        f"{QWEN_TEXT}::test_text_rope_save_load_round_trip[Qwen2.5-VL]",
     ),
     "Qwen3-VL": (
         f"{QWEN}::test_patched_model_matches_and_runs_vlmops[Qwen3-VL]",
         f"{QWEN}::test_save_load_round_trip[Qwen3-VL]",
+        f"{QWEN_TEXT}::test_text_rope_matches_logits_and_runs_vlmops_rope[Qwen3-VL]",
+        f"{QWEN_TEXT}::test_text_rope_generate_gives_identical_tokens[Qwen3-VL]",
+        f"{QWEN_TEXT}::test_text_rope_save_load_round_trip[Qwen3-VL]",
     ),
     "InternVL": (
         f"{SHUFFLE}::test_patched_model_matches_and_runs_vlmops[InternVL]",

@@ -7,13 +7,14 @@ from vlmops.nn.norm import RMSNorm
 from vlmops.nn.patch_embed import PatchEmbed
 from vlmops.nn.patch_merger import PatchMerger
 from vlmops.nn.pixel_shuffle import PixelShuffleConnector, PixelShuffleProjector
-from vlmops.nn.rope import MRotaryEmbedding, VisionRope, VisionRotaryEmbedding
+from vlmops.nn.rope import MRope, MRotaryEmbedding, VisionRope, VisionRotaryEmbedding
 from vlmops.nn.vision_embeddings import CLIPVisionEmbeddings, SiglipVisionEmbeddings
 
 __all__ = [
     "CLIPVisionEmbeddings",
     "GatedCrossAttentionBlock",
     "GatedMLP",
+    "MRope",
     "MRotaryEmbedding",
     "MaskedCrossAttention",
     "MllamaCrossAttention",

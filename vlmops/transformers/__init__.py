@@ -24,10 +24,11 @@ from vlmops.transformers.patch import (
 from vlmops.transformers.pixel_shuffle_rules import RULES as _PIXEL_SHUFFLE_RULES
 from vlmops.transformers.pixtral_rules import RULES as _PIXTRAL_RULES
 from vlmops.transformers.qwen_rules import RULES as _QWEN_RULES
+from vlmops.transformers.qwen_text_rules import RULES as _QWEN_TEXT_RULES
 
-# Every rule variant; patch_model uses, per (family, kind), the one select_rules picks for the
+# Every rule variant; patch_model uses, per rule key (family, kind, part), the one select_rules picks for the
 # installed transformers.
-RULES = [*_PIXEL_SHUFFLE_RULES, *_QWEN_RULES, *_PIXTRAL_RULES, *_CLIP_RULES, *_MLLAMA_RULES]
+RULES = [*_PIXEL_SHUFFLE_RULES, *_QWEN_RULES, *_QWEN_TEXT_RULES, *_PIXTRAL_RULES, *_CLIP_RULES, *_MLLAMA_RULES]
 
 # family -> the kinds of replacement its rules make (a family may have several rules).
 SUPPORTED_FAMILIES = {

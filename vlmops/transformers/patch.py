@@ -165,16 +165,19 @@ class Rule:
     # it). A variant without ``serves`` is the one used where no other variant serves.
     serves: Callable[[], bool] | None = None
     api: str = ""
+    # Which part of the model the rule serves where a family has several rules of one kind ("text": the
+    # language model's, beside the vision tower's); "" for the family's only rule of its kind.
+    part: str = ""
 
     @property
     def key(self) -> str:
         """The rule's name in ``vlmops.transformers.verified``: its variants share it."""
-        return f"{self.family}/{self.kind}"
+        return f"{self.family}/{self.kind}" + (f"/{self.part}" if self.part else "")
 
 
 def select_rules(rules: list) -> list:
-    """One rule per (family, kind), in ``rules``' order: the first variant whose ``serves()`` is true
-    for the installed transformers, else the first variant without ``serves``."""
+    """One rule per key (family, kind and part), in ``rules``' order: the first variant whose ``serves()``
+    is true for the installed transformers, else the first variant without ``serves``."""
     chosen = {}
     for rule in rules:
         if rule.serves is not None and rule.key not in chosen and rule.serves():
@@ -471,10 +474,10 @@ def patch_conv_refusal(
 
 
 def rope_refusal(factory: Callable, rotary: nn.Module, consumers: dict) -> str | None:
-    """Can the ``vlmops.nn.VisionRotaryEmbedding`` that ``factory(rotary)`` builds stand for this rotary
-    module? Its own checks (its tables: e.g. no attention scaling), then what ``rope`` says of one token
-    of the q and k (:class:`Zeros` ``[1, H, D]``) of each attention that rotates with it (``consumers``:
-    path -> (q, k)), with the tables' pairs."""
+    """Can the vlmops rotary module (``vlmops.nn.VisionRotaryEmbedding``, ``MRotaryEmbedding``) that
+    ``factory(rotary)`` builds stand for this rotary module? Its own checks (its tables: e.g. no attention
+    scaling), then what ``rope`` says of one token of the q and k (:class:`Zeros` ``[1, H, D]``) of each
+    attention that rotates with it (``consumers``: path -> (q, k)), with the tables' pairs."""
     try:
         tables = factory(rotary).tables()
     except ValueError as error:

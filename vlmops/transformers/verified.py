@@ -187,6 +187,10 @@ FINGERPRINTS = {
         "ccdd52c62fa0f4a854f258a9e7f7f482bf3594928d8095313444e1ed4c69849b": ("5.20.2", "5.22.2", "5.23.0"),
         "6a5a07d2b5ac6d25ed14f6f70f3fa1a3d4d78c7cf84860fe996392ebb18e3f0e": ("5.24.0", "5.25.0"),
     },
+    "Qwen2-VL/rope/text": {
+        "32b6773022341d00de78384d5f78cf6f4ad10f72cc847600531c89fae3b0f5c7": ("5.10.4",),
+        "70b46cc246c6ac296798fccb3845935a6a85b3c6be770c952cceb97803074987": ("5.24.0", "5.25.0"),
+    },
     "Qwen2.5-VL/attention": {
         "2055dd1560f7643824fb23cd9c9c90bde03f0fe9b10427636794875adaeefcf9": ("5.10.4",),
         "6a40f72e75253141a484a33f83a7c07a34cc79c60be8656f4d9200ba60ef18a6": ("5.13.1",),
@@ -244,6 +248,10 @@ FINGERPRINTS = {
         "9f7edfa9df6491f75116588859920953f5c2eaf29fc284fe83468440c9d378ae": ("5.20.2", "5.22.2", "5.23.0"),
         "2ed6d761e6233cb53edbb083c1bdbcb6f8798a1ed3dc5b0e4a7d1b895ffd594f": ("5.24.0", "5.25.0"),
     },
+    "Qwen2.5-VL/rope/text": {
+        "e30ae84555ff5d161bdf7b7bc51592646b6de6bcde6329bb42427e29447e423a": ("5.10.4",),
+        "15c932a5a85d242022963d26e85ef884855648b918463b53233d0cdd82199351": ("5.24.0", "5.25.0"),
+    },
     "Qwen3-VL/attention": {
         "d1cd006604830541b38088709f65dc863e18692444847c7e0d2a594f58c36914": ("5.10.4",),
         "e919f87177b1185cb3fa81a9ee8002d3d4c87ef4eb858376f7818a29c03a2c9c": ("5.13.1",),
@@ -272,6 +280,10 @@ FINGERPRINTS = {
         "0988b8e3558ec6142a75871e010350e92e24510dffd4f7e01aaf6c62bc59a356": ("5.19.0",),
         "eeb185284b78fe0544407589749899ca65b3db42724fe6aefb6bea01d9b291d0": ("5.20.2", "5.22.2", "5.23.0"),
         "d4eaf48f549b65e9e215cf4c6ffc38aad09505d2ce94f11e502db6a54059381e": ("5.24.0", "5.25.0"),
+    },
+    "Qwen3-VL/rope/text": {
+        "e693261556e48d5c0fcae2e264ed4f6769a8324596c4e34d3f8617ef1f8e8121": ("5.10.4",),
+        "29902526b29f1396cf9bd6bded0f55af9fcc85ad160162dadee32c7bb60fe42a": ("5.24.0", "5.25.0"),
     },
     "SigLIP/attention": {
         "4e39a1951b9f032b06fac6b322af64c35737fcc5baece29741fbfd1c1bfa45c0": ("5.10.4", "5.13.1", "5.15.1", "5.17.0"),
@@ -706,6 +718,17 @@ SOURCES = {
     "transformers.models.pixtral.modeling_pixtral:position_ids_in_meshgrid": {
         "92ca27808553f2ab99db10047ed374cba8fd578f6ba9d32f89aeb4579520d89a": ("5.10.4", "5.13.1", "5.15.1"),
     },
+    "transformers.models.qwen2_5_vl.modeling_qwen2_5_vl:Qwen2_5_VLAttention.__init__": {
+        "cab8896a377998926d1ae632b86ee0ee60cf22e830ea3d69d2749d3582155a93": ("5.10.4", "5.24.0", "5.25.0"),
+    },
+    "transformers.models.qwen2_5_vl.modeling_qwen2_5_vl:Qwen2_5_VLAttention.forward": {
+        "58ce661ea4d4f29551bafb3513dc20877cd031ecf6e3c1ed6c38ce7c64d16fc6": ("5.10.4",),
+        "590a91a4f7ded158a6408e5e5d3fcc6c9642eee9a9e9e44f9182161ea27008d9": ("5.24.0", "5.25.0"),
+    },
+    "transformers.models.qwen2_5_vl.modeling_qwen2_5_vl:Qwen2_5_VLDecoderLayer.forward": {
+        "0714a1ed3b4d3aa3dca9eb8823934136608b10059f0d3ee6addf9e619b064039": ("5.10.4",),
+        "cea5a134b8149586343643ba9e0553dbca19644154205e5635778af9d6ce6873": ("5.24.0", "5.25.0"),
+    },
     "transformers.models.qwen2_5_vl.modeling_qwen2_5_vl:Qwen2_5_VLMLP.__init__": {
         "3716ecb3ef85e5b8c609ca1cee43f499ca7cea691f2ec392e56c341ace640ea3": (
             "5.10.4",
@@ -761,6 +784,25 @@ SOURCES = {
             "5.24.0",
             "5.25.0",
         ),
+    },
+    "transformers.models.qwen2_5_vl.modeling_qwen2_5_vl:Qwen2_5_VLRotaryEmbedding.__init__": {
+        "a377c17f26bef53ac03c1837685f726ee66d1360588b6a72c4961b83612e04a6": ("5.10.4",),
+        "832f18db8c4a998023afbafc709fb8d0d9486cb9c2769d206414fa3fdddbaf1a": ("5.24.0", "5.25.0"),
+    },
+    "transformers.models.qwen2_5_vl.modeling_qwen2_5_vl:Qwen2_5_VLRotaryEmbedding.compute_default_rope_parameters": {
+        "6d2a3884fb59961b23d751814823915965b9a41a89e5f265053a1e764a23b480": ("5.10.4",),
+        "42c21ccb1af8d34950a803299f02afb4132bb22e95743483e22741ee88af1d4b": ("5.24.0", "5.25.0"),
+    },
+    "transformers.models.qwen2_5_vl.modeling_qwen2_5_vl:Qwen2_5_VLRotaryEmbedding.forward": {
+        "f3d13c902b33d6b87fea7ef499fc0d6702f8b5738ed5199e085eabe8d7f673b3": ("5.10.4",),
+        "3d7a23d667e9338505f42336a190101ca1ce5edc8f09faf81562f5ac5f04df46": ("5.24.0", "5.25.0"),
+    },
+    "transformers.models.qwen2_5_vl.modeling_qwen2_5_vl:Qwen2_5_VLRotaryEmbedding.recomposition_frequencies": {
+        "231614d59b3c1aece4a6dcbe3b0090a1349b9edca2a444683bbd37c9755bd977": ("5.24.0", "5.25.0"),
+    },
+    "transformers.models.qwen2_5_vl.modeling_qwen2_5_vl:Qwen2_5_VLTextModel.forward": {
+        "823b084a25aabf4d1a645839c6da70ed53c5569d22d0104ec969045c1ef0ca5a": ("5.10.4",),
+        "a5d0d76069d13a09c97cdd89363d734b8ef8cf83c4ff01b40720c004e1ef2fdc": ("5.24.0", "5.25.0"),
     },
     "transformers.models.qwen2_5_vl.modeling_qwen2_5_vl:Qwen2_5_VLVisionAttention.__init__": {
         "38e2eeb4a0c41b15e6de8a20ccc982ffb2b3fe5e570b1a02ef7d4ad71b9a5c92": (
@@ -894,6 +936,12 @@ SOURCES = {
             "5.25.0",
         ),
     },
+    "transformers.models.qwen2_5_vl.modeling_qwen2_5_vl:apply_multimodal_rotary_pos_emb": {
+        "d938838e202f69cb247628b3cf8e2de6dd70e05f345827f9703803311abfb978": ("5.10.4",),
+    },
+    "transformers.models.qwen2_5_vl.modeling_qwen2_5_vl:apply_rotary_pos_emb": {
+        "ea234325c15de475147027ac7da4307167d082b13f4c62a7f2921fef4f9e5e87": ("5.24.0", "5.25.0"),
+    },
     "transformers.models.qwen2_5_vl.modeling_qwen2_5_vl:apply_rotary_pos_emb_vision": {
         "961a1862d6808a5ca62c8cd1184d4133feb923b246b8abc79fff6b7fb3079a00": (
             "5.10.4",
@@ -935,6 +983,36 @@ SOURCES = {
             "5.24.0",
             "5.25.0",
         ),
+    },
+    "transformers.models.qwen2_vl.modeling_qwen2_vl:Qwen2VLAttention.__init__": {
+        "9433ed5c19599f3bf67663cf5af027588e84a15d2b3c86d5b4fcc0c5209c7b5d": ("5.10.4", "5.24.0", "5.25.0"),
+    },
+    "transformers.models.qwen2_vl.modeling_qwen2_vl:Qwen2VLAttention.forward": {
+        "58ce661ea4d4f29551bafb3513dc20877cd031ecf6e3c1ed6c38ce7c64d16fc6": ("5.10.4",),
+        "590a91a4f7ded158a6408e5e5d3fcc6c9642eee9a9e9e44f9182161ea27008d9": ("5.24.0", "5.25.0"),
+    },
+    "transformers.models.qwen2_vl.modeling_qwen2_vl:Qwen2VLDecoderLayer.forward": {
+        "0714a1ed3b4d3aa3dca9eb8823934136608b10059f0d3ee6addf9e619b064039": ("5.10.4",),
+        "cea5a134b8149586343643ba9e0553dbca19644154205e5635778af9d6ce6873": ("5.24.0", "5.25.0"),
+    },
+    "transformers.models.qwen2_vl.modeling_qwen2_vl:Qwen2VLRotaryEmbedding.__init__": {
+        "4cba9d6dbe377e398f4fa63ff006f10b21e364a81154cb9efacc4230ede5db14": ("5.10.4",),
+        "f7f9a4647852965ff670c41e596b684bcf70e5c439e7da4df0e812cbb2a4bde0": ("5.24.0", "5.25.0"),
+    },
+    "transformers.models.qwen2_vl.modeling_qwen2_vl:Qwen2VLRotaryEmbedding.compute_default_rope_parameters": {
+        "d95ee6172ddfa89fba8b5fb15f0b065fd2d12893759ee7bdd4c610dae2af90c3": ("5.10.4",),
+        "dc196babc6fe403fadbc7e7301e8c5c8103cb25b4ce65a9ccc646952776ada3a": ("5.24.0", "5.25.0"),
+    },
+    "transformers.models.qwen2_vl.modeling_qwen2_vl:Qwen2VLRotaryEmbedding.forward": {
+        "b32a9c500d115bd1089916e9090154e97889eee5b5fb587e5b53ebef20206d1e": ("5.10.4",),
+        "3616bd1492385ef3ed03b2f92b748c8164096fff18e6d20defd729503e26e93f": ("5.24.0", "5.25.0"),
+    },
+    "transformers.models.qwen2_vl.modeling_qwen2_vl:Qwen2VLRotaryEmbedding.recomposition_frequencies": {
+        "231614d59b3c1aece4a6dcbe3b0090a1349b9edca2a444683bbd37c9755bd977": ("5.24.0", "5.25.0"),
+    },
+    "transformers.models.qwen2_vl.modeling_qwen2_vl:Qwen2VLTextModel.forward": {
+        "823b084a25aabf4d1a645839c6da70ed53c5569d22d0104ec969045c1ef0ca5a": ("5.10.4",),
+        "a5d0d76069d13a09c97cdd89363d734b8ef8cf83c4ff01b40720c004e1ef2fdc": ("5.24.0", "5.25.0"),
     },
     "transformers.models.qwen2_vl.modeling_qwen2_vl:Qwen2VLVisionBlock.forward": {
         "8e120700018939d7197c700d89d65fee4571ae6d4f1f1d988b78040fd7df4c94": ("5.10.4", "5.13.1"),
@@ -1029,6 +1107,12 @@ SOURCES = {
     "transformers.models.qwen2_vl.modeling_qwen2_vl:VisionRotaryEmbedding.forward": {
         "9de9943bb0b3476b56568b672094b4bd60d7b9d41e6bc3b96da34ec7b4972e93": ("5.10.4", "5.13.1", "5.15.1"),
     },
+    "transformers.models.qwen2_vl.modeling_qwen2_vl:apply_multimodal_rotary_pos_emb": {
+        "d938838e202f69cb247628b3cf8e2de6dd70e05f345827f9703803311abfb978": ("5.10.4",),
+    },
+    "transformers.models.qwen2_vl.modeling_qwen2_vl:apply_rotary_pos_emb": {
+        "14ef8b572d9c0bd1488bf65dfd1e1d4a70008016d097cf1e6ade055e3d1100ef": ("5.24.0", "5.25.0"),
+    },
     "transformers.models.qwen2_vl.modeling_qwen2_vl:apply_rotary_pos_emb_vision": {
         "961a1862d6808a5ca62c8cd1184d4133feb923b246b8abc79fff6b7fb3079a00": (
             "5.10.4",
@@ -1042,6 +1126,39 @@ SOURCES = {
             "5.24.0",
             "5.25.0",
         ),
+    },
+    "transformers.models.qwen3_vl.modeling_qwen3_vl:Qwen3VLTextAttention.__init__": {
+        "f042004f8be7aecc8702b3044c29e2bb7a953bbef4b883bf8efdc86741652ca3": ("5.10.4", "5.24.0", "5.25.0"),
+    },
+    "transformers.models.qwen3_vl.modeling_qwen3_vl:Qwen3VLTextAttention.forward": {
+        "05731d821a60ed0d62037833d83ce25e2131626b4d820c410f297628c1a19866": ("5.10.4",),
+        "c160975a67702027fe85cb5313bf3ef2e45e3214ad5eeb393e2babfc6fc8c83d": ("5.24.0", "5.25.0"),
+    },
+    "transformers.models.qwen3_vl.modeling_qwen3_vl:Qwen3VLTextDecoderLayer.forward": {
+        "48b425ff62ec41e23c82a8a8ed825b3691180337ce5e4451dfcfa155cf7c8ce4": ("5.10.4",),
+        "cc156f1b797130b81384b67ddc75c1f310cb4ba5750d47bfae5f80e92a65259c": ("5.24.0", "5.25.0"),
+    },
+    "transformers.models.qwen3_vl.modeling_qwen3_vl:Qwen3VLTextModel.forward": {
+        "315e088611c28a04f57dd2685a1dc4d3f4eda1c05460117deb39e388a7f2fd1b": ("5.10.4",),
+        "43960267623076308f69a606d6356e182722bf34708110b3dd0180b4313681ec": ("5.24.0", "5.25.0"),
+    },
+    "transformers.models.qwen3_vl.modeling_qwen3_vl:Qwen3VLTextRotaryEmbedding.__init__": {
+        "aaecd2399a3d4d74574bdbe8178804d016adfbc572880838856a3d92ea7534e8": ("5.10.4",),
+        "8a3945846acd9bd87d9179e55c8e6bf44c5bb1b67594fc8dfd043ecf6449db39": ("5.24.0", "5.25.0"),
+    },
+    "transformers.models.qwen3_vl.modeling_qwen3_vl:Qwen3VLTextRotaryEmbedding.apply_interleaved_mrope": {
+        "e92af8b3703d0acbe027dc6db1c32ba10363aca561e53b7b9cc97fffd56bd119": ("5.10.4",),
+    },
+    "transformers.models.qwen3_vl.modeling_qwen3_vl:Qwen3VLTextRotaryEmbedding.compute_default_rope_parameters": {
+        "4d7ceef144d0efd5e6e9d9e0bab771447c916169a14e2e4d2871215fef357c70": ("5.10.4",),
+        "2e4e96d4170541ef2231f76a1464fc3da2db9617b9ac65044bd0bb01feeeb963": ("5.24.0", "5.25.0"),
+    },
+    "transformers.models.qwen3_vl.modeling_qwen3_vl:Qwen3VLTextRotaryEmbedding.forward": {
+        "d7bdf1801e8a96a68618ff223ef05cbffb0cefdc713e0d34acaf7d31a10e8aa8": ("5.10.4",),
+        "a4ff431729edb6c2e57df1f69907cc5048fb81722924a72fa25837adcefeb1e0": ("5.24.0", "5.25.0"),
+    },
+    "transformers.models.qwen3_vl.modeling_qwen3_vl:Qwen3VLTextRotaryEmbedding.recomposition_frequencies": {
+        "cda427993fcedc16a4c12777a0ddf083f17ca8b5209bf33c78393093d1065131": ("5.24.0", "5.25.0"),
     },
     "transformers.models.qwen3_vl.modeling_qwen3_vl:Qwen3VLVisionAttention.__init__": {
         "f58b5d6b6e6b6b873a916066d466967aec640c91a0a89f12dc834659d45af566": (
@@ -1162,6 +1279,10 @@ SOURCES = {
             "5.24.0",
             "5.25.0",
         ),
+    },
+    "transformers.models.qwen3_vl.modeling_qwen3_vl:apply_rotary_pos_emb": {
+        "e2975ea7060de67704dfef2f64c821064e66fc292923e37f1d2689077e846b94": ("5.10.4",),
+        "ea234325c15de475147027ac7da4307167d082b13f4c62a7f2921fef4f9e5e87": ("5.24.0", "5.25.0"),
     },
     "transformers.models.qwen3_vl.modeling_qwen3_vl:apply_rotary_pos_emb_vision": {
         "961a1862d6808a5ca62c8cd1184d4133feb923b246b8abc79fff6b7fb3079a00": (
