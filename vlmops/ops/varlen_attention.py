@@ -246,10 +246,12 @@ def _check_shapes(op, q, k, v, cu_seqlens_q, cu_seqlens_k):
     torch._check(k.shape[2] == D, lambda: f"vlmops.{op}: k's head dim must equal q's")
     torch._check(Hk >= 1 and H % Hk == 0, lambda: f"vlmops.{op}: k's heads must divide q's heads")
     torch._check(H * D < 2**31, lambda: f"vlmops.{op}: q's heads * head dim must be < 2^31")
-    torch._check(
-        q.shape[0] <= MAX_TOKENS and k.shape[0] <= MAX_TOKENS,
-        lambda: f"vlmops.{op}: q and k take at most {MAX_TOKENS} tokens",
-    )
+    # One check per size: `and` would ask for the truth of a token count the graph may not know
+    # (packed lengths computed on the device), where torch._check records it as an assumption.
+    for name, t in (("q", q), ("k", k)):
+        torch._check(
+            t.shape[0] <= MAX_TOKENS, lambda name=name: f"vlmops.{op}: {name} takes at most {MAX_TOKENS} tokens"
+        )
     torch._check(
         cu_seqlens_q.dim() == 1 and cu_seqlens_q.shape[0] >= 1, lambda: f"vlmops.{op}: cu_seqlens_q must be [B + 1]"
     )

@@ -76,7 +76,10 @@ def _pixtral_forward(self, pixel_values, image_sizes=None, num_patches=None, **k
     else:
         # A slice past the batch's patch grid stops at its edge, as in transformers' loop.
         grid = torch.minimum(torch.as_tensor(image_sizes, device=device).long() // P, _grid_limit(rows, cols, device))
-    if num_patches is None:
+    # Computed here, the count is exactly the images' patches (a value the graph may not know when
+    # read from image_sizes under torch.compile); the caller's may pad.
+    exact = num_patches is None
+    if exact:
         num_patches = _num_patches(image_sizes, grid, P, batch, rows, cols)
     # nn.Conv2d drops a remainder smaller than a patch; a view does the same.
     pixels = pixel_values[..., : rows * P, : cols * P].to(self.patch_conv.weight.dtype)
@@ -89,9 +92,13 @@ def _pixtral_forward(self, pixel_values, image_sizes=None, num_patches=None, **k
     # Gathered from the [B, H/P * W/P, D] view of the embeddings (no copy of the whole batch).
     patches = embeds.flatten(2).transpose(1, 2)[image, positions[:, 0] * cols + positions[:, 1]]
     patch_embeds = self.ln_pre(patches.unsqueeze(0))
-    ends = counts.cumsum(0).clamp(max=num_patches)
-    cu_seqlens = F.pad(ends, (1, 1), value=num_patches).to(torch.int32)
-    cu_seqlens[:1].zero_()  # a fill kernel: no host-to-device copy
+    ends = counts.cumsum(0)
+    if exact:
+        cu_seqlens = F.pad(ends, (1, 0)).to(torch.int32)
+    else:
+        # The padding segment ends at num_patches; a fill kernel writes it (no host-to-device copy).
+        cu_seqlens = F.pad(ends.clamp(max=num_patches), (1, 1), value=num_patches).to(torch.int32)
+        cu_seqlens[:1].zero_()
     if isinstance(self.patch_positional_embedding, VisionRotaryEmbedding):
         position_embeddings = self.patch_positional_embedding.rope(positions)
     else:
