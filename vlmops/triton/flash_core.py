@@ -25,7 +25,6 @@ import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 LOG2E = 1.4426950408889634
-LN2 = 0.6931471805599453
 
 
 def head_dim_pieces(D: int) -> tuple:
@@ -296,7 +295,7 @@ def softmax_epilogue(m_i, l_i):
     """(1 / l, lse in natural-log units) of each row; rows that saw no key get 0 and -inf."""
     has_keys = l_i > 0.0
     inv = tl.where(has_keys, 1.0 / tl.where(has_keys, l_i, 1.0), 0.0)
-    lse = tl.where(has_keys, (m_i + tl.log2(tl.where(has_keys, l_i, 1.0))) * LN2, float("-inf"))
+    lse = tl.where(has_keys, (m_i + tl.log2(tl.where(has_keys, l_i, 1.0))) * 0.6931471805599453, float("-inf"))
     return inv, lse
 
 
@@ -304,7 +303,7 @@ def softmax_epilogue(m_i, l_i):
 def load_row_stats(Lse, Delta, offset, rows, row_ok):
     """(lse in log2 units, delta) of rows: delta = rowsum(dO * O); rows without keys (lse -inf) get
     lse 0, so that their masked scores give probability 0 instead of NaN."""
-    lse2 = tl.load(Lse + offset + rows, mask=row_ok, other=0.0) * LOG2E
+    lse2 = tl.load(Lse + offset + rows, mask=row_ok, other=0.0) * 1.4426950408889634
     lse2 = tl.where(lse2 == float("-inf"), 0.0, lse2)
     delta = tl.load(Delta + offset + rows, mask=row_ok, other=0.0)
     return lse2, delta

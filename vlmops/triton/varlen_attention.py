@@ -639,15 +639,16 @@ def varlen_attention_backward(
 
 def _specs():
     """Representative launches for the static kernel report (Qwen2.5-VL D=80, SigLIP-so400m D=72,
-    InternViT-6B D=128, and D=8 of the tiny test configurations (one masked 16-wide piece); bf16, the
-    GPU dtype of these towers). The forward is compiled in its Ampere configuration for both archs
-    and in its Hopper one for sm_90a, through TMA (``:fwd-hopper``) and through pointers
-    (``:fwd-hopper-ptr``, operands whose strides rule TMA out)."""
+    InternViT-6B D=128, CLIP ViT-L/14 D=64, and D=8 of the tiny test configurations (one masked
+    16-wide piece); bf16, the GPU dtype of these towers). The forward is compiled in its Ampere
+    configuration for both archs and in its Hopper one for sm_90a, through TMA (``:fwd-hopper``) and
+    through pointers (``:fwd-hopper-ptr``, operands whose strides rule TMA out)."""
     specs = []
     for config, D, H, Hk in (
         ("qwen2.5-vl-vision", 80, 16, 16),
         ("siglip-so400m", 72, 16, 16),
         ("internvit-6b", 128, 25, 25),
+        ("clip-vit-large", 64, 16, 16),
         ("tiny-test-config", 8, 4, 2),
     ):
         D0, D1, D2 = head_dim_pieces(D)
