@@ -115,6 +115,11 @@ def test_varlen_tma_is_bitwise_the_pointer_path(D, dtype):
     pointer = triton_varlen.varlen_attention(q, k, v, cu, cu, block_m=32, block_n=32, tma=False)
     tma = triton_varlen.varlen_attention(q, k, v, cu, cu, block_m=32, block_n=32, tma=True)
     assert torch.equal(pointer[0], tma[0]) and torch.equal(pointer[1], tma[1])
+    if dtype == torch.float32:  # the backward reads K/V (dQ) and Q/dO (dK/dV) through TMA as well
+        args = (randn(N, 2, D, seed=4), q, k, v, *pointer, cu, cu)
+        expected = triton_varlen.varlen_attention_backward(*args, block_m=16, block_n=32, tma=False)
+        got = triton_varlen.varlen_attention_backward(*args, block_m=16, block_n=32, tma=True)
+        assert all(torch.equal(g, e) for g, e in zip(got, expected))
 
 
 def test_tma_needs_aligned_strides():
@@ -129,17 +134,35 @@ def test_tma_needs_aligned_strides():
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
 def test_nonfinite_values_stay_in_their_segment_through_tma(value):
-    # Each segment fills one 16-row tile alone, and its one partial 32-key block reads the other's
-    # keys (or rows past the end) through TMA: a non-finite key or value in segment 1 must not reach
-    # segment 0 through a zero probability.
-    lengths = [16, 16]
+    # Forward: each segment fills one 16-row tile alone, and its one partial 32-key block reads the
+    # other's keys (or rows past the end) through TMA: a non-finite key or value in segment 1 must not
+    # reach segment 0 through a zero probability.
+    cu = cu_of([16, 16])
     q, k, v = (randn(32, 2, 16, seed=i) for i in range(3))
-    cu = cu_of(lengths)
     v[25, 1, 3] = value
     k[26, 0, 5] = value
     out, lse = triton_varlen.varlen_attention(q, k, v, cu, cu, block_m=16, block_n=32, tma=True)
     ref_out, ref_lse = varlen_reference(q.double(), k.double(), v.double(), cu, cu)
     assert max_abs(out[:16], ref_out[:16]) < 2e-5 and max_abs(lse[:, :16], ref_lse[:, :16]) < 2e-5
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_nonfinite_values_stay_in_their_segment_through_tma_backward(value):
+    # Segment 0 (20 rows) alone fills query tile 0 and key tile 0 of 16: the dQ program's partial key
+    # block [16, 32) reads segment 1's K/V rows 20-31 through TMA, the dK/dV program's partial query
+    # block reads its Q/dO rows; poisoned, they must not reach segment 0's first 16 gradients.
+    cu = cu_of([20, 12])
+    q, k, v = (randn(32, 2, 16, seed=i) for i in range(3))
+    out, lse = triton_varlen.varlen_attention(q, k, v, cu, cu, block_m=16, block_n=16)
+    grad_out = randn(32, 2, 16, seed=4)
+    for t, index in ((grad_out, (27, 0, 2)), (q, (28, 1, 1)), (k, (26, 0, 5)), (v, (25, 1, 3))):
+        t[index] = value
+    grads = triton_varlen.varlen_attention_backward(
+        grad_out, q, k, v, out, lse, cu, cu, block_m=16, block_n=16, tma=True
+    )
+    ref = varlen_reference_backward(grad_out.double(), q.double(), k.double(), v.double(), out, lse, cu, cu)
+    for g, r in zip(grads, ref):
+        assert max_abs(g[:16], r[:16]) < 5e-5
 
 
 @pytest.mark.parametrize("layout", ["not-tile-multiples", "one-token"])
@@ -225,3 +248,16 @@ def test_gated_tma_is_bitwise_the_pointer_path():
     pointer = triton_gated.gated_cross_attention(q, k, v, start, end, None, block_m=16, block_n=32, tma=False)
     tma = triton_gated.gated_cross_attention(q, k, v, start, end, None, block_m=16, block_n=32, tma=True)
     assert torch.equal(pointer[0], tma[0]) and torch.equal(pointer[1], tma[1])
+
+
+def test_hopper_tiles_and_the_window_bound():
+    from vlmops.triton.varlen_attention import HOPPER_WINDOW_CONFIG, _block_sizes
+
+    for D in (64, 72, 80, 128):
+        bm, bn, warps, stages = _block_sizes(D, 90)
+        assert bm == 128 and 64 <= bn <= 128 and warps == 8 and stages >= 2
+        # A caller that bounds every segment by 64 rows (window layers) gets one-warpgroup tiles;
+        # a larger bound, or none, keeps the 128-row tiles; Ampere keeps its tiles either way.
+        assert _block_sizes(D, 90, max_seqlen_q=64) == HOPPER_WINDOW_CONFIG
+        assert _block_sizes(D, 90, max_seqlen_q=65) == (bm, bn, warps, stages)
+        assert _block_sizes(D, 80, max_seqlen_q=64) == _block_sizes(D, 80)

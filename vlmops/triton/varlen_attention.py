@@ -22,8 +22,9 @@ Design:
   load; only the last, partial block and every block of a tile that straddles segments compare
   query and key segment ids. ``block_schedule`` mirrors the classification in PyTorch.
 - Hopper (sm_90): Q, K and V are read through TMA tensor descriptors (flash_core) whenever their
-  strides allow, with software pipelining (``num_stages``) and 128-row tiles of 8 warps; other GPUs
-  and operands whose strides do not allow TMA take masked pointer loads.
+  strides allow, with software pipelining (``num_stages``) and 128-row tiles of 8 warps (64-row tiles
+  of one warpgroup when the caller bounds every segment by 64 rows through ``max_seqlen_q``: window
+  layers); other GPUs and operands whose strides do not allow TMA take masked pointer loads.
 - Any head dim from 1 to 256 (flash_core's head-dim pieces: D is padded only to a multiple of 16).
 - Strides are honoured as given (a copy only for a D that is not unit-stride); a size-1 dim's stride
   is replaced by its contiguous value (``kernel_strides``). Batch and head offsets are int64, row
@@ -205,6 +206,12 @@ def _varlen_attention_bwd_dq_kernel(
     SegmentsQ,
     SegmentsK,
     CuK,
+    KD0,
+    KD1,
+    KD2,
+    VD0,
+    VD1,
+    VD2,
     stride_qn,
     stride_qh,
     stride_kn,
@@ -226,11 +233,13 @@ def _varlen_attention_bwd_dq_kernel(
     D2: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
+    TMA: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
     tile = tl.program_id(0)
     head = tl.program_id(1).to(tl.int64)  # int64 head offsets: head * stride may pass 2^31
     kv_head = head // GROUP
+    kv_head32 = tl.program_id(1) // GROUP
     rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
     row_ok = rows < Nq
     seg_rows, k_begin, k_full_end, k_end = tile_schedule(SegmentsQ, CuK, rows, row_ok, Nk, BLOCK_N)
@@ -244,8 +253,12 @@ def _varlen_attention_bwd_dq_kernel(
     for start in range(k_begin, k_full_end, BLOCK_N):  # full blocks: no mask
         cols = start + tl.arange(0, BLOCK_N)
         col_ok = cols < Nk
-        k0, k1, k2 = core.load_pieces(k_base, cols, col_ok, stride_kn, D, D0, D1, D2)
-        v0, v1, v2 = core.load_pieces(v_base, cols, col_ok, stride_vn, D, D0, D1, D2)
+        k0, k1, k2 = core.load_tile(
+            k_base, cols, col_ok, stride_kn, KD0, KD1, KD2, (start, kv_head32, 0), BLOCK_N, D, D0, D1, D2, TMA
+        )
+        v0, v1, v2 = core.load_tile(
+            v_base, cols, col_ok, stride_vn, VD0, VD1, VD2, (start, kv_head32, 0), BLOCK_N, D, D0, D1, D2, TMA
+        )
         dq0, dq1, dq2, row_dot = core.dq_block(
             dq0, dq1, dq2, row_dot, q0, q1, q2, do0, do1, do2, lse2, delta,
             k0, k1, k2, v0, v1, v2, 0, 1.0, scale_log2, False, False, D1, D2, PRECISION,
@@ -254,8 +267,15 @@ def _varlen_attention_bwd_dq_kernel(
         cols = start + tl.arange(0, BLOCK_N)
         col_ok = cols < k_end
         seg_cols = tl.load(SegmentsK + cols, mask=col_ok, other=-2)
-        k0, k1, k2 = core.load_pieces(k_base, cols, col_ok, stride_kn, D, D0, D1, D2)
-        v0, v1, v2 = core.load_pieces(v_base, cols, col_ok, stride_vn, D, D0, D1, D2)
+        k0, k1, k2 = core.load_tile(
+            k_base, cols, col_ok, stride_kn, KD0, KD1, KD2, (start, kv_head32, 0), BLOCK_N, D, D0, D1, D2, TMA
+        )
+        v0, v1, v2 = core.load_tile(
+            v_base, cols, col_ok, stride_vn, VD0, VD1, VD2, (start, kv_head32, 0), BLOCK_N, D, D0, D1, D2, TMA
+        )
+        if TMA:  # K and V enter dS K and dO V^T: rows past the range must read as zeros
+            k0, k1, k2 = core.keep_rows(k0, k1, k2, col_ok, D1, D2)
+            v0, v1, v2 = core.keep_rows(v0, v1, v2, col_ok, D1, D2)
         dq0, dq1, dq2, row_dot = core.dq_block(
             dq0, dq1, dq2, row_dot, q0, q1, q2, do0, do1, do2, lse2, delta,
             k0, k1, k2, v0, v1, v2, seg_rows[:, None] == seg_cols[None, :], 1.0, scale_log2,
@@ -269,15 +289,23 @@ def _varlen_attention_bwd_dq_kernel(
 @triton.jit
 def _dkdv_query_block(
     dk0, dk1, dk2, dv0, dv1, dv2, k0, k1, k2, v0, v1, v2, seg_cols,
-    Q, GradOut, Lse, Delta, GradQAcc, SegmentsQ, head, rows, row_ok,
+    Q, GradOut, Lse, Delta, GradQAcc, SegmentsQ, QD0, QD1, QD2, DOD0, DOD1, DOD2, head, start, rows, row_ok,
     stride_qn, stride_qh, stride_don, stride_doh, Nq, H, scale, scale_log2,
-    MASKED: tl.constexpr, D: tl.constexpr, D0: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr,
-    ATOMIC_DQ: tl.constexpr, PRECISION: tl.constexpr,
+    MASKED: tl.constexpr, BLOCK_M: tl.constexpr, D: tl.constexpr, D0: tl.constexpr, D1: tl.constexpr,
+    D2: tl.constexpr, ATOMIC_DQ: tl.constexpr, TMA: tl.constexpr, PRECISION: tl.constexpr,
 ):  # fmt: skip
     """One query block (rows of query head ``head``) of a dK/dV program; MASKED compares segment ids.
     With ATOMIC_DQ it also adds the block's dQ share, dS K, into the float32 [Nq, H, D] GradQAcc."""
-    q0, q1, q2 = core.load_pieces(Q + head * stride_qh, rows, row_ok, stride_qn, D, D0, D1, D2)
-    do0, do1, do2 = core.load_pieces(GradOut + head * stride_doh, rows, row_ok, stride_don, D, D0, D1, D2)
+    coords = (start, head.to(tl.int32), 0)
+    q0, q1, q2 = core.load_tile(
+        Q + head * stride_qh, rows, row_ok, stride_qn, QD0, QD1, QD2, coords, BLOCK_M, D, D0, D1, D2, TMA
+    )
+    do0, do1, do2 = core.load_tile(
+        GradOut + head * stride_doh, rows, row_ok, stride_don, DOD0, DOD1, DOD2, coords, BLOCK_M, D, D0, D1, D2, TMA
+    )
+    if MASKED and TMA:  # Q and dO enter dS^T Q and P^T dO: rows past the range must read as zeros
+        q0, q1, q2 = core.keep_rows(q0, q1, q2, row_ok, D1, D2)
+        do0, do1, do2 = core.keep_rows(do0, do1, do2, row_ok, D1, D2)
     lse2, delta = core.load_row_stats(Lse, Delta, head * Nq, rows, row_ok)
     visible_t = 0
     if MASKED:
@@ -288,7 +316,7 @@ def _dkdv_query_block(
         lse2, delta, visible_t, 1.0, scale_log2, MASKED, D1, D2, PRECISION,
     )  # fmt: skip
     if ATOMIC_DQ:
-        dq0, dq1, dq2 = core.zeros_pieces(rows.shape[0], D0, D1, D2)
+        dq0, dq1, dq2 = core.zeros_pieces(BLOCK_M, D0, D1, D2)
         dq0, dq1, dq2 = core.dot_acc(dq0, dq1, dq2, tl.trans(ds_t), k0, k1, k2, D1, D2, PRECISION)
         core.atomic_add_pieces(
             GradQAcc + head * D, rows, row_ok, H * D, dq0 * scale, dq1 * scale, dq2 * scale, D, D0, D1, D2
@@ -310,6 +338,12 @@ def _varlen_attention_bwd_dkdv_kernel(
     SegmentsQ,
     SegmentsK,
     CuQ,
+    QD0,
+    QD1,
+    QD2,
+    DOD0,
+    DOD1,
+    DOD2,
     stride_qn,
     stride_qh,
     stride_kn,
@@ -335,6 +369,7 @@ def _varlen_attention_bwd_dkdv_kernel(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     ATOMIC_DQ: tl.constexpr,
+    TMA: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
     tile = tl.program_id(0)
@@ -352,17 +387,19 @@ def _varlen_attention_bwd_dkdv_kernel(
             rows = start + tl.arange(0, BLOCK_M)
             dk0, dk1, dk2, dv0, dv1, dv2 = _dkdv_query_block(
                 dk0, dk1, dk2, dv0, dv1, dv2, k0, k1, k2, v0, v1, v2, seg_cols,
-                Q, GradOut, Lse, Delta, GradQAcc, SegmentsQ, head, rows, rows < Nq,
+                Q, GradOut, Lse, Delta, GradQAcc, SegmentsQ, QD0, QD1, QD2, DOD0, DOD1, DOD2,
+                head, start, rows, rows < Nq,
                 stride_qn, stride_qh, stride_don, stride_doh, Nq, H, scale, scale_log2,
-                False, D, D0, D1, D2, ATOMIC_DQ, PRECISION,
+                False, BLOCK_M, D, D0, D1, D2, ATOMIC_DQ, TMA, PRECISION,
             )  # fmt: skip
         for start in range(q_full_end, q_end, BLOCK_M):  # partial blocks: segment ids compared
             rows = start + tl.arange(0, BLOCK_M)
             dk0, dk1, dk2, dv0, dv1, dv2 = _dkdv_query_block(
                 dk0, dk1, dk2, dv0, dv1, dv2, k0, k1, k2, v0, v1, v2, seg_cols,
-                Q, GradOut, Lse, Delta, GradQAcc, SegmentsQ, head, rows, rows < q_end,
+                Q, GradOut, Lse, Delta, GradQAcc, SegmentsQ, QD0, QD1, QD2, DOD0, DOD1, DOD2,
+                head, start, rows, rows < q_end,
                 stride_qn, stride_qh, stride_don, stride_doh, Nq, H, scale, scale_log2,
-                True, D, D0, D1, D2, ATOMIC_DQ, PRECISION,
+                True, BLOCK_M, D, D0, D1, D2, ATOMIC_DQ, TMA, PRECISION,
             )  # fmt: skip
     core.store_pieces(
         GradK + kv_head * stride_dkh, cols, col_ok, stride_dkn, dk0 * scale, dk1 * scale, dk2 * scale, D, D0, D1, D2
@@ -433,11 +470,20 @@ def capability(t: torch.Tensor) -> int:
 # pointer-path tiles: a head dim up to 64 that is not a multiple of 16 (masked lanes) spilled on
 # sm_80 with 4 warps, so it takes 8.
 HOPPER_FWD_CONFIGS = ((64, (128, 128, 8, 3)), (128, (128, 64, 8, 3)), (256, (128, 32, 8, 2)))
+# Hopper tiles when the caller bounds every segment by one warpgroup's 64 rows (max_seqlen_q <= 64:
+# Qwen2.5-VL's window layers): a 64-row tile of one warpgroup holds a whole window, so an aligned
+# window's keys form one full block instead of two windows sharing a 128-row tile and masking half
+# of every score block.
+HOPPER_WINDOW_CONFIG = (64, 64, 4, 3)
 
 
-def _block_sizes(D: int, arch: int = 0) -> tuple:
-    """(BLOCK_M, BLOCK_N, num_warps, num_stages or None for Triton's default) of the forward."""
+def _block_sizes(D: int, arch: int = 0, max_seqlen_q=None) -> tuple:
+    """(BLOCK_M, BLOCK_N, num_warps, num_stages or None for Triton's default) of the forward.
+    ``max_seqlen_q`` is the caller's host-side bound on the query segments, if given (never read
+    from the device)."""
     if arch >= 90:
+        if max_seqlen_q is not None and max_seqlen_q <= HOPPER_WINDOW_CONFIG[0]:
+            return HOPPER_WINDOW_CONFIG
         padded = sum(head_dim_pieces(D))
         return next(config for bound, config in HOPPER_FWD_CONFIGS if padded <= bound)
     if D <= 128:
@@ -495,7 +541,7 @@ def varlen_attention(
         return out, lse
     scale = D**-0.5 if softmax_scale is None else softmax_scale
     arch = capability(q)
-    bm, bn, warps, stages = _block_sizes(D, arch)
+    bm, bn, warps, stages = _block_sizes(D, arch, max_seqlen_q)
     bm, bn, warps, stages = block_m or bm, block_n or bn, num_warps or warps, num_stages or stages
     pieces = head_dim_pieces(D)
     use_tma = all(core.tma_capable(t) for t in (q, k, v)) and (arch >= 90 if tma is None else tma)
@@ -556,13 +602,16 @@ def varlen_attention_backward(
     num_warps=None,
     atomic_dq=False,
     needs=(True, True, True),
+    tma=None,
 ):
     """The backward launcher: (grad_q, grad_k, grad_v). Deterministic by default; ``atomic_dq``
     computes dQ inside the dK/dV kernel with float32 atomics instead of a separate dQ pass (when
     grad_k or grad_v is needed too).
     ``needs`` (which of grad_q, grad_k, grad_v are wanted, as ``ctx.needs_input_grad``) skips the
     dQ kernel when grad_q is not needed and the dK/dV kernel when neither grad_k nor grad_v is (a
-    skipped gradient comes back as zeros)."""
+    skipped gradient comes back as zeros). ``tma`` None reads the looped-over operands (K and V of
+    the dQ kernel, Q and dO of the dK/dV kernel) through TMA descriptors on sm_90+ where they allow
+    it."""
     grad_out, q, k, v, out = unit_stride_d(grad_out, q, k, v, out)
     Nq, H, D = q.shape
     Nk, Hk, _ = k.shape
@@ -576,14 +625,32 @@ def varlen_attention_backward(
     scale = D**-0.5 if softmax_scale is None else softmax_scale
     dq_blocks = (block_m or BWD_DQ_BLOCKS[0], block_n or BWD_DQ_BLOCKS[1])
     dkdv_blocks = (block_m or _dkdv_blocks(D)[0], block_n or _dkdv_blocks(D)[1])
-    D0, D1, D2 = head_dim_pieces(D)
+    D0, D1, D2 = pieces = head_dim_pieces(D)
     precision = "ieee" if q.dtype == torch.float32 else "tf32"
+    arch = capability(q)
+    use_tma = all(core.tma_capable(t) for t in (q, k, v, grad_out)) and (arch >= 90 if tma is None else tma)
+    if use_tma:
+        dq_descriptors = core.piece_descriptors(k, dq_blocks[1], 0, pieces) + core.piece_descriptors(
+            v, dq_blocks[1], 0, pieces
+        )
+        dkdv_descriptors = core.piece_descriptors(q, dkdv_blocks[0], 0, pieces) + core.piece_descriptors(
+            grad_out, dkdv_blocks[0], 0, pieces
+        )
+    else:
+        dq_descriptors = dkdv_descriptors = (None,) * 6
     with device_guard(q):
         delta = (grad_out.float() * out.float()).sum(-1).t().contiguous()  # [H, Nq]: rowsum(dO * O)
         lse = lse.contiguous()
         seg_q, seg_k = segment_ids(cu_seqlens_q, Nq), segment_ids(cu_seqlens_k, Nk)
         common = dict(
-            GROUP=H // Hk, D=D, D0=D0, D1=D1, D2=D2, PRECISION=precision, num_warps=num_warps or _bwd_num_warps(D)
+            GROUP=H // Hk,
+            D=D,
+            D0=D0,
+            D1=D1,
+            D2=D2,
+            TMA=use_tma,
+            PRECISION=precision,
+            num_warps=num_warps or _bwd_num_warps(D),
         )
         if need_q and not atomic_dq:
             _varlen_attention_bwd_dq_kernel[(triton.cdiv(Nq, dq_blocks[0]), H)](
@@ -597,6 +664,7 @@ def varlen_attention_backward(
                 seg_q,
                 seg_k,
                 cu_seqlens_k,
+                *dq_descriptors,
                 *_token_head_strides(q, k, v, grad_out, grad_q),
                 Nq,
                 Nk,
@@ -621,6 +689,7 @@ def varlen_attention_backward(
                 seg_q,
                 seg_k,
                 cu_seqlens_q,
+                *dkdv_descriptors,
                 *_token_head_strides(q, k, v, grad_out, grad_k, grad_v),
                 Nq,
                 Nk,
@@ -655,8 +724,11 @@ def _specs():
         N = 16384
         qkv = dict(stride_qn=H * D, stride_qh=D, stride_kn=Hk * D, stride_kh=D, stride_vn=Hk * D, stride_vh=D)
         pieces = dict(GROUP=H // Hk, D=D, D0=D0, D1=D1, D2=D2, PRECISION="tf32")
-        for label, arch, tma in (("fwd", 80, False), ("fwd-hopper", 90, True), ("fwd-hopper-ptr", 90, False)):
-            bm, bn, warps, stages = _block_sizes(D, arch)
+        variants = [("fwd", 80, False, None), ("fwd-hopper", 90, True, None), ("fwd-hopper-ptr", 90, False, None)]
+        if D == 80:  # Qwen2.5-VL's window layers: 64-token windows, max_seqlen_q = 64
+            variants.append(("fwd-hopper-window", 90, True, 64))
+        for label, arch, tma, max_seqlen_q in variants:
+            bm, bn, warps, stages = _block_sizes(D, arch, max_seqlen_q)
             descriptors = {
                 f"{name}D{index}": core.descriptor_type(torch.bfloat16, rows, 0, 3, width) if tma else None
                 for name, rows in (("Q", bm), ("K", bn), ("V", bn))
@@ -707,40 +779,57 @@ def _specs():
             scale=D**-0.5,
             scale_log2=D**-0.5 * LOG2E,
         )
-        specs.append(
-            make_spec(
-                _varlen_attention_bwd_dq_kernel,
-                f"{config}:bwd",
-                bwd_warps,
-                dict(pieces, BLOCK_M=dq_m, BLOCK_N=dq_n),
-                **grads,
-                GradQ=torch.bfloat16,
-                CuK=torch.int32,
-                stride_dqn=H * D,
-                stride_dqh=D,
-            )
-        )
-        # The atomic-dQ variant of the dK/dV kernel for the Qwen2.5-VL tower (the backward shape the
-        # GPU benchmark compares both variants on).
-        for label, atomic in (("bwd", False), ("bwd-atomic-dq", True))[: 2 if D == 80 else 1]:
+        # Backward: the pointer path for both archs and the TMA path (Hopper) for sm_90a; the
+        # atomic-dQ variant of the dK/dV kernel for the Qwen2.5-VL tower (the backward shape the GPU
+        # benchmark compares both variants on).
+        for suffix, tma in (("", False), ("-hopper", True)):
+            archs = ("sm_90a",) if tma else ("sm_80", "sm_90a")
+            dq_descriptors = {
+                f"{name}D{index}": core.descriptor_type(torch.bfloat16, dq_n, 0, 3, width) if tma else None
+                for name in ("K", "V")
+                for index, width in enumerate((D0, D1, D2))
+            }
             specs.append(
                 make_spec(
-                    _varlen_attention_bwd_dkdv_kernel,
-                    f"{config}:{label}",
+                    _varlen_attention_bwd_dq_kernel,
+                    f"{config}:bwd{suffix}",
                     bwd_warps,
-                    dict(pieces, BLOCK_M=dkdv_m, BLOCK_N=dkdv_n, ATOMIC_DQ=atomic),
+                    dict(pieces, BLOCK_M=dq_m, BLOCK_N=dq_n, TMA=tma),
+                    archs=archs,
                     **grads,
-                    GradK=torch.bfloat16,
-                    GradV=torch.bfloat16,
-                    GradQAcc=torch.float32,
-                    CuQ=torch.int32,
-                    stride_dkn=Hk * D,
-                    stride_dkh=D,
-                    stride_dvn=Hk * D,
-                    stride_dvh=D,
-                    H=H,
+                    **dq_descriptors,
+                    GradQ=torch.bfloat16,
+                    CuK=torch.int32,
+                    stride_dqn=H * D,
+                    stride_dqh=D,
                 )
             )
+            dkdv_descriptors = {
+                f"{name}D{index}": core.descriptor_type(torch.bfloat16, dkdv_m, 0, 3, width) if tma else None
+                for name in ("Q", "DO")
+                for index, width in enumerate((D0, D1, D2))
+            }
+            for label, atomic in (("bwd", False), ("bwd-atomic-dq", True))[: 2 if D == 80 else 1]:
+                specs.append(
+                    make_spec(
+                        _varlen_attention_bwd_dkdv_kernel,
+                        f"{config}:{label}{suffix}",
+                        bwd_warps,
+                        dict(pieces, BLOCK_M=dkdv_m, BLOCK_N=dkdv_n, ATOMIC_DQ=atomic, TMA=tma),
+                        archs=archs,
+                        **grads,
+                        **dkdv_descriptors,
+                        GradK=torch.bfloat16,
+                        GradV=torch.bfloat16,
+                        GradQAcc=torch.float32,
+                        CuQ=torch.int32,
+                        stride_dkn=Hk * D,
+                        stride_dkh=D,
+                        stride_dvn=Hk * D,
+                        stride_dvh=D,
+                        H=H,
+                    )
+                )
     return specs
 
 
