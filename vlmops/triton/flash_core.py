@@ -15,7 +15,8 @@ per piece, whose base starts at the piece's first column and whose shape ends at
 engine zero-fills the padded lanes and the rows past the tensor's end; ``coords`` gives the tile's
 first element in the descriptor's dims (e.g. ``(row, head, 0)``). Without it, masked pointer loads
 (rows given as an index vector) read the same values. Rows inside the tensor but outside the tile's
-valid range are read by TMA as they are: callers zero those of V in partial blocks (``keep_rows``), so
+valid range are read by TMA as they are: in partial blocks, callers zero those that enter a product
+with a masked probability (``keep_rows``: V in the forward, K and V or Q and dO in the backward), so
 that a non-finite value in another segment cannot reach a row through a zero probability.
 """
 

@@ -33,7 +33,8 @@ Design:
   out-of-bounds reads: segment ids are clamped to [0, B), key and query ranges to [0, N].
 - Backward (flash-attention 2, probabilities recomputed from the saved log-sum-exp): one kernel for
   dQ per query tile and one for dK/dV per key tile, which loops over the query heads of its k/v
-  head; both use the same full/partial schedule. The default is deterministic (no atomics);
+  head; both use the same full/partial schedule and, on Hopper, read the operands they loop over
+  through TMA (K and V for dQ, Q and dO for dK/dV). The default is deterministic (no atomics);
   ``atomic_dq=True`` instead adds each dK/dV program's dQ share atomically into a float32 buffer and
   skips the dQ kernel. Gradients that are not needed are not computed (``needs``).
 """
