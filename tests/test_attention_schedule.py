@@ -261,3 +261,21 @@ def test_hopper_tiles_and_the_window_bound():
         assert _block_sizes(D, 90, max_seqlen_q=64) == HOPPER_WINDOW_CONFIG
         assert _block_sizes(D, 90, max_seqlen_q=65) == (bm, bn, warps, stages)
         assert _block_sizes(D, 80, max_seqlen_q=64) == _block_sizes(D, 80)
+
+
+def test_gated_backward_skips_gradients_that_are_not_needed():
+    q, k, v, start, end = gated_case(GATED_RANGES["two-images"], 40, 70)
+    gate = torch.tensor([0.7])
+    out, lse = triton_gated.gated_cross_attention(q, k, v, start, end, gate, block_m=16, block_n=16)
+    args = (randn(*q.shape, seed=4), q, k, v, out, lse, start, end, gate)
+    full = triton_gated.gated_cross_attention_backward(*args, block_m=16, block_n=16)
+    only_kv = triton_gated.gated_cross_attention_backward(
+        *args, block_m=16, block_n=16, needs=(False, True, True, False)
+    )
+    assert not only_kv[0].any() and not only_kv[3].any()
+    assert torch.equal(only_kv[1], full[1]) and torch.equal(only_kv[2], full[2])
+    # The gate's gradient comes from the dQ kernel: asking for it alone runs that kernel only.
+    only_gate = triton_gated.gated_cross_attention_backward(
+        *args, block_m=16, block_n=16, needs=(False, False, False, True)
+    )
+    assert torch.equal(only_gate[3], full[3]) and not only_gate[1].any() and not only_gate[2].any()

@@ -631,8 +631,12 @@ def gated_cross_attention_backward(
     block_m=None,
     block_n=None,
     num_warps=None,
+    needs=(True, True, True, True),
 ):
-    """The backward launcher: (grad_q, grad_k, grad_v, grad_gate), deterministic (no atomics)."""
+    """The backward launcher: (grad_q, grad_k, grad_v, grad_gate), deterministic (no atomics).
+    ``needs`` (which of grad_q, grad_k, grad_v, grad_gate are wanted, as ``ctx.needs_input_grad``)
+    runs the dQ kernel only when grad_q or grad_gate is needed (it also sums the gate's gradient) and
+    the dK/dV kernel only when grad_k or grad_v is; a skipped gradient comes back as zeros."""
     grad_out, q, k, v, out = unit_stride_d(grad_out, q, k, v, out)
     B, Lq, H, D = q.shape
     Lk, Hk = k.shape[1], k.shape[2]
@@ -641,7 +645,9 @@ def gated_cross_attention_backward(
     grad_v = torch.zeros_like(v, memory_format=torch.contiguous_format)
     has_gate = gate is not None
     row_dot = torch.zeros(B, H, Lq, device=q.device, dtype=torch.float32)
-    if q.numel() and k.numel():
+    need_dq = needs[0] or (has_gate and (len(needs) < 4 or needs[3]))
+    need_kv = needs[1] or needs[2]
+    if q.numel() and k.numel() and (need_dq or need_kv):
         scale = D**-0.5 if softmax_scale is None else softmax_scale
         dq_blocks = (block_m or BWD_DQ_BLOCKS[0], block_n or BWD_DQ_BLOCKS[1])
         dkdv_blocks = (block_m or BWD_DKDV_BLOCKS[0], block_n or BWD_DKDV_BLOCKS[1])
@@ -663,60 +669,62 @@ def gated_cross_attention_backward(
                 PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
                 num_warps=num_warps or _bwd_num_warps(D),
             )
-            _gated_xattn_bwd_dq_kernel[(triton.cdiv(Lq, dq_blocks[0]) * B * H,)](
-                q,
-                k,
-                v,
-                grad_out,
-                lse,
-                delta,
-                grad_q,
-                row_dot,
-                start,
-                end,
-                gate_arg,
-                *_strides(q),
-                *_strides(k),
-                *_strides(v),
-                *_strides(grad_out),
-                *_strides(grad_q),
-                Lq,
-                Lk,
-                H,
-                scale,
-                scale * LOG2E,
-                BLOCK_M=dq_blocks[0],
-                BLOCK_N=dq_blocks[1],
-                **common,
-            )
-            _gated_xattn_bwd_dkdv_kernel[(triton.cdiv(Lk, dkdv_blocks[1]) * B * Hk,)](
-                q,
-                k,
-                v,
-                grad_out,
-                lse,
-                delta,
-                grad_k,
-                grad_v,
-                start,
-                end,
-                gate_arg,
-                *_strides(q),
-                *_strides(k),
-                *_strides(v),
-                *_strides(grad_out),
-                *_strides(grad_k),
-                *_strides(grad_v),
-                Lq,
-                Lk,
-                H,
-                Hk,
-                scale,
-                scale * LOG2E,
-                BLOCK_M=dkdv_blocks[0],
-                BLOCK_N=dkdv_blocks[1],
-                **common,
-            )
+            if need_dq:
+                _gated_xattn_bwd_dq_kernel[(triton.cdiv(Lq, dq_blocks[0]) * B * H,)](
+                    q,
+                    k,
+                    v,
+                    grad_out,
+                    lse,
+                    delta,
+                    grad_q,
+                    row_dot,
+                    start,
+                    end,
+                    gate_arg,
+                    *_strides(q),
+                    *_strides(k),
+                    *_strides(v),
+                    *_strides(grad_out),
+                    *_strides(grad_q),
+                    Lq,
+                    Lk,
+                    H,
+                    scale,
+                    scale * LOG2E,
+                    BLOCK_M=dq_blocks[0],
+                    BLOCK_N=dq_blocks[1],
+                    **common,
+                )
+            if need_kv:
+                _gated_xattn_bwd_dkdv_kernel[(triton.cdiv(Lk, dkdv_blocks[1]) * B * Hk,)](
+                    q,
+                    k,
+                    v,
+                    grad_out,
+                    lse,
+                    delta,
+                    grad_k,
+                    grad_v,
+                    start,
+                    end,
+                    gate_arg,
+                    *_strides(q),
+                    *_strides(k),
+                    *_strides(v),
+                    *_strides(grad_out),
+                    *_strides(grad_k),
+                    *_strides(grad_v),
+                    Lq,
+                    Lk,
+                    H,
+                    Hk,
+                    scale,
+                    scale * LOG2E,
+                    BLOCK_M=dkdv_blocks[0],
+                    BLOCK_N=dkdv_blocks[1],
+                    **common,
+                )
     if has_gate:
         t = torch.tanh(gate.float())
         grad_gate = ((1 - t * t) * row_dot.sum()).to(gate.dtype)
