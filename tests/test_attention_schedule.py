@@ -15,6 +15,7 @@ full/partial block schedule, under the Triton interpreter on CPU tensors:
 import pytest
 import torch
 
+from vlmops.reference.gated_cross_attention import dense_mask
 from vlmops.reference.gated_cross_attention import gated_cross_attention as gated_reference
 from vlmops.reference.gated_cross_attention import gated_cross_attention_backward as gated_reference_backward
 from vlmops.reference.varlen_attention import varlen_attention as varlen_reference
@@ -279,3 +280,61 @@ def test_gated_backward_skips_gradients_that_are_not_needed():
         *args, block_m=16, block_n=16, needs=(False, False, False, True)
     )
     assert torch.equal(only_gate[3], full[3]) and not only_gate[1].any() and not only_gate[2].any()
+
+
+def sdpa_per_segment(q, k, v, cu):
+    """PyTorch's attention one segment at a time in the inputs' dtype (the rounding yardstick)."""
+    out, bounds, group = torch.zeros_like(q), cu.tolist(), q.shape[1] // k.shape[1]
+    for b0, b1 in zip(bounds[:-1], bounds[1:]):
+        if b1 > b0:
+            qs, ks, vs = (t[b0:b1].transpose(0, 1) for t in (q, k, v))
+            ks, vs = ks.repeat_interleave(group, 0), vs.repeat_interleave(group, 0)
+            out[b0:b1] = torch.nn.functional.scaled_dot_product_attention(qs, ks, vs).transpose(0, 1)
+    return out
+
+
+@pytest.mark.requires_cuda
+@pytest.mark.parametrize("D", [64, 72, 80, 128])
+@pytest.mark.parametrize("windows", [False, True])
+def test_cuda_tma_pointer_and_atomic_paths_within_pytorch_rounding(D, windows):
+    # On a GPU the TMA path is real (sm_90): both paths, both dQ variants and the window tiles
+    # (max_seqlen_q = 64) against float64, each within 3x PyTorch's own bf16 error.
+    lengths = [64] * 40 + [37, 1, 0, 27] if windows else [0, 1, 63, 64, 65, 1000, 64, 17, 2048]
+    N, H, Hk = sum(lengths), 8, 4
+    q, k, v = (randn(N, h, D, seed=i, dtype=torch.bfloat16).cuda() for i, h in enumerate((H, Hk, Hk)))
+    cu = cu_of(lengths).cuda()
+    max_seqlen = 64 if windows else None
+    ref_out, ref_lse = varlen_reference(q.double(), k.double(), v.double(), cu, cu)
+    bound = 3 * max_abs(sdpa_per_segment(q, k, v, cu), ref_out)
+    grad_out = randn(N, H, D, seed=9, dtype=torch.bfloat16).cuda()
+    ref_grads = varlen_reference_backward(
+        grad_out.double(), q.double(), k.double(), v.double(), ref_out, ref_lse, cu, cu
+    )
+    leaves = [t.detach().requires_grad_() for t in (q, k, v)]
+    sdpa_per_segment(*leaves, cu).backward(grad_out)
+    grad_bounds = [3 * max_abs(leaf.grad, r) for leaf, r in zip(leaves, ref_grads)]
+    for tma in (False, True):
+        out, lse = triton_varlen.varlen_attention(q, k, v, cu, cu, max_seqlen, max_seqlen, tma=tma)
+        assert max_abs(out, ref_out) <= bound, tma
+        for atomic_dq in (False, True):
+            grads = triton_varlen.varlen_attention_backward(
+                grad_out, q, k, v, out, lse, cu, cu, tma=tma, atomic_dq=atomic_dq
+            )
+            for g, r, b in zip(grads, ref_grads, grad_bounds):
+                assert max_abs(g, r) <= b, (tma, atomic_dq)
+
+
+@pytest.mark.requires_cuda
+@pytest.mark.parametrize("Lq", [1, 40, 300])
+def test_cuda_gated_tma_and_pointer_paths_agree(Lq):
+    q, k, v, start, end = gated_case([(r % 3 * 100, 700) for r in range(Lq)], Lq, 1601 * 2, H=8, Hk=2, D=128)
+    q, k, v, start, end = (t.cuda() for t in (q.bfloat16(), k.bfloat16(), v.bfloat16(), start, end))
+    gate = torch.tensor([0.7], device="cuda")
+    ref_out, _ = gated_reference(q.double(), k.double(), v.double(), start, end, gate.double())
+    mask = dense_mask(start, end, k.shape[1])[:, None]  # [B, 1, Lq, Lk]
+    qs, ks, vs = (t.transpose(1, 2) for t in (q, k.repeat_interleave(4, 2), v.repeat_interleave(4, 2)))
+    sdpa = torch.nn.functional.scaled_dot_product_attention(qs, ks, vs, attn_mask=mask).transpose(1, 2)
+    bound = 3 * max_abs(sdpa * torch.tanh(gate).bfloat16(), ref_out)
+    for tma in (False, True):
+        out, _ = triton_gated.gated_cross_attention(q, k, v, start, end, gate, tma=tma)
+        assert max_abs(out, ref_out) <= bound, tma
