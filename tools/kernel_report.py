@@ -4,8 +4,8 @@ Each Triton kernel spec of ``vlmops.triton.kernel_specs()`` is compiled ahead of
 sm_90a; the triton wheel's ``ptxas -v`` on the PTX gives registers and spill stores/loads (the
 cubin Triton builds is assembled from the same PTX), the compiled metadata gives shared memory, and
 the sm_90a PTX is searched for ``wgmma`` (Hopper tensor-core MMA) and for ``cp.async.bulk.tensor``
-(``tma``: tiles moved by the Hopper copy engine through tensor descriptors), and its global memory instructions
-are counted by width: ``ld_global``/``st_global`` (all of them, ``cp.async`` copies from global
+(``tma``: tiles moved by the Hopper copy engine through tensor descriptors), and its global memory
+instructions are counted by width: ``ld_global``/``st_global`` (all of them, ``cp.async`` copies from global
 included) and ``ld_global_128``/``st_global_128`` (those moving 16 bytes per thread: ``.v4.b32``,
 ``.v2.b64``, ``.v8.b16``, 16-byte ``cp.async``), the access width a memory-bound loop needs to reach
 bandwidth. When the built native library

@@ -3,7 +3,7 @@ SDPA per image (transformers' loop, as benchmarks/bench_varlen_attention.py runs
 `HOPPER_FWD_CONFIGS` / `_block_sizes` in vlmops/triton/varlen_attention.py; then the backward's two
 dQ variants (the deterministic dQ pass and the atomic dQ inside the dK/dV kernel).
 
-    python tools/tune_attention.py
+    python tools/tune_attention.py [SHAPE ...]     # SHAPE: names of SHAPES (default: all)
 
 Prints one line per (shape, configuration) as soon as it is timed (median of triton.testing.do_bench,
 bf16), so a run cut short still reports what it measured. A configuration that fails to compile or
@@ -56,7 +56,9 @@ def main() -> int:
         print("tools/tune_attention.py needs a CUDA device", file=sys.stderr)
         return 2
     gen = torch.Generator(device="cuda").manual_seed(0)
-    for name, (lengths, H, D) in SHAPES.items():
+    names = sys.argv[1:] or list(SHAPES)
+    for name in names:
+        lengths, H, D = SHAPES[name]
         N = sum(lengths)
         q, k, v = (torch.randn(N, H, D, device="cuda", dtype=torch.bfloat16, generator=gen) for _ in range(3))
         cu = torch.tensor([0] + torch.tensor(lengths).cumsum(0).tolist(), dtype=torch.int32, device="cuda")
@@ -76,6 +78,8 @@ def main() -> int:
                         v,
                         cu,
                         cu,
+                        max(lengths),  # the bound transformers passes (window layers: 64)
+                        max(lengths),
                         block_m=bm,
                         block_n=bn,
                         num_warps=warps,
