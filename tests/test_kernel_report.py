@@ -36,12 +36,35 @@ def report_rows(tmp_path_factory):
     return json.loads(out.read_text())
 
 
-def test_every_triton_spec_compiles_for_both_archs(report_rows):
+def test_every_triton_spec_compiles_for_its_archs(report_rows):
     specs = {(spec.name, spec.config) for spec in kernel_specs()}
     assert specs, "no Triton kernel specs registered"
     compiled = {(row["kernel"], row["config"], row["arch"]) for row in report_rows}
-    missing = {(name, config, arch) for name, config in specs for arch in ARCHS} - compiled
+    # A spec compiles for every arch it names: both, or sm_90a alone for a Hopper configuration.
+    wanted = {(spec.name, spec.config, arch) for spec in kernel_specs() for arch in spec.archs}
+    assert {arch for spec in kernel_specs() for arch in spec.archs} == ARCHS
+    assert all(set(spec.archs) in (ARCHS, {"sm_90a"}) for spec in kernel_specs())
+    missing = wanted - compiled
     assert not missing, f"not in the report: {sorted(missing)}"
+
+
+def test_hopper_attention_reads_through_tma_with_wgmma(report_rows):
+    """The attention kernels' Hopper configurations move their tiles with the copy engine
+    (cp.async.bulk.tensor) and multiply with wgmma, except decode's 16-row tiles (below wgmma's 64
+    rows); the pointer-path configurations and every sm_80 compile use no TMA."""
+    hopper = [r for r in report_rows if "_attention_" in r["kernel"] or "_xattn_" in r["kernel"]]
+    hopper = [r for r in hopper if "hopper" in r["config"]]
+    assert {r["arch"] for r in hopper} == {"sm_90a"}
+    assert {r["kernel"] for r in hopper} == {
+        "_varlen_attention_fwd_kernel",
+        "_varlen_attention_bwd_dq_kernel",
+        "_varlen_attention_bwd_dkdv_kernel",
+        "_gated_xattn_fwd_kernel",
+    }
+    for row in hopper:
+        assert row["tma"] == (not row["config"].endswith("-ptr")), row
+        assert row["wgmma"] or ":decode" in row["config"], row
+    assert not any(row["tma"] for row in report_rows if row["arch"] == "sm_80")
 
 
 def test_no_spills_and_sane_registers(report_rows):
@@ -55,6 +78,7 @@ def test_no_spills_and_sane_registers(report_rows):
             "spill_loads",
             "shared_bytes",
             "wgmma",
+            "tma",
             "ld_global",
             "ld_global_128",
             "st_global",

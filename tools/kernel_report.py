@@ -3,8 +3,9 @@
 Each Triton kernel spec of ``vlmops.triton.kernel_specs()`` is compiled ahead of time for sm_80 and
 sm_90a; the triton wheel's ``ptxas -v`` on the PTX gives registers and spill stores/loads (the
 cubin Triton builds is assembled from the same PTX), the compiled metadata gives shared memory, and
-the sm_90a PTX is searched for ``wgmma`` (Hopper tensor-core MMA), and its global memory instructions
-are counted by width: ``ld_global``/``st_global`` (all of them, ``cp.async`` copies from global
+the sm_90a PTX is searched for ``wgmma`` (Hopper tensor-core MMA) and for ``cp.async.bulk.tensor``
+(``tma``: tiles moved by the Hopper copy engine through tensor descriptors), and its global memory
+instructions are counted by width: ``ld_global``/``st_global`` (all of them, ``cp.async`` copies from global
 included) and ``ld_global_128``/``st_global_128`` (those moving 16 bytes per thread: ``.v4.b32``,
 ``.v2.b64``, ``.v8.b16``, 16-byte ``cp.async``), the access width a memory-bound loop needs to reach
 bandwidth. When the built native library
@@ -46,6 +47,7 @@ COLUMNS = (
     "spill_loads",
     "shared_bytes",
     "wgmma",
+    "tma",
     "ld_global",
     "ld_global_128",
     "st_global",
@@ -154,16 +156,18 @@ def triton_rows(shard: tuple = (0, 1)) -> list:
     from vlmops.triton import kernel_specs
 
     rows = []
-    jobs = [(spec, arch) for spec in kernel_specs() for arch in ARCHS]
+    # A spec names the archs its configuration is for (a Hopper one compiles for sm_90a only).
+    jobs = [(spec, arch) for spec in kernel_specs() for arch in ARCHS if arch[0] in spec.archs]
     for job, (spec, (arch, capability, gpu_name)) in enumerate(jobs):
         if job % shard[1] != shard[0]:
             continue
         source = triton.compiler.ASTSource(
             fn=spec.kernel, signature=spec.signature, constexprs=spec.constexprs, attrs=spec.attrs
         )
-        compiled = triton.compile(
-            source, target=GPUTarget("cuda", capability, 32), options={"num_warps": spec.num_warps}
-        )
+        options = {"num_warps": spec.num_warps}
+        if spec.num_stages is not None:
+            options["num_stages"] = spec.num_stages
+        compiled = triton.compile(source, target=GPUTarget("cuda", capability, 32), options=options)
         ptx = compiled.asm["ptx"]
         rows.append(
             {
@@ -174,6 +178,7 @@ def triton_rows(shard: tuple = (0, 1)) -> list:
                 **_ptxas_usage(ptx, gpu_name, compiled.metadata.name),
                 "shared_bytes": int(compiled.metadata.shared),
                 "wgmma": capability >= 90 and "wgmma" in ptx,
+                "tma": "cp.async.bulk.tensor" in ptx,
                 **_ptx_global_accesses(ptx),
             }
         )
@@ -279,6 +284,7 @@ def _parse_resource_usage(text: str) -> list:
                     "spill_loads": local,
                     "shared_bytes": int(usage.group(3)),
                     "wgmma": False,  # set from the SASS by native_rows
+                    "tma": False,  # the CUDA C++ kernels use no tensor maps
                 }
             )
     return rows

@@ -33,7 +33,9 @@ class KernelSpec:
 
     ``signature`` and ``constexprs`` are what ``triton.compiler.ASTSource`` takes; ``attrs`` holds the
     16-divisibility hints (keyed by ``(argument index,)``) the JIT derives from aligned pointers and
-    from integers that are multiples of 16.
+    from integers that are multiples of 16. ``num_stages`` is the software-pipelining depth (None:
+    Triton's default); ``archs`` the report's arch labels the configuration is meant for (a Hopper
+    configuration, e.g. one reading through TMA descriptors, compiles for sm_90a only).
     """
 
     kernel: object  # a triton.JITFunction
@@ -42,6 +44,8 @@ class KernelSpec:
     constexprs: dict
     num_warps: int
     attrs: dict = field(default_factory=dict)
+    num_stages: int | None = None
+    archs: tuple = ("sm_80", "sm_90a")
 
     @property
     def name(self) -> str:
@@ -64,13 +68,17 @@ def _pointer_type(dtype) -> str:
     return "*" + names[str(dtype).replace("torch.", "")]
 
 
-def make_spec(kernel, config: str, num_warps: int, constexprs: dict, **args) -> KernelSpec:
+def make_spec(
+    kernel, config: str, num_warps: int, constexprs: dict, *, num_stages=None, archs=("sm_80", "sm_90a"), **args
+) -> KernelSpec:
     """A spec from one representative launch.
 
     ``args`` gives every runtime argument of ``kernel``: a torch dtype for a tensor pointer (assumed
     16-byte aligned, as torch allocations are), a Python int for an integer (specialized like the
     JIT does: 1 becomes a constexpr, multiples of 16 carry the divisibility hint, values beyond
-    int32 are i64), a float for a float scalar. ``constexprs`` gives the ``tl.constexpr`` parameters.
+    int32 are i64), a float for a float scalar, a ``"tensordesc<...>"`` signature string for a TMA
+    tensor descriptor, None for an argument passed as None (a constexpr to the JIT). ``constexprs``
+    gives the ``tl.constexpr`` parameters.
     """
     divisible = [["tt.divisibility", 16]]
     signature, consts, attrs = {}, {}, {}
@@ -79,6 +87,12 @@ def make_spec(kernel, config: str, num_warps: int, constexprs: dict, **args) -> 
             signature[name], consts[name] = "constexpr", constexprs[name]
             continue
         value = args.pop(name)
+        if value is None:
+            signature[name], consts[name] = "constexpr", None
+            continue
+        if isinstance(value, str):
+            signature[name] = value
+            continue
         if isinstance(value, bool) or isinstance(value, float):
             signature[name] = "i1" if isinstance(value, bool) else "fp32"
         elif isinstance(value, int):
@@ -93,7 +107,7 @@ def make_spec(kernel, config: str, num_warps: int, constexprs: dict, **args) -> 
             attrs[(index,)] = divisible
     if args:
         raise TypeError(f"make_spec: {kernel.fn.__name__} has no arguments {sorted(args)}")
-    return KernelSpec(kernel, config, signature, consts, num_warps, attrs)
+    return KernelSpec(kernel, config, signature, consts, num_warps, attrs, num_stages, tuple(archs))
 
 
 def device_guard(t: torch.Tensor):

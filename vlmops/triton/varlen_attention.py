@@ -5,22 +5,27 @@ Triton; there is no CUDA C++ variant). The launchers take inputs that the op's C
 ``vlmops::_varlen_attention_triton`` and ``_varlen_attention_backward_triton`` by vlmops.ops.registry.
 
 Same semantics, shapes and outputs as the C++ kernels (csrc/cpu/varlen_attention.cpp), for float32,
-float16 and bfloat16 (float64 is CPU-only).
+float16 and bfloat16 (float64 is CPU-only). The tile math (loads, dots, online softmax, backward
+steps) is vlmops.triton.flash_core's; this module decides which keys each query row sees.
 
 Design:
 - Tiles are BLOCK_M consecutive rows of the packed sequence, whatever the segments: the grid is
   ``cdiv(Nq, BLOCK_M) x H``, known from shapes, so nothing reads cu_seqlens on the host (no sync,
   max_seqlen never needed). Each tile reads the segment ids of its rows (``segment_ids``, built on
-  the device with searchsorted), iterates over the keys of its first to last segment and masks
-  scores whose query and key segments differ (block-diagonal masking inside the tile). Short
+  the device with searchsorted) and iterates over the keys of its first to last segment. Short
   segments (Qwen2.5-VL's 64-token windows, 64-256-token video frames) are therefore packed several
   per tile instead of wasting a padded tile each; a long segment costs at most one partial tile at
   each of its ends.
-- Any head dim from 1 to 256: D is padded only to the next multiple of 16 (the padded lanes are
-  loaded as zeros and never stored) and split into up to three power-of-two pieces (80 = 64 + 16,
-  72 -> 64 + 16, 112 = 64 + 32 + 16): every ``tl.dot`` over D is a sum of dots over the pieces, so at
-  most 8 columns of math per tile are wasted for D >= 16 (a D below 16 runs as one 16 piece). The
-  exception is a padded 240 (D = 232 or 240), which would take four pieces and runs as one 256 piece.
+- Full and partial key blocks (``tile_schedule``, worked out on the device from the tile's segment
+  ids and cu_seqlens): when every row of a tile lies in one segment, the key blocks wholly inside
+  that segment's keys are full and run with no mask, no per-element compare and no key segment-id
+  load; only the last, partial block and every block of a tile that straddles segments compare
+  query and key segment ids. ``block_schedule`` mirrors the classification in PyTorch.
+- Hopper (sm_90): Q, K and V are read through TMA tensor descriptors (flash_core) whenever their
+  strides allow, with software pipelining (``num_stages``) and 128-row tiles of 8 warps (64-row tiles
+  of one warpgroup when the caller bounds every segment by 64 rows through ``max_seqlen_q``: window
+  layers); other GPUs and operands whose strides do not allow TMA take masked pointer loads.
+- Any head dim from 1 to 256 (flash_core's head-dim pieces: D is padded only to a multiple of 16).
 - Strides are honoured as given (a copy only for a D that is not unit-stride); a size-1 dim's stride
   is replaced by its contiguous value (``kernel_strides``). Batch and head offsets are int64, row
   offsets are int64 products: views whose offsets pass 2^31 elements index correctly.
@@ -28,88 +33,60 @@ Design:
   out-of-bounds reads: segment ids are clamped to [0, B), key and query ranges to [0, N].
 - Backward (flash-attention 2, probabilities recomputed from the saved log-sum-exp): one kernel for
   dQ per query tile and one for dK/dV per key tile, which loops over the query heads of its k/v
-  head. No atomics: the backward is deterministic.
+  head; both use the same full/partial schedule and, on Hopper, read the operands they loop over
+  through TMA (K and V for dQ, Q and dO for dK/dV). The default is deterministic (no atomics);
+  ``atomic_dq=True`` instead adds each dK/dV program's dQ share atomically into a float32 buffer and
+  skips the dQ kernel. Gradients that are not needed are not computed (``needs``).
 """
+
+import functools
 
 import torch
 import triton
 import triton.language as tl
 
 from vlmops.triton import KERNEL_SPECS, device_guard, make_spec
+from vlmops.triton import flash_core as core
+from vlmops.triton.flash_core import LOG2E, head_dim_pieces, kernel_strides, unit_stride_d
 
-LOG2E = 1.4426950408889634
-
-
-def head_dim_pieces(D: int) -> tuple:
-    """(D0, D1, D2): power-of-two widths (0 = absent) summing to D rounded up to a multiple of 16."""
-    padded = -(-D // 16) * 16
-    pieces = []
-    rest = padded
-    while rest:
-        pieces.append(1 << (rest.bit_length() - 1))
-        rest -= pieces[-1]
-    if len(pieces) > 3:  # only 240 = 128 + 64 + 32 + 16: one 256 piece wastes 16 columns instead
-        pieces = [triton.next_power_of_2(padded)]
-    return tuple(pieces + [0] * (3 - len(pieces)))
+__all__ = [
+    "block_schedule",
+    "head_dim_pieces",
+    "kernel_strides",
+    "segment_ids",
+    "tile_schedules",
+    "unit_stride_d",
+    "varlen_attention",
+    "varlen_attention_backward",
+]
 
 
 @triton.jit
-def _load_pieces(base, rows, row_ok, stride_row, D: tl.constexpr, D0: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr):
-    """Rows [R, D] of one head as up to three column pieces; an absent piece repeats piece 0 (unused)."""
-    offsets = rows.to(tl.int64)[:, None] * stride_row
-    cols0 = tl.arange(0, D0)
-    p0 = tl.load(base + offsets + cols0[None, :], mask=row_ok[:, None] & (cols0 < D)[None, :], other=0.0)
-    p1 = p0
-    p2 = p0
-    if D1 > 0:
-        cols1 = D0 + tl.arange(0, D1)
-        p1 = tl.load(base + offsets + cols1[None, :], mask=row_ok[:, None] & (cols1 < D)[None, :], other=0.0)
-    if D2 > 0:
-        cols2 = D0 + D1 + tl.arange(0, D2)
-        p2 = tl.load(base + offsets + cols2[None, :], mask=row_ok[:, None] & (cols2 < D)[None, :], other=0.0)
-    return p0, p1, p2
-
-
-@triton.jit
-def _store_pieces(
-    base, rows, row_ok, stride_row, p0, p1, p2, D: tl.constexpr, D0: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr
-):
-    offsets = rows.to(tl.int64)[:, None] * stride_row
-    cols0 = tl.arange(0, D0)
-    tl.store(base + offsets + cols0[None, :], p0.to(base.dtype.element_ty), mask=row_ok[:, None] & (cols0 < D)[None, :])
-    if D1 > 0:
-        cols1 = D0 + tl.arange(0, D1)
-        tl.store(
-            base + offsets + cols1[None, :], p1.to(base.dtype.element_ty), mask=row_ok[:, None] & (cols1 < D)[None, :]
-        )
-    if D2 > 0:
-        cols2 = D0 + D1 + tl.arange(0, D2)
-        tl.store(
-            base + offsets + cols2[None, :], p2.to(base.dtype.element_ty), mask=row_ok[:, None] & (cols2 < D)[None, :]
-        )
-
-
-@triton.jit
-def _dot_nt(a0, a1, a2, b0, b1, b2, D1: tl.constexpr, D2: tl.constexpr, PRECISION: tl.constexpr):
-    """a @ b^T over the head dim, summed over its pieces: [R, D] x [C, D] -> [R, C] in float32."""
-    acc = tl.dot(a0, tl.trans(b0), input_precision=PRECISION)
-    if D1 > 0:
-        acc += tl.dot(a1, tl.trans(b1), input_precision=PRECISION)
-    if D2 > 0:
-        acc += tl.dot(a2, tl.trans(b2), input_precision=PRECISION)
-    return acc
-
-
-@triton.jit
-def _segment_range(Segments, Cu, index, index_ok, limit):
-    """Segment ids of a tile's rows and the [begin, end) rows of the other side for its first-to-last
-    segments, clamped to [0, limit] so bad boundaries cannot read out of bounds."""
+def tile_schedule(Segments, Cu, index, index_ok, limit, BLOCK: tl.constexpr):
+    """The schedule of one tile (rows ``index``) over the other side's blocks of BLOCK rows:
+    (segment ids of the tile's rows, begin, full_end, end). The tile visits [begin, end), the other
+    side's rows of its first to last segment (clamped to [0, limit] so bad boundaries cannot read out
+    of bounds); blocks starting in [begin, full_end) are full (the tile has a single segment and the
+    block lies inside it: every row sees every key), the blocks from full_end to end are partial and
+    compare segment ids."""
     segments = tl.load(Segments + index, mask=index_ok, other=-1)
     first = tl.min(tl.where(index_ok, segments, 2147483647), 0)
     last = tl.max(segments, 0)
     begin = tl.minimum(tl.maximum(tl.load(Cu + first), 0), limit)
     end = tl.minimum(tl.maximum(tl.load(Cu + last + 1), begin), limit)
-    return segments, begin, end
+    full_blocks = tl.where(first == last, (end - begin) // BLOCK, 0)
+    return segments, begin, begin + full_blocks * BLOCK, end
+
+
+@triton.jit
+def _tile_schedule_kernel(Segments, Cu, Out, N, limit, TILE: tl.constexpr, BLOCK: tl.constexpr):
+    """(begin, full_end, end) of every tile, as the attention kernels compute them (tests read it)."""
+    tile = tl.program_id(0)
+    index = tile * TILE + tl.arange(0, TILE)
+    _, begin, full_end, end = tile_schedule(Segments, Cu, index, index < N, limit, BLOCK)
+    tl.store(Out + tile * 3, begin)
+    tl.store(Out + tile * 3 + 1, full_end)
+    tl.store(Out + tile * 3 + 2, end)
 
 
 @triton.jit
@@ -122,6 +99,15 @@ def _varlen_attention_fwd_kernel(
     SegmentsQ,
     SegmentsK,
     CuK,
+    QD0,
+    QD1,
+    QD2,
+    KD0,
+    KD1,
+    KD2,
+    VD0,
+    VD1,
+    VD2,
     stride_qn,
     stride_qh,
     stride_kn,
@@ -140,45 +126,61 @@ def _varlen_attention_fwd_kernel(
     D2: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
+    TMA: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
     tile = tl.program_id(0)
-    head = tl.program_id(1).to(tl.int64)  # int64 head offsets: head * stride may pass 2^31
+    head32 = tl.program_id(1)
+    head = head32.to(tl.int64)  # int64 head offsets: head * stride may pass 2^31
+    kv_head32 = head32 // GROUP
     kv_head = head // GROUP
     rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
     row_ok = rows < Nq
-    seg_rows, k_begin, k_end = _segment_range(SegmentsQ, CuK, rows, row_ok, Nk)
-    q0, q1, q2 = _load_pieces(Q + head * stride_qh, rows, row_ok, stride_qn, D, D0, D1, D2)
-    acc0 = tl.zeros([BLOCK_M, D0], tl.float32)
-    acc1 = tl.zeros([BLOCK_M, D1 if D1 > 0 else D0], tl.float32)
-    acc2 = tl.zeros([BLOCK_M, D2 if D2 > 0 else D0], tl.float32)
+    seg_rows, k_begin, k_full_end, k_end = tile_schedule(SegmentsQ, CuK, rows, row_ok, Nk, BLOCK_N)
+    q0, q1, q2 = core.load_tile(
+        Q + head * stride_qh,
+        rows,
+        row_ok,
+        stride_qn,
+        QD0,
+        QD1,
+        QD2,
+        (tile * BLOCK_M, head32, 0),
+        BLOCK_M,
+        D,
+        D0,
+        D1,
+        D2,
+        TMA,
+    )
+    k_base = K + kv_head * stride_kh
+    v_base = V + kv_head * stride_vh
+    acc0, acc1, acc2 = core.zeros_pieces(BLOCK_M, D0, D1, D2)
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
-    for start in range(k_begin, k_end, BLOCK_N):
+    for start in range(k_begin, k_full_end, BLOCK_N):  # full blocks: no mask
+        cols = start + tl.arange(0, BLOCK_N)
+        acc0, acc1, acc2, m_i, l_i = core.attend_block(
+            acc0, acc1, acc2, m_i, l_i, q0, q1, q2,
+            k_base, KD0, KD1, KD2, (start, kv_head32, 0), stride_kn,
+            v_base, VD0, VD1, VD2, (start, kv_head32, 0), stride_vn,
+            cols, cols < Nk, 0, scale_log2,
+            False, BLOCK_N, D, D0, D1, D2, TMA, PRECISION,
+        )  # fmt: skip
+    for start in range(k_full_end, k_end, BLOCK_N):  # partial blocks: segment ids compared
         cols = start + tl.arange(0, BLOCK_N)
         col_ok = cols < k_end
         seg_cols = tl.load(SegmentsK + cols, mask=col_ok, other=-2)
-        k0, k1, k2 = _load_pieces(K + kv_head * stride_kh, cols, col_ok, stride_kn, D, D0, D1, D2)
-        s = _dot_nt(q0, q1, q2, k0, k1, k2, D1, D2, PRECISION) * scale_log2
-        s = tl.where(seg_rows[:, None] == seg_cols[None, :], s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows with no key yet
-        alpha = tl.exp2(m_i - m_safe)
-        p = tl.exp2(s - m_safe[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        p = p.to(V.dtype.element_ty)
-        v0, v1, v2 = _load_pieces(V + kv_head * stride_vh, cols, col_ok, stride_vn, D, D0, D1, D2)
-        acc0 = acc0 * alpha[:, None] + tl.dot(p, v0, input_precision=PRECISION)
-        if D1 > 0:
-            acc1 = acc1 * alpha[:, None] + tl.dot(p, v1, input_precision=PRECISION)
-        if D2 > 0:
-            acc2 = acc2 * alpha[:, None] + tl.dot(p, v2, input_precision=PRECISION)
-        m_i = m_new
-    has_keys = l_i > 0.0
-    inv = tl.where(has_keys, 1.0 / tl.where(has_keys, l_i, 1.0), 0.0)
-    lse = tl.where(has_keys, (m_i + tl.log2(tl.where(has_keys, l_i, 1.0))) * 0.6931471805599453, float("-inf"))
+        acc0, acc1, acc2, m_i, l_i = core.attend_block(
+            acc0, acc1, acc2, m_i, l_i, q0, q1, q2,
+            k_base, KD0, KD1, KD2, (start, kv_head32, 0), stride_kn,
+            v_base, VD0, VD1, VD2, (start, kv_head32, 0), stride_vn,
+            cols, col_ok, seg_rows[:, None] == seg_cols[None, :], scale_log2,
+            True, BLOCK_N, D, D0, D1, D2, TMA, PRECISION,
+        )  # fmt: skip
+    inv, lse = core.softmax_epilogue(m_i, l_i)
     tl.store(Lse + head * Nq + rows, lse, mask=row_ok)
-    _store_pieces(
+    core.store_pieces(
         Out + head * stride_oh,
         rows,
         row_ok,
@@ -205,6 +207,12 @@ def _varlen_attention_bwd_dq_kernel(
     SegmentsQ,
     SegmentsK,
     CuK,
+    KD0,
+    KD1,
+    KD2,
+    VD0,
+    VD1,
+    VD2,
     stride_qn,
     stride_qh,
     stride_kn,
@@ -226,41 +234,95 @@ def _varlen_attention_bwd_dq_kernel(
     D2: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
+    TMA: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
     tile = tl.program_id(0)
     head = tl.program_id(1).to(tl.int64)  # int64 head offsets: head * stride may pass 2^31
     kv_head = head // GROUP
+    kv_head32 = tl.program_id(1) // GROUP
     rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
     row_ok = rows < Nq
-    seg_rows, k_begin, k_end = _segment_range(SegmentsQ, CuK, rows, row_ok, Nk)
-    q0, q1, q2 = _load_pieces(Q + head * stride_qh, rows, row_ok, stride_qn, D, D0, D1, D2)
-    do0, do1, do2 = _load_pieces(GradOut + head * stride_doh, rows, row_ok, stride_don, D, D0, D1, D2)
-    lse2 = tl.load(Lse + head * Nq + rows, mask=row_ok, other=0.0) * 1.4426950408889634
-    lse2 = tl.where(lse2 == float("-inf"), 0.0, lse2)  # rows without keys: every score is masked
-    delta = tl.load(Delta + head * Nq + rows, mask=row_ok, other=0.0)
-    dq0 = tl.zeros([BLOCK_M, D0], tl.float32)
-    dq1 = tl.zeros([BLOCK_M, D1 if D1 > 0 else D0], tl.float32)
-    dq2 = tl.zeros([BLOCK_M, D2 if D2 > 0 else D0], tl.float32)
-    for start in range(k_begin, k_end, BLOCK_N):
+    seg_rows, k_begin, k_full_end, k_end = tile_schedule(SegmentsQ, CuK, rows, row_ok, Nk, BLOCK_N)
+    q0, q1, q2 = core.load_pieces(Q + head * stride_qh, rows, row_ok, stride_qn, D, D0, D1, D2)
+    do0, do1, do2 = core.load_pieces(GradOut + head * stride_doh, rows, row_ok, stride_don, D, D0, D1, D2)
+    lse2, delta = core.load_row_stats(Lse, Delta, head * Nq, rows, row_ok)
+    k_base = K + kv_head * stride_kh
+    v_base = V + kv_head * stride_vh
+    dq0, dq1, dq2 = core.zeros_pieces(BLOCK_M, D0, D1, D2)
+    row_dot = tl.zeros([BLOCK_M], tl.float32)
+    for start in range(k_begin, k_full_end, BLOCK_N):  # full blocks: no mask
+        cols = start + tl.arange(0, BLOCK_N)
+        col_ok = cols < Nk
+        k0, k1, k2 = core.load_tile(
+            k_base, cols, col_ok, stride_kn, KD0, KD1, KD2, (start, kv_head32, 0), BLOCK_N, D, D0, D1, D2, TMA
+        )
+        v0, v1, v2 = core.load_tile(
+            v_base, cols, col_ok, stride_vn, VD0, VD1, VD2, (start, kv_head32, 0), BLOCK_N, D, D0, D1, D2, TMA
+        )
+        dq0, dq1, dq2, row_dot = core.dq_block(
+            dq0, dq1, dq2, row_dot, q0, q1, q2, do0, do1, do2, lse2, delta,
+            k0, k1, k2, v0, v1, v2, 0, 1.0, scale_log2, False, False, D1, D2, PRECISION,
+        )  # fmt: skip
+    for start in range(k_full_end, k_end, BLOCK_N):  # partial blocks: segment ids compared
         cols = start + tl.arange(0, BLOCK_N)
         col_ok = cols < k_end
         seg_cols = tl.load(SegmentsK + cols, mask=col_ok, other=-2)
-        k0, k1, k2 = _load_pieces(K + kv_head * stride_kh, cols, col_ok, stride_kn, D, D0, D1, D2)
-        v0, v1, v2 = _load_pieces(V + kv_head * stride_vh, cols, col_ok, stride_vn, D, D0, D1, D2)
-        s = _dot_nt(q0, q1, q2, k0, k1, k2, D1, D2, PRECISION) * scale_log2
-        s = tl.where(seg_rows[:, None] == seg_cols[None, :], s, float("-inf"))
-        p = tl.exp2(s - lse2[:, None])
-        dp = _dot_nt(do0, do1, do2, v0, v1, v2, D1, D2, PRECISION)
-        ds = (p * (dp - delta[:, None])).to(K.dtype.element_ty)
-        dq0 += tl.dot(ds, k0, input_precision=PRECISION)
-        if D1 > 0:
-            dq1 += tl.dot(ds, k1, input_precision=PRECISION)
-        if D2 > 0:
-            dq2 += tl.dot(ds, k2, input_precision=PRECISION)
-    _store_pieces(
+        k0, k1, k2 = core.load_tile(
+            k_base, cols, col_ok, stride_kn, KD0, KD1, KD2, (start, kv_head32, 0), BLOCK_N, D, D0, D1, D2, TMA
+        )
+        v0, v1, v2 = core.load_tile(
+            v_base, cols, col_ok, stride_vn, VD0, VD1, VD2, (start, kv_head32, 0), BLOCK_N, D, D0, D1, D2, TMA
+        )
+        if TMA:  # K and V enter dS K and dO V^T: rows past the range must read as zeros
+            k0, k1, k2 = core.keep_rows(k0, k1, k2, col_ok, D1, D2)
+            v0, v1, v2 = core.keep_rows(v0, v1, v2, col_ok, D1, D2)
+        dq0, dq1, dq2, row_dot = core.dq_block(
+            dq0, dq1, dq2, row_dot, q0, q1, q2, do0, do1, do2, lse2, delta,
+            k0, k1, k2, v0, v1, v2, seg_rows[:, None] == seg_cols[None, :], 1.0, scale_log2,
+            True, False, D1, D2, PRECISION,
+        )  # fmt: skip
+    core.store_pieces(
         GradQ + head * stride_dqh, rows, row_ok, stride_dqn, dq0 * scale, dq1 * scale, dq2 * scale, D, D0, D1, D2
     )
+
+
+@triton.jit
+def _dkdv_query_block(
+    dk0, dk1, dk2, dv0, dv1, dv2, k0, k1, k2, v0, v1, v2, seg_cols,
+    Q, GradOut, Lse, Delta, GradQAcc, SegmentsQ, QD0, QD1, QD2, DOD0, DOD1, DOD2, head, start, rows, row_ok,
+    stride_qn, stride_qh, stride_don, stride_doh, Nq, H, scale, scale_log2,
+    MASKED: tl.constexpr, BLOCK_M: tl.constexpr, D: tl.constexpr, D0: tl.constexpr, D1: tl.constexpr,
+    D2: tl.constexpr, ATOMIC_DQ: tl.constexpr, TMA: tl.constexpr, PRECISION: tl.constexpr,
+):  # fmt: skip
+    """One query block (rows of query head ``head``) of a dK/dV program; MASKED compares segment ids.
+    With ATOMIC_DQ it also adds the block's dQ share, dS K, into the float32 [Nq, H, D] GradQAcc."""
+    coords = (start, head.to(tl.int32), 0)
+    q0, q1, q2 = core.load_tile(
+        Q + head * stride_qh, rows, row_ok, stride_qn, QD0, QD1, QD2, coords, BLOCK_M, D, D0, D1, D2, TMA
+    )
+    do0, do1, do2 = core.load_tile(
+        GradOut + head * stride_doh, rows, row_ok, stride_don, DOD0, DOD1, DOD2, coords, BLOCK_M, D, D0, D1, D2, TMA
+    )
+    if MASKED and TMA:  # Q and dO enter dS^T Q and P^T dO: rows past the range must read as zeros
+        q0, q1, q2 = core.keep_rows(q0, q1, q2, row_ok, D1, D2)
+        do0, do1, do2 = core.keep_rows(do0, do1, do2, row_ok, D1, D2)
+    lse2, delta = core.load_row_stats(Lse, Delta, head * Nq, rows, row_ok)
+    visible_t = 0
+    if MASKED:
+        seg_rows = tl.load(SegmentsQ + rows, mask=row_ok, other=-1)
+        visible_t = seg_cols[:, None] == seg_rows[None, :]
+    dk0, dk1, dk2, dv0, dv1, dv2, ds_t = core.dkdv_block(
+        dk0, dk1, dk2, dv0, dv1, dv2, k0, k1, k2, v0, v1, v2, q0, q1, q2, do0, do1, do2,
+        lse2, delta, visible_t, 1.0, scale_log2, MASKED, D1, D2, PRECISION,
+    )  # fmt: skip
+    if ATOMIC_DQ:
+        dq0, dq1, dq2 = core.zeros_pieces(BLOCK_M, D0, D1, D2)
+        dq0, dq1, dq2 = core.dot_acc(dq0, dq1, dq2, tl.trans(ds_t), k0, k1, k2, D1, D2, PRECISION)
+        core.atomic_add_pieces(
+            GradQAcc + head * D, rows, row_ok, H * D, dq0 * scale, dq1 * scale, dq2 * scale, D, D0, D1, D2
+        )
+    return dk0, dk1, dk2, dv0, dv1, dv2
 
 
 @triton.jit
@@ -273,9 +335,16 @@ def _varlen_attention_bwd_dkdv_kernel(
     Delta,
     GradK,
     GradV,
+    GradQAcc,
     SegmentsQ,
     SegmentsK,
     CuQ,
+    QD0,
+    QD1,
+    QD2,
+    DOD0,
+    DOD1,
+    DOD2,
     stride_qn,
     stride_qh,
     stride_kn,
@@ -290,6 +359,7 @@ def _varlen_attention_bwd_dkdv_kernel(
     stride_dvh,
     Nq,
     Nk,
+    H,
     scale,
     scale_log2,
     GROUP: tl.constexpr,
@@ -299,51 +369,43 @@ def _varlen_attention_bwd_dkdv_kernel(
     D2: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
+    ATOMIC_DQ: tl.constexpr,
+    TMA: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
     tile = tl.program_id(0)
     kv_head = tl.program_id(1).to(tl.int64)
     cols = tile * BLOCK_N + tl.arange(0, BLOCK_N)
     col_ok = cols < Nk
-    seg_cols, q_begin, q_end = _segment_range(SegmentsK, CuQ, cols, col_ok, Nq)
-    k0, k1, k2 = _load_pieces(K + kv_head * stride_kh, cols, col_ok, stride_kn, D, D0, D1, D2)
-    v0, v1, v2 = _load_pieces(V + kv_head * stride_vh, cols, col_ok, stride_vn, D, D0, D1, D2)
-    dk0 = tl.zeros([BLOCK_N, D0], tl.float32)
-    dk1 = tl.zeros([BLOCK_N, D1 if D1 > 0 else D0], tl.float32)
-    dk2 = tl.zeros([BLOCK_N, D2 if D2 > 0 else D0], tl.float32)
-    dv0 = tl.zeros([BLOCK_N, D0], tl.float32)
-    dv1 = tl.zeros([BLOCK_N, D1 if D1 > 0 else D0], tl.float32)
-    dv2 = tl.zeros([BLOCK_N, D2 if D2 > 0 else D0], tl.float32)
+    seg_cols, q_begin, q_full_end, q_end = tile_schedule(SegmentsK, CuQ, cols, col_ok, Nq, BLOCK_M)
+    k0, k1, k2 = core.load_pieces(K + kv_head * stride_kh, cols, col_ok, stride_kn, D, D0, D1, D2)
+    v0, v1, v2 = core.load_pieces(V + kv_head * stride_vh, cols, col_ok, stride_vn, D, D0, D1, D2)
+    dk0, dk1, dk2 = core.zeros_pieces(BLOCK_N, D0, D1, D2)
+    dv0, dv1, dv2 = core.zeros_pieces(BLOCK_N, D0, D1, D2)
     for g in range(GROUP):
         head = kv_head * GROUP + g
-        for start in range(q_begin, q_end, BLOCK_M):
+        for start in range(q_begin, q_full_end, BLOCK_M):  # full blocks: no mask
             rows = start + tl.arange(0, BLOCK_M)
-            row_ok = rows < q_end
-            seg_rows = tl.load(SegmentsQ + rows, mask=row_ok, other=-1)
-            q0, q1, q2 = _load_pieces(Q + head * stride_qh, rows, row_ok, stride_qn, D, D0, D1, D2)
-            do0, do1, do2 = _load_pieces(GradOut + head * stride_doh, rows, row_ok, stride_don, D, D0, D1, D2)
-            lse2 = tl.load(Lse + head * Nq + rows, mask=row_ok, other=0.0) * 1.4426950408889634
-            lse2 = tl.where(lse2 == float("-inf"), 0.0, lse2)
-            delta = tl.load(Delta + head * Nq + rows, mask=row_ok, other=0.0)
-            # Transposed tiles [keys, queries]: the accumulated gradients are per key.
-            s_t = _dot_nt(k0, k1, k2, q0, q1, q2, D1, D2, PRECISION) * scale_log2
-            s_t = tl.where(seg_cols[:, None] == seg_rows[None, :], s_t, float("-inf"))
-            p_t = tl.exp2(s_t - lse2[None, :])
-            dp_t = _dot_nt(v0, v1, v2, do0, do1, do2, D1, D2, PRECISION)
-            ds_t = (p_t * (dp_t - delta[None, :])).to(Q.dtype.element_ty)
-            p_t = p_t.to(GradOut.dtype.element_ty)
-            dv0 += tl.dot(p_t, do0, input_precision=PRECISION)
-            dk0 += tl.dot(ds_t, q0, input_precision=PRECISION)
-            if D1 > 0:
-                dv1 += tl.dot(p_t, do1, input_precision=PRECISION)
-                dk1 += tl.dot(ds_t, q1, input_precision=PRECISION)
-            if D2 > 0:
-                dv2 += tl.dot(p_t, do2, input_precision=PRECISION)
-                dk2 += tl.dot(ds_t, q2, input_precision=PRECISION)
-    _store_pieces(
+            dk0, dk1, dk2, dv0, dv1, dv2 = _dkdv_query_block(
+                dk0, dk1, dk2, dv0, dv1, dv2, k0, k1, k2, v0, v1, v2, seg_cols,
+                Q, GradOut, Lse, Delta, GradQAcc, SegmentsQ, QD0, QD1, QD2, DOD0, DOD1, DOD2,
+                head, start, rows, rows < Nq,
+                stride_qn, stride_qh, stride_don, stride_doh, Nq, H, scale, scale_log2,
+                False, BLOCK_M, D, D0, D1, D2, ATOMIC_DQ, TMA, PRECISION,
+            )  # fmt: skip
+        for start in range(q_full_end, q_end, BLOCK_M):  # partial blocks: segment ids compared
+            rows = start + tl.arange(0, BLOCK_M)
+            dk0, dk1, dk2, dv0, dv1, dv2 = _dkdv_query_block(
+                dk0, dk1, dk2, dv0, dv1, dv2, k0, k1, k2, v0, v1, v2, seg_cols,
+                Q, GradOut, Lse, Delta, GradQAcc, SegmentsQ, QD0, QD1, QD2, DOD0, DOD1, DOD2,
+                head, start, rows, rows < q_end,
+                stride_qn, stride_qh, stride_don, stride_doh, Nq, H, scale, scale_log2,
+                True, BLOCK_M, D, D0, D1, D2, ATOMIC_DQ, TMA, PRECISION,
+            )  # fmt: skip
+    core.store_pieces(
         GradK + kv_head * stride_dkh, cols, col_ok, stride_dkn, dk0 * scale, dk1 * scale, dk2 * scale, D, D0, D1, D2
     )
-    _store_pieces(GradV + kv_head * stride_dvh, cols, col_ok, stride_dvn, dv0, dv1, dv2, D, D0, D1, D2)
+    core.store_pieces(GradV + kv_head * stride_dvh, cols, col_ok, stride_dvn, dv0, dv1, dv2, D, D0, D1, D2)
 
 
 def segment_ids(cu_seqlens: torch.Tensor, tokens: int) -> torch.Tensor:
@@ -354,12 +416,80 @@ def segment_ids(cu_seqlens: torch.Tensor, tokens: int) -> torch.Tensor:
     return ids.clamp_(0, max(cu_seqlens.numel() - 2, 0)).to(torch.int32)
 
 
-def _block_sizes(D: int) -> tuple:
-    """(BLOCK_M, BLOCK_N, num_warps) of the forward on a GPU. A head dim up to 64 that is not a multiple
-    of 16 (masked lanes) spilled on sm_80 with 4 warps (D = 1-15 and 56 in the static report): 8 warps."""
+def block_schedule(cu_seqlens_tile, cu_seqlens_other, tokens: int, other_tokens: int, tile: int, block: int):
+    """PyTorch mirror of ``tile_schedule`` for every tile of ``tile`` rows: int64 [tiles, 3] of
+    (begin, full_end, end) over the other side's rows (keys for query tiles, queries for key tiles)."""
+    ids = segment_ids(cu_seqlens_tile, tokens).long()
+    tiles = -(-tokens // tile)
+    padded = torch.full((tiles * tile,), -1, dtype=torch.long, device=ids.device)
+    padded[:tokens] = ids
+    padded = padded.view(tiles, tile)
+    first = torch.where(padded >= 0, padded, torch.iinfo(torch.long).max).amin(1)
+    last = padded.amax(1)
+    cu = cu_seqlens_other.long()
+    begin = cu[first].clamp(0, other_tokens)
+    end = torch.maximum(cu[last + 1], begin).clamp(max=other_tokens)
+    full_end = begin + torch.where(first == last, (end - begin) // block, 0) * block
+    return torch.stack([begin, full_end, end], 1)
+
+
+def tile_schedules(cu_seqlens_tile, cu_seqlens_other, tokens: int, other_tokens: int, tile: int, block: int):
+    """The schedule ``tile_schedule`` computes on the device for every tile: int32 [tiles, 3] of
+    (begin, full_end, end) (what ``block_schedule`` mirrors)."""
+    out = torch.empty(triton.cdiv(tokens, tile), 3, device=cu_seqlens_tile.device, dtype=torch.int32)
+    if tokens:
+        with device_guard(cu_seqlens_tile):
+            _tile_schedule_kernel[(out.shape[0],)](
+                segment_ids(cu_seqlens_tile, tokens),
+                cu_seqlens_other,
+                out,
+                tokens,
+                other_tokens,
+                TILE=tile,
+                BLOCK=block,
+            )
+    return out
+
+
+@functools.cache
+def _capability(index: int) -> int:
+    major, minor = torch.cuda.get_device_capability(index)
+    return major * 10 + minor
+
+
+def capability(t: torch.Tensor) -> int:
+    """Compute capability of t's CUDA device as 80, 90, ...; 0 for the CPU tensors the interpreter runs."""
+    if t.device.type != "cuda":
+        return 0
+    return _capability(torch.cuda.current_device() if t.device.index is None else t.device.index)
+
+
+# Forward tile configurations, (BLOCK_M, BLOCK_N, num_warps, num_stages), by head dim (the largest
+# padded head dim each row serves). Hopper: 128-row tiles of 8 warps (two warpgroups issuing wgmma)
+# over TMA-fed, software-pipelined key blocks, all without spills in the static report;
+# tools/tune_attention.py sweeps the alternatives on a GPU. Ampere and the interpreter keep the
+# pointer-path tiles: a head dim up to 64 that is not a multiple of 16 (masked lanes) spilled on
+# sm_80 with 4 warps, so it takes 8.
+HOPPER_FWD_CONFIGS = ((64, (128, 128, 8, 3)), (128, (128, 64, 8, 3)), (256, (128, 32, 8, 2)))
+# Hopper tiles when the caller bounds every segment by one warpgroup's 64 rows (max_seqlen_q <= 64:
+# Qwen2.5-VL's window layers): a 64-row tile of one warpgroup holds a whole window, so an aligned
+# window's keys form one full block instead of two windows sharing a 128-row tile and masking half
+# of every score block.
+HOPPER_WINDOW_CONFIG = (64, 64, 4, 3)
+
+
+def _block_sizes(D: int, arch: int = 0, max_seqlen_q=None) -> tuple:
+    """(BLOCK_M, BLOCK_N, num_warps, num_stages or None for Triton's default) of the forward.
+    ``max_seqlen_q`` is the caller's host-side bound on the query segments, if given (never read
+    from the device)."""
+    if arch >= 90:
+        if max_seqlen_q is not None and max_seqlen_q <= HOPPER_WINDOW_CONFIG[0]:
+            return HOPPER_WINDOW_CONFIG
+        padded = sum(head_dim_pieces(D))
+        return next(config for bound, config in HOPPER_FWD_CONFIGS if padded <= bound)
     if D <= 128:
-        return 128, 64, 8 if D > 64 or D % 16 else 4
-    return 64, 32, 8
+        return 128, 64, 8 if D > 64 or D % 16 else 4, None
+    return 64, 32, 8, None
 
 
 # Backward tiles (rows of the looping side kept small): (BLOCK_M, BLOCK_N) of the dQ kernel, which
@@ -376,23 +506,6 @@ def _dkdv_blocks(D: int) -> tuple:
 
 def _bwd_num_warps(D: int) -> int:
     return 4 if D <= 64 else 8
-
-
-def unit_stride_d(*tensors):
-    """The kernels step along D with stride 1 and honour every other stride: a tensor strided along D
-    (e.g. an expanded gradient, all strides 0) is copied, any other is passed as is."""
-    return tuple(t if t.stride(-1) == 1 or t.shape[-1] <= 1 else t.contiguous() for t in tensors)
-
-
-def kernel_strides(t: torch.Tensor) -> tuple:
-    """t's strides as the kernels take them: a size-1 dim indexes nothing and torch leaves its stride
-    arbitrary (a [1, H, D] view may have stride(0) == 1), so it gets its contiguous value instead and
-    the JIT specializes on the strides that matter only."""
-    strides, contiguous = [], 1
-    for size, stride in zip(reversed(t.shape), reversed(t.stride())):
-        strides.append(stride if size > 1 else contiguous)
-        contiguous *= max(size, 1)
-    return tuple(reversed(strides))
 
 
 def _token_head_strides(*tensors) -> tuple:
@@ -414,10 +527,12 @@ def varlen_attention(
     block_n=None,
     num_warps=None,
     num_stages=None,
+    tma=None,
 ):
-    """The forward launcher: (out [Nq, H, D], lse [H, Nq] float32). Block sizes, warps and pipeline
-    stages may be overridden (the interpreter tests use small blocks to cross many tile and segment
-    boundaries; tools/tune_attention.py times the choices on a GPU)."""
+    """The forward launcher: (out [Nq, H, D], lse [H, Nq] float32). Block sizes, warps, pipeline
+    stages and TMA may be overridden (the interpreter tests use small blocks to cross many tile and
+    segment boundaries, and force TMA; tools/tune_attention.py times the choices on a GPU). ``tma``
+    None reads through TMA descriptors on sm_90+ where q, k and v allow it (``tma_capable``)."""
     q, k, v = unit_stride_d(q, k, v)
     Nq, H, D = q.shape
     Nk, Hk, _ = k.shape
@@ -426,9 +541,19 @@ def varlen_attention(
     if q.numel() == 0:
         return out, lse
     scale = D**-0.5 if softmax_scale is None else softmax_scale
-    bm, bn, warps = _block_sizes(D)
-    bm, bn, warps = block_m or bm, block_n or bn, num_warps or warps
-    D0, D1, D2 = head_dim_pieces(D)
+    arch = capability(q)
+    bm, bn, warps, stages = _block_sizes(D, arch, max_seqlen_q)
+    bm, bn, warps, stages = block_m or bm, block_n or bn, num_warps or warps, num_stages or stages
+    pieces = head_dim_pieces(D)
+    use_tma = all(core.tma_capable(t) for t in (q, k, v)) and (arch >= 90 if tma is None else tma)
+    if use_tma:
+        descriptors = (
+            core.piece_descriptors(q, bm, 0, pieces)
+            + core.piece_descriptors(k, bn, 0, pieces)
+            + core.piece_descriptors(v, bn, 0, pieces)
+        )
+    else:
+        descriptors = (None,) * 9
     with device_guard(q):
         seg_q, seg_k = segment_ids(cu_seqlens_q, Nq), segment_ids(cu_seqlens_k, Nk)
         _varlen_attention_fwd_kernel[(triton.cdiv(Nq, bm), H)](
@@ -440,20 +565,22 @@ def varlen_attention(
             seg_q,
             seg_k,
             cu_seqlens_k,
+            *descriptors,
             *_token_head_strides(q, k, v, out),
             Nq,
             Nk,
             scale * LOG2E,
             GROUP=H // Hk,
             D=D,
-            D0=D0,
-            D1=D1,
-            D2=D2,
+            D0=pieces[0],
+            D1=pieces[1],
+            D2=pieces[2],
             BLOCK_M=bm,
             BLOCK_N=bn,
+            TMA=use_tma,
             PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
             num_warps=warps,
-            **({} if num_stages is None else {"num_stages": num_stages}),
+            **({} if stages is None else {"num_stages": stages}),
         )
     return out, lse
 
@@ -474,170 +601,236 @@ def varlen_attention_backward(
     block_m=None,
     block_n=None,
     num_warps=None,
+    atomic_dq=False,
+    needs=(True, True, True),
+    tma=None,
 ):
-    """The backward launcher: (grad_q, grad_k, grad_v), deterministic (no atomics)."""
+    """The backward launcher: (grad_q, grad_k, grad_v). Deterministic by default; ``atomic_dq``
+    computes dQ inside the dK/dV kernel with float32 atomics instead of a separate dQ pass (when
+    grad_k or grad_v is needed too).
+    ``needs`` (which of grad_q, grad_k, grad_v are wanted, as ``ctx.needs_input_grad``) skips the
+    dQ kernel when grad_q is not needed and the dK/dV kernel when neither grad_k nor grad_v is (a
+    skipped gradient comes back as zeros). ``tma`` None reads the looped-over operands (K and V of
+    the dQ kernel, Q and dO of the dK/dV kernel) through TMA descriptors on sm_90+ where they allow
+    it."""
     grad_out, q, k, v, out = unit_stride_d(grad_out, q, k, v, out)
     Nq, H, D = q.shape
     Nk, Hk, _ = k.shape
     grad_q = torch.zeros_like(q, memory_format=torch.contiguous_format)
     grad_k = torch.zeros_like(k, memory_format=torch.contiguous_format)
     grad_v = torch.zeros_like(v, memory_format=torch.contiguous_format)
-    if q.numel() == 0 or k.numel() == 0:
+    need_q, need_kv = needs[0], needs[1] or needs[2]
+    if q.numel() == 0 or k.numel() == 0 or not (need_q or need_kv):
         return grad_q, grad_k, grad_v
+    atomic_dq = atomic_dq and need_q and need_kv  # dQ alone: the dQ kernel, without the dK/dV work
     scale = D**-0.5 if softmax_scale is None else softmax_scale
     dq_blocks = (block_m or BWD_DQ_BLOCKS[0], block_n or BWD_DQ_BLOCKS[1])
     dkdv_blocks = (block_m or _dkdv_blocks(D)[0], block_n or _dkdv_blocks(D)[1])
-    D0, D1, D2 = head_dim_pieces(D)
+    D0, D1, D2 = pieces = head_dim_pieces(D)
     precision = "ieee" if q.dtype == torch.float32 else "tf32"
+    arch = capability(q)
+    use_tma = all(core.tma_capable(t) for t in (q, k, v, grad_out)) and (arch >= 90 if tma is None else tma)
+    if use_tma:
+        dq_descriptors = core.piece_descriptors(k, dq_blocks[1], 0, pieces) + core.piece_descriptors(
+            v, dq_blocks[1], 0, pieces
+        )
+        dkdv_descriptors = core.piece_descriptors(q, dkdv_blocks[0], 0, pieces) + core.piece_descriptors(
+            grad_out, dkdv_blocks[0], 0, pieces
+        )
+    else:
+        dq_descriptors = dkdv_descriptors = (None,) * 6
     with device_guard(q):
         delta = (grad_out.float() * out.float()).sum(-1).t().contiguous()  # [H, Nq]: rowsum(dO * O)
         lse = lse.contiguous()
         seg_q, seg_k = segment_ids(cu_seqlens_q, Nq), segment_ids(cu_seqlens_k, Nk)
         common = dict(
-            GROUP=H // Hk, D=D, D0=D0, D1=D1, D2=D2, PRECISION=precision, num_warps=num_warps or _bwd_num_warps(D)
+            GROUP=H // Hk,
+            D=D,
+            D0=D0,
+            D1=D1,
+            D2=D2,
+            TMA=use_tma,
+            PRECISION=precision,
+            num_warps=num_warps or _bwd_num_warps(D),
         )
-        _varlen_attention_bwd_dq_kernel[(triton.cdiv(Nq, dq_blocks[0]), H)](
-            q,
-            k,
-            v,
-            grad_out,
-            lse,
-            delta,
-            grad_q,
-            seg_q,
-            seg_k,
-            cu_seqlens_k,
-            *_token_head_strides(q, k, v, grad_out, grad_q),
-            Nq,
-            Nk,
-            scale,
-            scale * LOG2E,
-            BLOCK_M=dq_blocks[0],
-            BLOCK_N=dq_blocks[1],
-            **common,
-        )
-        _varlen_attention_bwd_dkdv_kernel[(triton.cdiv(Nk, dkdv_blocks[1]), Hk)](
-            q,
-            k,
-            v,
-            grad_out,
-            lse,
-            delta,
-            grad_k,
-            grad_v,
-            seg_q,
-            seg_k,
-            cu_seqlens_q,
-            *_token_head_strides(q, k, v, grad_out, grad_k, grad_v),
-            Nq,
-            Nk,
-            scale,
-            scale * LOG2E,
-            BLOCK_M=dkdv_blocks[0],
-            BLOCK_N=dkdv_blocks[1],
-            **common,
-        )
+        if need_q and not atomic_dq:
+            _varlen_attention_bwd_dq_kernel[(triton.cdiv(Nq, dq_blocks[0]), H)](
+                q,
+                k,
+                v,
+                grad_out,
+                lse,
+                delta,
+                grad_q,
+                seg_q,
+                seg_k,
+                cu_seqlens_k,
+                *dq_descriptors,
+                *_token_head_strides(q, k, v, grad_out, grad_q),
+                Nq,
+                Nk,
+                scale,
+                scale * LOG2E,
+                BLOCK_M=dq_blocks[0],
+                BLOCK_N=dq_blocks[1],
+                **common,
+            )
+        if need_kv or atomic_dq:
+            grad_q_acc = torch.zeros(Nq, H, D, device=q.device, dtype=torch.float32) if atomic_dq else delta
+            _varlen_attention_bwd_dkdv_kernel[(triton.cdiv(Nk, dkdv_blocks[1]), Hk)](
+                q,
+                k,
+                v,
+                grad_out,
+                lse,
+                delta,
+                grad_k,
+                grad_v,
+                grad_q_acc,
+                seg_q,
+                seg_k,
+                cu_seqlens_q,
+                *dkdv_descriptors,
+                *_token_head_strides(q, k, v, grad_out, grad_k, grad_v),
+                Nq,
+                Nk,
+                H,
+                scale,
+                scale * LOG2E,
+                BLOCK_M=dkdv_blocks[0],
+                BLOCK_N=dkdv_blocks[1],
+                ATOMIC_DQ=atomic_dq,
+                **common,
+            )
+            if atomic_dq:
+                grad_q.copy_(grad_q_acc)
     return grad_q, grad_k, grad_v
 
 
 def _specs():
     """Representative launches for the static kernel report (Qwen2.5-VL D=80, SigLIP-so400m D=72,
-    InternViT-6B D=128, and D=8 of the tiny test configurations (one masked 16-wide piece); bf16, the
-    GPU dtype of these towers)."""
+    InternViT-6B D=128, CLIP ViT-L/14 D=64, and D=8 of the tiny test configurations (one masked
+    16-wide piece); bf16, the GPU dtype of these towers). The forward is compiled in its Ampere
+    configuration for both archs and in its Hopper one for sm_90a, through TMA (``:fwd-hopper``) and
+    through pointers (``:fwd-hopper-ptr``, operands whose strides rule TMA out)."""
     specs = []
     for config, D, H, Hk in (
         ("qwen2.5-vl-vision", 80, 16, 16),
         ("siglip-so400m", 72, 16, 16),
         ("internvit-6b", 128, 25, 25),
+        ("clip-vit-large", 64, 16, 16),
         ("tiny-test-config", 8, 4, 2),
     ):
         D0, D1, D2 = head_dim_pieces(D)
         N = 16384
         qkv = dict(stride_qn=H * D, stride_qh=D, stride_kn=Hk * D, stride_kh=D, stride_vn=Hk * D, stride_vh=D)
-        bm, bn, warps = _block_sizes(D)
         pieces = dict(GROUP=H // Hk, D=D, D0=D0, D1=D1, D2=D2, PRECISION="tf32")
-        specs.append(
-            make_spec(
-                _varlen_attention_fwd_kernel,
-                f"{config}:fwd",
-                warps,
-                dict(pieces, BLOCK_M=bm, BLOCK_N=bn),
-                Q=torch.bfloat16,
-                K=torch.bfloat16,
-                V=torch.bfloat16,
-                Out=torch.bfloat16,
-                Lse=torch.float32,
-                SegmentsQ=torch.int32,
-                SegmentsK=torch.int32,
-                CuK=torch.int32,
-                **qkv,
-                stride_on=H * D,
-                stride_oh=D,
-                Nq=N,
-                Nk=N,
-                scale_log2=D**-0.5 * LOG2E,
+        variants = [("fwd", 80, False, None), ("fwd-hopper", 90, True, None), ("fwd-hopper-ptr", 90, False, None)]
+        if D == 80:  # Qwen2.5-VL's window layers: 64-token windows, max_seqlen_q = 64
+            variants.append(("fwd-hopper-window", 90, True, 64))
+        for label, arch, tma, max_seqlen_q in variants:
+            bm, bn, warps, stages = _block_sizes(D, arch, max_seqlen_q)
+            descriptors = {
+                f"{name}D{index}": core.descriptor_type(torch.bfloat16, rows, 0, 3, width) if tma else None
+                for name, rows in (("Q", bm), ("K", bn), ("V", bn))
+                for index, width in enumerate((D0, D1, D2))
+            }
+            specs.append(
+                make_spec(
+                    _varlen_attention_fwd_kernel,
+                    f"{config}:{label}",
+                    warps,
+                    dict(pieces, BLOCK_M=bm, BLOCK_N=bn, TMA=tma),
+                    num_stages=stages,
+                    archs=("sm_80", "sm_90a") if arch < 90 else ("sm_90a",),
+                    Q=torch.bfloat16,
+                    K=torch.bfloat16,
+                    V=torch.bfloat16,
+                    Out=torch.bfloat16,
+                    Lse=torch.float32,
+                    SegmentsQ=torch.int32,
+                    SegmentsK=torch.int32,
+                    CuK=torch.int32,
+                    **descriptors,
+                    **qkv,
+                    stride_on=H * D,
+                    stride_oh=D,
+                    Nq=N,
+                    Nk=N,
+                    scale_log2=D**-0.5 * LOG2E,
+                )
             )
-        )
         bwd_warps = _bwd_num_warps(D)
         dq_m, dq_n = BWD_DQ_BLOCKS
         dkdv_m, dkdv_n = _dkdv_blocks(D)
-        specs.append(
-            make_spec(
-                _varlen_attention_bwd_dq_kernel,
-                f"{config}:bwd",
-                bwd_warps,
-                dict(pieces, BLOCK_M=dq_m, BLOCK_N=dq_n),
-                Q=torch.bfloat16,
-                K=torch.bfloat16,
-                V=torch.bfloat16,
-                GradOut=torch.bfloat16,
-                Lse=torch.float32,
-                Delta=torch.float32,
-                GradQ=torch.bfloat16,
-                SegmentsQ=torch.int32,
-                SegmentsK=torch.int32,
-                CuK=torch.int32,
-                **qkv,
-                stride_don=H * D,
-                stride_doh=D,
-                stride_dqn=H * D,
-                stride_dqh=D,
-                Nq=N,
-                Nk=N,
-                scale=D**-0.5,
-                scale_log2=D**-0.5 * LOG2E,
-            )
+        grads = dict(
+            Q=torch.bfloat16,
+            K=torch.bfloat16,
+            V=torch.bfloat16,
+            GradOut=torch.bfloat16,
+            Lse=torch.float32,
+            Delta=torch.float32,
+            SegmentsQ=torch.int32,
+            SegmentsK=torch.int32,
+            **qkv,
+            stride_don=H * D,
+            stride_doh=D,
+            Nq=N,
+            Nk=N,
+            scale=D**-0.5,
+            scale_log2=D**-0.5 * LOG2E,
         )
-        specs.append(
-            make_spec(
-                _varlen_attention_bwd_dkdv_kernel,
-                f"{config}:bwd",
-                bwd_warps,
-                dict(pieces, BLOCK_M=dkdv_m, BLOCK_N=dkdv_n),
-                Q=torch.bfloat16,
-                K=torch.bfloat16,
-                V=torch.bfloat16,
-                GradOut=torch.bfloat16,
-                Lse=torch.float32,
-                Delta=torch.float32,
-                GradK=torch.bfloat16,
-                GradV=torch.bfloat16,
-                SegmentsQ=torch.int32,
-                SegmentsK=torch.int32,
-                CuQ=torch.int32,
-                **qkv,
-                stride_don=H * D,
-                stride_doh=D,
-                stride_dkn=Hk * D,
-                stride_dkh=D,
-                stride_dvn=Hk * D,
-                stride_dvh=D,
-                Nq=N,
-                Nk=N,
-                scale=D**-0.5,
-                scale_log2=D**-0.5 * LOG2E,
+        # Backward: the pointer path for both archs and the TMA path (Hopper) for sm_90a; the
+        # atomic-dQ variant of the dK/dV kernel for the Qwen2.5-VL tower (the backward shape the GPU
+        # benchmark compares both variants on).
+        for suffix, tma in (("", False), ("-hopper", True)):
+            archs = ("sm_90a",) if tma else ("sm_80", "sm_90a")
+            dq_descriptors = {
+                f"{name}D{index}": core.descriptor_type(torch.bfloat16, dq_n, 0, 3, width) if tma else None
+                for name in ("K", "V")
+                for index, width in enumerate((D0, D1, D2))
+            }
+            specs.append(
+                make_spec(
+                    _varlen_attention_bwd_dq_kernel,
+                    f"{config}:bwd{suffix}",
+                    bwd_warps,
+                    dict(pieces, BLOCK_M=dq_m, BLOCK_N=dq_n, TMA=tma),
+                    archs=archs,
+                    **grads,
+                    **dq_descriptors,
+                    GradQ=torch.bfloat16,
+                    CuK=torch.int32,
+                    stride_dqn=H * D,
+                    stride_dqh=D,
+                )
             )
-        )
+            dkdv_descriptors = {
+                f"{name}D{index}": core.descriptor_type(torch.bfloat16, dkdv_m, 0, 3, width) if tma else None
+                for name in ("Q", "DO")
+                for index, width in enumerate((D0, D1, D2))
+            }
+            for label, atomic in (("bwd", False), ("bwd-atomic-dq", True))[: 2 if D == 80 else 1]:
+                specs.append(
+                    make_spec(
+                        _varlen_attention_bwd_dkdv_kernel,
+                        f"{config}:{label}{suffix}",
+                        bwd_warps,
+                        dict(pieces, BLOCK_M=dkdv_m, BLOCK_N=dkdv_n, ATOMIC_DQ=atomic, TMA=tma),
+                        archs=archs,
+                        **grads,
+                        **dkdv_descriptors,
+                        GradK=torch.bfloat16,
+                        GradV=torch.bfloat16,
+                        GradQAcc=torch.float32,
+                        CuQ=torch.int32,
+                        stride_dkn=Hk * D,
+                        stride_dkh=D,
+                        stride_dvn=Hk * D,
+                        stride_dvh=D,
+                        H=H,
+                    )
+                )
     return specs
 
 
