@@ -63,7 +63,7 @@ stage build 240 $PY setup.py --quiet build_ext --inplace
 # duration at --full in benchmarks/results/cuda-h200-2026-11-26 (rope 60 s, pixel_shuffle 46 s,
 # patch_embed 30 s; rms_norm and silu_mul, not run there, taken as 40 s), so one slow group cannot
 # starve the next.
-for group in ${STAGES:-${BENCHES:-varlen gated tune tests membound varlen_flex tower cuda_graph clip_tower}}; do
+for group in ${STAGES:-${BENCHES:-varlen tune gated tests membound varlen_flex tower cuda_graph clip_tower}}; do
   [ "$group" = membound ] && group="rope rms_norm silu_mul pixel_shuffle patch_embed"
   for name in $group; do
     case $name in
@@ -78,7 +78,7 @@ for group in ${STAGES:-${BENCHES:-varlen gated tune tests membound varlen_flex t
       tower) bench tower 80 "bench_vision_tower" ;;
       cuda_graph) bench cuda_graph 60 "bench_cuda_graph_tower" ;;
       clip_tower) bench clip_tower 60 "bench_clip_tower" ;;
-      tune) stage tune 90 $PY tools/tune_attention.py ;;
+      tune) stage tune 150 $PY tools/tune_attention.py qwen2.5-vl-4img qwen2.5-vl-window internvit-6b ;;
       tests) stage tests 170 $PY -m pytest tests -m requires_cuda ${TESTS_K:+-k "$TESTS_K"} -v -p no:cacheprovider \
         -rfE --tb=short -n 4 --timeout 60 --junitxml="$WORK/logs/tests.xml" ;;
       *) echo "unknown benchmark group $name" | tee -a "$OUT/stages.txt" ;;
