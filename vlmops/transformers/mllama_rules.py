@@ -149,8 +149,9 @@ def _mllama_model_forward(
     """transformers' ``MllamaModel.forward`` with the key ranges of
     :func:`mllama_cross_attention_inputs` in place of ``_prepare_cross_attention_mask``'s dense mask.
 
-    Serves both generations of the code (:func:`_text_model_code`): the cache comes as ``cache``
-    (transformers >= 5.24, which still takes ``past_key_values``) or ``past_key_values``. The mask rows
+    Serves both generations of the code (:func:`_text_model_code`, read by :func:`_model_forward`):
+    the cache comes as ``cache`` (transformers >= 5.24, which still takes ``past_key_values``) or
+    ``past_key_values``. The mask rows
     of the tokens being processed are the whole mask when it has one row per token, else rows
     ``[past, past + seq_len)`` (``past``: the cache's length), as transformers >= 5.24 takes them;
     before 5.24 transformers took rows ``[past, past + seq_len)`` always, which is the same wherever
@@ -185,7 +186,7 @@ def _mllama_model_forward(
             cross_attention_mask, self.vision_model.num_patches, self.dtype
         )
 
-    cache_keyword, output_class = _text_model_code()
+    cache_keyword, output_class = _TEXT_MODEL_CODE
     outputs = self.language_model(
         input_ids=input_ids,
         attention_mask=attention_mask,
@@ -206,6 +207,11 @@ def _mllama_model_forward(
         hidden_states=outputs.hidden_states,
         attentions=outputs.attentions,
     )
+
+
+# _text_model_code(), set when the forward is built: the forward reads plain values (torch.compile
+# traces it).
+_TEXT_MODEL_CODE = None
 
 
 @functools.cache
@@ -230,6 +236,8 @@ def _model_forward():
     transformers is optional. It carries the tag ``vlmops_model_forward``."""
     from transformers.utils.generic import can_return_tuple
 
+    global _TEXT_MODEL_CODE
+    _TEXT_MODEL_CODE = _text_model_code()
     forward = can_return_tuple(_mllama_model_forward)
     forward.vlmops_model_forward = "Mllama"
     return forward
