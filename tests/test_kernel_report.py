@@ -231,6 +231,26 @@ def test_native_shuffle_copy_moves_16_bytes(report_rows):
         assert row["ld_global_128"] >= 1 and row["st_global_128"] >= 1, row
 
 
+def test_native_rope_moves_16_bytes(report_rows):
+    """The CUDA C++ RoPE rotates and copies head rows in 16-byte vectors (its widest instantiation per
+    dtype: 8 half/bfloat16, 4 float, 2 double elements); only the position, axis and inv_freq reads of
+    the cos/sin step are narrower."""
+    if not any(r["config"] == "native" for r in report_rows):
+        pytest.skip("vlmops/_C*.so has no CUDA kernels (a CPU-only build)")
+    widest = ("c10::BFloat16", 8), ("c10::Half", 8), ("float", 4), ("double", 2)
+    wide = [
+        r
+        for r in report_rows
+        if r["config"] == "native"
+        and any(r["kernel"].startswith(f"rope_kernel<{t},") and r["kernel"].endswith(f", {v}>") for t, v in widest)
+    ]
+    # (positions int32/int64) x (rounding, for half and bfloat16 only)
+    assert len({r["kernel"] for r in wide}) == 4 + 4 + 2 + 2
+    for row in wide:
+        assert row["st_global"] == row["st_global_128"] > 0, row
+        assert row["ld_global"] - row["ld_global_128"] <= 3, row
+
+
 # --- the grid table: tools/launch_grids.py ------------------------------------------------------------
 
 

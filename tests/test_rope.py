@@ -536,3 +536,31 @@ def test_cuda_backends_agree_and_backward(monkeypatch):
     assert torch.autograd.gradcheck(
         lambda a, b: vlmops.apply_rope(a, b, positions[:, :4], axis, inv_freq, True, layout="bshd"), (q64, k64)
     )
+
+
+@pytest.mark.requires_cuda
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32, torch.float64])
+@pytest.mark.parametrize(
+    ("D", "P", "offset"),
+    [
+        (80, 40, 0),  # 16-byte accesses
+        (72, 36, 0),  # half/bfloat16: 8-byte accesses (P is not a multiple of 8)
+        (80, 32, 0),  # a copied tail of 16 dims, in vectors
+        (66, 33, 0),  # single elements
+        (80, 40, 1),  # rows off the 16-byte boundary: single elements
+    ],
+)
+def test_cuda_vector_widths_match_the_cpu_kernel(dtype, D, P, offset):
+    """The CUDA C++ kernel moves 16 bytes, 8 bytes or one element per access, as the layouts allow; every
+    width gives the CPU kernel's result (the same rotate_pair math), in and out of place."""
+    q, k, positions, axis, inv_freq = _random_problem(2, 9, 3, 2, D, P, 3, dtype)
+    buffer = torch.empty(q.numel() + offset, dtype=dtype, device="cuda")
+    q_cuda = buffer[offset:].view(q.shape).copy_(q)
+    args = (positions.cuda(), axis.cuda(), inv_freq.cuda())
+    for fp32_math in (True, False):
+        expected = torch.ops.vlmops.rope(q, k, positions, axis, inv_freq, fp32_math)
+        got = torch.ops.vlmops.rope(q_cuda, k.cuda(), *args, fp32_math)
+        torch.testing.assert_close((got[0].cpu(), got[1].cpu()), expected, rtol=1e-6, atol=1e-6)
+        q_in, k_in = q_cuda.clone(), k.cuda()
+        torch.ops.vlmops.rope_(q_in, k_in, *args, fp32_math)
+        torch.testing.assert_close((q_in.cpu(), k_in.cpu()), expected, rtol=1e-6, atol=1e-6)

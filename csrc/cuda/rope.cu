@@ -12,8 +12,11 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <initializer_list>
 #include <tuple>
+#include <type_traits>
 
 #include "vlmops/launch_geometry.h"
 #include "vlmops/rope_checks.h"
@@ -42,6 +45,30 @@ HeadsArgs heads_args(const at::Tensor& in, const at::Tensor& out) {
                    {out.stride(0), out.stride(1), out.stride(2), out.stride(3)}};
 }
 
+// The widest access (in elements: 16 bytes, 8 bytes, else 1) that every row of q, k and their outputs
+// allows: unit-stride head dims, rows starting on that many elements (pointers, and the batch, token
+// and head strides of dims longer than 1), and P and the copied tail multiples of it.
+int rope_vector_width(std::initializer_list<const at::Tensor*> tensors, int64_t P, int64_t D, bool copy_tail) {
+  const auto fits = [&](int64_t vec) {
+    if (P % vec != 0 || (copy_tail && (D - 2 * P) % vec != 0)) return false;
+    for (const at::Tensor* t : tensors) {
+      if (t->stride(3) != 1 || reinterpret_cast<uintptr_t>(t->const_data_ptr()) % (vec * t->itemsize()) != 0) {
+        return false;
+      }
+      for (int64_t d = 0; d < 3; ++d) {
+        if (t->size(d) > 1 && t->stride(d) % vec != 0) return false;
+      }
+    }
+    return true;
+  };
+  const int64_t item = tensors.begin()[0]->itemsize();
+  for (const int64_t bytes : {16, 8}) {
+    const int64_t vec = bytes / item;
+    if (vec > 1 && fits(vec)) return static_cast<int>(vec);
+  }
+  return 1;
+}
+
 // cos/sin through cospi/sinpi of angle/pi in double: their argument reduction is exact, so unlike
 // cosf/sinf (and cos/sin) there is no Payne-Hanek slow path with its local-memory array, and the float
 // result is the correctly rounded cos/sin (CUDA's cosf is within 2 ulp of it). For float angles up to
@@ -61,32 +88,93 @@ __device__ inline void device_cos_sin(double a, double& c, double& s) {
   s = sinpi(turns);
 }
 
-template <class scalar_t, bool kRound, class acc_t>
+// kVec elements of a head row, moved as one access: through int4 (16 bytes) or int2 (8 bytes)
+// registers, which the compiler keeps together as one LDG/STG of that width.
+template <class scalar_t, int kVec>
+struct Chunk {
+  scalar_t v[kVec];
+};
+
+template <int kBytes>
+using word_t = std::conditional_t<kBytes == 16, int4, std::conditional_t<kBytes == 8, int2, void>>;
+
+template <class chunk_t>
+__device__ inline chunk_t load_chunk(const void* p) {
+  const auto word = *static_cast<const word_t<sizeof(chunk_t)>*>(p);
+  chunk_t chunk;
+  memcpy(&chunk, &word, sizeof(chunk_t));
+  return chunk;
+}
+
+template <class chunk_t>
+__device__ inline void store_chunk(void* p, const chunk_t& chunk) {
+  word_t<sizeof(chunk_t)> word;
+  memcpy(&word, &chunk, sizeof(chunk_t));
+  // An explicit vector store: nvcc splits a plain assignment of the word into 32-bit stores.
+  if constexpr (sizeof(chunk_t) == 16) {
+    asm volatile("st.global.v4.b32 [%0], {%1, %2, %3, %4};" ::"l"(p), "r"(word.x), "r"(word.y), "r"(word.z), "r"(word.w)
+                 : "memory");
+  } else {
+    asm volatile("st.global.v2.b32 [%0], {%1, %2};" ::"l"(p), "r"(word.x), "r"(word.y) : "memory");
+  }
+}
+
+// Rotates (and, out of place, copies the tail of) every head of token (b, t): pairs (j, j + P) of kVec
+// consecutive j at a time. kVec > 1 needs unit-stride head dims, P and the tail multiples of kVec, and
+// rows starting on kVec-element boundaries (rope_vector_width checks all of it on the host).
+template <class scalar_t, bool kRound, int kVec, class acc_t>
 __device__ void rotate_heads(const HeadsArgs& h, int64_t b, int64_t t, const acc_t* c, const acc_t* s, int64_t P,
                              int64_t D, bool copy_tail) {
+  using chunk_t = Chunk<scalar_t, kVec>;
   const scalar_t* x = static_cast<const scalar_t*>(h.in) + b * h.in_stride[0] + t * h.in_stride[1];
   scalar_t* y = static_cast<scalar_t*>(h.out) + b * h.out_stride[0] + t * h.out_stride[1];
-  const int64_t tail = copy_tail ? D - 2 * P : 0;
-  const int64_t per_head = P + tail;
-  for (int64_t e = threadIdx.x; e < h.heads * per_head; e += blockDim.x) {
-    const int64_t head = e / per_head;
-    const int64_t j = e - head * per_head;
+  const int64_t pairs = P / kVec;
+  for (int64_t e = threadIdx.x; e < h.heads * pairs; e += blockDim.x) {
+    const int64_t head = e / pairs;
+    const int64_t j = (e - head * pairs) * kVec;
     const scalar_t* xh = x + head * h.in_stride[2];
     scalar_t* yh = y + head * h.out_stride[2];
-    if (j < P) {
-      acc_t y0, y1;
-      rotate_pair<scalar_t, kRound>(static_cast<acc_t>(xh[j * h.in_stride[3]]),
-                                    static_cast<acc_t>(xh[(j + P) * h.in_stride[3]]), c[j], s[j], y0, y1);
-      yh[j * h.out_stride[3]] = static_cast<scalar_t>(y0);
-      yh[(j + P) * h.out_stride[3]] = static_cast<scalar_t>(y1);
+    chunk_t x0, x1, y0, y1;
+    if constexpr (kVec == 1) {
+      x0.v[0] = xh[j * h.in_stride[3]];
+      x1.v[0] = xh[(j + P) * h.in_stride[3]];
     } else {
-      const int64_t d = 2 * P + (j - P);
+      x0 = load_chunk<chunk_t>(xh + j);
+      x1 = load_chunk<chunk_t>(xh + j + P);
+    }
+#pragma unroll
+    for (int i = 0; i < kVec; ++i) {
+      acc_t r0, r1;
+      rotate_pair<scalar_t, kRound>(static_cast<acc_t>(x0.v[i]), static_cast<acc_t>(x1.v[i]), c[j + i], s[j + i], r0,
+                                    r1);
+      y0.v[i] = static_cast<scalar_t>(r0);
+      y1.v[i] = static_cast<scalar_t>(r1);
+    }
+    if constexpr (kVec == 1) {
+      yh[j * h.out_stride[3]] = y0.v[0];
+      yh[(j + P) * h.out_stride[3]] = y1.v[0];
+    } else {
+      store_chunk(yh + j, y0);
+      store_chunk(yh + j + P, y1);
+    }
+  }
+  if (!copy_tail) return;
+  // Out of place, dims [2P, D) pass through unchanged.
+  const int64_t tail = (D - 2 * P) / kVec;
+  for (int64_t e = threadIdx.x; e < h.heads * tail; e += blockDim.x) {
+    const int64_t head = e / tail;
+    const int64_t d = 2 * P + (e - head * tail) * kVec;
+    const scalar_t* xh = x + head * h.in_stride[2];
+    scalar_t* yh = y + head * h.out_stride[2];
+    if constexpr (kVec == 1) {
       yh[d * h.out_stride[3]] = xh[d * h.in_stride[3]];
+    } else {
+      store_chunk(yh + d, load_chunk<chunk_t>(xh + d));
     }
   }
 }
 
-template <class scalar_t, class pos_t, bool kRound>
+template <class scalar_t, class pos_t, bool kRound, int kVec>
 __global__ void rope_kernel(HeadsArgs q, HeadsArgs k, const pos_t* __restrict__ positions, int64_t ps0, int64_t ps1,
                             int64_t ps2, int64_t A, const int64_t* __restrict__ axis,
                             const float* __restrict__ inv_freq, int64_t tokens, int64_t S, int64_t P, int64_t D,
@@ -111,8 +199,8 @@ __global__ void rope_kernel(HeadsArgs q, HeadsArgs k, const pos_t* __restrict__ 
       s[i] = inverse ? -si : si;
     }
     __syncthreads();
-    rotate_heads<scalar_t, kRound>(q, b, t, c, s, P, D, copy_tail);
-    rotate_heads<scalar_t, kRound>(k, b, t, c, s, P, D, copy_tail);
+    rotate_heads<scalar_t, kRound, kVec>(q, b, t, c, s, P, D, copy_tail);
+    rotate_heads<scalar_t, kRound, kVec>(k, b, t, c, s, P, D, copy_tail);
     __syncthreads();  // c and s are rewritten for the block's next token
   }
 }
@@ -141,18 +229,40 @@ void rope_launch(const at::Tensor& q, const at::Tensor& k, const at::Tensor& q_o
                       " for ", q.scalar_type(),
                       "); VLMOPS_CUDA_BACKEND=triton "
                       "runs the Triton variant");
-    const bool round = !fp32_math && !std::is_same_v<scalar_t, acc_t>;
-    auto launch = [&](auto pos_tag, auto round_tag) {
+    const int vec = rope_vector_width({&q, &k, &q_out, &k_out}, P, D, copy_tail);
+    auto launch = [&](auto pos_tag, auto round_tag, auto vec_tag) {
       using pos_t = decltype(pos_tag);
-      rope_kernel<scalar_t, pos_t, decltype(round_tag)::value><<<blocks, kThreads, smem, stream>>>(
-          qa, ka, positions.const_data_ptr<pos_t>(), positions.stride(0), positions.stride(1), positions.stride(2), A,
-          axis_c.const_data_ptr<int64_t>(), freq_c.const_data_ptr<float>(), tokens, q.size(1), P, D, inverse,
-          copy_tail);
+      rope_kernel<scalar_t, pos_t, decltype(round_tag)::value, decltype(vec_tag)::value>
+          <<<blocks, kThreads, smem, stream>>>(qa, ka, positions.const_data_ptr<pos_t>(), positions.stride(0),
+                                               positions.stride(1), positions.stride(2), A,
+                                               axis_c.const_data_ptr<int64_t>(), freq_c.const_data_ptr<float>(), tokens,
+                                               q.size(1), P, D, inverse, copy_tail);
+    };
+    // 16-byte, 8-byte or single-element accesses (the widest the layouts allow).
+    constexpr int kWide = std::max<int>(1, 16 / sizeof(scalar_t)), kNarrow = std::max<int>(1, 8 / sizeof(scalar_t));
+    auto launch_vec = [&](auto pos_tag, auto round_tag) {
+      if (vec == kWide) {
+        launch(pos_tag, round_tag, std::integral_constant<int, kWide>{});
+      } else if (vec == kNarrow) {
+        launch(pos_tag, round_tag, std::integral_constant<int, kNarrow>{});
+      } else {
+        launch(pos_tag, round_tag, std::integral_constant<int, 1>{});
+      }
+    };
+    // Rounding to the activation dtype only exists for half and bfloat16 (float math otherwise).
+    auto launch_round = [&](auto pos_tag) {
+      if constexpr (std::is_same_v<scalar_t, acc_t>) {
+        launch_vec(pos_tag, std::false_type{});
+      } else if (!fp32_math) {
+        launch_vec(pos_tag, std::true_type{});
+      } else {
+        launch_vec(pos_tag, std::false_type{});
+      }
     };
     if (positions.scalar_type() == at::kLong) {
-      round ? launch(int64_t{}, std::true_type{}) : launch(int64_t{}, std::false_type{});
+      launch_round(int64_t{});
     } else {
-      round ? launch(int32_t{}, std::true_type{}) : launch(int32_t{}, std::false_type{});
+      launch_round(int32_t{});
     }
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
