@@ -69,7 +69,7 @@ for group in ${STAGES:-${BENCHES:-varlen tune gated tests membound varlen_flex t
     case $name in
       varlen) bench varlen 120 "bench_varlen_attention and not flex" ;;
       gated) bench gated 100 "bench_gated_cross_attention or bench_mllama_cross_attention" ;;
-      rope) bench rope 90 "bench_rope" ;;
+      rope) bench rope 110 "bench_rope or bench_text_mrope" ;;
       rms_norm) bench rms_norm 60 "bench_rms_norm" ;;
       silu_mul) bench silu_mul 60 "bench_silu_mul" ;;
       pixel_shuffle) bench pixel_shuffle 70 "bench_pixel_shuffle" ;;
