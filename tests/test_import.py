@@ -193,3 +193,13 @@ def test_a_built_checkout_without_triton_runs_the_native_ops_silently(report):
 @pytest.mark.parametrize("mode", MODES)
 def test_every_op_runs(report, mode, call):
     assert report(mode)["ops"][call] == "ok"
+
+
+def test_import_leaves_torch_dynamo_unloaded():
+    """`import vlmops` stays light: torch._dynamo (about a second to import; torch.nn.attention.varlen
+    pulls it in) loads only when a call needs it."""
+    code = "import sys, vlmops; print(sorted({'torch._dynamo', 'torch.nn.attention.varlen'} & set(sys.modules)))"
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"

@@ -90,9 +90,10 @@ def test_auto_routes_a_measured_class_to_torch(monkeypatch):
 @pytest.mark.requires_cuda
 @pytest.mark.parametrize(("H", "Hk", "D"), [(4, 4, 80), (4, 4, 72), (4, 2, 64), (2, 2, 128)])
 def test_torch_backend_matches_vlmops_forward_and_backward(H, Hk, D):
-    if varlen_module._TORCH_VARLEN_ATTN is None:
+    api = varlen_module._torch_varlen_attn_api()
+    if api is None:
         pytest.skip(f"torch {torch.__version__} has no torch.nn.attention.varlen")
-    if Hk != H and not varlen_module._TORCH_VARLEN_ATTN[2]:
+    if Hk != H and not api[2]:
         pytest.skip(f"varlen_attn of torch {torch.__version__} has no enable_gqa")
     lengths = [1, 100, 257, 64]
     q, k, v, cu = packed(lengths, H, Hk, D, torch.bfloat16, "cuda")

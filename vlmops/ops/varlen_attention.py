@@ -176,43 +176,51 @@ def _capability(device_index: int | None) -> int:
     return torch.cuda.get_device_capability(device_index)[0]
 
 
+# (varlen_attn, AuxRequest, takes enable_gqa), or None before torch 2.10; () until first needed:
+# torch.nn.attention.varlen imports torch._dynamo, which would double the time of `import vlmops`.
+_TORCH_VARLEN_ATTN = ()
+
+
 def _torch_varlen_attn_api():
-    """torch's ``varlen_attn`` and whether it takes ``enable_gqa``; None before torch 2.10."""
-    try:
-        from torch.nn.attention.varlen import AuxRequest, varlen_attn
-    except ImportError:
-        return None
-    return varlen_attn, AuxRequest, "enable_gqa" in inspect.signature(varlen_attn).parameters
-
-
-_TORCH_VARLEN_ATTN = _torch_varlen_attn_api()
+    """torch's ``varlen_attn``, ``AuxRequest`` and whether it takes ``enable_gqa``; None before torch
+    2.10. Imported on the first call that may run it."""
+    global _TORCH_VARLEN_ATTN
+    if _TORCH_VARLEN_ATTN == ():
+        try:
+            from torch.nn.attention.varlen import AuxRequest, varlen_attn
+        except ImportError:
+            _TORCH_VARLEN_ATTN = None
+        else:
+            _TORCH_VARLEN_ATTN = varlen_attn, AuxRequest, "enable_gqa" in inspect.signature(varlen_attn).parameters
+    return _TORCH_VARLEN_ATTN
 
 
 def _torch_refusal(q, k, max_seqlen_q, max_seqlen_k) -> str | None:
-    """Why torch's ``varlen_attn`` cannot take these arguments, or None."""
+    """Why torch's ``varlen_attn`` cannot take these arguments, or None. Tensors off CUDA are refused
+    before torch's module is imported."""
     if not (isinstance(q, torch.Tensor) and isinstance(k, torch.Tensor) and q.dim() == 3 and k.dim() == 3):
         return "needs q [Nq, H, D] and k [Nk, Hk, D]"
-    api = _TORCH_VARLEN_ATTN
-    if api is None:
-        return f"needs torch.nn.attention.varlen.varlen_attn (torch 2.10 or newer; this is {torch.__version__})"
     if q.dtype not in (torch.float16, torch.bfloat16):
         return f"takes float16 or bfloat16 only; q is {q.dtype}"
     D = q.shape[-1]
     if D % 8 or D > 256:
         return f"takes head dims that are multiples of 8 up to 256; q's head dim is {D}"
-    if q.shape[1] != k.shape[1] and not api[2]:
-        heads = f"{q.shape[1]} q heads, {k.shape[1]} k heads"
-        return f"cannot take grouped-query attention ({heads}) on torch {torch.__version__}"
     for name, bound in (("max_seqlen_q", max_seqlen_q), ("max_seqlen_k", max_seqlen_k)):
         if not isinstance(bound, int) or isinstance(bound, bool):
             return f"needs {name}, the caller's bound on the segment lengths, as an int; got {bound!r}"
     if q.device.type != "cuda":
         return f"runs on CUDA only; q is on {q.device}"
+    api = _torch_varlen_attn_api()
+    if api is None:
+        return f"needs torch.nn.attention.varlen.varlen_attn (torch 2.10 or newer; this is {torch.__version__})"
+    if q.shape[1] != k.shape[1] and not api[2]:
+        heads = f"{q.shape[1]} q heads, {k.shape[1]} k heads"
+        return f"cannot take grouped-query attention ({heads}) on torch {torch.__version__}"
     return None
 
 
 def _torch_varlen_attn(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale):
-    varlen_attn, AuxRequest, takes_gqa = _TORCH_VARLEN_ATTN
+    varlen_attn, AuxRequest, takes_gqa = _torch_varlen_attn_api()
     if not isinstance(max_seqlen_k, int):
         raise ValueError(
             "vlmops.varlen_attention: backend='torch' needs max_seqlen_k, the bound on k's segment lengths"
