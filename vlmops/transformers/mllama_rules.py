@@ -214,7 +214,6 @@ def _mllama_model_forward(
 _TEXT_MODEL_CODE = None
 
 
-@functools.cache
 def _text_model_code():
     """What differs between the generations of the installed transformers' Mllama code, read once:
     the keyword ``MllamaTextModel.forward`` takes its cache by (``cache`` from 5.24, before it
