@@ -104,11 +104,10 @@ def pad_pixtral_inputs(pixel_values, image_sizes, patch_size: int, out_pixels, o
 def _pixtral_tokens(image_sizes, patch_size: int, batch: int, height: int, width: int) -> int:
     """The real packed length of a Pixtral call, from the sizes on the host (Python ints or a CPU
     tensor read for free; a GPU tensor is read back, a sync: pass ``num_patches`` to avoid it)."""
-    rows, cols = height // patch_size, width // patch_size
-    if image_sizes is None:
-        return batch * rows * cols
+    from vlmops.transformers.pixtral_rules import _num_patches
+
     sizes = image_sizes.tolist() if isinstance(image_sizes, torch.Tensor) else image_sizes
-    return sum(min(int(h) // patch_size, rows) * min(int(w) // patch_size, cols) for h, w in sizes)
+    return _num_patches(sizes, None, patch_size, batch, height // patch_size, width // patch_size)
 
 
 def _family(tower) -> str | None:
